@@ -1,0 +1,40 @@
+"""Classifier-free guidance as one batched model call, and splitting noise from variance values."""
+import torch
+
+
+def expand_batch(c, batch):
+    """Conditioning with batch 1 or `batch` -> batch `batch` (None stays None)."""
+    if c is None or c.shape[0] == batch:
+        return c
+    if c.shape[0] != 1:
+        raise ValueError(f"conditioning has batch {c.shape[0]}; expected 1 or {batch}")
+    return c.expand(batch, *c.shape[1:])
+
+
+def guided_output(model, x, t, cond=None, uncond=None, guidance_scale=1.0):
+    """Model output at x (B, C, H, W), guided: (B, C, H, W) noise or (B, 2C, H, W) noise + variance.
+
+    With `uncond` and guidance_scale != 1, conditional and unconditional run as ONE call on
+    cat([x, x]), cat([cond, uncond]) (t duplicated if a (B,) tensor); the noise channels become
+    u + s (c - u) and the variance channels stay conditional (as diffusers' IF pipeline does).
+    """
+    b, c = x.shape[:2]
+    cond = expand_batch(cond, b)
+    if uncond is None or guidance_scale == 1.0:
+        out = model(x, t, cond)
+    else:
+        if cond is None:
+            raise ValueError("classifier-free guidance needs `cond` as well as `uncond`")
+        tt = torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.ndim > 0 else t
+        out_c, out_u = model(torch.cat([x, x]), tt, torch.cat([cond, expand_batch(uncond, b)])).chunk(2)
+        eps = out_u[:, :c] + guidance_scale * (out_c[:, :c] - out_u[:, :c])
+        out = torch.cat([eps, out_c[:, c:]], dim=1)
+    if out.shape[0] != b or out.shape[1] not in (c, 2 * c) or out.shape[2:] != x.shape[2:]:
+        raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
+                         f"expected ({b}, {c} or {2 * c}, {', '.join(map(str, x.shape[2:]))})")
+    return out
+
+
+def split_output(out, channels):
+    """(B, C|2C, H, W) model output -> (eps, variance values or None)."""
+    return (out, None) if out.shape[1] == channels else out.split(channels, dim=1)
