@@ -1,0 +1,289 @@
+"""The course's MNIST UNet family (spec §2.1-2.3, §3.3) and one improved UNet.
+
+Both models share one signature: ``model(x, t=None, c=None)`` with
+  x: (B, 1, 28, 28) image (any value range the objective uses),
+  t: (B,), (B, 1) or scalar float in [0, 1] (DDPM passes (i + 1) / T),
+  c: (B, num_classes) float one-hot; an all-zero row is the null class (None = all null).
+and return a (B, 1, 28, 28) tensor (denoised image, noise or velocity, per objective).
+
+Conditioning modes:
+  "none"      unconditional (single-step denoiser, pure-noise model);
+  "time-add"  u0 += t1, u1 += t2   (course DDPM, time-only);
+  "time-mul"  u0 *= t1, u1 *= t2   (course flow matching, time-only);
+  "class"     u0 = c1*u0 + t1, u1 = c2*u1 + t2   (both class-conditioned versions).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Conditioning = Literal["none", "time-add", "time-mul", "class"]
+CONDITIONINGS: tuple[str, ...] = ("none", "time-add", "time-mul", "class")
+ARCHS: tuple[str, ...] = ("course", "improved")
+
+
+# ----------------------------------------------------------------------------- course ops (§2.1)
+def _conv_bn_gelu(conv: nn.Module, channels: int) -> nn.Sequential:
+    return nn.Sequential(conv, nn.BatchNorm2d(channels), nn.GELU())
+
+
+def Conv(cin: int, cout: int) -> nn.Sequential:
+    """Conv2d(k3, s1, p1) + BN + GELU; keeps H x W."""
+    return _conv_bn_gelu(nn.Conv2d(cin, cout, 3, 1, 1), cout)
+
+
+def DownConv(cin: int, cout: int) -> nn.Sequential:
+    """Conv2d(k3, s2, p1) + BN + GELU; H -> H/2."""
+    return _conv_bn_gelu(nn.Conv2d(cin, cout, 3, 2, 1), cout)
+
+
+def UpConv(cin: int, cout: int) -> nn.Sequential:
+    """ConvTranspose2d(k4, s2, p1) + BN + GELU; H -> 2H."""
+    return _conv_bn_gelu(nn.ConvTranspose2d(cin, cout, 4, 2, 1), cout)
+
+
+def Flatten() -> nn.Sequential:
+    """AvgPool2d(7) + GELU; 7x7 -> 1x1."""
+    return nn.Sequential(nn.AvgPool2d(7), nn.GELU())
+
+
+def Unflatten(channels: int) -> nn.Sequential:
+    """ConvTranspose2d(D, D, k7, s7, p0) + BN + GELU; 1x1 -> 7x7."""
+    return _conv_bn_gelu(nn.ConvTranspose2d(channels, channels, 7, 7, 0), channels)
+
+
+def ConvBlock(cin: int, cout: int) -> nn.Sequential:
+    """Conv(cin, cout) -> Conv(cout, cout)."""
+    return nn.Sequential(Conv(cin, cout), Conv(cout, cout))
+
+
+def DownBlock(cin: int, cout: int) -> nn.Sequential:
+    """DownConv(cin, cout) -> ConvBlock(cout, cout)."""
+    return nn.Sequential(DownConv(cin, cout), ConvBlock(cout, cout))
+
+
+def UpBlock(cin: int, cout: int) -> nn.Sequential:
+    """UpConv(cin, cout) -> ConvBlock(cout, cout)."""
+    return nn.Sequential(UpConv(cin, cout), ConvBlock(cout, cout))
+
+
+def FCBlock(fin: int, fout: int) -> nn.Sequential:
+    """Linear(fin, fout) + GELU -> Linear(fout, fout)."""
+    return nn.Sequential(nn.Linear(fin, fout), nn.GELU(), nn.Linear(fout, fout))
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def _check_conditioning(conditioning: str) -> None:
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"unknown conditioning {conditioning!r}; expected one of {CONDITIONINGS}")
+
+
+def _time_column(t: Tensor | float | None, x: Tensor) -> Tensor:
+    """t as a (B, 1) float column on x's device; a scalar is broadcast over the batch."""
+    if t is None:
+        raise ValueError("this model is time-conditioned: pass t, a (B,) float in [0, 1]")
+    t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+    if t.numel() == 1:
+        return t.reshape(1, 1).expand(x.shape[0], 1)
+    if t.numel() != x.shape[0]:
+        raise ValueError(f"t has {t.numel()} values for a batch of {x.shape[0]}")
+    return t.reshape(-1, 1)
+
+
+def _class_rows(c: Tensor | None, x: Tensor, num_classes: int) -> Tensor:
+    """c as (B, num_classes) float on x's device; None means the null class (zeros)."""
+    if c is None:
+        return x.new_zeros(x.shape[0], num_classes)
+    if c.shape != (x.shape[0], num_classes):
+        raise ValueError(f"c must be one-hot of shape ({x.shape[0]}, {num_classes}), got {tuple(c.shape)}")
+    return c.to(device=x.device, dtype=x.dtype)
+
+
+def _as_map(v: Tensor) -> Tensor:
+    return v[:, :, None, None]
+
+
+# ----------------------------------------------------------------------------- course UNet (§2.2)
+class UNet(nn.Module):
+    """The course UNet: 28 -> 14 -> 7 -> 1 -> 7 -> 14 -> 28 with skips (spec §2.2).
+
+    Parameter counts (§4): D=64: 1,975,361 / 1,996,417 / 2,019,201 and D=128: 7,891,073 /
+    7,974,145 / 8,060,673 for unconditional / time-conditioned / class-conditioned.
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, conditioning: Conditioning = "none",
+                 num_classes: int = 10):
+        super().__init__()
+        _check_conditioning(conditioning)
+        d = hidden
+        self.conditioning, self.num_classes = conditioning, num_classes
+        self.e0 = ConvBlock(in_channels, d)
+        self.e1 = DownBlock(d, d)
+        self.e2 = DownBlock(d, 2 * d)
+        self.flatten = Flatten()
+        self.unflatten = Unflatten(2 * d)
+        self.u1 = UpBlock(4 * d, d)
+        self.u2 = UpBlock(2 * d, d)
+        self.head = ConvBlock(2 * d, d)
+        self.out = nn.Conv2d(d, in_channels, 3, 1, 1)
+        if conditioning != "none":
+            self.fc1_t, self.fc2_t = FCBlock(1, 2 * d), FCBlock(1, d)
+        if conditioning == "class":
+            self.fc1_c, self.fc2_c = FCBlock(num_classes, 2 * d), FCBlock(num_classes, d)
+
+    def forward(self, x: Tensor, t: Tensor | float | None = None, c: Tensor | None = None) -> Tensor:
+        e0 = self.e0(x)
+        e1 = self.e1(e0)
+        e2 = self.e2(e1)
+        u0 = self.unflatten(self.flatten(e2))
+        if self.conditioning != "none":
+            u0 = self._modulate(u0, x, t, c, self.fc1_t, getattr(self, "fc1_c", None))
+        u1 = self.u1(torch.cat([e2, u0], dim=1))
+        if self.conditioning != "none":
+            u1 = self._modulate(u1, x, t, c, self.fc2_t, getattr(self, "fc2_c", None))
+        u2 = self.u2(torch.cat([e1, u1], dim=1))
+        return self.out(self.head(torch.cat([e0, u2], dim=1)))
+
+    def _modulate(self, h: Tensor, x: Tensor, t, c, fc_t: nn.Module, fc_c: nn.Module | None) -> Tensor:
+        tv = _as_map(fc_t(_time_column(t, x)))
+        if self.conditioning == "time-add":
+            return h + tv
+        if self.conditioning == "time-mul":
+            return h * tv
+        return _as_map(fc_c(_class_rows(c, x, self.num_classes))) * h + tv
+
+
+# ----------------------------------------------------------------------------- improved UNet
+def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """(B, 1) t in [0, 1] -> (B, dim) sin/cos features (t scaled by 1000 like DDPM's step index)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
+    args = 1000.0 * t * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-Conv x2 with a residual path; the embedding sets a per-channel FiLM.
+
+    The embedding's effect follows the conditioning: "time-add" shifts, "time-mul" scales by
+    (1 + s), "class" does both (scale from the class+time embedding, shift likewise).
+    """
+
+    def __init__(self, cin: int, cout: int, emb_dim: int | None, mode: str):
+        super().__init__()
+        self.mode = mode
+        self.norm1, self.conv1 = nn.GroupNorm(8, cin), nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2, self.conv2 = nn.GroupNorm(8, cout), nn.Conv2d(cout, cout, 3, 1, 1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        n_film = {"none": 0, "time-add": 1, "time-mul": 1, "class": 2}[mode]
+        self.film = nn.Linear(emb_dim, n_film * cout) if n_film else None
+
+    def forward(self, x: Tensor, emb: Tensor | None) -> Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x)))
+        h = self.norm2(h)
+        if self.film is not None:
+            f = _as_map(self.film(emb))
+            if self.mode == "time-add":
+                h = h + f
+            elif self.mode == "time-mul":
+                h = h * (1 + f)
+            else:
+                scale, shift = f.chunk(2, dim=1)
+                h = h * (1 + scale) + shift
+        return self.skip(x) + self.conv2(nn.functional.silu(h))
+
+
+class Attention(nn.Module):
+    """Single-block multi-head self-attention over the H*W positions, residual."""
+
+    def __init__(self, channels: int, heads: int = 4):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, ch, h, w = x.shape
+        seq = self.norm(x).flatten(2).transpose(1, 2)
+        out, _ = self.attn(seq, seq, seq, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, ch, h, w)
+
+
+class ImprovedUNet(nn.Module):
+    """A stronger UNet for the same tasks (the course's bells & whistles).
+
+    Residual blocks with GroupNorm and SiLU, a sinusoidal time embedding through an MLP, a class
+    embedding (a bias-free Linear on the one-hot, so the zero row stays the null class), FiLM
+    conditioning in every block, and self-attention at 7x7. Levels: D@28, 2D@14, 2D@7.
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, conditioning: Conditioning = "none",
+                 num_classes: int = 10):
+        super().__init__()
+        _check_conditioning(conditioning)
+        d, mode = hidden, conditioning
+        self.conditioning, self.num_classes, self.hidden = conditioning, num_classes, hidden
+        emb = 4 * d if mode != "none" else None
+        if emb is not None:
+            self.time_mlp = nn.Sequential(nn.Linear(d, emb), nn.SiLU(), nn.Linear(emb, emb))
+        if mode == "class":
+            self.class_emb = nn.Linear(num_classes, emb, bias=False)
+        chans = (d, 2 * d, 2 * d)
+        self.stem = nn.Conv2d(in_channels, d, 3, 1, 1)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        cin = d
+        for i, ch in enumerate(chans):
+            self.down.append(ResBlock(cin, ch, emb, mode))
+            self.downsample.append(nn.Conv2d(ch, ch, 3, 2, 1) if i < len(chans) - 1 else nn.Identity())
+            cin = ch
+        self.mid1, self.mid_attn, self.mid2 = ResBlock(cin, cin, emb, mode), Attention(cin), ResBlock(cin, cin, emb, mode)
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i, ch in reversed(list(enumerate(chans))):
+            self.up.append(ResBlock(cin + ch, ch, emb, mode))
+            self.upsample.append(nn.ConvTranspose2d(ch, ch, 4, 2, 1) if i > 0 else nn.Identity())
+            cin = ch
+        self.attn7 = Attention(2 * d)
+        self.out = nn.Sequential(nn.GroupNorm(8, d), nn.SiLU(), nn.Conv2d(d, in_channels, 3, 1, 1))
+
+    def _embedding(self, x: Tensor, t, c) -> Tensor | None:
+        if self.conditioning == "none":
+            return None
+        e = self.time_mlp(sinusoidal_embedding(_time_column(t, x), self.hidden))
+        if self.conditioning == "class":
+            e = e + self.class_emb(_class_rows(c, x, self.num_classes))
+        return nn.functional.silu(e)
+
+    def forward(self, x: Tensor, t: Tensor | float | None = None, c: Tensor | None = None) -> Tensor:
+        emb = self._embedding(x, t, c)
+        h = self.stem(x)
+        skips = []
+        for block, down in zip(self.down, self.downsample):
+            h = block(h, emb)
+            skips.append(h)
+            h = down(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for i, (block, up) in enumerate(zip(self.up, self.upsample)):
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if i == 0:
+                h = self.attn7(h)
+            h = up(h)
+        return self.out(h)
+
+
+def build_model(arch: str = "course", *, in_channels: int = 1, hidden: int = 64,
+                conditioning: Conditioning = "none", num_classes: int = 10) -> nn.Module:
+    """Build ``UNet`` ("course") or ``ImprovedUNet`` ("improved") with the given options."""
+    classes = {"course": UNet, "improved": ImprovedUNet}
+    if arch not in classes:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+    return classes[arch](in_channels=in_channels, hidden=hidden, conditioning=conditioning,
+                         num_classes=num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
