@@ -3,8 +3,6 @@
 This is the one place that converts velocity <-> noise. VP state: x = sqrt(ab) x_data + sqrt(1-ab) eps.
 Flow state (course convention): x_tau = (1 - tau) noise + tau x_data, velocity v = x_data - noise.
 """
-import torch
-
 from .schedules import alpha_bar
 
 
@@ -26,10 +24,9 @@ class VelocityAsEps:
         self.velocity_model, self.alphas_cumprod = velocity_model, alphas_cumprod
 
     def __call__(self, x, t, cond=None):
-        t = torch.as_tensor(t, device=x.device).expand(x.shape[0])
-        ab = alpha_bar(self.alphas_cumprod, t, x)
+        ab = alpha_bar(self.alphas_cumprod, t, x)  # 0-dim for an int t, (B, 1, 1, 1) for a tensor
         scale = ab.sqrt() + (1 - ab).sqrt()
         tau = (ab.sqrt() / scale).to(x.dtype)
         x_flow = x / scale.to(x.dtype)
-        v = self.velocity_model(x_flow, tau.flatten(), cond)
+        v = self.velocity_model(x_flow, tau.flatten().expand(x.shape[0]), cond)
         return x_flow - tau * v
