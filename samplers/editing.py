@@ -52,7 +52,7 @@ def inpaint(model, image, mask, timesteps, alphas_cumprod, *, cond=None, uncond=
     repaint_timesteps): the combined image is re-noised with q(x_t | x_t_prev) and denoised again.
     """
     check_mask(mask, image)
-    mask = mask.to(image.dtype)
+    mask = mask.to(image.device, image.dtype)
     image = image.expand(max(image.shape[0], mask.shape[0]), *image.shape[1:])
 
     def keep(x, t):

@@ -89,3 +89,18 @@ def test_dtype_is_kept(dtype):
     out = S.iterative_denoise(model, torch.randn(1, 3, 8, 8, dtype=dtype), TS, AB,
                               generator=torch.Generator().manual_seed(0))
     assert out.dtype == dtype and torch.isfinite(out.float()).all()
+
+
+def test_no_tensor_is_pinned_to_the_cpu():
+    """The meta device stands in for cuda/mps: mixing in a CPU tensor would raise."""
+    meta = torch.device("meta")
+    model, cond = ToyModel(), torch.zeros(1, 1, device=meta)
+    model.w = model.w.to(meta)
+    x, g = torch.randn(2, 3, 16, 16, device=meta), torch.Generator().manual_seed(0)
+    assert S.iterative_denoise(model, x, TS, AB, cond=cond, uncond=cond, guidance_scale=3.0, generator=g).is_meta
+    assert S.visual_anagram(model, x, TS[-3:], AB, conds=[cond] * 2, views=["flip", "patch_permute"],
+                            generator=g).is_meta
+    assert S.hybrid_image(model, x, TS[-3:], AB, cond_far=cond, cond_near=cond, generator=g).is_meta
+    velocity = lambda x, t, c: x * t.view(-1, 1, 1, 1)  # noqa: E731
+    assert S.flow_sample(velocity, x, 2, method="heun").is_meta
+    assert S.iterative_denoise(S.VelocityAsEps(velocity, AB), x, TS[-3:], AB, step="ddim").is_meta
