@@ -1,0 +1,202 @@
+"""`python -m training <experiment> [options]`, `sample`, `evaluate`, `figures` (design.md contract).
+
+User errors print one line (`python -m training: error: ...`) and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .checkpoints import CheckpointError
+from .data import DATASETS, DatasetUnavailableError
+from .config import (ARCHS, DEVICES, EXPERIMENTS, MIXED_PRECISION, NO_SCHEDULER_HELP, SAMPLERS,
+                     WANDB_MODES, ConfigError, TrainConfig, make_config, resume_config)
+
+PROG = "python -m training"
+TOOLS = ("sample", "evaluate", "figures")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    """Options of every experiment; None means "the experiment's course default"."""
+    pos_int, pos_float = _positive(int), _positive(float)
+    add = p.add_argument
+    add("--name", help="run folder name under --runs-dir (default: the experiment name)")
+    add("--runs-dir", default="runs", help="folder holding the runs (default: runs)")
+    add("--resume", action="store_true", help="continue the run of this name from its last checkpoint")
+    add("--epochs", type=pos_int, help="course epochs; an explicit value means N passes over the dataset")
+    add("--steps", type=pos_int, help="total optimizer steps (overrides the length)")
+    add("--dataset", choices=DATASETS, help="mnist, mnist-5k, fashion-mnist or auto (default)")
+    add("--data-root", help="dataset folder (default: data)")
+    add("--seed", type=int, help="seed of the weights, batch order and noise (default 0)")
+    add("--device", choices=DEVICES, help="auto (default), cpu, cuda or mps")
+    add("--mixed-precision", choices=MIXED_PRECISION, help="no (default), fp16 or bf16")
+    add("--arch", choices=ARCHS, help="course UNet (default) or the improved UNet")
+    add("--hidden", type=pos_int, help="UNet width D")
+    add("--batch-size", type=pos_int, help="global batch size (split over processes)")
+    add("--lr", type=pos_float, help="Adam learning rate (initial one with the scheduler)")
+    add("--no-scheduler", action="store_true", help=NO_SCHEDULER_HELP)
+    add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling (e.g. 0.999)")
+    add("--p-uncond", type=float, help="class dropout probability (default 0.1)")
+    add("--sigma", type=pos_float, help="single-step denoiser noise level (default 0.5)")
+    add("--sampler", choices=SAMPLERS, help="sampler of the previews and GIF")
+    add("--sample-steps", type=pos_int, help="sampler steps (default: 300 = course T / num_ts)")
+    add("--preview-steps", type=pos_int, help="sampler steps of the per-epoch grids (default: --sample-steps)")
+    add("--guidance-scale", type=float, help="CFG scale of the class grids (default 5)")
+    add("--log-every", type=pos_int, help="steps between logged metrics (default 25)")
+    add("--checkpoint-every", type=pos_int, help="epochs between checkpoints (default 1)")
+    add("--keep-checkpoints", type=pos_int, help="recent checkpoints kept besides epochs 1,5,10,15,20")
+    add("--wandb-mode", choices=WANDB_MODES, help="default: online when a W&B key is configured, else offline")
+    add("--wandb-project", help="W&B project (default diffusion-lab)")
+    add("--period-steps", type=pos_int, help=argparse.SUPPRESS)  # tests: steps per period
+    add("--stop-after", type=pos_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="Train, sample and evaluate the Part B MNIST models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
+    for name, cfg in EXPERIMENTS.items():
+        p = sub.add_parser(name, help=f"train {name} ({cfg.kind}, D={cfg.hidden}, batch "
+                                      f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)")
+        _train_options(p)
+    s = sub.add_parser("sample", help="write samples of a run to an .npz (images uint8, labels)")
+    s.add_argument("run_dir", type=Path)
+    s.add_argument("--per-class", type=_positive(int), default=10, help="images per class (default 10)")
+    s.add_argument("--guidance-scale", type=float, help="CFG scale (default: the run's, 5)")
+    s.add_argument("--sampler", choices=SAMPLERS, help="default: the run's (ddpm / euler)")
+    s.add_argument("--steps", type=_positive(int), help="sampler steps (default: the run's, 300)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--batch", type=_positive(int), default=500, help="images per model batch")
+    s.add_argument("--out", type=Path, required=True, help="output .npz file")
+    e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--device", default="cpu")
+    f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
+    f.add_argument("run_dir", type=Path)
+    return parser
+
+
+_NOT_CONFIG = ("command", "runs_dir", "resume", "stop_after", "no_scheduler")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run config: course defaults + options, or (--resume) the stored config + allowed changes."""
+    from .runs import read_config, safe_run_dir
+
+    given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+    if not args.resume:
+        return make_config(args.command, no_scheduler=args.no_scheduler, **given)
+    name = args.name or args.command + ("-no-scheduler" if args.no_scheduler else "")
+    stored = read_config(safe_run_dir(args.runs_dir, name))
+    if not stored:
+        raise ConfigError(f"--resume: there is no run {name!r} in {args.runs_dir}")
+    given.update(experiment=args.command, name=name)
+    if args.no_scheduler:
+        given["scheduler"] = False
+    return resume_config(TrainConfig.from_dict(stored), given)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    cfg = config_from_args(args)
+    run_dir = train(cfg, args.runs_dir, resume=args.resume, stop_after=args.stop_after)
+    from .runs import read_summary
+
+    s = read_summary(run_dir)
+    if s.get("status") == "finished":
+        print(f"{cfg.name}: finished at step {s.get('step')} (epoch {s.get('epoch')}), "
+              f"loss {s.get('final_loss', float('nan')):.4f}, {s.get('wall_time_s')} s -> {run_dir}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .data import from_signed
+    from .pretrained import SAMPLERS_BY_KIND, load_lab_model
+
+    ckpt = int(args.checkpoint) if args.checkpoint and args.checkpoint.isdigit() else args.checkpoint
+    lab = load_lab_model(args.run_dir, ckpt, args.device)
+    if args.sampler and args.sampler not in SAMPLERS_BY_KIND[lab.kind]:
+        raise ConfigError(f"--sampler {args.sampler} does not apply to a {lab.kind} model; "
+                          f"choose from {', '.join(SAMPLERS_BY_KIND[lab.kind])}")
+    n = args.per_class * lab.config.num_classes
+    labels = (torch.arange(lab.config.num_classes).repeat_interleave(args.per_class)
+              if lab.class_conditional else torch.full((n,), -1))
+    g = torch.Generator(lab.device).manual_seed(args.seed)
+    chunks = []
+    for i in range(0, n, args.batch):
+        part = labels[i:i + args.batch]
+        kw = dict(guidance_scale=args.guidance_scale, sampler=args.sampler, steps=args.steps, generator=g)
+        x = lab.sample(part, **kw) if lab.class_conditional else lab.sample(n=len(part), **kw)
+        chunks.append(from_signed(x)[:, 0].cpu())
+    images = torch.cat(chunks).numpy()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, images=images, labels=labels.numpy().astype(np.int64))
+    print(f"wrote {len(images)} images ({lab.kind}, {lab.checkpoint.name}) to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_run
+
+    results = evaluate_run(args.run_dir, device=args.device)
+    print(format_evaluation(results))
+    return 0
+
+
+def format_evaluation(results: dict) -> str:
+    lines = []
+    for g, acc in (results.get("class_accuracy") or {}).items():
+        lines.append(f"class accuracy at guidance {g}: {100 * acc:.1f}%")
+    if "frechet" in results:
+        lines.append(f"Frechet distance: {results['frechet']:.3f} "
+                     f"(real-vs-real floor {results.get('frechet_floor', float('nan')):.3f})")
+    return "\n".join(lines) or str(results)
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .figures import make_figures
+
+    paths = make_figures(args.run_dir)
+    print(f"wrote {len(paths) if paths is not None else 'the'} figures to {Path(args.run_dir) / 'figures'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {"sample": cmd_sample, "evaluate": cmd_evaluate, "figures": cmd_figures}.get(
+        args.command, cmd_train)
+    try:
+        return command(args)
+    except (ConfigError, CheckpointError, FileNotFoundError, DatasetUnavailableError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

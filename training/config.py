@@ -1,0 +1,219 @@
+"""Typed run configuration and the registry of course experiments (spec §2.4-3.5).
+
+One flat dataclass, `TrainConfig`, holds everything a run needs; `EXPERIMENTS` maps each experiment
+name to its course defaults, and `make_config` applies a user's overrides. `config.json` in a run
+directory is `asdict(TrainConfig)`, so `TrainConfig.from_dict` reads it back.
+
+Length (agreed in interfaces.md): training is counted in optimizer steps. A *period* is what the
+course calls an epoch: ceil(60000 / batch_size) steps when the course length is scaled to a smaller
+dataset (mnist-5k), else one pass over the dataset (full MNIST, or an explicit ``--epochs N``).
+`resolve_length` turns (epochs, steps, dataset size) into (period_steps, total_steps).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+Kind = Literal["denoiser", "pure-noise", "ddpm", "flow"]
+COURSE_TRAIN_SIZE = 60_000  # MNIST train split: the course's epochs are passes over it
+NO_SCHEDULER_LR_FACTOR = 10 ** -0.5  # geometric middle of the scheduled range lr0 .. lr0/10
+NO_SCHEDULER_EMA_DECAY = 0.999
+NO_SCHEDULER_HELP = (
+    "constant learning rate instead of the ExponentialLR. Compensation: the constant rate is "
+    "lr0 * 10**-0.5 (the geometric middle of the scheduled range lr0 -> lr0/10; an explicit --lr "
+    "is used as given) and samples use an exponential moving average of the weights "
+    f"(decay {NO_SCHEDULER_EMA_DECAY}), which does the smoothing the decaying rate did."
+)
+
+
+class ConfigError(ValueError):
+    """A user-caused configuration problem; the CLI prints it as one line and exits with 2."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Images: denoisers in [0, 1], DDPM/flow in [-1, 1]."""
+
+    experiment: str
+    kind: Kind
+    conditioning: str  # "none" | "time-add" | "time-mul" | "class" (training.models)
+    # model
+    arch: str = "course"  # "course" | "improved"
+    hidden: int = 64  # the course's D
+    num_classes: int = 10
+    # optimization
+    batch_size: int = 128  # global batch (split over processes)
+    lr: float = 1e-3
+    scheduler: bool = True  # ExponentialLR(0.1 ** (1 / periods)) stepped once a period
+    ema_decay: float | None = None  # EMA of weights used for sampling (set by --no-scheduler)
+    no_scheduler_compensation: str | None = None
+    epochs: int = 20  # course epochs = periods
+    epochs_explicit: bool = False  # True: --epochs N given, so N passes over the dataset
+    steps: int | None = None  # overrides the length
+    period_steps: int | None = None  # resolved at start (or a test knob)
+    total_steps: int | None = None  # resolved at start
+    lr_gamma: float | None = None  # resolved at start; kept when a resume extends the length
+    # objective
+    sigma: float = 0.5  # single-step denoiser noise level, data in [0, 1]
+    num_timesteps: int = 300  # DDPM T
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    p_uncond: float = 0.1  # class dropout probability (zero one-hot = null class)
+    # sampling
+    sampler: str = "ddpm"  # "ddpm" | "ddim" | "euler" | "heun" | "direct" (denoisers)
+    sample_steps: int = 300  # DDPM: T steps; flow: the course's num_ts Euler steps
+    guidance_scale: float = 5.0
+    preview_steps: int | None = None  # sampler steps for per-period grids (None: sample_steps)
+    # run
+    name: str = ""
+    dataset: str = "auto"
+    data_root: str = "data"
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps"
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    log_every: int = 25  # steps between logged metrics (the only host syncs)
+    checkpoint_every: int = 1  # periods
+    keep_checkpoints: int = 3
+    milestones: tuple[int, ...] = (1, 5, 10, 15, 20)  # checkpoints kept for the figures
+    wandb_mode: str | None = None  # None: online when a key is configured, else offline
+    wandb_project: str = "diffusion-lab"
+    extra: dict[str, Any] = field(default_factory=dict)  # resolved facts (dataset size, world)
+
+    @property
+    def class_conditional(self) -> bool:
+        return self.conditioning == "class"
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        return (0.0, 1.0) if self.kind in ("denoiser", "pure-noise") else (-1.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "milestones" in kw:
+            kw["milestones"] = tuple(kw["milestones"])
+        return cls(**kw)
+
+
+_SINGLE_STEP = dict(hidden=128, batch_size=256, lr=1e-4, epochs=5, scheduler=False,
+                    sampler="direct", sample_steps=1, guidance_scale=1.0)
+_DDPM = dict(kind="ddpm", hidden=64, batch_size=128, lr=1e-3, epochs=20, sampler="ddpm",
+             sample_steps=300)
+_FLOW = dict(kind="flow", hidden=64, batch_size=64, lr=1e-2, epochs=10, sampler="euler",
+             sample_steps=300)
+
+EXPERIMENTS: dict[str, TrainConfig] = {
+    "denoiser": TrainConfig("denoiser", "denoiser", "none", **_SINGLE_STEP),
+    "pure-noise": TrainConfig("pure-noise", "pure-noise", "none", **_SINGLE_STEP),
+    "ddpm-time": TrainConfig("ddpm-time", conditioning="time-add", **_DDPM),
+    "ddpm-class": TrainConfig("ddpm-class", conditioning="class", **_DDPM),
+    "flow-time": TrainConfig("flow-time", conditioning="time-mul", **_FLOW),
+    "flow-class": TrainConfig("flow-class", conditioning="class", **_FLOW),
+}
+ARCHS = ("course", "improved")
+SAMPLERS = ("ddpm", "ddim", "euler", "heun", "direct")
+WANDB_MODES = ("online", "offline", "disabled")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def make_config(experiment: str, *, no_scheduler: bool = False, **overrides: Any) -> TrainConfig:
+    """Course defaults of `experiment` with `overrides` (None values are ignored) applied.
+
+    `no_scheduler` drops the ExponentialLR with the documented compensation (NO_SCHEDULER_HELP).
+    Raises ConfigError for unknown experiments and invalid values.
+    """
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+    base = EXPERIMENTS[experiment]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "epochs" in overrides:
+        overrides["epochs_explicit"] = True
+    if no_scheduler and base.scheduler:
+        overrides.setdefault("lr", base.lr * NO_SCHEDULER_LR_FACTOR)
+        overrides.setdefault("ema_decay", NO_SCHEDULER_EMA_DECAY)
+        overrides["no_scheduler_compensation"] = NO_SCHEDULER_HELP
+    if no_scheduler:
+        overrides["scheduler"] = False
+    if not overrides.get("name"):
+        overrides["name"] = experiment + ("-no-scheduler" if no_scheduler else "")
+    cfg = replace(base, **overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ConfigError on values that cannot train."""
+    def positive(name: str, value: float | None) -> None:
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+    for name in ("epochs", "steps", "period_steps", "batch_size", "lr", "hidden", "sample_steps",
+                 "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps"):
+        positive(name, getattr(cfg, name))
+    checks = [(cfg.arch, ARCHS, "arch"), (cfg.sampler, SAMPLERS, "sampler"),
+              (cfg.mixed_precision, MIXED_PRECISION, "mixed-precision"), (cfg.device, DEVICES, "device")]
+    if cfg.wandb_mode is not None:
+        checks.append((cfg.wandb_mode, WANDB_MODES, "wandb-mode"))
+    for value, allowed, opt in checks:
+        if value not in allowed:
+            raise ConfigError(f"--{opt} {value!r} is not one of {', '.join(allowed)}")
+    if not 0.0 <= cfg.p_uncond < 1.0:
+        raise ConfigError(f"--p-uncond must be in [0, 1), got {cfg.p_uncond}")
+    if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must be in (0, 1), got {cfg.ema_decay}")
+
+
+def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> TrainConfig:
+    """Fill period_steps, total_steps and lr_gamma for a dataset of `dataset_size` images that the
+    batcher covers in `pass_steps` steps.
+
+    Default length on a dataset smaller than MNIST: the course's number of optimizer steps
+    (period = ceil(60000 / batch)); otherwise a period is one pass. `steps` overrides the total.
+    """
+    period = cfg.period_steps
+    if period is None:
+        scaled = not cfg.epochs_explicit and dataset_size < COURSE_TRAIN_SIZE
+        period = math.ceil(COURSE_TRAIN_SIZE / cfg.batch_size) if scaled else pass_steps
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * period
+    periods = math.ceil(total / period)
+    gamma = 0.1 ** (1.0 / periods) if cfg.scheduler else 1.0
+    return replace(cfg, period_steps=period, total_steps=total, lr_gamma=gamma)
+
+
+def num_periods(cfg: TrainConfig) -> int:
+    """Number of periods (course epochs) of a resolved config; the last may be partial."""
+    return math.ceil(cfg.total_steps / cfg.period_steps)
+
+
+# Options a resume may change: where and how it runs, and the length (which only extends the run;
+# the period length and the LR decay rate stay as stored).
+RESUME_RUNTIME = ("device", "mixed_precision", "wandb_mode", "wandb_project", "log_every",
+                  "checkpoint_every", "keep_checkpoints", "preview_steps", "data_root")
+
+
+def resume_config(stored: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """The stored config of a run, with the options a resume may change taken from `given`.
+
+    `given` holds only the options the user passed (None values ignored). Any other option that
+    differs from the stored run raises ConfigError (a resume continues the same training).
+    """
+    given = {k: v for k, v in given.items() if v is not None}
+    changes = {k: given.pop(k) for k in RESUME_RUNTIME if k in given}
+    epochs, steps = given.pop("epochs", None), given.pop("steps", None)
+    for key, value in given.items():
+        if getattr(stored, key) != value:
+            raise ConfigError(f"run {stored.name!r} was created with {key}={getattr(stored, key)!r}; "
+                              f"--resume keeps the stored settings (drop that option or use a new --name)")
+    if steps is not None:
+        changes["total_steps"], changes["steps"] = steps, steps
+    elif epochs is not None:
+        changes["total_steps"], changes["epochs"] = epochs * stored.period_steps, epochs
+    cfg = replace(stored, **changes)
+    validate(cfg)
+    return cfg

@@ -1,0 +1,125 @@
+"""Reading (and safely naming) run directories: `runs/<name>/` as described in design.md.
+
+    config.json     the full TrainConfig (training.config) as JSON
+    metrics.jsonl   one object per logged step: step, epoch (float periods), time, loss, lr,
+                    images_per_s, loss_t_bin (10 values, null where a bin was empty)
+    checkpoints/    epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}
+    samples/        epoch-NNNN.png per period, sampling.gif at the end
+    figures/        course deliverables (training.figures)
+    summary.json    status running|finished|failed, epoch, step, wall_time_s, final_loss,
+                    wandb {mode, project, id, url, dir, sync_command}, evaluation {...}
+    wandb/          the W&B run files (offline runs: upload with the summary's sync_command)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import Checkpoint, list_checkpoints
+from .config import ConfigError
+
+__all__ = ["RunInfo", "list_runs", "read_config", "read_metrics", "read_summary",
+           "list_checkpoints", "safe_run_dir", "write_json"]
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: Path
+    experiment: str
+    dataset: str
+    scheduler: bool
+    status: str  # "running" | "finished" | "failed" | "unknown"
+    epoch: float | None
+    step: int | None
+    total_steps: int | None
+    final_loss: float | None
+    wall_time_s: float | None
+    num_checkpoints: int
+    created: float  # config.json mtime (seconds since the epoch)
+
+
+def safe_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """runs_dir / name, refusing names that are empty, absolute or leave runs_dir (ConfigError)."""
+    if not name or name in (".", "..") or Path(name).is_absolute() or "\\" in name:
+        raise ConfigError(f"invalid run name {name!r}: use a plain folder name inside the runs folder")
+    root = Path(runs_dir).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise ConfigError(f"invalid run name {name!r}: it must stay inside {runs_dir} (no '/' or '..')")
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomic JSON write: a temporary file in the same folder, then os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """config.json as a dict ({} when absent)."""
+    return _read_json(Path(run_dir) / "config.json")
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """summary.json as a dict ({} when absent)."""
+    return _read_json(Path(run_dir) / "summary.json")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """metrics.jsonl rows in order; a partially written (or otherwise unparsable) line is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return rows
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def run_info(run_dir: str | Path) -> RunInfo:
+    run_dir = Path(run_dir)
+    cfg, summary = read_config(run_dir), read_summary(run_dir)
+    ckpts: list[Checkpoint] = list_checkpoints(run_dir)
+    return RunInfo(
+        name=run_dir.name, path=run_dir, experiment=cfg.get("experiment", "?"),
+        dataset=cfg.get("dataset", "?"), scheduler=bool(cfg.get("scheduler", True)),
+        status=summary.get("status", "unknown"), epoch=summary.get("epoch"),
+        step=summary.get("step"), total_steps=cfg.get("total_steps"),
+        final_loss=summary.get("final_loss"), wall_time_s=summary.get("wall_time_s"),
+        num_checkpoints=len(ckpts), created=(run_dir / "config.json").stat().st_mtime,
+    )
+
+
+def list_runs(runs_dir: str | Path) -> list[RunInfo]:
+    """Every run (a folder with config.json) under runs_dir, newest first; unreadable ones skipped."""
+    root = Path(runs_dir)
+    infos = []
+    for p in root.iterdir() if root.is_dir() else []:
+        if (p / "config.json").is_file():
+            try:
+                infos.append(run_info(p))
+            except (OSError, ValueError):
+                continue
+    return sorted(infos, key=lambda r: r.created, reverse=True)

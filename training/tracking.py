@@ -1,0 +1,222 @@
+"""Run tracking: the local run record (training.runs describes it) mirrored to Weights & Biases.
+
+W&B mode: `--wandb-mode` wins, then the WANDB_MODE environment variable, else "online" when an API
+key is configured (WANDB_API_KEY or a netrc entry for api.wandb.ai) and "offline" otherwise. An
+online start that fails (no network: at most INIT_TIMEOUT_S) falls back to offline with a one-line
+warning and the `wandb sync` command. W&B files live under `<run_dir>/wandb/`. Secrets are never
+printed or recorded: only the mode, project, run id, URL and sync command are.
+"""
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .runs import read_config, read_metrics, read_summary, write_json
+
+INIT_TIMEOUT_S = 30  # the most an unreachable W&B may delay a run (WANDB_INIT_TIMEOUT can lower it)
+WANDB_HOST = "api.wandb.ai"
+
+
+def key_configured() -> bool:
+    """True when a W&B API key is set in the environment or in ~/.netrc (never reads it out)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(requested: str | None) -> str:
+    """The W&B mode to start with (see the module docstring)."""
+    mode = requested or os.environ.get("WANDB_MODE") or ("online" if key_configured() else "offline")
+    return {"dryrun": "offline", "run": "online"}.get(mode, mode)
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+class RunRecord:
+    """The local record: metrics.jsonl (appended and flushed per row) and summary.json (atomic)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+
+    def write_config(self, cfg: TrainConfig) -> None:
+        write_json(self.run_dir / "config.json", cfg.to_dict())
+
+    def truncate_metrics(self, step: int) -> None:
+        """Keep only rows up to `step` (a resume continues from that checkpoint's step)."""
+        rows = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= step]
+        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, self.metrics_path)
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def update_summary(self, **fields: Any) -> dict[str, Any]:
+        summary = {**read_summary(self.run_dir), **fields}
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def _artifact_name(run_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", run_name) + "-model"
+
+
+class WandbRun:
+    """A thin wrapper over a wandb run that falls back from online to offline, and never hangs."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, run_id: str | None, mode: str):
+        import wandb
+
+        self._wandb = wandb
+        self.run_dir = run_dir
+        self.mode = mode
+        self.run = None
+        if mode == "disabled":
+            return
+        self.run_id = run_id or uuid.uuid4().hex[:8]
+        kwargs = dict(
+            project=cfg.wandb_project, group=cfg.experiment, name=cfg.name, id=self.run_id,
+            resume="allow", dir=str(run_dir), config=cfg.to_dict(),
+            tags=["scheduler" if cfg.scheduler else "no-scheduler", cfg.dataset, cfg.arch],
+        )
+        try:
+            self.run = wandb.init(mode=mode, settings=self._settings(), **kwargs)
+        except Exception as e:  # network errors, timeouts, auth errors: never fatal for training
+            if mode != "online":
+                raise
+            _warn(f"W&B online start failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                  f"logging offline. Upload later with: {self.sync_command()}")
+            self.mode = "offline"
+            self.run = wandb.init(mode="offline", settings=self._settings(), **kwargs)
+
+    @staticmethod
+    def _settings():
+        import wandb
+
+        timeout = min(float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_S), INIT_TIMEOUT_S)
+        return wandb.Settings(init_timeout=timeout, silent=True, console="off",
+                              x_disable_stats=True, disable_git=True, save_code=False)
+
+    def sync_command(self) -> str:
+        return f"wandb sync {self.run_dir / 'wandb'}/offline-run-*"
+
+    def info(self) -> dict[str, Any]:
+        if self.run is None:
+            return {"mode": self.mode}
+        return {
+            "mode": self.mode, "project": self.run.project, "id": self.run_id,
+            "url": self.run.url if self.mode == "online" else None,
+            "dir": str(Path(self.run.dir).parent),
+            "sync_command": self.sync_command() if self.mode == "offline" else None,
+        }
+
+    def log(self, data: dict[str, Any], step: int) -> None:
+        if self.run is not None:
+            self.run.log(data, step=step)
+
+    def log_image(self, key: str, path: Path, step: int, **extra: Any) -> None:
+        if self.run is not None:
+            self.run.log({key: self._wandb.Image(str(path)), **extra}, step=step)
+
+    def log_gif(self, key: str, path: Path, step: int) -> None:
+        if self.run is not None:
+            self.run.log({key: self._wandb.Video(str(path), format="gif")}, step=step)
+
+    def log_checkpoint(self, ckpt_dir: Path, period: int, metadata: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        art = self._wandb.Artifact(_artifact_name(self.run.name or "run"), type="model",
+                                   metadata=metadata)
+        art.add_dir(str(ckpt_dir))
+        self.run.log_artifact(art, aliases=["latest", f"epoch-{period}"])
+
+    def update_summary(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
+
+
+class Tracker:
+    """Local record + W&B for the main process of a run; `wandb` info lands in summary.json."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, *, resume_step: int | None = None):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.record = RunRecord(run_dir)
+        self.start = time.time()
+        previous = read_summary(run_dir)
+        self.elapsed_before = float(previous.get("wall_time_s") or 0.0) if resume_step else 0.0
+        self.record.write_config(cfg)
+        if resume_step is None:
+            self.record.metrics_path.write_text("")
+        else:
+            self.record.truncate_metrics(resume_step)
+        run_id = previous.get("wandb", {}).get("id") if resume_step is not None else None
+        self.wandb = WandbRun(run_dir, cfg, run_id, resolve_mode(cfg.wandb_mode))
+        self.record.update_summary(status="running", wandb=self.wandb.info())
+
+    def wall_time(self) -> float:
+        return self.elapsed_before + time.time() - self.start
+
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        self.record.append_metrics(row)
+        bins = {f"loss_t_bin/{i}": v for i, v in enumerate(row.get("loss_t_bin") or []) if v is not None}
+        self.wandb.log({k: v for k, v in row.items() if k not in ("step", "loss_t_bin")} | bins,
+                       step=row["step"])
+
+    def period_done(self, period: int, step: int, loss: float | None, sample_png: Path | None) -> None:
+        if sample_png is not None:
+            self.wandb.log_image("samples", sample_png, step, epoch=period)
+        self.record.update_summary(status="running", epoch=period, step=step, final_loss=loss,
+                                   wall_time_s=round(self.wall_time(), 2))
+
+    def finish(self, status: str, *, gif: Path | None, checkpoint: Path | None, period: int,
+               step: int, loss: float | None) -> dict[str, Any]:
+        """Log the GIF and the last checkpoint (artifact), close W&B, write the final summary."""
+        if gif is not None:
+            self.wandb.log_gif("sampling", gif, step)
+        if checkpoint is not None:
+            self.wandb.log_checkpoint(checkpoint, period, {"step": step, "loss": loss})
+        self.wandb.update_summary({"final_loss": loss, "epoch": period, "step": step})
+        info = self.wandb.info()
+        self.wandb.finish(0 if status == "finished" else 1)
+        if info.get("sync_command"):
+            print(f"W&B run saved offline; upload with: {info['sync_command']}", file=sys.stderr)
+        return self.record.update_summary(status=status, epoch=period, step=step, final_loss=loss,
+                                          wall_time_s=round(self.wall_time(), 2), wandb=info)
+
+    def fail(self) -> None:
+        self.wandb.finish(1)
+        self.record.update_summary(status="failed", wall_time_s=round(self.wall_time(), 2))
+
+
+def push_evaluation(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """Write evaluation results into summary.json and the W&B run's summary (same id and mode)."""
+    record = RunRecord(Path(run_dir))
+    summary = record.update_summary(evaluation=results)
+    wb = summary.get("wandb", {})
+    if wb.get("id") and wb.get("mode") in ("online", "offline"):
+        cfg = TrainConfig.from_dict(read_config(run_dir))
+        run = WandbRun(Path(run_dir), cfg, wb["id"], wb["mode"])
+        run.update_summary({"evaluation": results})
+        run.finish()
+    return summary

@@ -1,0 +1,294 @@
+"""The training loop: one objective, one UNet, Adam (+ ExponentialLR per period), on Accelerate.
+
+`train(cfg, runs_dir)` runs an experiment end to end and returns the run directory. The dataset
+sits on the device as uint8 and each step fetches its batch by index (`training.data.Batches`);
+every random draw of step s comes from a generator seeded with (seed, s, rank), so a resumed run
+repeats the uninterrupted one bit for bit on the same machine. Only the main process writes the
+run record, W&B and checkpoints; each process trains its slice of the global batch (DDP).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from PIL import Image
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import checkpoints as ck
+from .config import ConfigError, TrainConfig, num_periods, resolve_length
+from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
+from .objectives import loss_by_t_bins, make_objective
+from .pretrained import LabModel, build_unet, schedule
+from .runs import safe_run_dir
+from .tracking import Tracker
+
+GIF_FRAMES = 30
+
+
+class EMA:
+    """Exponential moving average of a model's weights (buffers copied), warmed up over early steps."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, num_updates: int) -> None:
+        d = min(self.decay, (1 + num_updates) / (10 + num_updates))
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    """An Accelerator on cfg.device ("auto" lets Accelerate choose) with cfg.mixed_precision."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here")
+    if cfg.device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: no MPS device is available here")
+    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+
+
+def save_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
+    """Write (B, 1, H, W) images in [-1, 1] as one PNG grid (background black)."""
+    Image.fromarray(_grid_array(images, nrow)).save(path)
+    return path
+
+
+def _grid_array(images: Tensor, nrow: int):
+    """(B, 1, H, W) in [-1, 1] -> (rows, cols) uint8 array, `nrow` images a row, grey 2-px gaps."""
+    x = ((images.detach().float().cpu()[:, 0] + 1) * 127.5).round().clamp(0, 255).byte()
+    b, h, w = x.shape
+    rows, pad = math.ceil(b / nrow), 2
+    canvas = torch.full((rows * (h + pad) + pad, min(b, nrow) * (w + pad) + pad), 128, dtype=torch.uint8)
+    for i in range(b):
+        r, c = divmod(i, nrow)
+        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = x[i]
+    return canvas.numpy()
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> ck.Checkpoint | None:
+    """The checkpoint a resume starts from; ConfigError when the folder's state does not fit."""
+    exists = (run_dir / "config.json").exists()
+    if not resume:
+        if exists:
+            raise ConfigError(f"run {run_dir.name!r} already exists in {run_dir.parent}; pass --resume "
+                              f"to continue it, or --name to start a new run")
+        return None
+    if not exists:
+        raise ConfigError(f"--resume: there is no run {run_dir.name!r} in {run_dir.parent}")
+    ckpt = ck.latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"--resume: run {run_dir.name!r} has no complete checkpoint to resume from")
+    return ckpt
+
+
+class Trainer:
+    """One training run; build with a config (resolved in `run`), then call `run()`."""
+
+    def __init__(self, cfg: TrainConfig, runs_dir: str | Path = "runs", *, resume: bool = False,
+                 stop_after: int | None = None):
+        self.acc = make_accelerator(cfg)
+        self.main = self.acc.is_main_process
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        if cfg.batch_size % self.world:
+            raise ConfigError(f"--batch-size {cfg.batch_size} must divide over {self.world} processes")
+        self.run_dir = safe_run_dir(runs_dir, cfg.name)
+        self.resume_from = check_run_dir(self.run_dir, resume)
+        self.acc.wait_for_everyone()
+        self.stop_after = stop_after
+        self.device = self.acc.device
+
+        data = load_dataset(cfg.dataset, cfg.data_root, "train")
+        normalize = to_signed if cfg.data_range[0] < 0 else to_unit
+        self.batches = Batches(data, cfg.batch_size, seed=cfg.seed, device=self.device,
+                               normalize=normalize, rank=self.rank, world_size=self.world,
+                               drop_last=self.world > 1)
+        if self.resume_from is None:
+            cfg = resolve_length(cfg, len(data), self.batches.steps_per_pass)
+        extra = {**cfg.extra, "train_size": len(data), "world_size": self.world,
+                 "device": str(self.device)}
+        self.cfg = cfg = TrainConfig.from_dict({**cfg.to_dict(), "dataset": data.name, "extra": extra})
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_unet(cfg).to(self.device)
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=cfg.lr_gamma)
+        self.alphas_cumprod = schedule(cfg)
+        ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
+        self.objective = make_objective(cfg, ab)
+        self.step = 0
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+        self.ddp_model, self.ddp_optimizer = self.acc.prepare(self.model, self.optimizer)
+        self.tracker = Tracker(self.run_dir, cfg, resume_step=self.step if self.resume_from else None) \
+            if self.main else None
+        self.last_loss: float | None = None
+        self._test_images: Tensor | None = None
+
+    # ------------------------------------------------------------------ state
+    def _restore(self, ckpt: ck.Checkpoint) -> None:
+        self.model.load_state_dict(ck.load_weights(ckpt.path / "model.safetensors", self.device))
+        if self.ema is not None:
+            self.ema.model.load_state_dict(ck.load_weights(ckpt.path / "ema.safetensors", self.device))
+        state = ck.load_state(ckpt)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ck.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.last_loss = ckpt.meta.get("loss")
+
+    def _save(self, period: int) -> Path:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": ck.rng_state(), "step": self.step}
+        meta = {"experiment": self.cfg.experiment, "step": self.step, "loss": self.last_loss,
+                "arch": self.cfg.arch, "hidden": self.cfg.hidden, "conditioning": self.cfg.conditioning,
+                "wall_time_s": round(self.tracker.wall_time(), 2)}
+        path = ck.save_checkpoint(self.run_dir, period, model=self.model.state_dict(), state=state,
+                                  meta=meta, ema=self.ema.model.state_dict() if self.ema else None)
+        ck.prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints, self.cfg.milestones)
+        return path
+
+    # ------------------------------------------------------------------ previews
+    def _sampling_model(self) -> LabModel:
+        net = self.ema.model if self.ema is not None else self.model
+        ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
+        return LabModel(self.cfg, net, ab)
+
+    @torch.no_grad()
+    def _preview(self, period: int, gif: bool) -> tuple[Path, Path | None]:
+        """samples/epoch-NNNN.png: a 4x10 class grid, 40 samples, or (denoiser) a test-set
+        clean / noisy / denoised grid; with `gif`, samples/sampling.gif of the sampling chain."""
+        out = self.run_dir / "samples"
+        out.mkdir(exist_ok=True)
+        lab = self._sampling_model()
+        was_training = lab.unet.training
+        lab.unet.eval()
+        g = torch.Generator(self.device).manual_seed(derive_seed(self.cfg.seed, "preview"))
+        try:
+            if self.cfg.kind == "denoiser":
+                clean = self._test_batch(10)
+                noisy = clean + self.cfg.sigma * torch.randn(clean.shape, generator=g, device=self.device)
+                rows = torch.cat([clean, noisy.clamp(0, 1), lab.unet(noisy).clamp(0, 1)])
+                return save_grid(rows * 2 - 1, out / f"epoch-{period:04d}.png"), None
+            frames: list = []
+            steps = self.cfg.preview_steps or self.cfg.sample_steps
+            every = max(1, steps // GIF_FRAMES)
+
+            def keep_frame(i, t, x, *rest):
+                if i % every == 0:
+                    frames.append(_grid_array(x.clamp(-1, 1), 10))
+
+            labels = torch.arange(10, device=self.device).repeat(4)
+            kw = dict(steps=steps, generator=g, callback=keep_frame if gif else None)
+            x = lab.sample(labels, **kw) if lab.class_conditional else lab.sample(n=40, **kw)
+            png = save_grid(x, out / f"epoch-{period:04d}.png")
+            if not gif or self.cfg.kind == "pure-noise":
+                return png, None
+            frames += [_grid_array(x, 10)] * 10  # hold the result
+            gif_path = out / "sampling.gif"
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(gif_path, save_all=True, append_images=images[1:], duration=80, loop=0)
+            return png, gif_path
+        finally:
+            lab.unet.train(was_training)
+
+    def _test_batch(self, n: int) -> Tensor:
+        if self._test_images is None:
+            test = load_dataset(self.cfg.dataset, self.cfg.data_root, "test")
+            self._test_images = to_unit(test.images[:n]).to(self.device)
+        return self._test_images
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Path:
+        try:
+            self._loop()
+        except BaseException:
+            if self.tracker is not None:
+                self.tracker.fail()
+            raise
+        return self.run_dir
+
+    def _loop(self) -> None:
+        cfg, acc = self.cfg, self.acc
+        total, period_steps = cfg.total_steps, cfg.period_steps
+        gen = torch.Generator(self.device)
+        acc_vals = torch.zeros(22, device=self.device)  # loss sum, count, 10 bin sums, 10 bin counts
+        last_t, last_step = time.time(), self.step
+        bar = tqdm(total=total, initial=self.step, desc=cfg.name, unit="step", disable=not self.main,
+                   dynamic_ncols=True)
+        while self.step < total:
+            x, y = self.batches.batch(self.step)
+            c = F.one_hot(y, cfg.num_classes).to(x.dtype) if cfg.class_conditional else None
+            gen.manual_seed(derive_seed(cfg.seed, "noise", self.step, self.rank))
+            with acc.autocast():
+                losses, t = self.objective(self.ddp_model, x, c, gen)
+            acc.backward(losses.mean())
+            self.ddp_optimizer.step()
+            self.ddp_optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, self.step)
+            sums, counts = loss_by_t_bins(losses, t)
+            acc_vals += torch.cat([losses.detach().float().sum().view(1),
+                                   losses.new_tensor([losses.shape[0]], dtype=torch.float32), sums, counts])
+            bar.update(1)
+            period_end = self.step % period_steps == 0 or self.step == total
+            if self.step % cfg.log_every == 0 or period_end:
+                now = time.time()
+                self._log(acc.reduce(acc_vals, "sum") if self.world > 1 else acc_vals,
+                          (self.step - last_step) * cfg.batch_size / max(now - last_t, 1e-9), bar)
+                acc_vals.zero_()
+                last_t, last_step = now, self.step
+            if period_end:
+                if self.step % period_steps == 0:
+                    self.scheduler.step()
+                period = math.ceil(self.step / period_steps)
+                self._end_period(period, final=self.step == total)
+                last_t = time.time()  # previews and checkpoints do not count against images/s
+                if self.stop_after is not None and period >= self.stop_after and self.step < total:
+                    break
+        bar.close()
+        if self.tracker is not None and self.step < total:  # stopped early: as if killed here
+            self.tracker.wandb.finish()
+
+    def _log(self, vals: Tensor, images_per_s: float, bar) -> None:
+        if not self.main:
+            return
+        v = vals.tolist()  # the only host sync of a logging interval
+        self.last_loss = v[0] / max(v[1], 1)
+        bins = [s / n if n else None for s, n in zip(v[2:12], v[12:22])]
+        row = {"step": self.step, "epoch": round(self.step / self.cfg.period_steps, 4),
+               "time": round(self.tracker.wall_time(), 3), "loss": self.last_loss,
+               "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": round(images_per_s, 1),
+               "loss_t_bin": bins}
+        self.tracker.log_metrics(row)
+        bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{images_per_s:.0f}")
+
+    def _end_period(self, period: int, final: bool) -> None:
+        if self.main:
+            png, gif = self._preview(period, gif=final)
+            self.tracker.period_done(period, self.step, self.last_loss, png)
+            ckpt = None
+            if period % self.cfg.checkpoint_every == 0 or final:
+                ckpt = self._save(period)
+            if final:
+                self.tracker.finish("finished", gif=gif, checkpoint=ckpt, period=period,
+                                    step=self.step, loss=self.last_loss)
+        self.acc.wait_for_everyone()
+
+
+def train(cfg: TrainConfig, runs_dir: str | Path = "runs", *, resume: bool = False,
+          stop_after: int | None = None) -> Path:
+    """Train `cfg` into runs_dir/cfg.name (continuing it with `resume`); returns the run folder.
+
+    `stop_after`: stop after that many periods as if killed (tests of exact resume).
+    """
+    return Trainer(cfg, runs_dir, resume=resume, stop_after=stop_after).run()
