@@ -1,0 +1,21 @@
+"""Diffusion Lab dashboard: `streamlit run dashboard/app.py` (Runs, MNIST studio, Sampler lab)."""
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `streamlit run` puts dashboard/, not the repo root, on the path
+    sys.path.insert(0, str(REPO))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import settings  # noqa: E402
+
+st.set_page_config(page_title="Diffusion Lab", page_icon=":material/blur_on:", layout="wide")
+PAGES = Path(__file__).parent / "pages"
+navigation = st.navigation([
+    st.Page(PAGES / "runs.py", title="Runs", icon=":material/monitoring:", default=True),
+    st.Page(PAGES / "studio.py", title="MNIST studio", icon=":material/draw:"),
+    st.Page(PAGES / "sampler_lab.py", title="Sampler lab", icon=":material/science:"),
+])
+settings.sidebar()
+navigation.run()

@@ -1,0 +1,130 @@
+"""Widgets shared by the pages: error boundary, run and checkpoint pickers, progress, results."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import streamlit as st
+
+from training.checkpoints import Checkpoint, list_checkpoints
+
+from . import media as images
+from .catalog import Run, find_runs, no_runs_message
+from .settings import Settings
+
+# Errors a user can cause (bad upload, corrupt checkpoint, deleted run, missing access...): the
+# lab raises these with a message meant for people. Anything else is a bug and propagates.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, NotImplementedError)
+
+
+@contextmanager
+def user_errors(action: str) -> Iterator[None]:
+    """Show a user-caused error as one st.error line instead of a traceback."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        st.error(f"{action}: {e}")
+
+
+def runs_or_stop(settings: Settings) -> list[Run]:
+    """The listed runs; with none, an st.info on how to train one and the page stops."""
+    runs = find_runs(settings.runs_roots, settings.bundled)
+    if not runs:
+        st.info(no_runs_message(settings.runs_roots))
+        st.stop()
+    return runs
+
+
+def run_select(runs: Sequence[Run], key: str, *, label: str = "Run") -> Run:
+    """A selectbox over runs with checkpoints (all runs when none has one)."""
+    usable = [r for r in runs if r.info.num_checkpoints] or list(runs)
+    by_label = {r.label: r for r in usable}
+    choice = st.selectbox(label, list(by_label), key=key, format_func=lambda lab: (
+        f"{lab} · {by_label[lab].info.experiment} · {by_label[lab].info.status}"))
+    return by_label[choice]
+
+
+def checkpoint_select(run: Run, key: str) -> Checkpoint | None:
+    """A selectbox over a run's checkpoints (latest first); st.info and None when it has none."""
+    ckpts = list_checkpoints(run.path)[::-1]
+    if not ckpts:
+        st.info(f"Run `{run.label}` has no complete checkpoint yet (it saves one per epoch).")
+        return None
+    names = [c.path.name for c in ckpts]
+    name = st.selectbox("Checkpoint", names, key=f"{key}_{run.label}")
+    return ckpts[names.index(name)]
+
+
+# ---- images: progress while sampling, results with downloads -------------------------------
+
+@dataclass
+class Result:
+    """A finished action: PNG of the result grid, optional GIF and intermediate snapshots."""
+
+    png: bytes
+    caption: str
+    gif: bytes | None = None
+    snapshots: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
+
+
+class Progress:
+    """A progress bar and live preview; called as a sampler callback(i, t, x, x0_hat).
+
+    Keeps up to `max_frames` frames of x (the denoising animation) and `snapshots` x0-estimate
+    PNGs for the intermediate-steps strip.
+    """
+
+    def __init__(self, total: int, label: str, nrow: int = 8, max_frames: int = 40,
+                 snapshots: int = 6):
+        self.total, self.label, self.nrow = max(total, 1), label, nrow
+        self.every = max(1, self.total // max_frames)
+        self.snap_every = max(1, self.total // snapshots)
+        self.calls = 0
+        self.frames: list = []
+        self.snapshots: list[tuple[str, bytes]] = []
+        self.bar = st.progress(0.0, text=label)
+        self.preview = st.empty()
+
+    def __call__(self, i: int, t, x, x0_hat) -> None:
+        if self.calls % self.every == 0:
+            self.frames.append(images.grid_array(x, self.nrow))
+            self.preview.image(self.frames[-1], caption=f"x at t = {_fmt_t(t)}", width=320)
+        if self.calls % self.snap_every == 0:
+            self.snapshots.append((f"x0 estimate at t = {_fmt_t(t)}",
+                                   images.png_bytes(x0_hat.clamp(-1, 1), self.nrow)))
+        self.calls += 1
+        self.bar.progress(min(self.calls / self.total, 1.0),
+                          text=f"{self.label}: step {self.calls} / {self.total}")
+
+    def finish(self, x, caption: str) -> Result:
+        """Clear the live widgets; the Result of final images x (B, C, H, W) in [-1, 1]."""
+        self.bar.empty()
+        self.preview.empty()
+        final = images.grid_array(x, self.nrow)
+        gif = images.gif_bytes(self.frames + [final] * 8) if self.frames else None
+        return Result(images.png_bytes(x, self.nrow), caption, gif, self.snapshots)
+
+
+def _fmt_t(t) -> str:
+    return f"{t:.2f}" if isinstance(t, float) else str(t)
+
+
+def show_result(result: Result | None, name: str) -> None:
+    """The result image, its animation and intermediates, and PNG / GIF download buttons."""
+    if result is None:
+        return
+    cols = st.columns(2 if result.gif else 1)
+    cols[0].image(result.png, caption=result.caption, width="stretch")
+    if result.gif:
+        cols[1].image(result.gif, caption="denoising animation", width="stretch")
+    if result.snapshots:
+        with st.expander("Intermediate steps"):
+            for col, (caption, png) in zip(st.columns(len(result.snapshots)), result.snapshots):
+                col.image(png, caption=caption, width="stretch")
+    d = st.columns(4)
+    d[0].download_button("Download PNG", result.png, f"{name}.png", "image/png",
+                         on_click="ignore", key=f"{name}_png")
+    if result.gif:
+        d[1].download_button("Download GIF", result.gif, f"{name}.gif", "image/gif",
+                             on_click="ignore", key=f"{name}_gif")

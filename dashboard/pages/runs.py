@@ -1,0 +1,174 @@
+"""Runs: compare local (and W&B) runs: curves, config diff, sample grids, evaluation."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, settings, wandb_source
+from dashboard.catalog import Run
+from dashboard.components import runs_or_stop, user_errors
+from training.runs import read_metrics, read_summary
+
+REFRESH_S = 5
+MAX_DEFAULT_SELECTED = 3
+
+
+def filtered(runs: list[Run]) -> list[Run]:
+    """Filter widgets for experiment, dataset and tag; returns the runs that pass."""
+    cols = st.columns(3)
+    picks = [cols[0].multiselect("Experiment", sorted({r.info.experiment for r in runs})),
+             cols[1].multiselect("Dataset", sorted({r.info.dataset for r in runs})),
+             cols[2].multiselect("Tag", sorted({t for r in runs for t in r.tags}))]
+    return [r for r in runs if (not picks[0] or r.info.experiment in picks[0])
+            and (not picks[1] or r.info.dataset in picks[1])
+            and (not picks[2] or set(picks[2]) <= set(r.tags))]
+
+
+def runs_table(runs: list[Run]) -> None:
+    rows = []
+    for r in runs:
+        s = read_summary(r.path) if r.path.is_dir() else {}
+        total = r.info.total_steps
+        rows.append({"run": r.label, "experiment": r.info.experiment, "dataset": r.info.dataset,
+                     "status": s.get("status", "deleted" if not r.path.is_dir() else "unknown"),
+                     "epoch": s.get("epoch"), "step": f"{s.get('step', 0)} / {total or '?'}",
+                     "final loss": s.get("final_loss"), "wall time (s)": s.get("wall_time_s"),
+                     "checkpoints": r.info.num_checkpoints, "tags": ", ".join(r.tags)})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def curves(runs: list[Run]) -> None:
+    """Loss, learning rate and loss by t-bin of the selected runs (re-read on every refresh)."""
+    metrics = {r.label: read_metrics(r.path) for r in runs}
+    c = st.columns([1, 2, 1])
+    x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x")
+    smoothing = c[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="curves_smoothing")
+    log_y = c[2].checkbox("Log scale", True, key="curves_log")
+    if not any(metrics.values()):
+        st.info("No metrics logged yet: a run writes metrics.jsonl every `--log-every` steps.")
+        return
+    left, right = st.columns(2)
+    left.plotly_chart(charts.metric_figure(metrics, "loss", x=x, smoothing=smoothing, log_y=log_y,
+                                           title="training loss"))
+    right.plotly_chart(charts.metric_figure(metrics, "lr", x=x, log_y=log_y, title="learning rate"))
+    left.plotly_chart(charts.t_bin_figure(metrics, log_y=log_y))
+
+
+def live_section(runs: list[Run]) -> None:
+    """Status table and curves, refreshed every REFRESH_S seconds while the toggle is on."""
+    running = any(r.info.status == "running" for r in runs)
+    live = st.toggle(f"Live refresh (every {REFRESH_S} s)", value=running, key="runs_live",
+                     help="On by default while a selected run is training.")
+
+    @st.fragment(run_every=REFRESH_S if live else None)
+    def view() -> None:
+        runs_table(runs)
+        curves(runs)
+
+    view()
+
+
+def config_diff(runs: list[Run]) -> None:
+    keys = sorted({k for r in runs for k in r.config})
+    values = {k: [repr(r.config.get(k, "—")) for r in runs] for k in keys}
+    differ = {k: v for k, v in values.items() if len(set(v)) > 1}
+    if len(runs) < 2:
+        st.caption("Select two or more runs to see what differs.")
+    elif not differ:
+        st.caption("The selected runs have identical configs.")
+    else:
+        st.dataframe(pd.DataFrame(differ, index=[r.label for r in runs]).T, width="stretch")
+    with st.expander("Full configs"):
+        st.dataframe(pd.DataFrame(values, index=[r.label for r in runs]).T, width="stretch")
+
+
+def sample_grids(runs: list[Run]) -> None:
+    """Per-epoch sample grids side by side, one column per run, with an epoch slider."""
+    grids = {r.label: {int(m.group(1)): p for p in sorted((r.path / "samples").glob("epoch-*.png"))
+                       if (m := re.fullmatch(r"epoch-(\d+)\.png", p.name))} for r in runs}
+    epochs = sorted({e for g in grids.values() for e in g})
+    if not epochs:
+        st.caption("No per-epoch sample grids yet (samples/epoch-NNNN.png).")
+        return
+    epoch = (st.select_slider("Epoch", epochs, value=epochs[-1], key="grid_epoch")
+             if len(epochs) > 1 else epochs[0])
+    for col, (label, grid) in zip(st.columns(len(grids)), grids.items()):
+        path: Path | None = grid.get(epoch)
+        with col, user_errors(f"Grid of {label}"):
+            if path is None:
+                st.caption(f"{label}: no grid at epoch {epoch}")
+            else:
+                st.image(path.read_bytes(), caption=f"{label} · epoch {epoch}", width="stretch")
+
+
+def evaluation_table(runs: list[Run]) -> None:
+    """Class accuracy by guidance, Fréchet distance and its real-vs-real floor (summary.json)."""
+    rows = {}
+    for r in runs:
+        ev = read_summary(r.path).get("evaluation") if r.path.is_dir() else None
+        if not ev:
+            continue
+        row = {}
+        for key, value in ev.items():
+            if isinstance(value, dict):
+                row.update({f"{key} @ {sub}": v for sub, v in value.items()})
+            elif isinstance(value, (int, float)):
+                row[key] = value
+        rows[r.label] = row
+    if rows:
+        st.dataframe(pd.DataFrame(rows).T, width="stretch")
+    else:
+        st.caption("No evaluation yet: run `python -m training evaluate RUN_DIR`.")
+
+
+def wandb_panel(s: settings.Settings) -> None:
+    """W&B runs of the configured project and the checkpoint pull (network; see wandb_source)."""
+    with st.expander("Weights & Biases", expanded=False):
+        reason = wandb_source.unavailable_reason(s.wandb_project)
+        if reason:
+            st.caption(reason)
+            st.button("Pull checkpoint into the runs folder", key="wandb_pull", disabled=True)
+            return
+        with user_errors("W&B"):
+            wb_runs = wandb_source.list_wandb_runs(s.wandb_project)
+            if not wb_runs:
+                st.caption(f"No runs in W&B project {s.wandb_project}.")
+                return
+            st.dataframe(pd.DataFrame(wb_runs), hide_index=True, width="stretch")
+            by_id = {r["id"]: r for r in wb_runs}
+            run_id = st.selectbox("W&B run", list(by_id), key="wandb_run",
+                                  format_func=lambda i: f"{by_id[i]['name']} ({i})")
+            if st.button(f"Pull checkpoint into {s.write_root}", key="wandb_pull"):
+                with st.spinner("Downloading the checkpoint artifact..."):
+                    path = wandb_source.pull_checkpoint(s.wandb_project, run_id, s.write_root)
+                st.success(f"Pulled {path}")
+
+
+def page() -> None:
+    st.title("Runs")
+    s = settings.current()
+    wandb_panel(s)
+    runs = filtered(runs_or_stop(s))
+    if not runs:
+        st.info("No run matches the filters.")
+        return
+    labels = [r.label for r in runs]
+    chosen = st.multiselect("Compare runs", labels, default=labels[:MAX_DEFAULT_SELECTED],
+                            key="runs_selected")
+    selected = [r for r in runs if r.label in chosen]
+    if not selected:
+        st.info("Select one or more runs to compare.")
+        return
+    live_section(selected)
+    st.subheader("Samples by epoch")
+    sample_grids(selected)
+    st.subheader("Evaluation")
+    evaluation_table(selected)
+    st.subheader("Config diff")
+    config_diff(selected)
+
+
+page()

@@ -1,0 +1,89 @@
+"""MNIST studio: sample chosen digits from a run's checkpoint, live, with the denoising animation."""
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from dashboard import settings, state
+from dashboard.components import (Progress, checkpoint_select, run_select, runs_or_stop,
+                                  show_result, user_errors)
+from training.pretrained import SAMPLERS_BY_KIND, LabModel
+
+MAX_STEPS = 1000
+
+
+def controls(lab: LabModel) -> dict | None:
+    """Sampling options; None until the form is submitted."""
+    cfg = lab.config
+    with st.form("studio_form", border=True):
+        c = st.columns(3)
+        if lab.class_conditional:
+            digits = c[0].multiselect("Digits", list(range(cfg.num_classes)),
+                                      default=list(range(cfg.num_classes)), key="studio_digits")
+            count = c[0].number_input("Samples per digit", 1, 16, 4, key="studio_count")
+            guidance = c[1].slider("Guidance scale", 0.0, 10.0, float(cfg.guidance_scale), 0.5,
+                                   key="studio_guidance")
+        else:
+            digits, guidance = [], 1.0
+            count = c[0].number_input("Samples", 1, 100, 40, key="studio_count")
+        methods = SAMPLERS_BY_KIND[lab.kind]
+        sampler = c[2].selectbox("Sampler", methods, index=methods.index(cfg.sampler)
+                                 if cfg.sampler in methods else 0, key="studio_sampler")
+        steps = c[1].number_input("Steps", 1, MAX_STEPS, min(cfg.sample_steps, MAX_STEPS),
+                                  key="studio_steps", disabled=sampler == "direct")
+        seed = c[2].number_input("Seed", 0, 2**31 - 1, 0, key="studio_seed")
+        if not st.form_submit_button("Sample", type="primary"):
+            return None
+    if lab.class_conditional and not digits:
+        st.error("Choose at least one digit.")
+        return None
+    return dict(digits=digits, count=int(count), guidance=guidance, sampler=sampler,
+                steps=int(steps), seed=int(seed))
+
+
+def sample(shared: state.Shared, opts: dict) -> None:
+    """Run the sampler under the model lock with this request's own generator."""
+    lab: LabModel = shared.value
+    digits = opts["digits"]
+    nrow = len(digits) if digits else 10
+    progress = Progress(1 if opts["sampler"] == "direct" else opts["steps"],
+                        f"Sampling with {opts['sampler']}", nrow=nrow)
+    g = torch.Generator(lab.device).manual_seed(opts["seed"])
+    kw = dict(guidance_scale=opts["guidance"], sampler=opts["sampler"], steps=opts["steps"],
+              generator=g, callback=progress)
+    with shared.lock:
+        x = (lab.sample(digits * opts["count"], **kw) if lab.class_conditional
+             else lab.sample(n=opts["count"], **kw))
+    what = f"digits {', '.join(map(str, digits))}" if digits else f"{opts['count']} samples"
+    st.session_state["studio_result"] = progress.finish(
+        x, f"{what} · {opts['sampler']} · {opts['steps']} steps · guidance {opts['guidance']} "
+           f"· seed {opts['seed']}")
+
+
+def page() -> None:
+    st.title("MNIST studio")
+    s = settings.current()
+    runs = runs_or_stop(s)
+    left, right = st.columns(2)
+    with left:
+        run = run_select(runs, "studio_run")
+    with right:
+        ckpt = checkpoint_select(run, "studio_ckpt")
+    if ckpt is None:
+        return
+    shared = None
+    with user_errors(f"Cannot load {run.label} / {ckpt.path.name}"):
+        shared = state.lab_model(run.path, ckpt, s.device)
+    if shared is None:
+        return
+    lab: LabModel = shared.value
+    st.caption(f"{lab.kind} model · {lab.config.conditioning} conditioning · "
+               f"D = {lab.config.hidden} · trained on {lab.config.dataset} · device {s.device}")
+    opts = controls(lab)
+    if opts is not None:
+        with user_errors("Sampling failed"):
+            sample(shared, opts)
+    show_result(st.session_state.get("studio_result"), "mnist-samples")
+
+
+page()

@@ -1,0 +1,82 @@
+"""Where the dashboard looks for runs and models: environment defaults and the sidebar.
+
+Environment (all optional):
+    DIFFUSION_LAB_RUNS           runs folders, separated by ',' or os.pathsep (default: runs)
+    DIFFUSION_LAB_WANDB_PROJECT  W&B "entity/project" to list and pull runs from
+    DIFFUSION_LAB_DEVICE         auto (default), cpu, cuda or mps
+    DIFFUSION_LAB_BUNDLED_RUNS   the bundled runs folder, always listed when it exists
+                                 (default: training/pretrained_runs; empty: none)
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLED_RUNS = REPO / "training" / "pretrained_runs"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class Settings:
+    runs_roots: tuple[Path, ...]  # user folders first, then the bundled one when it exists
+    bundled: Path | None  # the bundled runs folder when it exists
+    wandb_project: str  # "" when not configured
+    device: str  # a torch device name (auto resolved)
+
+    @property
+    def write_root(self) -> Path:
+        """Where pulled runs are written: the first user runs folder."""
+        return self.runs_roots[0]
+
+
+def split_paths(text: str) -> list[Path]:
+    """'a, b:c' -> [a, b, c] (',' or os.pathsep separated), blanks dropped."""
+    return [Path(p.strip()).expanduser() for p in re.split(f"[,{re.escape(os.pathsep)}]", text)
+            if p.strip()]
+
+
+def bundled_runs() -> Path | None:
+    path = os.environ.get("DIFFUSION_LAB_BUNDLED_RUNS", str(DEFAULT_BUNDLED_RUNS))
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def sidebar() -> Settings:
+    """Render the settings in the sidebar and return them (call once per run, from app.py)."""
+    with st.sidebar:
+        st.subheader("Settings")
+        runs = st.text_input("Runs folders", os.environ.get("DIFFUSION_LAB_RUNS", "runs"),
+                             key="settings_runs", help="Folders holding run directories, "
+                             "separated by commas. The bundled runs are always listed.")
+        project = st.text_input("W&B project", os.environ.get("DIFFUSION_LAB_WANDB_PROJECT", ""),
+                                key="settings_wandb", placeholder="entity/project",
+                                help="Lists and pulls runs from W&B when an API key is configured.")
+        env_device = os.environ.get("DIFFUSION_LAB_DEVICE", "auto")
+        device = st.selectbox("Device", DEVICES, key="settings_device",
+                              index=DEVICES.index(env_device) if env_device in DEVICES else 0)
+    roots = split_paths(runs) or [Path("runs")]
+    bundled = bundled_runs()
+    if bundled is not None and bundled.resolve() not in {r.resolve() for r in roots}:
+        roots.append(bundled)
+    settings = Settings(tuple(roots), bundled, project.strip(), resolve_device(device))
+    st.session_state["settings"] = settings
+    return settings
+
+
+def current() -> Settings:
+    """The settings app.py rendered in this run."""
+    return st.session_state["settings"]

@@ -1,0 +1,64 @@
+"""Models shared by every session of the process: loaded once (st.cache_resource), used under a lock.
+
+A cached model is one object for all sessions; sampling mutates nothing in it but the modules are
+not documented as reentrant, so every use holds `Shared.lock` (sessions queue, each with its own
+torch.Generator). Keys include the checkpoint's mtime, so a rewritten checkpoint is reloaded.
+"""
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from training.checkpoints import Checkpoint
+
+
+@dataclass
+class Shared:
+    """A process-wide model; hold `lock` while calling it."""
+
+    value: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _stamp(ckpt: Checkpoint) -> float:
+    return ckpt.weights_file.stat().st_mtime if ckpt.weights_file.exists() else 0.0
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the model...")
+def _lab_model(run_dir: str, checkpoint: str, stamp: float, device: str) -> Shared:
+    from training.pretrained import load_lab_model
+
+    return Shared(load_lab_model(run_dir, checkpoint, device))
+
+
+def lab_model(run_dir: Path, ckpt: Checkpoint, device: str) -> Shared:
+    """The run's LabModel at `ckpt` (raises FileNotFoundError / CheckpointError, not cached)."""
+    return _lab_model(str(run_dir), ckpt.path.name, _stamp(ckpt), device)
+
+
+def _release(shared: Shared) -> None:
+    """Free a dropped backend's memory (switching backend keeps one in memory)."""
+    with shared.lock:
+        shared.value = None
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@st.cache_resource(max_entries=1, on_release=_release, show_spinner="Loading the backend...")
+def _backend(name: str, options: tuple[tuple[str, Any], ...], stamp: float) -> Shared:
+    from samplers.backends import load_backend
+
+    return Shared(load_backend(name, **dict(options)))
+
+
+def backend(name: str, ckpt: Checkpoint | None = None, **options: Any) -> Shared:
+    """The one loaded sampler backend; asking for another releases the previous one."""
+    return _backend(name, tuple(sorted(options.items())), _stamp(ckpt) if ckpt else 0.0)

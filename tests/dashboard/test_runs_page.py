@@ -1,0 +1,55 @@
+"""AppTest of the Runs page on real tiny runs."""
+import shutil
+
+from .conftest import no_errors
+
+
+def test_runs_page_compares_runs(app, lab_runs):
+    at = app(lab_runs).run()
+    no_errors(at)
+    assert at.title[0].value == "Runs"
+    assert [m.label for m in at.multiselect] == ["Experiment", "Dataset", "Tag", "Compare runs"]
+    assert sorted(at.multiselect(key="runs_selected").value) == ["ddpm-class", "flow-class"]
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # loss, learning rate, loss by t-bin
+    assert '"training loss"' in charts[0].proto.spec and "flow-class" in charts[0].proto.spec
+    assert at.select_slider(key="grid_epoch").value == 2 and len(at.image) == 2
+    assert at.toggle(key="runs_live").value is False  # both runs finished
+    at.select_slider(key="grid_epoch").set_value(1).run()
+    assert sorted(i.captions[0] for i in at.image) == ["ddpm-class · epoch 1", "flow-class · epoch 1"]
+
+
+def test_runs_page_filters_and_config_diff(app, lab_runs):
+    at = app(lab_runs).run()
+    at.multiselect[0].set_value(["flow-class"]).run()  # experiment filter
+    no_errors(at)
+    assert at.multiselect(key="runs_selected").options == ["flow-class"]
+    assert any("Select two or more runs" in c.value for c in at.caption)
+    at = app(lab_runs).run()
+    diff = at.dataframe[1].value  # runs table, then the config diff
+    assert {"experiment", "kind", "lr"} <= set(diff.index)
+    assert "hidden" not in diff.index  # equal in both runs
+
+
+def test_wandb_pull_disabled_without_wandb(app, lab_runs):
+    at = app(lab_runs, WANDB_MODE="offline").run()
+    assert at.button(key="wandb_pull").disabled
+    assert any("offline" in c.value for c in at.caption)
+
+
+def test_no_runs_message(app, tmp_path):
+    at = app(tmp_path / "empty").run()
+    no_errors(at)
+    assert "No runs yet" in at.info[0].value and "python -m training flow-class" in at.info[0].value
+
+
+def test_run_deleted_while_open(app, lab_runs, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(lab_runs / "flow-class", root / "gone")
+    shutil.copytree(lab_runs / "ddpm-class", root / "kept")
+    at = app(root).run()
+    no_errors(at)
+    shutil.rmtree(root / "gone")
+    at.run()
+    no_errors(at)
+    assert at.multiselect(key="runs_selected").options == ["kept"]

@@ -1,0 +1,48 @@
+"""AppTest of the MNIST studio on real tiny runs."""
+from .conftest import no_errors
+
+
+def studio(app, runs_dir):
+    at = app(runs_dir).run()
+    return at.switch_page("pages/studio.py").run()
+
+
+def test_studio_samples_digits(app, lab_runs):
+    at = studio(app, lab_runs)
+    no_errors(at)
+    assert at.title[0].value == "MNIST studio"
+    assert [s.label for s in at.selectbox] == ["Run", "Checkpoint", "Sampler"]
+    at.multiselect(key="studio_digits").set_value([3, 7])
+    at.number_input(key="studio_count").set_value(2)
+    at.number_input(key="studio_steps").set_value(4)
+    at.button[0].click().run()
+    no_errors(at)
+    assert at.image[0].captions[0].startswith("digits 3, 7")
+    assert [d.label for d in at.get("download_button")] == ["Download PNG", "Download GIF"]
+
+
+def test_studio_samplers_follow_the_model(app, lab_runs):
+    at = studio(app, lab_runs)
+    runs = at.selectbox(key="studio_run")
+    at = runs.set_value("flow-class").run()
+    assert at.selectbox(key="studio_sampler").options == ["euler", "heun", "ddpm", "ddim"]
+    at = at.selectbox(key="studio_run").set_value("ddpm-class").run()
+    assert at.selectbox(key="studio_sampler").options == ["ddpm", "ddim"]
+    at.selectbox(key="studio_sampler").set_value("ddim")
+    at.number_input(key="studio_steps").set_value(3)
+    at.button[0].click().run()
+    no_errors(at)
+    assert "ddim · 3 steps" in at.image[0].captions[0]
+
+
+def test_studio_corrupt_checkpoint_is_a_message(app, corrupt_runs):
+    at = studio(app, corrupt_runs)
+    assert not at.exception
+    assert "Cannot load broken" in at.error[0].value
+    assert "not a readable safetensors file" in at.error[0].value
+
+
+def test_studio_no_runs(app, tmp_path):
+    at = studio(app, tmp_path)
+    no_errors(at)
+    assert "No runs yet" in at.info[0].value
