@@ -91,9 +91,19 @@ def build_parser() -> Parser:
     s.add_argument("--out", type=Path, required=True, help="output .npz file")
     e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
     e.add_argument("run_dir", type=Path)
+    e.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 3, 5, 7],
+                   help="guidance scales of class models (default 0 1 3 5 7)")
+    e.add_argument("--per-class", type=_positive(int), default=50, help="samples a class (default 50)")
+    e.add_argument("--sampler", choices=SAMPLERS)
+    e.add_argument("--steps", type=_positive(int))
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--checkpoint")
     e.add_argument("--device", default="cpu")
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
     f.add_argument("run_dir", type=Path)
+    f.add_argument("--steps", type=_positive(int), help="sampler steps (default: the run's)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device")
     return parser
 
 
@@ -138,8 +148,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .data import from_signed
     from .pretrained import SAMPLERS_BY_KIND, load_lab_model
 
-    ckpt = int(args.checkpoint) if args.checkpoint and args.checkpoint.isdigit() else args.checkpoint
-    lab = load_lab_model(args.run_dir, ckpt, args.device)
+    lab = load_lab_model(args.run_dir, _checkpoint(args.checkpoint), args.device)
     if args.sampler and args.sampler not in SAMPLERS_BY_KIND[lab.kind]:
         raise ConfigError(f"--sampler {args.sampler} does not apply to a {lab.kind} model; "
                           f"choose from {', '.join(SAMPLERS_BY_KIND[lab.kind])}")
@@ -160,29 +169,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_run
+def _checkpoint(text: str | None) -> int | str | None:
+    return int(text) if text and text.isdigit() else text
 
-    results = evaluate_run(args.run_dir, device=args.device)
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_run, format_evaluation
+
+    results = evaluate_run(args.run_dir, args.guidance, per_class=args.per_class, seed=args.seed,
+                           sampler=args.sampler, steps=args.steps,
+                           checkpoint=_checkpoint(args.checkpoint), device=args.device)
     print(format_evaluation(results))
     return 0
-
-
-def format_evaluation(results: dict) -> str:
-    lines = []
-    for g, acc in (results.get("class_accuracy") or {}).items():
-        lines.append(f"class accuracy at guidance {g}: {100 * acc:.1f}%")
-    if "frechet" in results:
-        lines.append(f"Frechet distance: {results['frechet']:.3f} "
-                     f"(real-vs-real floor {results.get('frechet_floor', float('nan')):.3f})")
-    return "\n".join(lines) or str(results)
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
     from .figures import make_figures
 
-    paths = make_figures(args.run_dir)
-    print(f"wrote {len(paths) if paths is not None else 'the'} figures to {Path(args.run_dir) / 'figures'}")
+    paths = make_figures(args.run_dir, device=args.device, seed=args.seed, steps=args.steps)
+    print(f"wrote {len(paths)} figures to {Path(args.run_dir) / 'figures'}")
     return 0
 
 

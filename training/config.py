@@ -191,9 +191,9 @@ def num_periods(cfg: TrainConfig) -> int:
     return math.ceil(cfg.total_steps / cfg.period_steps)
 
 
-# Options a resume may change: where and how it runs, and the length (which only extends the run;
+# Options a resume may change: the name (its folder's), where and how it runs, and the length (which only extends the run;
 # the period length and the LR decay rate stay as stored).
-RESUME_RUNTIME = ("device", "mixed_precision", "wandb_mode", "wandb_project", "log_every",
+RESUME_RUNTIME = ("name", "device", "mixed_precision", "wandb_mode", "wandb_project", "log_every",
                   "checkpoint_every", "keep_checkpoints", "preview_steps", "data_root")
 
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import checkpoints as ck
 from .config import ConfigError, TrainConfig, num_periods, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
+from .figures import grid_array, save_gif
 from .objectives import loss_by_t_bins, make_objective
 from .pretrained import LabModel, build_unet, schedule
 from .runs import safe_run_dir
@@ -57,20 +58,12 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 def save_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
     """Write (B, 1, H, W) images in [-1, 1] as one PNG grid (background black)."""
-    Image.fromarray(_grid_array(images, nrow)).save(path)
+    Image.fromarray(_grid(images, nrow)).save(path)
     return path
 
 
-def _grid_array(images: Tensor, nrow: int):
-    """(B, 1, H, W) in [-1, 1] -> (rows, cols) uint8 array, `nrow` images a row, grey 2-px gaps."""
-    x = ((images.detach().float().cpu()[:, 0] + 1) * 127.5).round().clamp(0, 255).byte()
-    b, h, w = x.shape
-    rows, pad = math.ceil(b / nrow), 2
-    canvas = torch.full((rows * (h + pad) + pad, min(b, nrow) * (w + pad) + pad), 128, dtype=torch.uint8)
-    for i in range(b):
-        r, c = divmod(i, nrow)
-        canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = x[i]
-    return canvas.numpy()
+def _grid(images: Tensor, nrow: int = 10):
+    return grid_array((images + 1) / 2, nrow)
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> ck.Checkpoint | None:
@@ -184,7 +177,7 @@ class Trainer:
 
             def keep_frame(i, t, x, *rest):
                 if i % every == 0:
-                    frames.append(_grid_array(x.clamp(-1, 1), 10))
+                    frames.append(_grid(x))
 
             labels = torch.arange(10, device=self.device).repeat(4)
             kw = dict(steps=steps, generator=g, callback=keep_frame if gif else None)
@@ -192,10 +185,7 @@ class Trainer:
             png = save_grid(x, out / f"epoch-{period:04d}.png")
             if not gif or self.cfg.kind == "pure-noise":
                 return png, None
-            frames += [_grid_array(x, 10)] * 10  # hold the result
-            gif_path = out / "sampling.gif"
-            images = [Image.fromarray(f) for f in frames]
-            images[0].save(gif_path, save_all=True, append_images=images[1:], duration=80, loop=0)
+            gif_path = save_gif(frames + [_grid(x)], out / "sampling.gif")
             return png, gif_path
         finally:
             lab.unet.train(was_training)

@@ -1,0 +1,121 @@
+"""The `python -m training` command line: bad options, sample (.npz), evaluate, figures."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import cli
+from training.classifier import ClassifierConfig
+from training.runs import read_summary
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
+        "--preview-steps", "2", "--steps", "2", "--wandb-mode", "disabled"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny class-conditional and a tiny time-only run."""
+    runs = tmp_path_factory.mktemp("runs")
+    for experiment in ("flow-class", "ddpm-time"):
+        assert cli.main([experiment, *TINY, "--runs-dir", str(runs)]) == 0
+    return runs
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nonsense"], "invalid choice: 'nonsense'"),
+    (["flow-class", "--epochs", "-3"], "argument --epochs: must be positive, got -3"),
+    (["flow-class", "--epochs", "0"], "argument --epochs: must be positive, got 0"),
+    (["flow-class", "--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+    (["flow-class", "--lr", "abc"], "argument --lr: expected a number"),
+])
+def test_bad_options_exit_2_with_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("name, message", [
+    ("../escape", "invalid run name '../escape'"), ("/abs/run", "invalid run name '/abs/run'"),
+    ("a/b", "invalid run name 'a/b'"),
+])
+def test_run_names_must_stay_inside_the_runs_folder(tmp_path, capsys, name, message):
+    assert cli.main(["flow-class", *TINY, "--runs-dir", str(tmp_path), "--name", name]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_resume_and_existing_run_errors(runs, tmp_path, capsys):
+    assert cli.main(["flow-class", *TINY, "--runs-dir", str(tmp_path), "--resume"]) == 2
+    assert "--resume: there is no run 'flow-class'" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((runs / "flow-class" / "config.json").read_text())
+    assert cli.main(["flow-class", *TINY, "--runs-dir", str(tmp_path), "--name", "empty", "--resume"]) == 2
+    assert "has no complete checkpoint" in capsys.readouterr().err
+    assert cli.main(["flow-class", *TINY, "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err and err.count("\n") == 1
+
+
+def test_sample_class_model_writes_labelled_uint8_digits(runs, tmp_path):
+    out = tmp_path / "s.npz"
+    assert cli.main(["sample", str(runs / "flow-class"), "--per-class", "2", "--guidance-scale", "5",
+                     "--steps", "3", "--out", str(out)]) == 0
+    z = np.load(out)
+    assert z["images"].dtype == np.uint8 and z["images"].shape == (20, 28, 28)
+    assert z["labels"].tolist() == [k for k in range(10) for _ in range(2)]
+    again = tmp_path / "again.npz"
+    assert cli.main(["sample", str(runs / "flow-class"), "--per-class", "2", "--guidance-scale", "5",
+                     "--steps", "3", "--out", str(again), "--batch", "7"]) == 0
+    assert np.array_equal(np.load(again)["images"], z["images"])  # seeded, batch-size independent
+
+
+def test_sample_time_only_model_has_labels_minus_one(runs, tmp_path, capsys):
+    out = tmp_path / "t.npz"
+    assert cli.main(["sample", str(runs / "ddpm-time"), "--per-class", "1", "--guidance-scale", "5",
+                     "--steps", "2", "--sampler", "ddim", "--out", str(out)]) == 0
+    z = np.load(out)
+    assert z["images"].shape == (10, 28, 28) and set(z["labels"].tolist()) == {-1}
+    assert cli.main(["sample", str(runs / "ddpm-time"), "--sampler", "euler", "--out", str(out)]) == 2
+    assert "does not apply to a ddpm model" in capsys.readouterr().err
+    assert cli.main(["sample", str(runs / "missing"), "--out", str(out)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_evaluate_prints_accuracy_and_frechet_with_floor(runs, capsys, monkeypatch):
+    import training.evaluation as ev
+
+    monkeypatch.setitem(ev.evaluate_run.__kwdefaults__, "classifier_config",
+                        ClassifierConfig(passes=0.05, max_steps=3))
+    assert cli.main(["evaluate", str(runs / "flow-class"), "--guidance", "0", "5", "--per-class", "2",
+                     "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "guidance 0: class accuracy" in out and "guidance 5:" in out and "Frechet floor" in out
+    evaluation = read_summary(runs / "flow-class")["evaluation"]
+    assert set(evaluation["accuracy"]) == {"0", "5"} and evaluation["frechet_floor"] >= 0
+
+
+def test_figures_command(runs, capsys):
+    assert cli.main(["figures", str(runs / "ddpm-time"), "--steps", "2"]) == 0
+    assert "figures to" in capsys.readouterr().out
+    assert (runs / "ddpm-time" / "figures" / "loss.png").is_file()
+
+
+def test_module_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "training", "flow-class", "--epochs", "-1"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().endswith("must be positive, got -1")
