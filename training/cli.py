@@ -128,6 +128,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from .trainer import train
 
     cfg = config_from_args(args)
@@ -135,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .runs import read_summary
 
     s = read_summary(run_dir)
-    if s.get("status") == "finished":
+    if s.get("status") == "finished" and PartialState().is_main_process:
         print(f"{cfg.name}: finished at step {s.get('step')} (epoch {s.get('epoch')}), "
               f"loss {s.get('final_loss', float('nan')):.4f}, {s.get('wall_time_s')} s -> {run_dir}")
     return 0

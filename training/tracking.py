@@ -103,6 +103,7 @@ class WandbRun:
             _warn(f"W&B online start failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                   f"logging offline. Upload later with: {self.sync_command()}")
             self.mode = "offline"
+            self.run_id = kwargs["id"] = uuid.uuid4().hex[:8]  # the failed id stays taken in wandb's service
             self.run = wandb.init(mode="offline", settings=self._settings(), **kwargs)
 
     @staticmethod

@@ -1,0 +1,110 @@
+"""load_lab_model (errors, conventions, samplers) and the MnistBackend plugin."""
+import json
+
+import pytest
+import torch
+
+from training import cli
+from training.backend import MnistBackend
+from training.checkpoints import CheckpointError
+from training.pretrained import load_lab_model
+
+TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
+        "--preview-steps", "2", "--steps", "2", "--wandb-mode", "disabled"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    for experiment in ("flow-class", "ddpm-class", "ddpm-time", "pure-noise"):
+        assert cli.main([experiment, *TINY, "--runs-dir", str(runs)]) == 0
+    return runs
+
+
+def test_lab_model_conventions(runs):
+    lab = load_lab_model(runs / "ddpm-class")
+    assert lab.kind == "ddpm" and lab.class_conditional and not lab.unet.training
+    assert lab.alphas_cumprod.shape == (300,)
+    oh = lab.one_hot([3, -1])
+    assert oh[0].argmax() == 3 and oh[0].sum() == 1 and oh[1].sum() == 0
+    with pytest.raises(ValueError, match="labels must be in"):
+        lab.one_hot([10])
+    seen = []
+    lab.unet.forward = lambda x, t, c: seen.append(t) or torch.zeros_like(x)
+    lab.eps_model(torch.zeros(2, 1, 28, 28), torch.tensor([0, 299]), None)
+    assert torch.allclose(seen[0], torch.tensor([1 / 300, 1.0]))  # i -> (i + 1) / T
+
+
+@pytest.mark.parametrize("run, sampler", [("ddpm-class", "ddpm"), ("ddpm-class", "ddim"),
+                                          ("flow-class", "euler"), ("flow-class", "heun"),
+                                          ("flow-class", "ddim"), ("pure-noise", None)])
+def test_sample_through_samplers(runs, run, sampler):
+    lab = load_lab_model(runs / run)
+    calls = []
+    labels = [0, 5, -1] if lab.class_conditional else None
+    x = lab.sample(labels, n=3, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0),
+                   callback=lambda *a: calls.append(a[0]))
+    assert x.shape == (3, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert calls == ([] if run == "pure-noise" else [0, 1, 2, 3])
+    y = lab.sample(labels, n=3, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, y)
+
+
+def test_load_errors(runs, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        load_lab_model(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((runs / "flow-class" / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        load_lab_model(empty)
+    with pytest.raises(CheckpointError, match="no checkpoint 7"):
+        load_lab_model(runs / "flow-class", 7)
+
+
+def test_corrupt_and_mismatched_checkpoints(runs, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs / "ddpm-time", bad)
+    weights = bad / "checkpoints" / "epoch-0001" / "model.safetensors"
+    weights.write_bytes(b"\x00garbage" * 3)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+        load_lab_model(bad)
+    other = tmp_path / "other"
+    shutil.copytree(runs / "ddpm-time", other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "hidden": 8}))
+    with pytest.raises(CheckpointError, match="does not fit the run's model"):
+        load_lab_model(other)
+    (other / "config.json").write_text(json.dumps({**cfg, "experiment": "flow-time"}))
+    with pytest.raises(CheckpointError, match="a checkpoint of 'ddpm-time'"):
+        load_lab_model(other)
+
+
+def test_mnist_backend(runs):
+    for run in ("flow-class", "ddpm-class"):
+        b = MnistBackend(runs / run)
+        assert (b.name, b.image_size, b.channels) == ("mnist", 28, 1)
+        assert b.timesteps[0] == 299 and b.timesteps[-1] == -1 and len(b.timesteps) == 31
+        cond = b.encode(["3", ""])
+        assert cond.shape == (2, 10) and cond[1].sum() == 0 and cond[0, 3] == 1
+        eps = b(torch.randn(2, 1, 28, 28), 150, cond)
+        assert eps.shape == (2, 1, 28, 28) and torch.isfinite(eps).all()
+    with pytest.raises(ValueError, match="MNIST prompts"):
+        b.encode(["a cat"])
+    with pytest.raises(NotImplementedError, match="no super-resolution"):
+        b.upsample(torch.zeros(1, 1, 28, 28), ["3"])
+    ex = b.example_images()
+    assert len(ex) == 10 and ex["digit-7"].shape == (1, 1, 28, 28) and ex["digit-7"].min() == -1
+    assert MnistBackend(runs / "ddpm-time").encode(["1"]) is None
+    with pytest.raises(ValueError, match="not a diffusion model"):
+        MnistBackend(runs / "pure-noise")
