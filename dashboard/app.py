@@ -11,11 +11,12 @@ import streamlit as st  # noqa: E402
 from dashboard import settings  # noqa: E402
 
 st.set_page_config(page_title="Diffusion Lab", page_icon=":material/blur_on:", layout="wide")
-PAGES = Path(__file__).parent / "pages"
+SCREENS = Path(__file__).parent / "screens"  # not "pages/": that name switches Streamlit to
+# its legacy folder mode, which runs a page without this script when it is opened first
 navigation = st.navigation([
-    st.Page(PAGES / "runs.py", title="Runs", icon=":material/monitoring:", default=True),
-    st.Page(PAGES / "studio.py", title="MNIST studio", icon=":material/draw:"),
-    st.Page(PAGES / "sampler_lab.py", title="Sampler lab", icon=":material/science:"),
+    st.Page(SCREENS / "runs.py", title="Runs", icon=":material/monitoring:", default=True),
+    st.Page(SCREENS / "studio.py", title="MNIST studio", icon=":material/draw:"),
+    st.Page(SCREENS / "sampler_lab.py", title="Sampler lab", icon=":material/science:"),
 ])
 settings.sidebar()
 navigation.run()

@@ -6,7 +6,6 @@ torch.Generator). Keys include the checkpoint's mtime, so a rewritten checkpoint
 """
 from __future__ import annotations
 
-import gc
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,11 @@ class Shared:
 
     value: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
+    memo: dict[str, Any] = field(default_factory=dict)  # values derived from `value`
 
 
-def _stamp(ckpt: Checkpoint) -> float:
+def stamp(ckpt: Checkpoint) -> float:
+    """The checkpoint's weights mtime: part of cache keys, so a rewritten checkpoint reloads."""
     return ckpt.weights_file.stat().st_mtime if ckpt.weights_file.exists() else 0.0
 
 
@@ -38,27 +39,4 @@ def _lab_model(run_dir: str, checkpoint: str, stamp: float, device: str) -> Shar
 
 def lab_model(run_dir: Path, ckpt: Checkpoint, device: str) -> Shared:
     """The run's LabModel at `ckpt` (raises FileNotFoundError / CheckpointError, not cached)."""
-    return _lab_model(str(run_dir), ckpt.path.name, _stamp(ckpt), device)
-
-
-def _release(shared: Shared) -> None:
-    """Free a dropped backend's memory (switching backend keeps one in memory)."""
-    with shared.lock:
-        shared.value = None
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-@st.cache_resource(max_entries=1, on_release=_release, show_spinner="Loading the backend...")
-def _backend(name: str, options: tuple[tuple[str, Any], ...], stamp: float) -> Shared:
-    from samplers.backends import load_backend
-
-    return Shared(load_backend(name, **dict(options)))
-
-
-def backend(name: str, ckpt: Checkpoint | None = None, **options: Any) -> Shared:
-    """The one loaded sampler backend; asking for another releases the previous one."""
-    return _backend(name, tuple(sorted(options.items())), _stamp(ckpt) if ckpt else 0.0)
+    return _lab_model(str(run_dir), ckpt.path.name, stamp(ckpt), device)

@@ -36,10 +36,21 @@ def train_runs(runs_dir: Path) -> Path:
     return runs_dir
 
 
+def evaluate(run_dir: Path) -> None:
+    """The real evaluation (summary.json "evaluation") with a tiny classifier and few samples."""
+    from training.classifier import ClassifierConfig
+    from training.evaluation import evaluate_run
+
+    tiny = ClassifierConfig(width=4, feature_dim=16, passes=0.05, max_steps=3, batch_size=64)
+    evaluate_run(run_dir, (0, 5), per_class=3, steps=2, classifier_config=tiny)
+
+
 @pytest.fixture(scope="session")
 def lab_runs(tmp_path_factory) -> Path:
-    """A runs folder with a finished tiny flow-class and ddpm-class run."""
-    return train_runs(tmp_path_factory.mktemp("runs"))
+    """A runs folder with a finished tiny flow-class (evaluated) and ddpm-class run."""
+    runs = train_runs(tmp_path_factory.mktemp("runs"))
+    evaluate(runs / "flow-class")
+    return runs
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +77,17 @@ def app(monkeypatch):
         return AppTest.from_file(APP, default_timeout=30)
 
     return make
+
+
+def png(array) -> bytes:
+    """PNG bytes of a uint8 array (H, W) or (H, W, 3)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def no_errors(at) -> None:

@@ -19,6 +19,15 @@ def test_runs_page_compares_runs(app, lab_runs):
     assert sorted(i.captions[0] for i in at.image) == ["ddpm-class · epoch 1", "flow-class · epoch 1"]
 
 
+def test_evaluation_table(app, lab_runs):
+    at = app(lab_runs).run()
+    table = at.dataframe[1].value  # runs table, evaluation, config diff
+    assert list(table["run"]) == ["flow-class", "flow-class"]
+    assert list(table["guidance"]) == ["0", "5"]
+    assert {"class accuracy", "Fréchet distance", "Fréchet floor (real vs real)"} <= set(table)
+    assert table["Fréchet floor (real vs real)"].notna().all()
+
+
 def test_runs_page_filters_and_config_diff(app, lab_runs):
     at = app(lab_runs).run()
     at.multiselect[0].set_value(["flow-class"]).run()  # experiment filter
@@ -26,7 +35,7 @@ def test_runs_page_filters_and_config_diff(app, lab_runs):
     assert at.multiselect(key="runs_selected").options == ["flow-class"]
     assert any("Select two or more runs" in c.value for c in at.caption)
     at = app(lab_runs).run()
-    diff = at.dataframe[1].value  # runs table, then the config diff
+    diff = at.dataframe[2].value  # runs table, evaluation, then the config diff
     assert {"experiment", "kind", "lr"} <= set(diff.index)
     assert "hidden" not in diff.index  # equal in both runs
 
@@ -53,3 +62,23 @@ def test_run_deleted_while_open(app, lab_runs, tmp_path):
     at.run()
     no_errors(at)
     assert at.multiselect(key="runs_selected").options == ["kept"]
+
+
+def test_run_in_progress_turns_live_refresh_on(app, lab_runs, tmp_path):
+    from training.runs import read_summary, write_json
+
+    run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "runs" / "training-now")
+    write_json(run / "summary.json", {**read_summary(run), "status": "running"})
+    at = app(tmp_path / "runs").run()
+    no_errors(at)
+    assert at.toggle(key="runs_live").value is True
+    assert at.dataframe[0].value["status"].tolist() == ["running"]
+
+
+def test_bundled_runs_are_listed_and_tagged(app, lab_runs, tmp_path):
+    bundled = tmp_path / "pretrained_runs"
+    shutil.copytree(lab_runs / "flow-class", bundled / "flow-class")
+    at = app(tmp_path / "no-runs-yet", DIFFUSION_LAB_BUNDLED_RUNS=str(bundled)).run()
+    no_errors(at)
+    assert at.multiselect(key="runs_selected").value == ["flow-class"]
+    assert "bundled" in at.multiselect[2].options  # the tag filter

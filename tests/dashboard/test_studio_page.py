@@ -4,14 +4,14 @@ from .conftest import no_errors
 
 def studio(app, runs_dir):
     at = app(runs_dir).run()
-    return at.switch_page("pages/studio.py").run()
+    return at.switch_page("screens/studio.py").run()
 
 
 def test_studio_samples_digits(app, lab_runs):
     at = studio(app, lab_runs)
     no_errors(at)
     assert at.title[0].value == "MNIST studio"
-    assert [s.label for s in at.selectbox] == ["Run", "Checkpoint", "Sampler"]
+    assert [s.label for s in at.main.selectbox] == ["Run", "Checkpoint", "Sampler"]
     at.multiselect(key="studio_digits").set_value([3, 7])
     at.number_input(key="studio_count").set_value(2)
     at.number_input(key="studio_steps").set_value(4)
@@ -46,3 +46,27 @@ def test_studio_no_runs(app, tmp_path):
     at = studio(app, tmp_path)
     no_errors(at)
     assert "No runs yet" in at.info[0].value
+
+
+def test_concurrent_sessions_get_their_own_results(app, lab_runs):
+    """Two sessions sampling at once on the shared cached model get what they get alone."""
+    import threading
+
+    def session(seed):
+        at = studio(app, lab_runs)
+        at.selectbox(key="studio_run").set_value("ddpm-class").run()
+        at.number_input(key="studio_steps").set_value(10)
+        at.number_input(key="studio_count").set_value(1)
+        at.number_input(key="studio_seed").set_value(seed)
+        return at
+
+    sessions = [session(1), session(2)]
+    threads = [threading.Thread(target=lambda at=at: at.button[0].click().run()) for at in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    together = [at.session_state["studio_result"].png for at in sessions]
+    alone = [session(seed).button[0].click().run().session_state["studio_result"].png
+             for seed in (1, 2)]
+    assert together == alone and together[0] != together[1]

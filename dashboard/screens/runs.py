@@ -105,21 +105,21 @@ def sample_grids(runs: list[Run]) -> None:
 
 
 def evaluation_table(runs: list[Run]) -> None:
-    """Class accuracy by guidance, Fréchet distance and its real-vs-real floor (summary.json)."""
-    rows = {}
+    """Class accuracy and Fréchet distance by guidance scale, beside the real-vs-real floor
+    (summary.json "evaluation", written by `python -m training evaluate`)."""
+    rows = []
     for r in runs:
         ev = read_summary(r.path).get("evaluation") if r.path.is_dir() else None
-        if not ev:
-            continue
-        row = {}
-        for key, value in ev.items():
-            if isinstance(value, dict):
-                row.update({f"{key} @ {sub}": v for sub, v in value.items()})
-            elif isinstance(value, (int, float)):
-                row[key] = value
-        rows[r.label] = row
+        for g in (ev or {}).get("frechet", {}):
+            acc = ev.get("accuracy", {}).get(g)
+            rows.append({"run": r.label, "guidance": g,
+                         "class accuracy": None if acc is None else f"{100 * acc:.1f}%",
+                         "Fréchet distance": ev["frechet"][g],
+                         "Fréchet floor (real vs real)": ev.get("frechet_floor"),
+                         "samples": ev.get("per_class", 0) * 10 or None,
+                         "checkpoint": ev.get("checkpoint")})
     if rows:
-        st.dataframe(pd.DataFrame(rows).T, width="stretch")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     else:
         st.caption("No evaluation yet: run `python -m training evaluate RUN_DIR`.")
 

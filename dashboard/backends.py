@@ -1,0 +1,63 @@
+"""The Sampler lab's backend (DeepFloyd IF or a lab MNIST model): one loaded per process.
+
+Asking for another backend releases the loaded one (its GPU memory too). A failed load (no GPU,
+no access to the gated weights, a corrupt checkpoint) is remembered for RETRY_AFTER_S seconds, so
+a page does not retry a slow probe on every rerun.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+import streamlit as st
+
+from samplers.backends import BackendUnavailable, load_backend
+from training.checkpoints import Checkpoint
+
+from .state import Shared, stamp
+
+# What loading a backend raises for reasons users can fix (access, hardware, files).
+BACKEND_ERRORS = (BackendUnavailable, ValueError, OSError)
+RETRY_AFTER_S = 600
+_failures: dict[tuple, tuple[float, str]] = {}
+
+
+def _release(shared: Shared) -> None:
+    """Free a dropped backend's memory (switching backend keeps one in memory)."""
+    with shared.lock:
+        shared.value = None
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@st.cache_resource(max_entries=1, on_release=_release, show_spinner="Loading the backend...")
+def _backend(name: str, options: tuple[tuple[str, Any], ...], weights_mtime: float) -> Shared:
+    return Shared(load_backend(name, **dict(options)))
+
+
+def backend(name: str, ckpt: Checkpoint | None = None, **options: Any) -> Shared:
+    """The one loaded sampler backend; asking for another releases the previous one.
+
+    Raises one of BACKEND_ERRORS; a failure is remembered for RETRY_AFTER_S seconds.
+    """
+    key = (name, tuple(sorted(options.items())), stamp(ckpt) if ckpt else 0.0)
+    failed = _failures.get(key)
+    if failed and time.monotonic() - failed[0] < RETRY_AFTER_S:
+        raise BackendUnavailable(failed[1])
+    try:
+        return _backend(*key)
+    except BACKEND_ERRORS as e:
+        _failures[key] = (time.monotonic(), str(e))
+        raise
+
+
+def examples(shared: Shared) -> dict[str, Any]:
+    """The backend's example images, computed once per loaded backend."""
+    with shared.lock:
+        if "examples" not in shared.memo:
+            shared.memo["examples"] = shared.value.example_images()
+        return shared.memo["examples"]

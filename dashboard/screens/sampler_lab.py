@@ -1,0 +1,315 @@
+"""Sampler lab (course Part A) on DeepFloyd IF when it loads, else on a lab MNIST model."""
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+import samplers
+from dashboard import backends, settings
+from dashboard.catalog import Run
+from dashboard.components import (Progress, Result, checkpoint_select, image_input, mask_input,
+                                  prompt_input, run_select, runs_or_stop, show_result, user_errors)
+from dashboard.media import png_bytes
+from dashboard.state import Shared
+
+TABS = ["Forward process", "Denoising", "Sampling & CFG", "SDEdit", "Text img2img", "Inpainting",
+        "Visual anagrams", "Hybrids", "Upsampling"]
+BACKENDS = ["Auto", "DeepFloyd IF", "MNIST model"]
+DEFAULTS = {  # prompt defaults: the course's for IF, digits for MNIST
+    "deepfloyd": dict(photo="a high quality photo", sample="an oil painting of a snowy mountain "
+                      "village", edit="a rocket ship", first="an oil painting of people around a "
+                      "campfire", second="an oil painting of an old man", far="a lithograph of a "
+                      "skull", near="a lithograph of waterfalls"),
+    "mnist": dict(photo="", sample="3", edit="7", first="6", second="9", far="0", near="1"),
+}
+
+
+# ---- backend --------------------------------------------------------------------------------
+
+def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
+    """A lab DDPM / flow run as the backend; the page says which and why."""
+    runs = [r for r in runs_or_stop(s) if r.config.get("kind") in ("ddpm", "flow")]
+    if not runs:
+        st.info("No DDPM or flow run yet: train one with `python -m training flow-class`.")
+        return None
+    c = st.columns(2)
+    with c[0]:
+        run: Run = run_select(runs, "lab_run", label="MNIST run")
+    with c[1]:
+        ckpt = checkpoint_select(run, "lab_ckpt")
+    if ckpt is None:
+        return None
+    with user_errors(f"Cannot load {run.label} / {ckpt.path.name}"):
+        shared = backends.backend("mnist", ckpt, run_dir=str(run.path), checkpoint=ckpt.path.name,
+                               device=s.device)
+        st.info(f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
+                f"{run.config.get('experiment')}, 28x28). {reason}")
+        return shared
+    return None
+
+
+def choose_backend(s: settings.Settings) -> Shared | None:
+    choice = st.radio("Backend", BACKENDS, horizontal=True, key="lab_backend")
+    if choice == "MNIST model":
+        return mnist_backend(s, "Chosen above.")
+    try:
+        shared = backends.backend("deepfloyd", device=s.device)
+    except backends.BACKEND_ERRORS as e:
+        if choice == "DeepFloyd IF":
+            st.error(f"DeepFloyd IF is unavailable: {e}")
+            return None
+        return mnist_backend(s, f"DeepFloyd IF is unavailable here: {e}")
+    st.success("Backend: DeepFloyd IF (stage 1 at 64x64, stage 2 to 256x256).")
+    return shared
+
+
+# ---- helpers shared by the tabs --------------------------------------------------------------
+
+def conds(backend, *prompts: str):
+    """Conditioning of each prompt and the null prompt ('')."""
+    return [backend.encode([p]) for p in prompts], backend.encode([""])
+
+
+def run(shared: Shared, key: str, label: str, total: int, fn, nrow: int = 8,
+        caption: str = "") -> None:
+    """Call fn(generator, callback) -> images under the backend lock; keep the Result."""
+    backend = shared.value
+    progress = Progress(total, label, nrow=nrow)
+    g = generator(backend)
+    with user_errors(f"{label} failed"), shared.lock:
+        x = fn(g, progress)
+        st.session_state[key] = progress.finish(x, caption or label)
+    progress.bar.empty()
+
+
+def noise(backend, n: int, g: torch.Generator) -> torch.Tensor:
+    s = backend.image_size
+    return torch.randn((n, backend.channels, s, s), generator=g, device=backend.device,
+                       dtype=backend.dtype)
+
+
+def generator(backend) -> torch.Generator:
+    """This request's own generator, seeded with the seed chosen at the top of the page."""
+    return torch.Generator(backend.device).manual_seed(st.session_state.get("lab_seed", 0))
+
+
+def scale() -> float:
+    """The CFG scale chosen at the top of the page."""
+    return st.session_state.get("lab_cfg", 1.0)
+
+
+def ts(backend) -> list[int]:
+    return backend.timesteps
+
+
+def done(key: str, name: str) -> None:
+    show_result(st.session_state.get(key), name)
+
+
+# ---- tabs -----------------------------------------------------------------------------------
+
+def forward_tab(shared, examples) -> None:
+    backend = shared.value
+    picked = image_input(backend, "fwd", examples)
+    T = len(backend.alphas_cumprod)
+    levels = st.multiselect("Timesteps", list(range(0, T, max(1, T // 20))),
+                            default=[T // 4, T // 2, 3 * T // 4], key="fwd_t")
+    if picked and levels and st.button("Add noise", key="fwd_go"):
+        g = generator(backend)
+        noisy = torch.cat([samplers.add_noise(picked[1], t, backend.alphas_cumprod, generator=g)
+                           for t in sorted(levels)])
+        st.session_state["fwd_result"] = Result(
+            png_bytes(torch.cat([picked[1], noisy])), "original, then t = " +
+            ", ".join(map(str, sorted(levels))))
+    done("fwd_result", "forward-process")
+
+
+def denoise_tab(shared, examples) -> None:
+    backend = shared.value
+    picked = image_input(backend, "den", examples)
+    i_start = st.slider("Start at timesteps[i] (smaller i = noisier)", 0, len(ts(backend)) - 2,
+                        min(10, len(ts(backend)) - 2), key="den_i")
+    prompt = prompt_input(backend, "Prompt", "den_prompt", DEFAULTS[backend.name]["photo"])
+    if not (picked and st.button("Denoise", key="den_go")):
+        return done("den_result", "denoising")
+    t, ab = ts(backend)[i_start], backend.alphas_cumprod
+    (c,), u = conds(backend, prompt)
+
+    def fn(g, cb):
+        noisy = samplers.add_noise(picked[1], t, ab, generator=g)
+        return torch.cat([
+            picked[1], noisy, samplers.blur_denoise(noisy),
+            samplers.one_step_denoise(backend, noisy, t, ab, c, u, scale()),
+            samplers.iterative_denoise(backend, noisy, ts(backend), ab, i_start=i_start, cond=c,
+                                       uncond=u, guidance_scale=scale(), generator=g, callback=cb)])
+
+    run(shared, "den_result", "Denoising", len(ts(backend)) - 1 - i_start, fn,
+        caption=f"original · noisy (t = {t}) · Gaussian blur · one step · iterative")
+    done("den_result", "denoising")
+
+
+def sample_tab(shared) -> None:
+    backend = shared.value
+    prompt = prompt_input(backend, "Prompt", "smp_prompt", DEFAULTS[backend.name]["sample"])
+    n = st.number_input("Images", 1, 16, 4, key="smp_n")
+    if st.button("Sample with and without CFG", key="smp_go"):
+        (c,), u = conds(backend, prompt)
+        steps = len(ts(backend)) - 1
+
+        def fn(g, cb):
+            x = noise(backend, 2 * n, g)
+            plain = samplers.iterative_denoise(backend, x[:n], ts(backend), backend.alphas_cumprod,
+                                               cond=c, generator=g)
+            cfg = samplers.iterative_denoise(backend, x[n:], ts(backend), backend.alphas_cumprod,
+                                             cond=c, uncond=u, generator=g, callback=cb,
+                                             guidance_scale=scale())
+            return torch.cat([plain, cfg])
+
+        run(shared, "smp_result", "Sampling", steps, fn, nrow=n,
+            caption=f"top: no CFG · bottom: CFG scale {scale()}")
+    done("smp_result", "samples")
+
+
+def edit_tab(shared, examples, key: str, prompt_default: str, what: str) -> None:
+    """SDEdit (prompt: a generic photo) and text img2img (prompt: the target) at several noise levels."""
+    backend = shared.value
+    picked = image_input(backend, key, examples, sketch=True)
+    prompt = prompt_input(backend, "Prompt", f"{key}_prompt", prompt_default)
+    last = len(ts(backend)) - 2
+    levels = st.multiselect("Start indices i_start (small = bigger edits)", list(range(last + 1)),
+                            default=[i for i in (1, 3, 5, 7, 10, 20) if i <= last], key=f"{key}_i")
+    if picked and levels and st.button(what, key=f"{key}_go", type="primary"):
+        (c,), u = conds(backend, prompt)
+        levels = sorted(levels)
+        total = sum(len(ts(backend)) - 1 - i for i in levels)
+
+        def fn(g, cb):
+            return torch.cat([picked[1]] + [samplers.sdedit(
+                backend, picked[1], i, ts(backend), backend.alphas_cumprod, cond=c, uncond=u,
+                guidance_scale=scale(), generator=g, callback=cb)
+                for i in levels])
+
+        run(shared, f"{key}_result", what, total, fn, nrow=len(levels) + 1,
+            caption="input, then i_start = " + ", ".join(map(str, levels)))
+    done(f"{key}_result", key)
+
+
+def inpaint_tab(shared, examples) -> None:
+    backend = shared.value
+    picked = image_input(backend, "inp", examples)
+    if picked is None:
+        return done("inp_result", "inpainting")
+    mask = mask_input("inp_mask", picked[0], backend.image_size)
+    prompt = prompt_input(backend, "Prompt", "inp_prompt", DEFAULTS[backend.name]["photo"])
+    if mask is not None and st.button("Inpaint", key="inp_go", type="primary"):
+        (c,), u = conds(backend, prompt)
+        mask = mask.to(backend.device)
+
+        def fn(g, cb):
+            out = samplers.inpaint(backend, picked[1], mask, ts(backend), backend.alphas_cumprod,
+                                   cond=c, uncond=u, generator=g, callback=cb,
+                                   guidance_scale=scale())
+            return torch.cat([picked[1], mask.expand_as(picked[1]) * 2 - 1, out])
+
+        run(shared, "inp_result", "Inpainting", len(ts(backend)) - 1, fn, nrow=3,
+            caption="original · mask · inpainted")
+    done("inp_result", "inpainting")
+
+
+def anagram_tab(shared) -> None:
+    backend = shared.value
+    d = DEFAULTS[backend.name]
+    cols = st.columns(3)
+    with cols[0]:
+        first = prompt_input(backend, "Seen as is", "ana_p1", d["first"])
+    with cols[1]:
+        second = prompt_input(backend, "Seen under the view", "ana_p2", d["second"])
+    views = [v for v in samplers.VIEW_NAMES if v != "identity" and "pass" not in v]
+    view = cols[2].selectbox("View", views, key="ana_view")
+    if st.button("Make the anagram", key="ana_go", type="primary"):
+        (c1, c2), u = conds(backend, first, second)
+
+        def fn(g, cb):
+            x = samplers.visual_anagram(
+                backend, noise(backend, 1, g), ts(backend), backend.alphas_cumprod, conds=[c1, c2],
+                views=["identity", view], uncond=u, generator=g, callback=cb,
+                guidance_scale=scale())
+            return torch.cat([x, samplers.get_view(view).view(x)])
+
+        run(shared, "ana_result", "Visual anagram", len(ts(backend)) - 1, fn, nrow=2,
+            caption=f"as is: {first!r} · {view}: {second!r}")
+    done("ana_result", "anagram")
+
+
+def hybrid_tab(shared) -> None:
+    backend = shared.value
+    d = DEFAULTS[backend.name]
+    cols = st.columns(4)
+    with cols[0]:
+        far = prompt_input(backend, "Seen from far (low frequencies)", "hyb_far", d["far"])
+    with cols[1]:
+        near = prompt_input(backend, "Seen up close (high frequencies)", "hyb_near", d["near"])
+    kernel = cols[2].select_slider("Blur kernel (at 64 px)", [9, 17, 25, 33, 41], 33, key="hyb_k")
+    sigma = cols[3].slider("Blur sigma (at 64 px)", 0.5, 4.0, 2.0, 0.5, key="hyb_sigma")
+    if st.button("Make the hybrid", key="hyb_go", type="primary"):
+        (cf, cn), u = conds(backend, far, near)
+
+        def fn(g, cb):
+            return samplers.hybrid_image(
+                backend, noise(backend, 1, g), ts(backend), backend.alphas_cumprod, cond_far=cf,
+                cond_near=cn, uncond=u, kernel_size=kernel, sigma=sigma, generator=g, callback=cb,
+                guidance_scale=scale())
+
+        run(shared, "hyb_result", "Hybrid image", len(ts(backend)) - 1, fn, nrow=1,
+            caption=f"far: {far!r} · near: {near!r} (shrink it to see the far prompt)")
+    done("hyb_result", "hybrid")
+
+
+def upsample_tab(shared) -> None:
+    backend = shared.value
+    if backend.name == "mnist":
+        st.info("Stage-2 upsampling (64 -> 256) needs DeepFloyd IF; the MNIST models' samples are "
+                "final at 28x28.")
+        return
+    prompt = prompt_input(backend, "Prompt", "up_prompt", DEFAULTS[backend.name]["sample"])
+    if st.button("Sample and upsample", key="up_go", type="primary"):
+        (c,), u = conds(backend, prompt)
+
+        def fn(g, cb):
+            x = samplers.iterative_denoise(backend, noise(backend, 1, g), ts(backend),
+                                           backend.alphas_cumprod, cond=c, uncond=u, generator=g,
+                                           callback=cb,
+                                           guidance_scale=scale())
+            return backend.upsample(x, [prompt], generator=g)
+
+        run(shared, "up_result", "Stage 1 + stage 2", len(ts(backend)) - 1, fn, nrow=1,
+            caption=f"{prompt!r} at 256x256")
+    done("up_result", "upsampled")
+
+
+def page() -> None:
+    st.title("Sampler lab")
+    s = settings.current()
+    shared = choose_backend(s)
+    if shared is None:
+        return
+    backend = shared.value
+    c = st.columns(2)
+    c[0].number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed")
+    c[1].slider("CFG scale", 1.0, 15.0, 7.0 if backend.name != "mnist" else 5.0, 0.5,
+                key="lab_cfg")
+    examples = backends.examples(shared)
+    tabs = st.tabs(TABS, key="lab_tab", on_change="rerun")
+    body = [lambda: forward_tab(shared, examples), lambda: denoise_tab(shared, examples),
+            lambda: sample_tab(shared),
+            lambda: edit_tab(shared, examples, "sde", DEFAULTS[backend.name]["photo"], "SDEdit"),
+            lambda: edit_tab(shared, examples, "i2i", DEFAULTS[backend.name]["edit"], "img2img"),
+            lambda: inpaint_tab(shared, examples), lambda: anagram_tab(shared),
+            lambda: hybrid_tab(shared), lambda: upsample_tab(shared)]
+    for tab, render in zip(tabs, body):
+        if tab.open:
+            with tab:
+                render()
+
+
+page()
