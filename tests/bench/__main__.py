@@ -1,0 +1,124 @@
+"""`python -m tests.bench [--quick] [--run RUN_DIR ...] [--time-to-quality] [--out FILE]`.
+
+Prints the table and writes it as JSON (default test-artifacts/bench/latest.json).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .deepfloyd_bench import IFSizes, deepfloyd_rows
+from .fastpath import FastPath
+from .peak import matmul_peak, native_bf16
+from .quality import TTQSettings, quality_rows, run_kind, time_to_quality
+from .report import DEFAULT_OUT, Row, format_table, write_json
+from .sampling_bench import SampleSizes, sampling_rows
+from .training_bench import TrainSizes, training_rows
+
+SECTIONS = ("peak", "training", "sampling", "deepfloyd")
+PEAK = "machine peak (GFLOP/s)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and fast-path variants of one benchmark mode."""
+    train: TrainSizes
+    sample: SampleSizes
+    deepfloyd: IFSizes
+    train_variants: tuple[FastPath, ...]
+    sample_variants: tuple[FastPath, ...]
+
+
+def plan(quick: bool, device: torch.device) -> Plan:
+    """Quick (~2-4 min): fewer repeats and variants; full (~15-20 min on 2 cores) adds compile."""
+    one = (1,) if device.type == "cpu" and (os.cpu_count() or 1) > 1 else ()
+    bf16 = (FastPath(bf16=True), FastPath(bf16=True, channels_last=True)) if native_bf16(device) else ()
+    train = [FastPath(), FastPath(channels_last=True), *[FastPath(threads=n) for n in one],
+             *[FastPath(channels_last=True, threads=n) for n in one], *bf16]
+    sample = [FastPath(), FastPath(channels_last=True, inference_mode=True),
+              *[FastPath(threads=n) for n in one],
+              *[FastPath(channels_last=True, inference_mode=True, threads=n) for n in one],
+              *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]]]
+    if quick:
+        return Plan(TrainSizes(steps=1, repeats=3), SampleSizes(steps=2, repeats=3),
+                    IFSizes(steps=2, repeats=3), tuple(train[:4]), tuple(sample[:4]))
+    train.append(FastPath(channels_last=True, compile=True))
+    sample.append(FastPath(channels_last=True, inference_mode=True, compile=True))
+    return Plan(TrainSizes(), SampleSizes(steps=3, repeats=4), IFSizes(), tuple(train), tuple(sample))
+
+
+def bf16_probe(device: torch.device, repeats: int) -> Row:
+    """bf16 autocast against fp32 on a course UNet forward (batch 8): the bf16 verdict here."""
+    from training.models import UNet
+
+    from .timing import interleaved
+
+    net = UNet(conditioning="class").to(device).eval()
+    x, t, c = torch.randn(8, 1, 28, 28, device=device), torch.rand(8, device=device), torch.zeros(8, 10, device=device)
+
+    def run(bf16: bool):
+        def call() -> None:
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                net(x, t, c).sum().item()
+        return call
+
+    r = interleaved({"fp32": run(False), "bf16": run(True)}, repeats=repeats)
+    speedup = r["fp32"].median / r["bf16"].median
+    return Row(PEAK, "bf16 autocast UNet forward (batch 8) vs fp32", r["bf16"].median, "s", speedup,
+               f"native bf16 kernels: {native_bf16(device)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="a few minutes: fewer repeats and variants")
+    p.add_argument("--run", type=Path, action="append", default=[],
+                   help="a trained ddpm-class or flow-class run: its weights for sampling, plus quality rows")
+    p.add_argument("--quality-per-class", type=int, default=10, help="digits a class for quality rows")
+    p.add_argument("--time-to-quality", action="store_true",
+                   help="only the (hours-long) time-to-quality measurement: train flow-class on mnist-5k")
+    p.add_argument("--ttq-max-minutes", type=float, default=240.0)
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+    device, start = torch.device(args.device), time.time()
+    sections = [s for s in args.sections.split(",") if s]
+    if unknown := set(sections) - set(SECTIONS):
+        p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    rows: list[Row] = []
+    if args.time_to_quality:
+        rows += time_to_quality(Path("test-artifacts/bench/runs"),
+                                TTQSettings(max_minutes=args.ttq_max_minutes, device=args.device))
+        settings: dict = {"mode": "time-to-quality"}
+    else:
+        pl = plan(args.quick, device)
+        settings = {"mode": "quick" if args.quick else "full", **{k: v for k, v in asdict(pl).items()}}
+        peak: dict = {"fp32": None}
+        if "peak" in sections:
+            peak = matmul_peak(device)
+            rows += [Row(PEAK, f"matmul 1024^2 {k}", v, "GFLOP/s") for k, v in peak.items()]
+            rows.append(bf16_probe(device, repeats=2 if args.quick else 3))
+        if "training" in sections:
+            rows += training_rows(pl.train, device, pl.train_variants, peak_fp32=peak["fp32"])
+        if "sampling" in sections:
+            runs = {"ddpm": None, "flow": None} | {run_kind(r): r for r in args.run}
+            rows += sampling_rows(runs, pl.sample, device, pl.sample_variants)
+            if args.run:
+                rows += quality_rows(args.run, args.quality_per_class, args.device)
+            else:
+                print("quality rows skipped: pass --run RUN_DIR (a trained ddpm-class / flow-class run)")
+        if "deepfloyd" in sections:
+            rows += deepfloyd_rows(pl.deepfloyd)
+    print(format_table(rows))
+    path = write_json(rows, args.out, settings={**settings, "seconds": round(time.time() - start)})
+    print(f"\nwrote {path} ({time.time() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

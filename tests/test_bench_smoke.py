@@ -1,0 +1,78 @@
+"""Smoke tests of the benchmark (`python -m tests.bench`): every function at tiny sizes, one repeat,
+so the code cannot rot. They check the shape of the results, not the speed."""
+import json
+
+import pytest
+import torch
+
+from tests.bench.__main__ import main, plan
+from tests.bench.deepfloyd_bench import IFSizes, deepfloyd_rows
+from tests.bench.fastpath import FastPath
+from tests.bench.peak import count_flops, matmul_peak
+from tests.bench.report import Row, format_table, write_json
+from tests.bench.sampling_bench import SampleSizes, sampling_rows
+from tests.bench.timing import interleaved
+from tests.bench.training_bench import TrainSizes, training_rows
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread per pytest worker: oversubscribed OpenMP threads slow everything down."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_interleaved_runs_round_robin_and_uses_reported_seconds():
+    calls = []
+    works = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b") or 7.0}
+    t = interleaved(works, repeats=2, warmup=1)
+    assert calls == ["a", "b"] * 3
+    assert t["b"].seconds == (7.0, 7.0) and t["b"].median == 7.0 and len(t["a"].seconds) == 2
+    with pytest.raises(ValueError, match="repeats"):
+        interleaved(works, repeats=0)
+
+
+def test_flop_count_and_matmul_peak():
+    lin = torch.nn.Linear(16, 8, bias=False)
+    assert count_flops(lambda: lin(torch.randn(4, 16))) == 2 * 4 * 16 * 8
+    peak = matmul_peak(CPU, n=64, repeats=1)
+    assert set(peak) == {"fp32", "bf16"} and all(v > 0 for v in peak.values())
+
+
+def test_training_rows_compare_reference_trainer_and_variants():
+    rows = training_rows(TrainSizes(steps=1, repeats=1, warmup=0, hidden=8, batch=8), CPU,
+                         [FastPath(), FastPath(channels_last=True)], peak_fp32=10.0,
+                         experiments=("flow-class",))
+    names = [r.name for r in rows]
+    assert len(rows) == 4 and "reference loop" in names[0] and "Trainer" in names[1]
+    assert rows[0].ratio == 1.0 and all(r.value > 0 and "GFLOP/s" in r.note for r in rows)
+
+
+def test_sampling_rows_time_both_kinds_and_overhead():
+    rows = sampling_rows({"ddpm": None, "flow": None}, SampleSizes(steps=1, repeats=1, warmup=0,
+                         per_class=1, hidden=8), CPU, [FastPath(channels_last=True, inference_mode=True)])
+    assert len(rows) == 6   # per kind: two-call loop + two samplers
+    assert [r.name.split(":")[1].split()[1] for r in rows if "lab" in r.name] == ["ddpm", "ddim", "euler", "heun"]
+    assert all(r.value > 0 and r.ratio > 0 for r in rows)
+    assert all("overhead" in r.note for r in rows if "lab" in r.name)
+
+
+def test_deepfloyd_rows_batched_and_unbatched():
+    rows = deepfloyd_rows(IFSizes(image=16, batch=1, steps=1, repeats=1, warmup=0, tokens=4))
+    assert rows[0].name.startswith("IF step, unbatched") and rows[1].ratio > 0
+    assert rows[2].value > 0
+
+
+def test_table_json_and_plans(tmp_path):
+    rows = [Row("s", "a", 1.5, "img/s", 1.0, "n"), Row("s", "b", None, "s", None, "skipped")]
+    assert "skipped" in format_table(rows)
+    doc = json.loads(write_json(rows, tmp_path / "x" / "r.json", settings={"mode": "t"}).read_text())
+    assert doc["rows"][0]["value"] == 1.5 and doc["machine"]["cores"] and doc["settings"]["mode"] == "t"
+    quick, full = plan(True, CPU), plan(False, CPU)
+    assert quick.train_variants[0] == FastPath() and any(v.compile for v in full.train_variants)
+    with pytest.raises(SystemExit):
+        main(["--sections", "nope"])
