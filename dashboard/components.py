@@ -97,10 +97,13 @@ class Progress:
         self.bar.progress(min(self.calls / self.total, 1.0),
                           text=f"{self.label}: step {self.calls} / {self.total}")
 
-    def finish(self, x, caption: str) -> Result:
-        """Clear the live widgets; the Result of final images x (B, C, H, W) in [-1, 1]."""
+    def clear(self) -> None:
+        """Remove the bar and the live preview."""
         self.bar.empty()
         self.preview.empty()
+
+    def result(self, x, caption: str) -> Result:
+        """The Result of final images x (B, C, H, W) in [-1, 1], animation ending on them."""
         final = images.grid_array(x, self.nrow)
         gif = images.gif_bytes(self.frames + [final] * 8) if self.frames else None
         return Result(images.png_bytes(x, self.nrow), caption, gif, self.snapshots)

@@ -37,18 +37,31 @@ def gif_bytes(frames: list[np.ndarray], duration_ms: int = 80) -> bytes:
 
 
 def load_image(data: bytes, size: int, channels: int) -> Tensor:
-    """Image file bytes -> (1, channels, size, size) in [-1, 1] (EXIF-rotated, center-cropped)."""
+    """Image file bytes -> (1, channels, size, size) in [-1, 1] (EXIF-rotated, center-cropped).
+
+    Any mode (grayscale, RGBA, palette, 16-bit) and size up to Pillow's decompression-bomb limit.
+    """
     import torch
     from PIL import ImageOps, UnidentifiedImageError
 
     try:
         img = Image.open(io.BytesIO(data))
+        img.draft("RGB", (4 * size, 4 * size))  # JPEG: decode big photos at a reduced scale
         img.load()
     except UnidentifiedImageError:
         raise ValueError("this file is not an image (PNG, JPEG, WebP, GIF, BMP...)") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"the image is too large to open safely ({e})") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"the image is damaged or truncated ({e})") from None
-    img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float: scale, don't clip
+        a = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray((a * (255 / max(float(a.max()), 1.0))).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img)
+    img = img.convert("L" if channels == 1 else "RGB")
     img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()) / 127.5 - 1
     return (x[None, None] if channels == 1 else x.permute(2, 0, 1)[None])

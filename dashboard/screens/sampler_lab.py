@@ -77,9 +77,11 @@ def run(shared: Shared, key: str, label: str, total: int, fn, nrow: int = 8,
     progress = Progress(total, label, nrow=nrow)
     g = generator(backend)
     with user_errors(f"{label} failed"), shared.lock:
-        x = fn(g, progress)
-        st.session_state[key] = progress.finish(x, caption or label)
-    progress.bar.empty()
+        try:
+            x = fn(g, progress)
+        finally:
+            progress.clear()
+        st.session_state[key] = progress.result(x, caption or label)
 
 
 def noise(backend, n: int, g: torch.Generator) -> torch.Tensor:

@@ -52,10 +52,13 @@ def sample(shared: state.Shared, opts: dict) -> None:
     kw = dict(guidance_scale=opts["guidance"], sampler=opts["sampler"], steps=opts["steps"],
               generator=g, callback=progress)
     with shared.lock:
-        x = (lab.sample(digits * opts["count"], **kw) if lab.class_conditional
-             else lab.sample(n=opts["count"], **kw))
+        try:
+            x = (lab.sample(digits * opts["count"], **kw) if lab.class_conditional
+                 else lab.sample(n=opts["count"], **kw))
+        finally:
+            progress.clear()
     what = f"digits {', '.join(map(str, digits))}" if digits else f"{opts['count']} samples"
-    st.session_state["studio_result"] = progress.finish(
+    st.session_state["studio_result"] = progress.result(
         x, f"{what} · {opts['sampler']} · {opts['steps']} steps · guidance {opts['guidance']} "
            f"· seed {opts['seed']}")
 
