@@ -7,9 +7,10 @@ import torch
 import samplers
 from dashboard import backends, settings
 from dashboard.catalog import Run
-from dashboard.components import (Progress, Result, checkpoint_select, image_input, mask_input,
-                                  prompt_input, run_select, runs_or_stop, show_result, user_errors)
+from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
+from dashboard.inputs import image_input, mask_input, prompt_input
 from dashboard.media import png_bytes
+from dashboard.results import Progress, Result, show_result
 from dashboard.state import Shared
 
 TABS = ["Forward process", "Denoising", "Sampling & CFG", "SDEdit", "Text img2img", "Inpainting",

@@ -5,8 +5,8 @@ import streamlit as st
 import torch
 
 from dashboard import settings, state
-from dashboard.components import (Progress, checkpoint_select, run_select, runs_or_stop,
-                                  show_result, user_errors)
+from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
+from dashboard.results import Progress, show_result
 from training.pretrained import SAMPLERS_BY_KIND, LabModel
 
 MAX_STEPS = 1000

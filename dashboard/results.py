@@ -1,0 +1,83 @@
+"""Sampling progress (a sampler callback with a live preview) and results with downloads."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from . import media
+
+
+@dataclass
+class Result:
+    """A finished action: PNG of the result grid, optional GIF and intermediate snapshots."""
+
+    png: bytes
+    caption: str
+    gif: bytes | None = None
+    snapshots: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
+
+
+class Progress:
+    """A progress bar and live preview; called as a sampler callback(i, t, x, x0_hat).
+
+    Keeps up to `max_frames` frames of x (the denoising animation) and `snapshots` x0-estimate
+    PNGs for the intermediate-steps strip.
+    """
+
+    def __init__(self, total: int, label: str, nrow: int = 8, max_frames: int = 40,
+                 snapshots: int = 6):
+        self.total, self.label, self.nrow = max(total, 1), label, nrow
+        self.every = max(1, self.total // max_frames)
+        self.snap_every = max(1, self.total // snapshots)
+        self.calls = 0
+        self.frames: list = []
+        self.snapshots: list[tuple[str, bytes]] = []
+        self.bar = st.progress(0.0, text=label)
+        self.preview = st.empty()
+
+    def __call__(self, i: int, t, x, x0_hat) -> None:
+        if self.calls % self.every == 0:
+            self.frames.append(media.grid_array(x, self.nrow))
+            self.preview.image(self.frames[-1], caption=f"x at t = {_fmt_t(t)}", width=320)
+        if self.calls % self.snap_every == 0:
+            self.snapshots.append((f"x0 estimate at t = {_fmt_t(t)}",
+                                   media.png_bytes(x0_hat.clamp(-1, 1), self.nrow)))
+        self.calls += 1
+        self.bar.progress(min(self.calls / self.total, 1.0),
+                          text=f"{self.label}: step {self.calls} / {self.total}")
+
+    def clear(self) -> None:
+        """Remove the bar and the live preview."""
+        self.bar.empty()
+        self.preview.empty()
+
+    def result(self, x, caption: str) -> Result:
+        """The Result of final images x (B, C, H, W) in [-1, 1], animation ending on them."""
+        final = media.grid_array(x, self.nrow)
+        gif = media.gif_bytes(self.frames + [final] * 8) if self.frames else None
+        return Result(media.png_bytes(x, self.nrow), caption, gif, self.snapshots)
+
+
+def _fmt_t(t) -> str:
+    return f"{t:.2f}" if isinstance(t, float) else str(t)
+
+
+def show_result(result: Result | None, name: str) -> None:
+    """The result image, its animation and intermediates, and PNG / GIF download buttons."""
+    if result is None:
+        return
+    cols = st.columns([3, 1] if result.gif else [1])
+    cols[0].image(result.png, caption=result.caption)
+    if result.gif:
+        cols[1].image(result.gif, caption="denoising animation")
+    if result.snapshots:
+        with st.expander("Intermediate steps"):
+            for col, (caption, png) in zip(st.columns(len(result.snapshots)), result.snapshots):
+                col.image(png, caption=caption, width="stretch")
+    d = st.columns(4)
+    d[0].download_button("Download PNG", result.png, f"{name}.png", "image/png",
+                         on_click="ignore", key=f"{name}_png")
+    if result.gif:
+        d[1].download_button("Download GIF", result.gif, f"{name}.gif", "image/gif",
+                             on_click="ignore", key=f"{name}_gif")
