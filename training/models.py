@@ -223,6 +223,8 @@ class ImprovedUNet(nn.Module):
                  num_classes: int = 10):
         super().__init__()
         _check_conditioning(conditioning)
+        if hidden % 8:
+            raise ValueError(f"ImprovedUNet needs hidden divisible by 8 (GroupNorm(8)), got {hidden}")
         d, mode = hidden, conditioning
         self.conditioning, self.num_classes, self.hidden = conditioning, num_classes, hidden
         emb = 4 * d if mode != "none" else None
