@@ -40,13 +40,15 @@ def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
         ckpt = checkpoint_select(run, "lab_ckpt")
     if ckpt is None:
         return None
-    with user_errors(f"Cannot load {run.label} / {ckpt.path.name}"):
-        shared = backends.backend("mnist", ckpt, run_dir=str(run.path), checkpoint=ckpt.path.name,
-                               device=s.device)
-        st.info(f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
-                f"{run.config.get('experiment')}, 28x28). {reason}")
-        return shared
-    return None
+    try:
+        shared = backends.backend("mnist", ckpt, run_dir=str(run.path),
+                                  checkpoint=ckpt.path.name, device=s.device)
+    except backends.Unavailable as e:
+        st.error(f"Cannot load {run.label} / {ckpt.path.name}: {e}")
+        return None
+    st.info(f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
+            f"{run.config.get('experiment')}, 28x28). {reason}")
+    return shared
 
 
 def choose_backend(s: settings.Settings) -> Shared | None:
@@ -55,7 +57,7 @@ def choose_backend(s: settings.Settings) -> Shared | None:
         return mnist_backend(s, "Chosen above.")
     try:
         shared = backends.backend("deepfloyd", device=s.device)
-    except backends.BACKEND_ERRORS as e:
+    except backends.Unavailable as e:
         if choice == "DeepFloyd IF":
             st.error(f"DeepFloyd IF is unavailable: {e}")
             return None
