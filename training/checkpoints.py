@@ -1,13 +1,18 @@
 """Checkpoints: `checkpoints/epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}`.
 
-A checkpoint is written into a hidden temporary folder and renamed into place, so a folder named
-`epoch-NNNN` is always complete. Weights are safetensors; `state.pt` (optimizer, scheduler, RNG
-states, step) loads with `torch.load(weights_only=True)`.
+A checkpoint is written into a hidden temporary folder (each file serialized in memory, written
+and fsynced) and renamed into place, so a folder named `epoch-NNNN` is always complete; a failed
+write removes its temporary folder and leaves the earlier checkpoints as they were. Weights are
+safetensors (their header records the experiment); `state.pt` (optimizer, scheduler, RNG states,
+step) loads with `torch.load(weights_only=True)`, so a pickle that would run code is refused.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import pickle
 import random
 import shutil
 from dataclasses import dataclass
@@ -16,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "epoch-"
@@ -25,6 +30,10 @@ _PREFIX = "epoch-"
 
 class CheckpointError(ValueError):
     """A missing, incomplete or unreadable checkpoint (message names the file and the reason)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only folder); earlier ones are intact."""
 
 
 @dataclass
@@ -43,16 +52,34 @@ def checkpoint_name(period: int) -> str:
     return f"{_PREFIX}{period:04d}"
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
-    """Complete checkpoints of a run, oldest first (temporary folders are skipped)."""
+def checkpoint_folders(run_dir: str | Path) -> list[Path]:
+    """Every `epoch-NNNN` folder of a run, oldest first (temporary folders are skipped)."""
     root = Path(run_dir) / CHECKPOINT_DIR
+    return sorted(p for p in root.glob(f"{_PREFIX}[0-9]*") if p.name[len(_PREFIX):].isdigit()) \
+        if root.is_dir() else []
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint in folder `path`; CheckpointError when its meta.json is missing or invalid."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path / 'meta.json'}: missing (incomplete checkpoint)") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path / 'meta.json'}: not a JSON object")
+    return Checkpoint(path, int(path.name[len(_PREFIX):]), meta)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
+    """Complete checkpoints of a run, oldest first (folders without a valid meta.json skipped)."""
     out = []
-    for p in sorted(root.glob(f"{_PREFIX}[0-9]*")) if root.is_dir() else []:
+    for p in checkpoint_folders(run_dir):
         try:
-            meta = json.loads((p / "meta.json").read_text())
-        except (OSError, ValueError):
+            out.append(read_checkpoint(p))
+        except CheckpointError:
             continue
-        out.append(Checkpoint(p, int(p.name[len(_PREFIX):]), meta))
     return out
 
 
@@ -88,29 +115,69 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
 
+def _write(path: Path, data: bytes) -> None:
+    """Write and fsync one file (a crash of the machine, not only of the process, keeps it)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_checkpoint(run_dir: str | Path, period: int, *, model: dict[str, torch.Tensor],
                     state: dict[str, Any], meta: dict[str, Any],
                     ema: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write checkpoint `period` atomically; returns its folder."""
+    """Write checkpoint `period` atomically; returns its folder.
+
+    CheckpointWriteError (an OSError) when the disk refuses a write; the temporary folder is
+    removed and the earlier checkpoints are untouched.
+    """
     root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(period)
     tmp = root / f".tmp-{checkpoint_name(period)}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(_contiguous(model), str(tmp / "model.safetensors"))
-    meta = {**meta, "period": period, "sampling_weights": "model.safetensors"}
-    if ema is not None:
-        save_file(_contiguous(ema), str(tmp / "ema.safetensors"))
-        meta["sampling_weights"] = "ema.safetensors"
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    if final.exists():  # a checkpoint of the same period from an earlier attempt
+    header = {"experiment": str(meta["experiment"])} if "experiment" in meta else None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        files = {"model.safetensors": safetensors_bytes(_contiguous(model), header)}
+        meta = {**meta, "period": period, "sampling_weights": "model.safetensors"}
+        if ema is not None:
+            files["ema.safetensors"] = safetensors_bytes(_contiguous(ema), header)
+            meta["sampling_weights"] = "ema.safetensors"
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        files["state.pt"] = buf.getvalue()
+        meta["sha256"] = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        for name, data in files.items():
+            _write(tmp / name, data)
+        _write(tmp / "meta.json", json.dumps(meta, indent=2).encode())
         old = root / f".old-{final.name}-{os.getpid()}"
-        os.rename(final, old)
-        shutil.rmtree(old)
-    os.rename(tmp, final)
+        if final.exists():  # a checkpoint of the same period from an earlier attempt
+            os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        error = CheckpointWriteError(f"cannot write checkpoint {final.name} into {root}: "
+                                     f"{e.strerror or e}; the earlier checkpoints are intact")
+        error.errno = e.errno
+        raise error from e
     return final
+
+
+def verify_checksums(ckpt: Checkpoint, names: tuple[str, ...] | None = None) -> None:
+    """CheckpointError naming the first file (of `names`, default all) whose bytes do not match the
+    sha256 recorded in meta.json at save time (bit rot, a partial copy, a file swapped in)."""
+    recorded = ckpt.meta.get("sha256") or {}
+    for name in names or tuple(recorded):
+        path = ckpt.path / name
+        if name not in recorded:
+            continue
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != recorded[name]:
+            raise CheckpointError(f"{path}: corrupted (its bytes do not match the sha256 "
+                                  f"recorded in meta.json when it was saved)")
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int, milestones: tuple[int, ...]) -> None:
@@ -120,26 +187,66 @@ def prune_checkpoints(run_dir: str | Path, keep: int, milestones: tuple[int, ...
     for c in ckpts[:-keep] if keep > 0 else ckpts:
         if c.period not in milestones:
             shutil.rmtree(c.path, ignore_errors=True)
-    for stale in root.glob(".tmp-*") if root.is_dir() else []:
-        if not stale.name.endswith(f"-{os.getpid()}"):
+    for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")] if root.is_dir() else []:
+        if not stale.name.endswith(f"-{os.getpid()}"):  # left by a killed process
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """A safetensors state dict; CheckpointError naming the file when it is missing or corrupt."""
+def load_weights(path: str | Path, device: str | torch.device = "cpu", *,
+                 experiment: str | None = None,
+                 expected: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """A safetensors state dict; CheckpointError naming the file when it is missing, corrupt,
+    written by another `experiment` (its header says so), or (with `expected`, a model's state
+    dict) missing keys, holding extra ones or tensors of other shapes."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     try:
-        return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            written_by = (f.metadata() or {}).get("experiment")
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if experiment is not None and written_by is not None and written_by != experiment:
+        raise CheckpointError(f"{path}: weights of a {written_by!r} run, not of {experiment!r}")
+    if expected is not None:
+        check_shapes(path, weights, expected)
+    return weights
+
+
+def check_shapes(path: Path, weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """CheckpointError naming `path` unless `weights` has exactly the keys and shapes of `expected`."""
+    missing, extra = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+    bad = [f"{k} {tuple(weights[k].shape)} instead of {tuple(v.shape)}"
+           for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
+               ([f"unexpected {', '.join(extra[:3])}"] if extra else []) + bad[:3]
+    if problems:
+        raise CheckpointError(f"{path}: does not fit the run's model: {'; '.join(problems)}")
+
+
+STATE_KEYS = ("optimizer", "scheduler", "rng", "step")
 
 
 def load_state(ckpt: Checkpoint, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """`state.pt` of a checkpoint (optimizer, scheduler, RNG, step), loaded with weights_only."""
+    """`state.pt` of a checkpoint (optimizer, scheduler, RNG, step), loaded with weights_only.
+
+    A file that is truncated, is not a torch file, holds a pickle that would run code, or lacks one
+    of STATE_KEYS raises CheckpointError naming it."""
     path = ckpt.path / "state.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: training state file not found")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # torch raises several types for truncated / foreign pickles
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"{path}: cannot load training state ({e})") from e
+        why = [line for line in str(e).splitlines() if "GLOBAL" in line] or ["a disallowed object"]
+        raise CheckpointError(f"{path}: refused to load: the pickle asks to run code or build "
+                              f"objects other than tensors ({why[0].strip()}); nothing was executed") from e
+    except Exception as e:  # torch raises several types for truncated / foreign files
         raise CheckpointError(f"{path}: cannot load training state ({e})") from e
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training state (missing {', '.join(missing)})")
+    return state

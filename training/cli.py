@@ -1,6 +1,8 @@
 """`python -m training <experiment> [options]`, `sample`, `evaluate`, `figures` (design.md contract).
 
-User errors print one line (`python -m training: error: ...`) and exit with status 2.
+User errors print one line (`python -m training: error: ...`) and exit with status 2; a run that
+fails (NaN/inf loss, a disk that refuses a write) prints one line and exits with status 1, its
+summary.json marked "failed" and its last good checkpoint kept.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Sequence
 from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
 from .config import (ARCHS, DEVICES, EXPERIMENTS, MIXED_PRECISION, NO_SCHEDULER_HELP, SAMPLERS,
-                     WANDB_MODES, ConfigError, TrainConfig, make_config, resume_config)
+                     WANDB_MODES, ConfigError, TrainConfig, TrainingDiverged, make_config, resume_config)
 
 PROG = "python -m training"
 TOOLS = ("sample", "evaluate", "figures")
@@ -203,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CheckpointError, FileNotFoundError, DatasetUnavailableError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, OSError) as e:  # OSError: a failed write (disk full, read-only)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ class ConfigError(ValueError):
     """A user-caused configuration problem; the CLI prints it as one line and exits with 2."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite; nothing non-finite was saved (CLI: exit 1)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run. Images: denoisers in [0, 1], DDPM/flow in [-1, 1]."""

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 import samplers
 
-from .checkpoints import Checkpoint, CheckpointError, list_checkpoints, load_weights
+from .checkpoints import Checkpoint, CheckpointError, list_checkpoints, load_weights, verify_checksums
 from .config import TrainConfig
 from .models import build_model
 from .runs import read_config
@@ -144,15 +144,18 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
     cfg = TrainConfig.from_dict(read_config(run_dir))
     ckpt = find_checkpoint(run_dir, checkpoint)
     if ckpt.meta.get("experiment", cfg.experiment) != cfg.experiment:
-        raise CheckpointError(f"{ckpt.path}: a checkpoint of {ckpt.meta['experiment']!r}, "
+        raise CheckpointError(f"{ckpt.path / 'meta.json'}: a checkpoint of {ckpt.meta['experiment']!r}, "
                               f"but the run is {cfg.experiment!r}")
-    weights = load_weights(ckpt.weights_file, device)
     unet = build_unet(cfg).to(device)
     try:
-        unet.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise CheckpointError(f"{ckpt.weights_file}: does not fit the run's model (arch={cfg.arch}, "
-                              f"hidden={cfg.hidden}, conditioning={cfg.conditioning}): {detail}") from e
+        weights = load_weights(ckpt.weights_file, device, experiment=cfg.experiment,
+                               expected=unet.state_dict())
+    except CheckpointError as e:
+        if "does not fit" not in str(e):
+            raise
+        raise CheckpointError(f"{e} (run: arch={cfg.arch}, hidden={cfg.hidden}, "
+                              f"conditioning={cfg.conditioning})") from e
+    verify_checksums(ckpt, (ckpt.weights_file.name,))
+    unet.load_state_dict(weights, strict=True)
     ab = schedule(cfg)
     return LabModel(cfg, unet.eval(), None if ab is None else ab.to(device), ckpt.path)

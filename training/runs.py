@@ -22,7 +22,7 @@ from .checkpoints import Checkpoint, list_checkpoints
 from .config import ConfigError
 
 __all__ = ["RunInfo", "list_runs", "read_config", "read_metrics", "read_summary",
-           "list_checkpoints", "safe_run_dir", "write_json"]
+           "list_checkpoints", "safe_run_dir", "write_json", "write_text_atomic"]
 
 
 @dataclass
@@ -43,22 +43,35 @@ class RunInfo:
 
 
 def safe_run_dir(runs_dir: str | Path, name: str) -> Path:
-    """runs_dir / name, refusing names that are empty, absolute or leave runs_dir (ConfigError)."""
-    if not name or name in (".", "..") or Path(name).is_absolute() or "\\" in name:
+    """runs_dir / name, refusing names that are empty, hidden (leading '.'), absolute, hold a
+    path separator or control character, or leave runs_dir through a symlink (ConfigError)."""
+    if (not isinstance(name, str) or not name.strip() or name.startswith(".")
+            or Path(name).is_absolute() or "\\" in name or any(ord(ch) < 32 for ch in name)):
         raise ConfigError(f"invalid run name {name!r}: use a plain folder name inside the runs folder")
     root = Path(runs_dir).resolve()
     path = (root / name).resolve()
     if path.parent != root:
-        raise ConfigError(f"invalid run name {name!r}: it must stay inside {runs_dir} (no '/' or '..')")
+        raise ConfigError(f"invalid run name {name!r}: it must stay inside {runs_dir} "
+                          f"(no '/', '..' or symlink out of it)")
     return path
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomic JSON write: a temporary file in the same folder, then os.replace."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` atomically: a temporary file in the same folder, then os.replace.
+    When the write fails (disk full, read-only) the old file stays and the temporary one is removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomic JSON write (write_text_atomic)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 W&B mode: `--wandb-mode` wins, then the WANDB_MODE environment variable, else "online" when an API
 key is configured (WANDB_API_KEY or a netrc entry for api.wandb.ai) and "offline" otherwise. An
 online start that fails (no network: at most INIT_TIMEOUT_S) falls back to offline with a one-line
-warning and the `wandb sync` command. W&B files live under `<run_dir>/wandb/`. Secrets are never
-printed or recorded: only the mode, project, run id, URL and sync command are.
+warning and the `wandb sync` command. A W&B failure later in the run (the network or the wandb
+service lost) is never fatal either: one warning with the sync command, then the run goes on with
+the local record only. W&B files live under `<run_dir>/wandb/`. Secrets are never printed or
+recorded: only the mode, project, run id, URL and sync command are.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .runs import read_config, read_metrics, read_summary, write_json
+from .runs import read_config, read_metrics, read_summary, write_json, write_text_atomic
 
 INIT_TIMEOUT_S = 30  # the most an unreachable W&B may delay a run (WANDB_INIT_TIMEOUT can lower it)
 WANDB_HOST = "api.wandb.ai"
@@ -58,9 +60,7 @@ class RunRecord:
     def truncate_metrics(self, step: int) -> None:
         """Keep only rows up to `step` (a resume continues from that checkpoint's step)."""
         rows = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= step]
-        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.metrics_path)
+        write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as f:
@@ -71,6 +71,10 @@ class RunRecord:
         summary = {**read_summary(self.run_dir), **fields}
         write_json(self.run_dir / "summary.json", summary)
         return summary
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
 
 
 def _artifact_name(run_name: str) -> str:
@@ -87,6 +91,7 @@ class WandbRun:
         self.run_dir = run_dir
         self.mode = mode
         self.run = None
+        self.error: str | None = None  # why W&B stopped mid-run (the local record goes on)
         if mode == "disabled":
             return
         self.run_id = run_id or uuid.uuid4().hex[:8]
@@ -97,14 +102,19 @@ class WandbRun:
         )
         try:
             self.run = wandb.init(mode=mode, settings=self._settings(), **kwargs)
+            return
         except Exception as e:  # network errors, timeouts, auth errors: never fatal for training
             if mode != "online":
-                raise
-            _warn(f"W&B online start failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                  f"logging offline. Upload later with: {self.sync_command()}")
-            self.mode = "offline"
-            self.run_id = kwargs["id"] = uuid.uuid4().hex[:8]  # the failed id stays taken in wandb's service
+                self._lost("start", e)
+                return
+            _warn(f"W&B online start failed ({_first_line(e)}); "
+                  f"logging offline. Upload later with: {self.sync_command('offline')}")
+        self.mode = "offline"
+        self.run_id = kwargs["id"] = uuid.uuid4().hex[:8]  # the failed id stays taken in wandb's service
+        try:
             self.run = wandb.init(mode="offline", settings=self._settings(), **kwargs)
+        except Exception as e:
+            self._lost("offline start", e)
 
     @staticmethod
     def _settings():
@@ -114,46 +124,75 @@ class WandbRun:
         return wandb.Settings(init_timeout=timeout, silent=True, console="off",
                               x_disable_stats=True, disable_git=True, save_code=False)
 
-    def sync_command(self) -> str:
-        return f"wandb sync {self.run_dir / 'wandb'}/offline-run-*"
+    def sync_command(self, mode: str | None = None) -> str:
+        """The command that uploads this run's local W&B files (offline, or online cut short)."""
+        pattern = "offline-run-*" if (mode or self.mode) == "offline" else f"run-*-{self.run_id}"
+        return f"wandb sync {self.run_dir / 'wandb'}/{pattern}"
 
     def info(self) -> dict[str, Any]:
-        if self.run is None:
+        if self.run is None and self.error is None:
             return {"mode": self.mode}
-        return {
+        info = self._info if self.run is None else {
             "mode": self.mode, "project": self.run.project, "id": self.run_id,
             "url": self.run.url if self.mode == "online" else None,
             "dir": str(Path(self.run.dir).parent),
             "sync_command": self.sync_command() if self.mode == "offline" else None,
         }
+        if self.error is not None:
+            info = {**info, "error": self.error, "sync_command": self.sync_command()}
+        return info
+
+    def _lost(self, what: str, e: BaseException) -> None:
+        """W&B failed: warn once with the sync command, then stop calling it (never fatal)."""
+        try:
+            self._info = self.info() if self.run is not None else {"mode": self.mode}
+        except Exception:
+            self._info = {"mode": self.mode, "id": self.run_id}
+        self.error = f"W&B {what} failed ({_first_line(e)})"
+        self.run = None
+        _warn(f"{self.error}; training goes on with the local run record. "
+              f"Upload what W&B saved later with: {self.sync_command()}")
+        try:  # drop the broken wandb service so that its exit hook does not fail again
+            self._wandb.teardown()
+        except (Exception, SystemExit):
+            pass
+
+    def _call(self, what: str, fn, *args: Any, **kwargs: Any) -> None:
+        if self.run is None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:
+            self._lost(what, e)
 
     def log(self, data: dict[str, Any], step: int) -> None:
         if self.run is not None:
-            self.run.log(data, step=step)
+            self._call("log", self.run.log, data, step=step)
 
     def log_image(self, key: str, path: Path, step: int, **extra: Any) -> None:
         if self.run is not None:
-            self.run.log({key: self._wandb.Image(str(path)), **extra}, step=step)
+            self._call("log", lambda: self.run.log({key: self._wandb.Image(str(path)), **extra}, step=step))
 
     def log_gif(self, key: str, path: Path, step: int) -> None:
         if self.run is not None:
-            self.run.log({key: self._wandb.Video(str(path), format="gif")}, step=step)
+            self._call("log", lambda: self.run.log({key: self._wandb.Video(str(path), format="gif")},
+                                                   step=step))
 
     def log_checkpoint(self, ckpt_dir: Path, period: int, metadata: dict[str, Any]) -> None:
-        if self.run is None:
-            return
-        art = self._wandb.Artifact(_artifact_name(self.run.name or "run"), type="model",
-                                   metadata=metadata)
-        art.add_dir(str(ckpt_dir))
-        self.run.log_artifact(art, aliases=["latest", f"epoch-{period}"])
+        def log():
+            art = self._wandb.Artifact(_artifact_name(self.run.name or "run"), type="model",
+                                       metadata=metadata)
+            art.add_dir(str(ckpt_dir))
+            self.run.log_artifact(art, aliases=["latest", f"epoch-{period}"])
+        self._call("artifact upload", log)
 
     def update_summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:
-            self.run.summary.update(values)
+            self._call("summary", self.run.summary.update, values)
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
-            self.run.finish(exit_code=exit_code)
+            self._call("finish", self.run.finish, exit_code=exit_code)
             self.run = None
 
 
@@ -200,14 +239,26 @@ class Tracker:
         self.wandb.update_summary({"final_loss": loss, "epoch": period, "step": step})
         info = self.wandb.info()
         self.wandb.finish(0 if status == "finished" else 1)
+        if self.wandb.error:
+            info = self.wandb.info()
         if info.get("sync_command"):
             print(f"W&B run saved offline; upload with: {info['sync_command']}", file=sys.stderr)
         return self.record.update_summary(status=status, epoch=period, step=step, final_loss=loss,
                                           wall_time_s=round(self.wall_time(), 2), wandb=info)
 
-    def fail(self) -> None:
+    def fail(self, error: str | None = None) -> None:
+        """Mark the run failed in W&B (summary, exit code 1) and in summary.json, with `error`."""
+        self.wandb.update_summary({"status": "failed", "error": error})
+        info = self.wandb.info()
         self.wandb.finish(1)
-        self.record.update_summary(status="failed", wall_time_s=round(self.wall_time(), 2))
+        try:
+            self.record.update_summary(status="failed", error=error, wall_time_s=round(self.wall_time(), 2),
+                                       wandb=self.wandb.info() if self.wandb.error else info)
+        except OSError as e:  # e.g. the disk that failed the run: summary.json stays as it was
+            _warn(f"could not mark the run failed in {self.record.run_dir / 'summary.json'}: {e}")
+        if (self.wandb.info().get("sync_command")):
+            print(f"W&B run saved offline; upload with: {self.wandb.info()['sync_command']}",
+                  file=sys.stderr)
 
 
 def push_evaluation(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:

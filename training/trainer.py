@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoints as ck
-from .config import ConfigError, TrainConfig, num_periods, resolve_length
+from .config import ConfigError, TrainConfig, TrainingDiverged, num_periods, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import grid_array, save_gif
 from .objectives import loss_by_t_bins, make_objective
@@ -66,20 +67,21 @@ def _grid(images: Tensor, nrow: int = 10):
     return grid_array((images + 1) / 2, nrow)
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> ck.Checkpoint | None:
-    """The checkpoint a resume starts from; ConfigError when the folder's state does not fit."""
+def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
+    """The checkpoint folders a resume may start from, newest first (empty without `resume`);
+    ConfigError when the folder's state does not fit."""
     exists = (run_dir / "config.json").exists()
     if not resume:
         if exists:
             raise ConfigError(f"run {run_dir.name!r} already exists in {run_dir.parent}; pass --resume "
                               f"to continue it, or --name to start a new run")
-        return None
+        return []
     if not exists:
         raise ConfigError(f"--resume: there is no run {run_dir.name!r} in {run_dir.parent}")
-    ckpt = ck.latest_checkpoint(run_dir)
-    if ckpt is None:
+    folders = ck.checkpoint_folders(run_dir)[::-1]
+    if not folders:
         raise ConfigError(f"--resume: run {run_dir.name!r} has no complete checkpoint to resume from")
-    return ckpt
+    return folders
 
 
 class Trainer:
@@ -93,7 +95,7 @@ class Trainer:
         if cfg.batch_size % self.world:
             raise ConfigError(f"--batch-size {cfg.batch_size} must divide over {self.world} processes")
         self.run_dir = safe_run_dir(runs_dir, cfg.name)
-        self.resume_from = check_run_dir(self.run_dir, resume)
+        candidates = check_run_dir(self.run_dir, resume)
         self.acc.wait_for_everyone()
         self.stop_after = stop_after
         self.device = self.acc.device
@@ -103,7 +105,7 @@ class Trainer:
         self.batches = Batches(data, cfg.batch_size, seed=cfg.seed, device=self.device,
                                normalize=normalize, rank=self.rank, world_size=self.world,
                                drop_last=self.world > 1)
-        if self.resume_from is None:
+        if not resume:
             cfg = resolve_length(cfg, len(data), self.batches.steps_per_pass)
         extra = {**cfg.extra, "train_size": len(data), "world_size": self.world,
                  "device": str(self.device)}
@@ -118,27 +120,70 @@ class Trainer:
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
         self.objective = make_objective(cfg, ab)
         self.step = 0
-        if self.resume_from is not None:
-            self._restore(self.resume_from)
+        self.last_loss: float | None = None
+        self.resume_from = self._resume(candidates) if resume else None
         self.ddp_model, self.ddp_optimizer = self.acc.prepare(self.model, self.optimizer)
         self.tracker = Tracker(self.run_dir, cfg, resume_step=self.step if self.resume_from else None) \
             if self.main else None
-        self.last_loss: float | None = None
         self._test_images: Tensor | None = None
 
     # ------------------------------------------------------------------ state
-    def _restore(self, ckpt: ck.Checkpoint) -> None:
-        self.model.load_state_dict(ck.load_weights(ckpt.path / "model.safetensors", self.device))
-        if self.ema is not None:
-            self.ema.model.load_state_dict(ck.load_weights(ckpt.path / "ema.safetensors", self.device))
+    def _resume(self, folders: list[Path]) -> ck.Checkpoint:
+        """Restore the newest checkpoint that loads; each one skipped gets one warning line."""
+        skipped = []
+        for path in folders:
+            try:
+                ckpt = self._restore(path)
+            except ck.CheckpointError as e:
+                skipped.append(str(e))
+                continue
+            if self.main:
+                for reason in skipped:
+                    print(f"warning: {reason}; resuming from {ckpt.path.name} (step {self.step}) "
+                          f"instead", file=sys.stderr, flush=True)
+            return ckpt
+        raise ck.CheckpointError(f"--resume: no checkpoint of run {self.run_dir.name!r} loads: "
+                                 + "; ".join(skipped))
+
+    def _restore(self, path: Path) -> ck.Checkpoint:
+        """Load checkpoint folder `path` into model, EMA, optimizer, scheduler and RNGs
+        (CheckpointError naming the file when any part is unreadable or does not fit this run)."""
+        ckpt = ck.read_checkpoint(path)
+        experiment = ckpt.meta.get("experiment", self.cfg.experiment)
+        if experiment != self.cfg.experiment:
+            raise ck.CheckpointError(f"{path / 'meta.json'}: a checkpoint of {experiment!r}, "
+                                     f"but the run is {self.cfg.experiment!r}")
+        load = lambda name, net: ck.load_weights(path / name, self.device, experiment=self.cfg.experiment,
+                                                 expected=net.state_dict())
+        weights = load("model.safetensors", self.model)
+        ema = load("ema.safetensors", self.ema.model) if self.ema is not None else None
         state = ck.load_state(ckpt)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        ck.set_rng_state(state["rng"])
-        self.step = int(state["step"])
+        ck.verify_checksums(ckpt)
+        try:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            for i, slots in state["optimizer"]["state"].items():
+                for name, v in slots.items():
+                    if v.dim() and v.shape != params[i].shape:
+                        raise ValueError(f"optimizer {name} of parameter {i} has shape "
+                                         f"{tuple(v.shape)}, the model's is {tuple(params[i].shape)}")
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            step = int(state["step"])
+            ck.set_rng_state(state["rng"])
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise ck.CheckpointError(f"{path / 'state.pt'}: does not fit this run ({e})") from e
+        self.model.load_state_dict(weights)
+        if ema is not None:
+            self.ema.model.load_state_dict(ema)
+        self.step = step
         self.last_loss = ckpt.meta.get("loss")
+        return ckpt
 
     def _save(self, period: int) -> Path:
+        nets = [self.model] + ([self.ema.model] if self.ema is not None else [])
+        if not torch.stack([p.isfinite().all() for n in nets for p in n.parameters()]).all():
+            raise TrainingDiverged(f"the weights became NaN or infinite by step {self.step}; "
+                                   f"checkpoint {ck.checkpoint_name(period)} was not written")
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": ck.rng_state(), "step": self.step}
         meta = {"experiment": self.cfg.experiment, "step": self.step, "loss": self.last_loss,
@@ -200,9 +245,11 @@ class Trainer:
     def run(self) -> Path:
         try:
             self._loop()
-        except BaseException:
+        except BaseException as e:
+            if getattr(self, "_bar", None) is not None:
+                self._bar.close()  # the error message starts on a line of its own
             if self.tracker is not None:
-                self.tracker.fail()
+                self.tracker.fail(str(e) or type(e).__name__)
             raise
         return self.run_dir
 
@@ -211,8 +258,9 @@ class Trainer:
         total, period_steps = cfg.total_steps, cfg.period_steps
         gen = torch.Generator(self.device)
         acc_vals = torch.zeros(22, device=self.device)  # loss sum, count, 10 bin sums, 10 bin counts
+        bad_step = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite loss
         last_t, last_step = time.time(), self.step
-        bar = tqdm(total=total, initial=self.step, desc=cfg.name, unit="step", disable=not self.main,
+        self._bar = bar = tqdm(total=total, initial=self.step, desc=cfg.name, unit="step", disable=not self.main,
                    dynamic_ncols=True)
         while self.step < total:
             x, y = self.batches.batch(self.step)
@@ -220,7 +268,9 @@ class Trainer:
             gen.manual_seed(derive_seed(cfg.seed, "noise", self.step, self.rank))
             with acc.autocast():
                 losses, t = self.objective(self.ddp_model, x, c, gen)
-            acc.backward(losses.mean())
+            loss = losses.mean()
+            acc.backward(loss)
+            bad_step = torch.where((bad_step > 0) | loss.detach().isfinite(), bad_step, self.step + 1)
             self.ddp_optimizer.step()
             self.ddp_optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -233,8 +283,9 @@ class Trainer:
             period_end = self.step % period_steps == 0 or self.step == total
             if self.step % cfg.log_every == 0 or period_end:
                 now = time.time()
-                self._log(acc.reduce(acc_vals, "sum") if self.world > 1 else acc_vals,
-                          (self.step - last_step) * cfg.batch_size / max(now - last_t, 1e-9), bar)
+                vals = acc.reduce(acc_vals, "sum") if self.world > 1 else acc_vals
+                self._check_finite(vals[0], bad_step, last_step)
+                self._log(vals, (self.step - last_step) * cfg.batch_size / max(now - last_t, 1e-9), bar)
                 acc_vals.zero_()
                 last_t, last_step = now, self.step
             if period_end:
@@ -248,6 +299,18 @@ class Trainer:
         bar.close()
         if self.tracker is not None and self.step < total:  # stopped early: as if killed here
             self.tracker.wandb.finish()
+
+    def _check_finite(self, loss_sum: Tensor, bad_step: Tensor, last_step: int) -> None:
+        """TrainingDiverged (on every process) when a loss since the last log was NaN or inf."""
+        if math.isfinite(loss_sum.item()):
+            return
+        step = int(bad_step) or f"{last_step + 1}-{self.step}"  # another process saw it first
+        last = ck.latest_checkpoint(self.run_dir)
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite at step {step} (epoch "
+            f"{math.ceil(int(bad_step or self.step) / self.cfg.period_steps)}); training stopped "
+            f"without saving the non-finite weights. Last good checkpoint: "
+            f"{last.path if last else 'none'}. Try a lower --lr (now {self.cfg.lr:g}).")
 
     def _log(self, vals: Tensor, images_per_s: float, bar) -> None:
         if not self.main:
