@@ -1,4 +1,4 @@
-"""Models shared by every session of the process: loaded once (st.cache_resource), used under a lock.
+"""Models shared by all sessions of the process: loaded once (st.cache_resource), used locked.
 
 A cached model is one object for all sessions; sampling mutates nothing in it but the modules are
 not documented as reentrant, so every use holds `Shared.lock` (sessions queue, each with its own

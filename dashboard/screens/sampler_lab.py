@@ -68,9 +68,10 @@ def choose_backend(s: settings.Settings) -> Shared | None:
 
 # ---- helpers shared by the tabs --------------------------------------------------------------
 
-def conds(backend, *prompts: str):
-    """Conditioning of each prompt and the null prompt ('')."""
-    return [backend.encode([p]) for p in prompts], backend.encode([""])
+def conds(shared: Shared, *prompts: str):
+    """Conditioning of each prompt and of the null prompt '' (the encoder is shared: locked)."""
+    with shared.lock:
+        return [shared.value.encode([p]) for p in prompts], shared.value.encode([""])
 
 
 def run(shared: Shared, key: str, label: str, total: int, fn, nrow: int = 8,
@@ -103,8 +104,9 @@ def scale() -> float:
     return st.session_state.get("lab_cfg", 1.0)
 
 
-def ts(backend) -> list[int]:
-    return backend.timesteps
+def schedule(backend) -> tuple[list[int], torch.Tensor]:
+    """The backend's default timesteps and alphas_cumprod (the samplers' positional pair)."""
+    return backend.timesteps, backend.alphas_cumprod
 
 
 def done(key: str, name: str) -> None:
@@ -132,24 +134,25 @@ def forward_tab(shared, examples) -> None:
 def denoise_tab(shared, examples) -> None:
     backend = shared.value
     picked = image_input(backend, "den", examples)
-    i_start = st.slider("Start at timesteps[i] (smaller i = noisier)", 0, len(ts(backend)) - 2,
-                        min(10, len(ts(backend)) - 2), key="den_i")
+    last = len(backend.timesteps) - 2
+    i_start = st.slider("Start at timesteps[i] (smaller i = noisier)", 0, last, min(10, last),
+                        key="den_i")
     prompt = prompt_input(backend, "Prompt", "den_prompt", DEFAULTS[backend.name]["photo"])
-    if not (picked and st.button("Denoise", key="den_go")):
-        return done("den_result", "denoising")
-    t, ab = ts(backend)[i_start], backend.alphas_cumprod
-    (c,), u = conds(backend, prompt)
+    if picked and st.button("Denoise", key="den_go"):
+        t, ab = backend.timesteps[i_start], backend.alphas_cumprod
+        (c,), u = conds(shared, prompt)
 
-    def fn(g, cb):
-        noisy = samplers.add_noise(picked[1], t, ab, generator=g)
-        return torch.cat([
-            picked[1], noisy, samplers.blur_denoise(noisy),
-            samplers.one_step_denoise(backend, noisy, t, ab, c, u, scale()),
-            samplers.iterative_denoise(backend, noisy, ts(backend), ab, i_start=i_start, cond=c,
-                                       uncond=u, guidance_scale=scale(), generator=g, callback=cb)])
+        def fn(g, cb):
+            noisy = samplers.add_noise(picked[1], t, ab, generator=g)
+            return torch.cat([
+                picked[1], noisy, samplers.blur_denoise(noisy),
+                samplers.one_step_denoise(backend, noisy, t, ab, c, u, scale()),
+                samplers.iterative_denoise(backend, noisy, backend.timesteps, ab, i_start=i_start,
+                                           cond=c, uncond=u, guidance_scale=scale(), generator=g,
+                                           callback=cb)])
 
-    run(shared, "den_result", "Denoising", len(ts(backend)) - 1 - i_start, fn,
-        caption=f"original · noisy (t = {t}) · Gaussian blur · one step · iterative")
+        run(shared, "den_result", "Denoising", len(backend.timesteps) - 1 - i_start, fn,
+            caption=f"original · noisy (t = {t}) · Gaussian blur · one step · iterative")
     done("den_result", "denoising")
 
 
@@ -158,14 +161,14 @@ def sample_tab(shared) -> None:
     prompt = prompt_input(backend, "Prompt", "smp_prompt", DEFAULTS[backend.name]["sample"])
     n = st.number_input("Images", 1, 16, 4, key="smp_n")
     if st.button("Sample with and without CFG", key="smp_go"):
-        (c,), u = conds(backend, prompt)
-        steps = len(ts(backend)) - 1
+        (c,), u = conds(shared, prompt)
+        steps = len(backend.timesteps) - 1
 
         def fn(g, cb):
             x = noise(backend, 2 * n, g)
-            plain = samplers.iterative_denoise(backend, x[:n], ts(backend), backend.alphas_cumprod,
+            plain = samplers.iterative_denoise(backend, x[:n], *schedule(backend),
                                                cond=c, generator=g)
-            cfg = samplers.iterative_denoise(backend, x[n:], ts(backend), backend.alphas_cumprod,
+            cfg = samplers.iterative_denoise(backend, x[n:], *schedule(backend),
                                              cond=c, uncond=u, generator=g, callback=cb,
                                              guidance_scale=scale())
             return torch.cat([plain, cfg])
@@ -176,21 +179,21 @@ def sample_tab(shared) -> None:
 
 
 def edit_tab(shared, examples, key: str, prompt_default: str, what: str) -> None:
-    """SDEdit (prompt: a generic photo) and text img2img (prompt: the target) at several noise levels."""
+    """SDEdit (prompt: a generic photo) or text img2img (prompt: the target) at several levels."""
     backend = shared.value
     picked = image_input(backend, key, examples, sketch=True)
     prompt = prompt_input(backend, "Prompt", f"{key}_prompt", prompt_default)
-    last = len(ts(backend)) - 2
+    last = len(backend.timesteps) - 2
     levels = st.multiselect("Start indices i_start (small = bigger edits)", list(range(last + 1)),
                             default=[i for i in (1, 3, 5, 7, 10, 20) if i <= last], key=f"{key}_i")
     if picked and levels and st.button(what, key=f"{key}_go", type="primary"):
-        (c,), u = conds(backend, prompt)
+        (c,), u = conds(shared, prompt)
         levels = sorted(levels)
-        total = sum(len(ts(backend)) - 1 - i for i in levels)
+        total = sum(len(backend.timesteps) - 1 - i for i in levels)
 
         def fn(g, cb):
             return torch.cat([picked[1]] + [samplers.sdedit(
-                backend, picked[1], i, ts(backend), backend.alphas_cumprod, cond=c, uncond=u,
+                backend, picked[1], i, *schedule(backend), cond=c, uncond=u,
                 guidance_scale=scale(), generator=g, callback=cb)
                 for i in levels])
 
@@ -203,20 +206,20 @@ def inpaint_tab(shared, examples) -> None:
     backend = shared.value
     picked = image_input(backend, "inp", examples)
     if picked is None:
-        return done("inp_result", "inpainting")
+        return
     mask = mask_input("inp_mask", picked[0], backend.image_size)
     prompt = prompt_input(backend, "Prompt", "inp_prompt", DEFAULTS[backend.name]["photo"])
     if mask is not None and st.button("Inpaint", key="inp_go", type="primary"):
-        (c,), u = conds(backend, prompt)
+        (c,), u = conds(shared, prompt)
         mask = mask.to(backend.device)
 
         def fn(g, cb):
-            out = samplers.inpaint(backend, picked[1], mask, ts(backend), backend.alphas_cumprod,
+            out = samplers.inpaint(backend, picked[1], mask, *schedule(backend),
                                    cond=c, uncond=u, generator=g, callback=cb,
                                    guidance_scale=scale())
             return torch.cat([picked[1], mask.expand_as(picked[1]) * 2 - 1, out])
 
-        run(shared, "inp_result", "Inpainting", len(ts(backend)) - 1, fn, nrow=3,
+        run(shared, "inp_result", "Inpainting", len(backend.timesteps) - 1, fn, nrow=3,
             caption="original · mask · inpainted")
     done("inp_result", "inpainting")
 
@@ -232,16 +235,16 @@ def anagram_tab(shared) -> None:
     views = [v for v in samplers.VIEW_NAMES if v != "identity" and "pass" not in v]
     view = cols[2].selectbox("View", views, key="ana_view")
     if st.button("Make the anagram", key="ana_go", type="primary"):
-        (c1, c2), u = conds(backend, first, second)
+        (c1, c2), u = conds(shared, first, second)
 
         def fn(g, cb):
             x = samplers.visual_anagram(
-                backend, noise(backend, 1, g), ts(backend), backend.alphas_cumprod, conds=[c1, c2],
+                backend, noise(backend, 1, g), *schedule(backend), conds=[c1, c2],
                 views=["identity", view], uncond=u, generator=g, callback=cb,
                 guidance_scale=scale())
             return torch.cat([x, samplers.get_view(view).view(x)])
 
-        run(shared, "ana_result", "Visual anagram", len(ts(backend)) - 1, fn, nrow=2,
+        run(shared, "ana_result", "Visual anagram", len(backend.timesteps) - 1, fn, nrow=2,
             caption=f"as is: {first!r} · {view}: {second!r}")
     done("ana_result", "anagram")
 
@@ -257,15 +260,15 @@ def hybrid_tab(shared) -> None:
     kernel = cols[2].select_slider("Blur kernel (at 64 px)", [9, 17, 25, 33, 41], 33, key="hyb_k")
     sigma = cols[3].slider("Blur sigma (at 64 px)", 0.5, 4.0, 2.0, 0.5, key="hyb_sigma")
     if st.button("Make the hybrid", key="hyb_go", type="primary"):
-        (cf, cn), u = conds(backend, far, near)
+        (cf, cn), u = conds(shared, far, near)
 
         def fn(g, cb):
             return samplers.hybrid_image(
-                backend, noise(backend, 1, g), ts(backend), backend.alphas_cumprod, cond_far=cf,
+                backend, noise(backend, 1, g), *schedule(backend), cond_far=cf,
                 cond_near=cn, uncond=u, kernel_size=kernel, sigma=sigma, generator=g, callback=cb,
                 guidance_scale=scale())
 
-        run(shared, "hyb_result", "Hybrid image", len(ts(backend)) - 1, fn, nrow=1,
+        run(shared, "hyb_result", "Hybrid image", len(backend.timesteps) - 1, fn, nrow=1,
             caption=f"far: {far!r} · near: {near!r} (shrink it to see the far prompt)")
     done("hyb_result", "hybrid")
 
@@ -278,16 +281,16 @@ def upsample_tab(shared) -> None:
         return
     prompt = prompt_input(backend, "Prompt", "up_prompt", DEFAULTS[backend.name]["sample"])
     if st.button("Sample and upsample", key="up_go", type="primary"):
-        (c,), u = conds(backend, prompt)
+        (c,), u = conds(shared, prompt)
 
         def fn(g, cb):
-            x = samplers.iterative_denoise(backend, noise(backend, 1, g), ts(backend),
+            x = samplers.iterative_denoise(backend, noise(backend, 1, g), backend.timesteps,
                                            backend.alphas_cumprod, cond=c, uncond=u, generator=g,
                                            callback=cb,
                                            guidance_scale=scale())
             return backend.upsample(x, [prompt], generator=g)
 
-        run(shared, "up_result", "Stage 1 + stage 2", len(ts(backend)) - 1, fn, nrow=1,
+        run(shared, "up_result", "Stage 1 + stage 2", len(backend.timesteps) - 1, fn, nrow=1,
             caption=f"{prompt!r} at 256x256")
     done("up_result", "upsampled")
 

@@ -1,4 +1,4 @@
-"""MNIST studio: sample chosen digits from a run's checkpoint, live, with the denoising animation."""
+"""MNIST studio: sample digits from a run's checkpoint, live, with the denoising animation."""
 from __future__ import annotations
 
 import streamlit as st

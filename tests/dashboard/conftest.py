@@ -12,8 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "dashboard" / "app.py")
 TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--steps", "4",
-        "--period-steps", "2", "--log-every", "1", "--sample-steps", "3", "--wandb-mode", "disabled",
-        "--device", "cpu"]
+        "--period-steps", "2", "--log-every", "1", "--sample-steps", "3",
+        "--wandb-mode", "disabled", "--device", "cpu"]
 EXPERIMENTS = ("flow-class", "ddpm-class")
 
 

@@ -16,7 +16,8 @@ def test_runs_page_compares_runs(app, lab_runs):
     assert at.select_slider(key="grid_epoch").value == 2 and len(at.image) == 2
     assert at.toggle(key="runs_live").value is False  # both runs finished
     at.select_slider(key="grid_epoch").set_value(1).run()
-    assert sorted(i.captions[0] for i in at.image) == ["ddpm-class · epoch 1", "flow-class · epoch 1"]
+    captions = sorted(i.captions[0] for i in at.image)
+    assert captions == ["ddpm-class · epoch 1", "flow-class · epoch 1"]
 
 
 def test_evaluation_table(app, lab_runs):
