@@ -132,6 +132,9 @@ def wandb_panel(s: settings.Settings) -> None:
             st.caption(reason)
             st.button("Pull checkpoint into the runs folder", key="wandb_pull", disabled=True)
             return
+        if not st.toggle(f"List the runs of {s.wandb_project}", key="wandb_on",
+                         help="Contacts W&B (network); off by default so the page never waits."):
+            return
         with user_errors("W&B"):
             wb_runs = wandb_source.list_wandb_runs(s.wandb_project)
             if not wb_runs:

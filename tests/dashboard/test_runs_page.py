@@ -47,6 +47,14 @@ def test_wandb_pull_disabled_without_wandb(app, lab_runs):
     assert any("offline" in c.value for c in at.caption)
 
 
+def test_wandb_panel_waits_for_the_user_before_going_online(app, lab_runs):
+    at = app(lab_runs, WANDB_MODE="", WANDB_API_KEY="0" * 40,
+             DIFFUSION_LAB_WANDB_PROJECT="someone/diffusion-lab").run()
+    no_errors(at)
+    assert at.toggle(key="wandb_on").value is False  # no network call until switched on
+    assert at.toggle(key="wandb_on").label == "List the runs of someone/diffusion-lab"
+
+
 def test_no_runs_message(app, tmp_path):
     at = app(tmp_path / "empty").run()
     no_errors(at)
