@@ -1,7 +1,7 @@
 # Diffusion Lab: every entry point a user or CI needs.
 #   make dashboard   set up (first time) and open the Streamlit lab
 #   make test        set up (first time) and run the whole test suite
-#   make bench       benchmarks: prints a table, writes bench/results/latest.json
+#   make bench       benchmarks: prints a table, writes test-artifacts/bench/latest.json
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -30,7 +30,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m tests.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
