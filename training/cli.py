@@ -50,7 +50,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     add("--data-root", help="dataset folder (default: data)")
     add("--seed", type=int, help="seed of the weights, batch order and noise (default 0)")
     add("--device", choices=DEVICES, help="auto (default), cpu, cuda or mps")
-    add("--mixed-precision", choices=MIXED_PRECISION, help="no (default), fp16 or bf16")
+    add("--mixed-precision", choices=MIXED_PRECISION, help="auto (default: bf16 on GPUs that have it, else fp16; bf16 on CPUs with native bf16; else no), no, fp16 or bf16")
     add("--arch", choices=ARCHS, help="course UNet (default) or the improved UNet")
     add("--hidden", type=pos_int, help="UNet width D")
     add("--batch-size", type=pos_int, help="global batch size (split over processes)")

@@ -75,7 +75,7 @@ class TrainConfig:
     data_root: str = "data"
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps"
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    mixed_precision: str = "auto"  # "auto" | "no" | "fp16" | "bf16"
     log_every: int = 25  # steps between logged metrics (the only host syncs)
     checkpoint_every: int = 1  # periods
     keep_checkpoints: int = 3
@@ -122,7 +122,7 @@ EXPERIMENTS: dict[str, TrainConfig] = {
 ARCHS = ("course", "improved")
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "direct")
 WANDB_MODES = ("online", "offline", "disabled")
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -54,7 +54,25 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         raise ConfigError("--device cuda: no CUDA device is available here")
     if cfg.device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps: no MPS device is available here")
-    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+    device = PartialState(cpu=cfg.device == "cpu").device
+    return Accelerator(cpu=cfg.device == "cpu",
+                       mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
+
+
+def resolve_mixed_precision(requested: str, device: torch.device) -> str:
+    """`requested`, with "auto" resolved to the fastest precision `device` runs natively.
+
+    CUDA: bf16 where supported, else fp16. CPU: bf16 only with native bf16 kernels (oneDNN);
+    without them (AVX2-only CPUs) bf16 convolutions take a scalar path ~8x slower than fp32
+    (`make bench`). Other devices: fp32.
+    """
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "no"
 
 
 def save_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:

@@ -116,3 +116,13 @@ def test_course_defaults():
     assert (t.hidden, t.batch_size, t.lr, t.epochs, t.sampler, t.sample_steps) == (64, 64, 1e-2, 10, "euler", 300)
     assert (c.guidance_scale, c.p_uncond) == (5.0, 0.1)
     assert json.loads(json.dumps(c.to_dict()))["experiment"] == "flow-class"
+
+
+def test_auto_mixed_precision_picks_native_precision_only():
+    from training.trainer import resolve_mixed_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_mixed_precision("fp16", cpu) == "fp16"  # an explicit choice is kept
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_mixed_precision("auto", cpu) == ("bf16" if native else "no")
+    assert resolve_mixed_precision("auto", torch.device("mps")) == "no"
