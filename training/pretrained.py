@@ -157,5 +157,6 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
                               f"conditioning={cfg.conditioning})") from e
     verify_checksums(ckpt, (ckpt.weights_file.name,))
     unet.load_state_dict(weights, strict=True)
+    unet = unet.to(memory_format=torch.channels_last)  # faster convolutions when sampling (make bench)
     ab = schedule(cfg)
     return LabModel(cfg, unet.eval(), None if ab is None else ab.to(device), ckpt.path)
