@@ -27,6 +27,7 @@ dashboard: $(STAMP)
 	$(PY) -m streamlit run dashboard/app.py
 
 test: $(STAMP) browser
+	$(PY) -m ruff check --select F,E9 samplers training dashboard tests
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)

@@ -1,7 +1,8 @@
-"""Shared pytest set-up: every test runs offline, on CPU, with W&B kept local.
+"""Shared pytest set-up: every test runs offline, on CPU, with W&B kept local, on one torch thread.
 
-Under pytest-xdist each worker gets one torch thread: two workers with two threads each on the
-2-core CI machine oversubscribe it and make small models up to 10x slower.
+One thread (and OMP_NUM_THREADS=1 for child processes): two xdist workers with two threads each on
+the 2-core CI machine oversubscribe it and make small models up to 10x slower; one thread also keeps
+runs compared bit for bit across processes on the same reduction order.
 """
 import os
 
@@ -10,8 +11,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
+os.environ["OMP_NUM_THREADS"] = "1"
 
-    torch.set_num_threads(1)
+import torch  # noqa: E402  (after the environment above)
+
+torch.set_num_threads(1)

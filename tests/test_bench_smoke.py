@@ -17,15 +17,6 @@ from tests.bench.training_bench import TrainSizes, training_rows
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread per pytest worker: oversubscribed OpenMP threads slow everything down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_interleaved_runs_round_robin_and_uses_reported_seconds():
     calls = []
     works = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b") or 7.0}

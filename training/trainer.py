@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoints as ck
-from .config import ConfigError, TrainConfig, TrainingDiverged, num_periods, resolve_length
+from .config import ConfigError, TrainConfig, TrainingDiverged, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import grid_array, save_gif
 from .objectives import loss_by_t_bins, make_objective

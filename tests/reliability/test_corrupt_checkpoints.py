@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from reliability_helpers import TINY, assert_same_weights, periods, train
+from reliability_helpers import assert_same_weights, periods, train
 from training.checkpoints import CheckpointError
 from training.config import TrainConfig
 from training.pretrained import load_lab_model

@@ -121,7 +121,7 @@ def test_a_real_full_or_read_only_disk(small_disk, reference, capsys, kind):
     assert train(small_disk, "cut", "--resume") == 1
     err = capsys.readouterr().err
     reason = "No space left on device" if kind == "full" else "Read-only file system"
-    assert f"python -m training: error: " in err and reason in err, err[-1500:]
+    assert "python -m training: error: " in err and reason in err, err[-1500:]
     assert snapshot(run) == before
     json.loads((run / "summary.json").read_text())  # still valid JSON (failed, or untouched)
     if kind == "full":

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from training import cli
 from training.classifier import ClassifierConfig
@@ -14,14 +13,6 @@ from training.runs import read_summary
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
         "--preview-steps", "2", "--steps", "2", "--wandb-mode", "disabled"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,6 @@ TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period
         "--preview-steps", "2", "--steps", "2", "--wandb-mode", "disabled"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")

@@ -11,14 +11,6 @@ TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period
         "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "disabled", "--steps", "6"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _train(runs, experiment, name, *extra):
     return cli.main([experiment, *TINY, "--runs-dir", str(runs), "--name", name, *extra])
 

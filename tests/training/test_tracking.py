@@ -3,7 +3,6 @@ import json
 import time
 
 import pytest
-import torch
 
 from training import cli
 from training.config import make_config
@@ -47,14 +46,9 @@ def test_online_without_network_falls_back_to_offline_quickly(no_key, monkeypatc
 
 def test_offline_run_on_disk_and_no_secret_recorded(no_key, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_API_KEY", KEY)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert cli.main(["flow-time", "--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8",
-                         "--steps", "2", "--period-steps", "2", "--preview-steps", "2", "--wandb-mode",
-                         "offline", "--runs-dir", str(tmp_path)]) == 0
-    finally:
-        torch.set_num_threads(n)
+    assert cli.main(["flow-time", "--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8",
+                     "--steps", "2", "--period-steps", "2", "--preview-steps", "2", "--wandb-mode",
+                     "offline", "--runs-dir", str(tmp_path)]) == 0
     run = tmp_path / "flow-time"
     (offline,) = (run / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb")) and (offline / "files").is_dir()

@@ -15,14 +15,6 @@ TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period
         "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "offline"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_run(runs, experiment, *extra, steps=4):
     argv = [experiment, *TINY, "--steps", str(steps), "--runs-dir", str(runs), *extra]
     assert cli.main(argv) == 0
