@@ -1,0 +1,181 @@
+"""Image I/O for the samplers: files, bytes, arrays or PIL images to (1, C, H, W) tensors in [-1, 1]
+(the course's `process_pil_im`: Resize shorter side, CenterCrop, scale to [-1, 1]), masks, and
+tensors back to uint8, PIL, labelled grids and GIFs."""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torchvision.utils import make_grid
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+
+ASSETS = Path(__file__).parent / "assets"
+EXAMPLES = {"astronaut": "astronaut.jpg", "cat": "cat.jpg", "coffee": "coffee.jpg",
+            "rocket": "rocket.jpg", "sketch": "sketch.png"}
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # ~89 megapixels: larger files are refused as decompression bombs
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_REDUCIBLE = ("L", "RGB", "RGBA", "LA")  # modes Image.reduce supports
+
+
+class ImageLoadError(ValueError):
+    """An input that is not a usable image: not an image at all, truncated, or far too large."""
+
+
+def open_image(source: ImageSource, *, min_side: int | None = None) -> Image.Image:
+    """Decode `source` into a PIL image with EXIF orientation applied.
+
+    `source`: a path, raw bytes, a binary file object, a PIL image, or a uint8 array (H, W[, C]).
+    `min_side`: when set, a large image is reduced while decoding to no less than this many pixels
+    on its shorter side (keeps memory bounded for big photos). Raises `ImageLoadError`.
+    """
+    if isinstance(source, Image.Image):
+        return ImageOps.exif_transpose(source)
+    if isinstance(source, np.ndarray):
+        try:
+            return Image.fromarray(source)
+        except (TypeError, ValueError) as err:
+            raise ImageLoadError(f"cannot read an image from an array of shape {source.shape} and "
+                                 f"dtype {source.dtype}: {err}") from err
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "the given data"
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            if min_side is not None and min(img.size) > 2 * min_side:
+                img.draft(img.mode, (min_side, min_side))  # JPEG: decode at a reduced scale
+                factor = min(img.size) // min_side
+                if factor > 1 and img.mode in _REDUCIBLE:
+                    img = img.reduce(factor)
+            img.load()
+    except FileNotFoundError as err:
+        raise ImageLoadError(f"no such image file: {name}") from err
+    except UnidentifiedImageError as err:
+        raise ImageLoadError(f"{name} is not an image file PIL can read (PNG, JPEG, GIF, "
+                             "BMP, WebP, TIFF...)") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageLoadError(f"{name} is too large to load safely (over {MAX_PIXELS:,} pixels; "
+                             "possible decompression bomb): downscale it first") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageLoadError(f"{name} is truncated or corrupt: {err}") from err
+    return ImageOps.exif_transpose(img)
+
+
+def _flatten(img: Image.Image, channels: int, background: tuple[int, int, int]) -> Image.Image:
+    """Any PIL mode -> "RGB" (channels=3) or "L" (channels=1); transparency over `background`."""
+    if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        full = 65535.0 if img.mode in _SIXTEEN_BIT or arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / full * 255.0, 0, 255).round().astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.new("RGBA", rgba.size, background + (255,))
+        img.alpha_composite(rgba)
+    return img.convert("RGB" if channels == 3 else "L")
+
+
+def _fit(img: Image.Image, size: int) -> Tensor:
+    """Resize the shorter side to `size`, center-crop to size x size -> (1, C, size, size) in [0, 1]."""
+    img = TF.center_crop(TF.resize(img, size), [size, size])
+    return TF.to_tensor(img).unsqueeze(0)
+
+
+def load_image(source: ImageSource, size: int, channels: int = 3,
+               background: tuple[int, int, int] = (255, 255, 255)) -> Tensor:
+    """Any image -> (1, channels, size, size) float32 in [-1, 1], as the course's `process_pil_im`.
+
+    Transparent pixels are composited over `background`; 16-bit images are scaled, not clipped.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    img = _flatten(open_image(source, min_side=size), channels, background)
+    return _fit(img, size) * 2 - 1
+
+
+def load_mask(source: ImageSource, size: int, threshold: float = 0.5) -> Tensor:
+    """A mask image -> (1, 1, size, size) float32 in {0, 1}; 1 = the region to regenerate.
+
+    With an alpha channel (a browser canvas's RGBA, a PNG with transparency) the painted, i.e.
+    opaque, pixels are 1; otherwise bright pixels are 1 (white on black). Cropped like
+    `load_image`, so a mask drawn over an image stays aligned with it.
+    """
+    img = open_image(source, min_side=size)
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    gray = img.convert("RGBA").getchannel("A") if has_alpha else _flatten(img, 1, (0, 0, 0))
+    return (_fit(gray, size) > threshold).float()
+
+
+def example_images(size: int, channels: int = 3) -> dict[str, Tensor]:
+    """The built-in pictures (see assets/README.md): name -> (1, channels, size, size) in [-1, 1]."""
+    return {name: load_image(ASSETS / file, size, channels) for name, file in EXAMPLES.items()}
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B, C, H, W) or (C, H, W) in [-1, 1] -> uint8 array (B, H, W, C) (C = 1 or 3)."""
+    x = images.detach().float().cpu()
+    x = x.unsqueeze(0) if x.dim() == 3 else x
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(images: Tensor) -> list[Image.Image]:
+    """(B, C, H, W) in [-1, 1] -> B PIL images ("RGB" or "L")."""
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in to_uint8(images)]
+
+
+def _upscale(rows: Sequence[Tensor], min_tile: int) -> list[Tensor]:
+    """Same-size RGB tiles: every row to (N, 3, S, S), S = max(largest side, min_tile), nearest."""
+    side = max(min_tile, *(r.shape[-1] for r in rows))
+    out = []
+    for r in rows:
+        r = r.detach().float().cpu()
+        r = r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r
+        out.append(F.interpolate(r, size=(side, side), mode="nearest"))
+    return out
+
+
+def figure(rows: Sequence[Tensor], row_labels: Sequence[str] = (), col_labels: Sequence[str] = (),
+           min_tile: int = 128) -> Image.Image:
+    """A labelled grid: `rows` are (N_i, C, H, W) tensors in [-1, 1], one row each (short rows are
+    left blank at the end); small images are enlarged (nearest) to at least `min_tile` pixels."""
+    if not rows:
+        raise ValueError("figure needs at least one row of images")
+    tiles = _upscale(rows, min_tile)
+    ncol = max(r.shape[0] for r in tiles)
+    blank = torch.ones_like(tiles[0][:1])
+    flat = torch.cat([torch.cat([r, blank.expand(ncol - r.shape[0], -1, -1, -1)]) for r in tiles])
+    grid = to_pil(make_grid(flat, nrow=ncol, padding=2, pad_value=1.0).unsqueeze(0))[0]
+    font = ImageFont.load_default(size=14)
+    left = 8 + max((int(font.getlength(s)) for s in row_labels), default=0) if row_labels else 0
+    top = 22 if col_labels else 0
+    canvas = Image.new("RGB", (grid.width + left, grid.height + top), "white")
+    canvas.paste(grid, (left, top))
+    draw, step = ImageDraw.Draw(canvas), tiles[0].shape[-1] + 2
+    for i, text in enumerate(col_labels):
+        draw.text((left + 2 + i * step + step // 2, 4), text, fill="black", font=font, anchor="ma")
+    for i, text in enumerate(row_labels):
+        draw.text((4, top + 2 + i * step + step // 2), text, fill="black", font=font, anchor="lm")
+    return canvas
+
+
+def save_gif(frames: Sequence[Tensor], path: str | os.PathLike, duration_ms: int = 80,
+             min_tile: int = 128) -> Path:
+    """Frames, each (B, C, H, W) in [-1, 1] (shown as one row), -> an endlessly looping GIF."""
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    images = [figure([f], min_tile=min_tile) for f in frames]
+    path = Path(path)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return path

@@ -1,0 +1,130 @@
+"""The DeepFloyd IF backend on a tiny IF pair built offline: loading through the lab's loader,
+the 6-channel model call, T5 prompt embeddings and their on-disk cache, the course's
+prompt_embeds_dict.pth, stage-2 upsampling, and failing fast without weights or access."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import transformers
+from diffusers import DDPMScheduler, IFPipeline
+
+import samplers
+from samplers.backends import BACKENDS, Backend, BackendUnavailable, load_backend
+from samplers.backends.deepfloyd import ACCESS_HELP, DeepFloydBackend
+
+
+def test_loads_as_a_backend(if_backend):
+    assert isinstance(if_backend, Backend)
+    assert (if_backend.name, if_backend.image_size, if_backend.channels) == ("deepfloyd", 32, 3)
+    assert if_backend.dtype == torch.float32 and if_backend.device == torch.device("cpu")
+    assert if_backend.timesteps == samplers.strided_timesteps()
+    reference = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
+    torch.testing.assert_close(if_backend.alphas_cumprod, reference)
+
+
+def test_call_is_the_unet_with_eps_and_variance(if_backend):
+    x, cond = torch.randn(2, 3, 32, 32), torch.randn(1, 77, 32)
+    out = if_backend(x, 500, cond)
+    assert out.shape == (2, 6, 32, 32) and out.dtype == torch.float32
+    direct = if_backend.stage1.unet(x, 500, encoder_hidden_states=cond.expand(2, -1, -1)).sample
+    torch.testing.assert_close(out, direct)
+    torch.testing.assert_close(if_backend(x, torch.tensor([500, 500]), cond), direct)
+
+
+def test_encode_matches_the_pipeline_and_caches_on_disk(if_backend, tiny_if, monkeypatch, embedding_cache):
+    prompts = ["a photo of a dog", "", "a photo of a dog"]
+    embeds = if_backend.encode(prompts)
+    assert embeds.shape == (3, 77, 32) and if_backend.text_encoder_loads == 1
+    full = IFPipeline.from_pretrained(str(tiny_if.stage1), safety_checker=None, feature_extractor=None,
+                                      watermarker=None, requires_safety_checker=False)
+    expected, _ = full.encode_prompt(prompts[:2], do_classifier_free_guidance=False, clean_caption=False)
+    torch.testing.assert_close(embeds[:2], expected)
+    assert len(list(embedding_cache.rglob("*.safetensors"))) == 2
+
+    def no_t5(*args, **kwargs):
+        raise AssertionError("T5 must not load for cached prompts")
+
+    monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", no_t5)
+    torch.testing.assert_close(if_backend.encode(["", "a photo of a dog"]), embeds[[1, 0]])
+    reloaded = load_backend("deepfloyd", model=str(tiny_if.stage1), stage2=None, device="cpu")
+    torch.testing.assert_close(reloaded.encode(["a photo of a dog"]), embeds[:1])
+    assert reloaded.cache.prompts() == ["", "a photo of a dog"]
+    with pytest.raises(TypeError, match="list of prompts"):
+        if_backend.encode("a photo of a dog")
+
+
+def test_imports_the_course_prompt_dict(if_backend, tmp_path, monkeypatch):
+    course = {"a rocket ship": torch.randn(1, 77, 32).half(), "": torch.randn(1, 77, 32).half()}
+    torch.save(course, tmp_path / "prompt_embeds_dict.pth")
+    assert if_backend.import_prompt_embeds(tmp_path / "prompt_embeds_dict.pth") == ["a rocket ship", ""]
+    monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", None)  # would fail if called
+    got = if_backend.encode(["a rocket ship", ""])
+    torch.testing.assert_close(got, torch.cat([course["a rocket ship"], course[""]]).float())
+
+    torch.save({"too wide": torch.zeros(1, 77, 4096)}, tmp_path / "wide.pth")
+    with pytest.raises(ValueError, match="width 4096.*expects 32"):
+        if_backend.import_prompt_embeds(tmp_path / "wide.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="dict"):
+        if_backend.import_prompt_embeds(tmp_path / "list.pth")
+    torch.save({"code": DDPMScheduler()}, tmp_path / "pickle.pth")  # weights_only refuses objects
+    with pytest.raises(ValueError, match="not a loadable"):
+        if_backend.import_prompt_embeds(tmp_path / "pickle.pth")
+
+
+def test_upsample_through_stage_2(if_backend):
+    low = torch.rand(2, 3, 32, 32) * 2 - 1
+    prompts = ["a photo of a dog", "a rocket ship"]
+    high = if_backend.upsample(low, prompts, generator=torch.Generator().manual_seed(0), num_inference_steps=2)
+    assert high.shape == (2, 3, 64, 64) and high.min() >= -1 and high.max() <= 1
+    again = if_backend.upsample(low, prompts, generator=torch.Generator().manual_seed(0), num_inference_steps=2)
+    torch.testing.assert_close(high, again)
+    with pytest.raises(ValueError, match="one prompt per image"):
+        if_backend.upsample(low, prompts[:1])
+
+
+def test_without_stage_2_upsample_is_not_implemented(tiny_if):
+    backend = DeepFloydBackend.from_pretrained(str(tiny_if.stage1), stage2=None, device="cpu")
+    with pytest.raises(NotImplementedError, match="stage2=None"):
+        backend.upsample(torch.zeros(1, 3, 32, 32), [""])
+
+
+def _fails_fast(limit_s: float, match: str, **kwargs) -> BackendUnavailable:
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable, match=match) as info:
+        load_backend("deepfloyd", device="cpu", **kwargs)
+    assert time.monotonic() - start < limit_s
+    return info.value
+
+
+def test_offline_without_weights_fails_fast_with_access_help():
+    err = _fails_fast(5.0, "not in the local Hugging Face cache", model="L")
+    assert ACCESS_HELP in str(err)
+    assert "huggingface.co/DeepFloyd/IF-I-XL-v1.0" in str(err) and "HF_TOKEN" in str(err)
+
+
+def test_gated_repo_answers_with_access_help(fake_hub):
+    fake_hub("gated")
+    err = _fails_fast(5.0, "no access to DeepFloyd/IF-I-L-v1.0", model="L")
+    assert "huggingface-cli login" in str(err)
+
+
+def test_hanging_hub_times_out(fake_hub):
+    fake_hub("hang")
+    err = _fails_fast(5.0, "cannot reach the Hugging Face hub .* within 1 s", model="M", probe_timeout=1.0)
+    assert "DeepFloyd/IF-I-M-v1.0" in str(err) and ACCESS_HELP in str(err)
+
+
+def test_bad_sources_are_clear(tmp_path):
+    _fails_fast(5.0, "neither a local folder nor a hub id", model=str(tmp_path / "missing" / "dir"))
+    _fails_fast(5.0, "not a diffusers/transformers model folder", model=str(tmp_path))
+
+
+def test_registry(monkeypatch):
+    with pytest.raises(ValueError, match="unknown backend 'nope'; choose from deepfloyd, mnist"):
+        load_backend("nope")
+    monkeypatch.setitem(BACKENDS, "plugin", "no_such_module_for_the_lab:Backend")
+    with pytest.raises(BackendUnavailable, match="no_such_module_for_the_lab"):
+        load_backend("plugin")
