@@ -23,7 +23,7 @@ ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 ASSETS = Path(__file__).parent / "assets"
 EXAMPLES = {"astronaut": "astronaut.jpg", "cat": "cat.jpg", "coffee": "coffee.jpg",
             "rocket": "rocket.jpg", "sketch": "sketch.png"}
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # ~89 megapixels: larger files are refused as decompression bombs
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # ~89 megapixels; larger files are refused as bombs
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 _REDUCIBLE = ("L", "RGB", "RGBA", "LA")  # modes Image.reduce supports
 
@@ -87,7 +87,7 @@ def _flatten(img: Image.Image, channels: int, background: tuple[int, int, int]) 
 
 
 def _fit(img: Image.Image, size: int) -> Tensor:
-    """Resize the shorter side to `size`, center-crop to size x size -> (1, C, size, size) in [0, 1]."""
+    """Resize the shorter side to `size`, center-crop -> (1, C, size, size) in [0, 1]."""
     img = TF.center_crop(TF.resize(img, size), [size, size])
     return TF.to_tensor(img).unsqueeze(0)
 
@@ -118,7 +118,7 @@ def load_mask(source: ImageSource, size: int, threshold: float = 0.5) -> Tensor:
 
 
 def example_images(size: int, channels: int = 3) -> dict[str, Tensor]:
-    """The built-in pictures (see assets/README.md): name -> (1, channels, size, size) in [-1, 1]."""
+    """The built-in pictures (assets/README.md): name -> (1, channels, size, size) in [-1, 1]."""
     return {name: load_image(ASSETS / file, size, channels) for name, file in EXAMPLES.items()}
 
 

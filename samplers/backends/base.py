@@ -1,4 +1,4 @@
-"""What every sampling backend offers: a noise-predicting model plus its schedule and conditioning."""
+"""What every sampling backend offers: a noise-predicting model, its schedule, its conditioning."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,7 +29,7 @@ class Backend(Protocol):
     timesteps: list[int]       # default sampling schedule, descending (IF [990, ..., 0])
 
     def __call__(self, x: Tensor, t: int | Tensor, cond: Tensor | None) -> Tensor:
-        """x (B, C, H, W), integer timestep(s) -> eps (B, C, H, W) or eps + variance (B, 2C, H, W)."""
+        """x (B, C, H, W), int timestep(s) -> eps (B, C, H, W) or eps + variance (B, 2C, H, W)."""
         ...
 
     def encode(self, prompts: Sequence[str]) -> Tensor | None:

@@ -20,7 +20,7 @@ from ..schedules import strided_timesteps
 from .base import BackendUnavailable
 from .embeddings import EmbeddingCache, default_cache_root, read_prompt_dict
 
-STAGE1_MODELS = {"XL": "DeepFloyd/IF-I-XL-v1.0", "L": "DeepFloyd/IF-I-L-v1.0", "M": "DeepFloyd/IF-I-M-v1.0"}
+STAGE1_MODELS = {size: f"DeepFloyd/IF-I-{size}-v1.0" for size in ("XL", "L", "M")}
 DEFAULT_STAGE1 = STAGE1_MODELS["L"]  # what the course's starter notebook loads
 DEFAULT_STAGE2 = "DeepFloyd/IF-II-L-v1.0"
 IF_TEXT_ENCODER = "deepfloyd-if-t5-v1_1-xxl"  # every DeepFloyd IF repo ships this same T5
@@ -42,7 +42,7 @@ def default_device() -> torch.device:
 
 
 def _probe_access(repo_id: str, timeout: float) -> None:
-    """One HEAD request for `model_index.json`; raises BackendUnavailable on any refusal or error."""
+    """One HEAD request for `model_index.json`; BackendUnavailable on any refusal or error."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -52,7 +52,8 @@ def _probe_access(repo_id: str, timeout: float) -> None:
     except GatedRepoError as err:
         raise BackendUnavailable(f"no access to {repo_id} (gated). {ACCESS_HELP}") from err
     except RepositoryNotFoundError as err:
-        raise BackendUnavailable(f"{repo_id} not found, or gated and no token given. {ACCESS_HELP}") from err
+        raise BackendUnavailable(f"{repo_id} not found, or gated and no token given. "
+                                 f"{ACCESS_HELP}") from err
     except Exception as err:  # network errors come as several httpx/OS types
         raise BackendUnavailable(
             f"cannot reach the Hugging Face hub for {repo_id} within {timeout:g} s "
@@ -73,7 +74,8 @@ def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
         try:
             return pipeline_cls.from_pretrained(str(folder), **kwargs)
         except OSError as err:
-            raise BackendUnavailable(f"cannot load {pipeline_cls.__name__} from {folder}: {err}") from err
+            raise BackendUnavailable(
+                f"cannot load {pipeline_cls.__name__} from {folder}: {err}") from err
     if source.count("/") != 1 or source.startswith((".", "/", "~")):
         raise BackendUnavailable(f"{source!r} is neither a local folder nor a hub id like "
                                  f"{DEFAULT_STAGE1!r}")
@@ -84,8 +86,8 @@ def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
     from huggingface_hub import is_offline_mode
 
     if is_offline_mode():
-        raise BackendUnavailable(f"{source} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                                 f"is set. {ACCESS_HELP}")
+        raise BackendUnavailable(f"{source} is not in the local Hugging Face cache and "
+                                 f"HF_HUB_OFFLINE is set. {ACCESS_HELP}")
     _probe_access(source, probe_timeout)
     try:
         return pipeline_cls.from_pretrained(source, **kwargs)
@@ -177,12 +179,13 @@ class DeepFloydBackend:
         if cond.shape[0] == 1 and x.shape[0] > 1:
             cond = cond.expand(x.shape[0], -1, -1)
         t = torch.as_tensor(t, device=self.device)
-        out = self.stage1.unet(x.to(self.device, self.dtype), t, encoder_hidden_states=cond.to(self.device, self.dtype),
-                               return_dict=False)[0]
+        out = self.stage1.unet(x.to(self.device, self.dtype), t, return_dict=False,
+                               encoder_hidden_states=cond.to(self.device, self.dtype))[0]
         return out.to(x.dtype)
 
     def example_images(self) -> dict[str, Tensor]:
-        return {k: v.to(self.device) for k, v in image_io.example_images(self.image_size, self.channels).items()}
+        examples = image_io.example_images(self.image_size, self.channels)
+        return {name: x.to(self.device) for name, x in examples.items()}
 
     # -- prompts ------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[str]) -> Tensor:
@@ -209,7 +212,8 @@ class DeepFloydBackend:
             encoder.to(self.device).eval()
             pipe = IFPipeline(tokenizer=self.stage1.tokenizer, text_encoder=encoder, unet=None,
                               scheduler=self.stage1.scheduler, safety_checker=None,
-                              feature_extractor=None, watermarker=None, requires_safety_checker=False)
+                              feature_extractor=None, watermarker=None,
+                              requires_safety_checker=False)
             embeds, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
                                            device=self.device, clean_caption=False)
             return embeds.cpu()
@@ -225,8 +229,8 @@ class DeepFloydBackend:
         data = read_prompt_dict(path)
         for prompt, emb in data.items():
             if emb.shape[-1] != self.embed_dim:
-                raise ValueError(f"{path}: {prompt!r} has width {emb.shape[-1]}, this model expects "
-                                 f"{self.embed_dim}")
+                raise ValueError(f"{path}: {prompt!r} has width {emb.shape[-1]}, this model "
+                                 f"expects {self.embed_dim}")
             self.cache.put(prompt, emb)
         return list(data)
 
@@ -246,13 +250,16 @@ class DeepFloydBackend:
         return self._stage2
 
     @torch.no_grad()
-    def upsample(self, images: Tensor, prompts: Sequence[str], *, generator: torch.Generator | None = None,
-                 num_inference_steps: int = 30, guidance_scale: float = 4.0, noise_level: int = 250) -> Tensor:
+    def upsample(self, images: Tensor, prompts: Sequence[str], *,
+                 generator: torch.Generator | None = None, num_inference_steps: int = 30,
+                 guidance_scale: float = 4.0, noise_level: int = 250) -> Tensor:
         """Stage 2 as the course's `upsample`: (B, 3, 64, 64) in [-1, 1] + B prompts ->
         (B, 3, 256, 256) in [-1, 1], with CFG against the "" prompt."""
         if len(prompts) != images.shape[0]:
-            raise ValueError(f"upsample needs one prompt per image: {images.shape[0]} images, {len(prompts)} prompts")
-        out = self.stage2(image=images.to(self.device, self.dtype), prompt_embeds=self.encode(prompts),
+            raise ValueError(f"upsample needs one prompt per image: {images.shape[0]} images, "
+                             f"{len(prompts)} prompts")
+        out = self.stage2(image=images.to(self.device, self.dtype),
+                          prompt_embeds=self.encode(prompts),
                           negative_prompt_embeds=self.encode([""] * len(prompts)),
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           noise_level=noise_level, generator=generator, output_type="pt").images

@@ -22,8 +22,10 @@ def default_cache_root() -> Path:
     """$DIFFUSION_LAB_CACHE, else $XDG_CACHE_HOME/diffusion-lab, else ~/.cache/diffusion-lab;
     embeddings go under its `prompt-embeds/`."""
     env = os.environ.get("DIFFUSION_LAB_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffusion-lab"
-    return base / "prompt-embeds"
+    if env:
+        return Path(env) / "prompt-embeds"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return xdg / "diffusion-lab" / "prompt-embeds"
 
 
 def slug(text: str) -> str:
@@ -61,12 +63,14 @@ class EmbeddingCache:
         if embeds.dim() == 3 and embeds.shape[0] == 1:
             embeds = embeds[0]
         if embeds.dim() != 2:
-            raise ValueError(f"a prompt embedding must be (77, D) or (1, 77, D), got {tuple(embeds.shape)}")
+            raise ValueError(f"a prompt embedding must be (77, D) or (1, 77, D), "
+                             f"got {tuple(embeds.shape)}")
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
         os.close(fd)
         try:
-            save_file({"embeds": embeds.detach().cpu().contiguous()}, tmp, metadata={"prompt": prompt})
+            save_file({"embeds": embeds.detach().cpu().contiguous()}, tmp,
+                      metadata={"prompt": prompt})
             os.replace(tmp, self.path(prompt))
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -93,7 +97,8 @@ def read_prompt_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     except Exception as err:  # torch raises many types for a bad or unsafe pickle
         raise ValueError(f"{path} is not a loadable prompt-embedding dict: {err}") from err
     if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path} must hold a non-empty dict prompt -> tensor, got {type(data).__name__}")
+        raise ValueError(f"{path} must hold a non-empty dict prompt -> tensor, "
+                         f"got {type(data).__name__}")
     for prompt, emb in data.items():
         if not isinstance(prompt, str) or not isinstance(emb, Tensor) or emb.dim() not in (2, 3):
             raise ValueError(f"{path}: entry {prompt!r} is not a prompt -> (1, 77, D) tensor")

@@ -14,9 +14,10 @@ import torch
 WORDS = ("a an the of photo oil painting lithograph pencil drawing snowy mountain village man dog "
          "hipster barista people around campfire old waterfalls skull hat high quality rocket ship "
          "amalfi coast cat astronaut coffee cup house tree sun").split()
-SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", variance_type="learned_range",
-                 prediction_type="epsilon", thresholding=True, dynamic_thresholding_ratio=0.95,
-                 sample_max_value=1.5, clip_sample=True)  # IF-I-XL's scheduler_config.json
+SCHEDULER = dict(  # IF-I-XL's scheduler_config.json
+    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", variance_type="learned_range",
+    prediction_type="epsilon", thresholding=True, dynamic_thresholding_ratio=0.95,
+    sample_max_value=1.5, clip_sample=True)
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,13 @@ def _unet(sample_size: int, in_channels: int, dim: int, **extra):
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
         cross_attention_dim=dim, encoder_hid_dim=dim, attention_head_dim=8,
-        addition_embed_type="text", addition_embed_type_num_heads=2, cross_attention_norm="group_norm",
-        resnet_time_scale_shift="scale_shift", act_fn="gelu", **extra)
+        addition_embed_type="text", addition_embed_type_num_heads=2,
+        cross_attention_norm="group_norm", resnet_time_scale_shift="scale_shift", act_fn="gelu",
+        **extra)
 
 
-def build_tiny_if(folder: str | Path, *, image_size: int = 32, embed_dim: int = 32, seed: int = 0) -> TinyIF:
+def build_tiny_if(folder: str | Path, *, image_size: int = 32, embed_dim: int = 32,
+                  seed: int = 0) -> TinyIF:
     """Save a tiny stage 1 (`image_size` pixels, T5 width `embed_dim`) and stage 2 (2x) under
     `folder`; returns their paths. Deterministic for a given `seed`."""
     from diffusers import DDPMScheduler, IFPipeline, IFSuperResolutionPipeline
@@ -73,9 +76,10 @@ def build_tiny_if(folder: str | Path, *, image_size: int = 32, embed_dim: int = 
     IFPipeline(unet=_unet(image_size, 3, embed_dim), scheduler=DDPMScheduler(**SCHEDULER),
                **shared).save_pretrained(folder / "IF-I")
     IFSuperResolutionPipeline(
-        unet=_unet(2 * image_size, 6, embed_dim, class_embed_type="timestep", mid_block_scale_factor=1.414,
-                   time_embedding_act_fn="gelu"),
+        unet=_unet(2 * image_size, 6, embed_dim, class_embed_type="timestep",
+                   mid_block_scale_factor=1.414, time_embedding_act_fn="gelu"),
         scheduler=DDPMScheduler(**SCHEDULER),
-        image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"),
+        image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000,
+                                              beta_schedule="squaredcos_cap_v2"),
         **shared).save_pretrained(folder / "IF-II")
     return TinyIF(folder / "IF-I", folder / "IF-II")

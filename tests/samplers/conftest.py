@@ -29,7 +29,8 @@ def embedding_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def if_backend(tiny_if):
     """The tiny IF loaded through the lab's own loader, on the CPU in float32."""
-    return load_backend("deepfloyd", model=str(tiny_if.stage1), stage2=str(tiny_if.stage2), device="cpu")
+    return load_backend("deepfloyd", model=str(tiny_if.stage1), stage2=str(tiny_if.stage2),
+                        device="cpu")
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def fake_hub(monkeypatch):
                     return
                 self.send_response(401)
                 self.send_header("X-Error-Code", "GatedRepo")
-                self.send_header("X-Error-Message", "Access to model DeepFloyd/IF-I-L-v1.0 is restricted.")
+                self.send_header("X-Error-Message", "Access to this model is restricted.")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -59,7 +60,8 @@ def fake_hub(monkeypatch):
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         servers.append((server, release))
         url = f"http://127.0.0.1:{server.server_address[1]}"
         monkeypatch.setenv("HF_ENDPOINT", url)

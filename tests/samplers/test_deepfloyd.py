@@ -20,8 +20,8 @@ def test_loads_as_a_backend(if_backend):
     assert (if_backend.name, if_backend.image_size, if_backend.channels) == ("deepfloyd", 32, 3)
     assert if_backend.dtype == torch.float32 and if_backend.device == torch.device("cpu")
     assert if_backend.timesteps == samplers.strided_timesteps()
-    reference = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
-    torch.testing.assert_close(if_backend.alphas_cumprod, reference)
+    reference = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    torch.testing.assert_close(if_backend.alphas_cumprod, reference.alphas_cumprod)
 
 
 def test_call_is_the_unet_with_eps_and_variance(if_backend):
@@ -33,13 +33,16 @@ def test_call_is_the_unet_with_eps_and_variance(if_backend):
     torch.testing.assert_close(if_backend(x, torch.tensor([500, 500]), cond), direct)
 
 
-def test_encode_matches_the_pipeline_and_caches_on_disk(if_backend, tiny_if, monkeypatch, embedding_cache):
+def test_encode_matches_the_pipeline_and_caches_on_disk(if_backend, tiny_if, monkeypatch,
+                                                        embedding_cache):
     prompts = ["a photo of a dog", "", "a photo of a dog"]
     embeds = if_backend.encode(prompts)
     assert embeds.shape == (3, 77, 32) and if_backend.text_encoder_loads == 1
-    full = IFPipeline.from_pretrained(str(tiny_if.stage1), safety_checker=None, feature_extractor=None,
-                                      watermarker=None, requires_safety_checker=False)
-    expected, _ = full.encode_prompt(prompts[:2], do_classifier_free_guidance=False, clean_caption=False)
+    full = IFPipeline.from_pretrained(str(tiny_if.stage1), safety_checker=None,
+                                      feature_extractor=None, watermarker=None,
+                                      requires_safety_checker=False)
+    expected, _ = full.encode_prompt(prompts[:2], do_classifier_free_guidance=False,
+                                     clean_caption=False)
     torch.testing.assert_close(embeds[:2], expected)
     assert len(list(embedding_cache.rglob("*.safetensors"))) == 2
 
@@ -58,8 +61,9 @@ def test_encode_matches_the_pipeline_and_caches_on_disk(if_backend, tiny_if, mon
 def test_imports_the_course_prompt_dict(if_backend, tmp_path, monkeypatch):
     course = {"a rocket ship": torch.randn(1, 77, 32).half(), "": torch.randn(1, 77, 32).half()}
     torch.save(course, tmp_path / "prompt_embeds_dict.pth")
-    assert if_backend.import_prompt_embeds(tmp_path / "prompt_embeds_dict.pth") == ["a rocket ship", ""]
-    monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", None)  # would fail if called
+    imported = if_backend.import_prompt_embeds(tmp_path / "prompt_embeds_dict.pth")
+    assert imported == ["a rocket ship", ""]
+    monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", None)  # fails if called
     got = if_backend.encode(["a rocket ship", ""])
     torch.testing.assert_close(got, torch.cat([course["a rocket ship"], course[""]]).float())
 
@@ -77,10 +81,13 @@ def test_imports_the_course_prompt_dict(if_backend, tmp_path, monkeypatch):
 def test_upsample_through_stage_2(if_backend):
     low = torch.rand(2, 3, 32, 32) * 2 - 1
     prompts = ["a photo of a dog", "a rocket ship"]
-    high = if_backend.upsample(low, prompts, generator=torch.Generator().manual_seed(0), num_inference_steps=2)
+    def run():
+        return if_backend.upsample(low, prompts, generator=torch.Generator().manual_seed(0),
+                                   num_inference_steps=2)
+
+    high = run()
     assert high.shape == (2, 3, 64, 64) and high.min() >= -1 and high.max() <= 1
-    again = if_backend.upsample(low, prompts, generator=torch.Generator().manual_seed(0), num_inference_steps=2)
-    torch.testing.assert_close(high, again)
+    torch.testing.assert_close(high, run())
     with pytest.raises(ValueError, match="one prompt per image"):
         if_backend.upsample(low, prompts[:1])
 
@@ -113,7 +120,8 @@ def test_gated_repo_answers_with_access_help(fake_hub):
 
 def test_hanging_hub_times_out(fake_hub):
     fake_hub("hang")
-    err = _fails_fast(5.0, "cannot reach the Hugging Face hub .* within 1 s", model="M", probe_timeout=1.0)
+    err = _fails_fast(5.0, "cannot reach the Hugging Face hub .* within 1 s", model="M",
+                      probe_timeout=1.0)
     assert "DeepFloyd/IF-I-M-v1.0" in str(err) and ACCESS_HELP in str(err)
 
 

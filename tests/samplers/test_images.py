@@ -104,10 +104,12 @@ def test_exif_rotation_is_applied():
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels but holds (almost) no pixel data."""
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
 
 
 def test_decompression_bomb_is_refused():
@@ -124,7 +126,8 @@ def test_big_photo_is_downscaled_while_decoding():
     assert 64 <= min(img.size) < 3000 // 4
     x = I.load_image(buf.getvalue(), 64)
     assert x.shape == (1, 3, 64, 64)
-    torch.testing.assert_close(x.mean((0, 2, 3)), torch.tensor([1.0, -1.0, -1.0]), atol=0.02, rtol=0)
+    red = torch.tensor([1.0, -1.0, -1.0])
+    torch.testing.assert_close(x.mean((0, 2, 3)), red, atol=0.02, rtol=0)
 
 
 def test_masks_from_alpha_and_from_brightness():
