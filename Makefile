@@ -1,13 +1,14 @@
 # Diffusion Lab: every entry point a user or CI needs.
 #   make dashboard   set up (first time) and open the Streamlit lab
 #   make test        set up (first time) and run the whole test suite
+#   make screenshots  README screenshots (dashboard/screenshots/)
 #   make bench       benchmarks: prints a table, writes test-artifacts/bench/latest.json
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser dashboard test bench clean
+.PHONY: setup browser dashboard test bench screenshots clean
 
 setup: $(STAMP)
 
@@ -32,6 +33,11 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	$(PY) -m tests.bench
+
+# README screenshots of every page, taken by the real-browser test on the bundled runs.
+screenshots: $(STAMP) browser
+	DIFFUSION_LAB_BROWSER_RUNS=training/pretrained_runs DIFFUSION_LAB_SCREENSHOTS=dashboard/screenshots \
+	  $(PY) -m pytest -m browser tests/dashboard -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache
