@@ -206,8 +206,14 @@ class DeepFloydBackend:
 
         self.text_encoder_loads += 1
         kwargs = {"variant": "fp16"} if self.dtype == torch.float16 else {}
-        encoder = _load(T5EncoderModel, self.source, self.probe_timeout, subfolder="text_encoder",
-                        dtype=self.dtype, **kwargs)
+        try:
+            encoder = _load(T5EncoderModel, self.source, self.probe_timeout,
+                            subfolder="text_encoder", dtype=self.dtype, **kwargs)
+        except BackendUnavailable as err:
+            raise BackendUnavailable(
+                f"prompts {prompts} are not in the embedding cache and the T5 text encoder cannot "
+                f"load ({err}). Import precomputed embeddings, e.g. the course's "
+                "prompt_embeds_dict.pth (import_prompt_embeds / --import-embeds).") from err
         try:
             encoder.to(self.device).eval()
             pipe = IFPipeline(tokenizer=self.stage1.tokenizer, text_encoder=encoder, unet=None,
@@ -243,8 +249,7 @@ class DeepFloydBackend:
                 raise NotImplementedError("this DeepFloyd backend was loaded with stage2=None")
             from diffusers import IFSuperResolutionPipeline
 
-            source = STAGE1_MODELS.get(self.stage2_source, self.stage2_source)
-            self._stage2 = _load(IFSuperResolutionPipeline, source, self.probe_timeout,
+            self._stage2 = _load(IFSuperResolutionPipeline, self.stage2_source, self.probe_timeout,
                                  **self._pipeline_kwargs(self.dtype))
             self._place(self._stage2, self.device, self.cpu_offload)
         return self._stage2

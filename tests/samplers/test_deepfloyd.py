@@ -3,6 +3,7 @@ the 6-channel model call, T5 prompt embeddings and their on-disk cache, the cour
 prompt_embeds_dict.pth, stage-2 upsampling, and failing fast without weights or access."""
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
@@ -76,6 +77,17 @@ def test_imports_the_course_prompt_dict(if_backend, tmp_path, monkeypatch):
     torch.save({"code": DDPMScheduler()}, tmp_path / "pickle.pth")  # weights_only refuses objects
     with pytest.raises(ValueError, match="not a loadable"):
         if_backend.import_prompt_embeds(tmp_path / "pickle.pth")
+
+
+def test_without_a_text_encoder_new_prompts_ask_for_precomputed_embeddings(tiny_if, tmp_path):
+    folder = tmp_path / "IF-I-no-t5"
+    shutil.copytree(tiny_if.stage1, folder, ignore=shutil.ignore_patterns("text_encoder"))
+    backend = load_backend("deepfloyd", model=str(folder), stage2=None, device="cpu")
+    with pytest.raises(BackendUnavailable, match="not in the embedding cache.*prompt_embeds_dict"):
+        backend.encode(["a new prompt"])
+    torch.save({"a new prompt": torch.zeros(1, 77, 32)}, tmp_path / "embeds.pth")
+    backend.import_prompt_embeds(tmp_path / "embeds.pth")
+    assert backend.encode(["a new prompt"]).abs().sum() == 0
 
 
 def test_upsample_through_stage_2(if_backend):
