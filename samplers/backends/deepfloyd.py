@@ -48,7 +48,7 @@ def _probe_access(repo_id: str, timeout: float) -> None:
 
     url = hf_hub_url(repo_id, "model_index.json", endpoint=os.environ.get("HF_ENDPOINT"))
     try:
-        get_hf_file_metadata(url, token=os.environ.get("HF_TOKEN"), timeout=timeout)
+        get_hf_file_metadata(url, timeout=timeout)  # token: HF_TOKEN or `huggingface-cli login`
     except GatedRepoError as err:
         raise BackendUnavailable(f"no access to {repo_id} (gated). {ACCESS_HELP}") from err
     except RepositoryNotFoundError as err:
@@ -135,8 +135,8 @@ class DeepFloydBackend:
                         probe_timeout: float = 5.0) -> DeepFloydBackend:
         """Load stage 1 without its text encoder.
 
-        `model`: "XL" | "L" | "M", a hub id, or a local folder; `stage2`: the same for the
-        super-resolution stage, loaded on the first `upsample` (None: no upsampling).
+        `model`: "XL" | "L" | "M", a hub id, or a local folder; `stage2`: hub id or local folder
+        of the super-resolution stage, loaded on the first `upsample` (None: no upsampling).
         `dtype`: default float16 (fp16 weights) on CUDA, float32 elsewhere. `cpu_offload` keeps
         each model on the CPU until used (CUDA only). `cache_dir`: embedding cache root.
         """
