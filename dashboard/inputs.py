@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from samplers.images import load_image, load_mask
+
 from . import canvas, media
 from .components import user_errors
 
@@ -43,7 +45,7 @@ def image_input(backend, key: str, examples: dict, *, sketch: bool = False) -> t
             st.caption("Draw on the canvas (its toolbar has undo and clear).")
             return None
     with user_errors(f"Cannot use {'the upload' if source == 'Upload' else 'the sketch'}"):
-        x = media.load_image(data, size, channels).to(backend.device, backend.dtype)
+        x = load_image(data, size, channels).to(backend.device, backend.dtype)
         return media.png_bytes(x), x
     return None
 
@@ -64,5 +66,5 @@ def mask_input(key: str, image_png: bytes, size: int):
             return None
         data = upload.getvalue()
     with user_errors("Cannot use the mask"):
-        return media.load_mask(data, size)
+        return load_mask(data, size)
     return None

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
+from samplers.images import gif_bytes
+
 from . import media
 
 
@@ -55,7 +57,7 @@ class Progress:
     def result(self, x, caption: str) -> Result:
         """The Result of final images x (B, C, H, W) in [-1, 1], animation ending on them."""
         final = media.grid_array(x, self.nrow)
-        gif = media.gif_bytes(self.frames + [final] * 8) if self.frames else None
+        gif = gif_bytes(self.frames + [final] * 8) if self.frames else None
         return Result(media.png_bytes(x, self.nrow), caption, gif, self.snapshots)
 
 

@@ -170,12 +170,59 @@ def figure(rows: Sequence[Tensor], row_labels: Sequence[str] = (), col_labels: S
     return canvas
 
 
-def save_gif(frames: Sequence[Tensor], path: str | os.PathLike, duration_ms: int = 80,
-             min_tile: int = 128) -> Path:
-    """Frames, each (B, C, H, W) in [-1, 1] (shown as one row), -> an endlessly looping GIF."""
+def grid(images: Tensor, nrow: int = 8, *, scale: int = 1, min_side: int = 0,
+         pad_value: float = -1.0) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> uint8 (H', W', 3) grid, `nrow` tiles a row.
+
+    Tiles are enlarged pixel-exact (each pixel repeated) by `scale`, or more to reach `min_side`
+    (MNIST's 28 px shown at a readable size); the gaps, 2 px times the scale, are `pad_value`
+    (-1 black, 0 grey).
+    """
+    x = images.detach().float().cpu().clamp(-1, 1)
+    scale = max(scale, 1, -(-min_side // x.shape[-1]))
+    if scale > 1:
+        x = x.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+    g = make_grid(x, nrow=min(nrow, x.shape[0]), padding=2 * scale, pad_value=pad_value)
+    return to_uint8(g)[0]
+
+
+def _encode(image: Image.Image | np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def png_bytes(image: Image.Image | np.ndarray) -> bytes:
+    """A PIL image or uint8 array (H, W[, C]) as PNG file bytes."""
+    return _encode(image, "PNG")
+
+
+Frame = Union[Tensor, np.ndarray, Image.Image]
+
+
+def _write_gif(frames: Sequence[Frame], target, duration_ms: int, hold_ms: int | None,
+               min_tile: int) -> None:
     if not frames:
-        raise ValueError("save_gif needs at least one frame")
-    images = [figure([f], min_tile=min_tile) for f in frames]
+        raise ValueError("a GIF needs at least one frame")
+    images = [figure([f], min_tile=min_tile) if isinstance(f, Tensor)
+              else f if isinstance(f, Image.Image) else Image.fromarray(f) for f in frames]
+    duration = duration_ms if hold_ms is None else [duration_ms] * (len(images) - 1) + [hold_ms]
+    images[0].save(target, format="GIF", save_all=True, append_images=images[1:],
+                   duration=duration, loop=0)
+
+
+def gif_bytes(frames: Sequence[Frame], duration_ms: int = 80, hold_ms: int | None = None,
+              min_tile: int = 128) -> bytes:
+    """`save_gif`, as GIF file bytes."""
+    buf = io.BytesIO()
+    _write_gif(frames, buf, duration_ms, hold_ms, min_tile)
+    return buf.getvalue()
+
+
+def save_gif(frames: Sequence[Frame], path: str | os.PathLike, duration_ms: int = 80,
+             min_tile: int = 128, hold_ms: int | None = None) -> Path:
+    """An endlessly looping GIF of `frames`: tensors (B, C, H, W) in [-1, 1] (each shown as one
+    `figure` row) or ready images (uint8 arrays, PIL); the last frame is held `hold_ms` if given."""
     path = Path(path)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    _write_gif(frames, path, duration_ms, hold_ms, min_tile)
     return path

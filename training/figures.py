@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from PIL import Image
 from torch import Tensor
-from torchvision.utils import make_grid
+
+from samplers.images import grid, save_gif
 
 from .checkpoints import list_checkpoints
 from .config import TrainConfig
@@ -28,14 +28,13 @@ from .runs import read_config, read_metrics
 
 SIGMAS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 DENOISER_EPOCHS: tuple[int, ...] = (1, 5)
+GIF_MS = {"duration_ms": 60, "hold_ms": 1500}  # sampling.gif: per frame, and the final frame
 
 
 # ----------------------------------------------------------------------------- drawing helpers
 def grid_array(images: Tensor, nrow: int, scale: int = 1) -> np.ndarray:
     """(B, 1, H, W) in [0, 1] -> (rows, cols) uint8 grid, ``nrow`` tiles a row, grey 2-px gaps."""
-    g = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)[0]
-    a = (g * 255).round().to(torch.uint8).numpy()
-    return a.repeat(scale, 0).repeat(scale, 1) if scale > 1 else a
+    return grid(images * 2 - 1, nrow, scale=scale, pad_value=0.0)[..., 0]
 
 
 def _show_grid(ax, images: Tensor, nrow: int, col_labels: Sequence[str] = (),
@@ -60,14 +59,6 @@ def save_grid_figure(path: Path, images: Tensor, nrow: int, *, col_labels: Seque
     _show_grid(fig.add_subplot(), images, nrow, col_labels, row_labels, title)
     fig.tight_layout()
     fig.savefig(path)
-    return path
-
-
-def save_gif(frames: Sequence[np.ndarray], path: Path, *, frame_ms: int = 60, hold_ms: int = 1500) -> Path:
-    """uint8 (H, W) frames -> looping GIF; the last frame is held ``hold_ms``."""
-    images = [Image.fromarray(f) for f in frames]
-    durations = [frame_ms] * (len(images) - 1) + [hold_ms]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
     return path
 
 
@@ -198,7 +189,8 @@ def _sample_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: in
             out / f"samples-epoch-{ckpt.period:04d}.png", x, 10, col_labels=classes,
             title=f"{cfg.experiment}, epoch {ckpt.period} ({cfg.sampler}, {n_steps} steps{how})"))
         if final and frames:
-            paths.append(save_gif(frames + [grid_array(x, 10, scale=2)], out / "sampling.gif"))
+            paths.append(save_gif(frames + [grid_array(x, 10, scale=2)], out / "sampling.gif",
+                                  **GIF_MS))
     return paths
 
 

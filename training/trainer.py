@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from . import checkpoints as ck
 from .config import ConfigError, TrainConfig, TrainingDiverged, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
-from .figures import grid_array, save_gif
+from .figures import GIF_MS, grid_array, save_gif
 from .objectives import loss_by_t_bins, make_objective
 from .pretrained import LabModel, build_unet, schedule
 from .runs import safe_run_dir
@@ -248,7 +248,7 @@ class Trainer:
             png = save_grid(x, out / f"epoch-{period:04d}.png")
             if not gif or self.cfg.kind == "pure-noise":
                 return png, None
-            gif_path = save_gif(frames + [_grid(x)], out / "sampling.gif")
+            gif_path = save_gif(frames + [_grid(x)], out / "sampling.gif", **GIF_MS)
             return png, gif_path
         finally:
             lab.unet.train(was_training)

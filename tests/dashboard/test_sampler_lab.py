@@ -66,7 +66,7 @@ def test_img2img_takes_an_upload(lab):
 
 @pytest.mark.parametrize("name, data, message", [
     ("notes.png", b"these are not pixels", "not an image"),
-    ("cut.png", png(np.full((64, 64, 3), 200, np.uint8))[:80], "damaged or truncated"),
+    ("cut.png", png(np.full((64, 64, 3), 200, np.uint8))[:80], "truncated or corrupt"),
 ])
 def test_bad_upload_is_a_message(lab, name, data, message):
     at = open_tab(lab, "SDEdit")

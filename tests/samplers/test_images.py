@@ -168,3 +168,20 @@ def test_example_images():
     for x in ex.values():
         assert x.shape == (1, 3, 64, 64) and x.min() >= -1 and x.max() <= 1 and x.std() > 0.1
     assert I.example_images(28, channels=1)["cat"].shape == (1, 1, 28, 28)
+
+
+def test_grid_enlarges_pixel_exact_and_encodes(tmp_path):
+    x = torch.tensor([[[[-1.0, 1.0], [1.0, -1.0]]]]).repeat(3, 1, 1, 1)  # 2x2 checkerboards
+    g = I.grid(x, nrow=2, min_side=5)  # scale 3: 6 px tiles, 6 px black gaps
+    assert g.shape == (2 * 6 + 3 * 6, 2 * 6 + 3 * 6, 3) and g.dtype == np.uint8
+    assert (g[:6, :6] == 0).all() and (g[6:9, 6:9] == 0).all() and (g[6:9, 9:12] == 255).all()
+    assert (I.grid(x, 1, pad_value=0.0)[0, 0] == 128).all()
+    with Image.open(io.BytesIO(I.png_bytes(g))) as im:
+        assert np.array_equal(np.asarray(im), g)
+    frames = [np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8)]
+    with Image.open(io.BytesIO(I.gif_bytes(frames, duration_ms=30, hold_ms=500))) as im:
+        assert im.n_frames == 2 and im.info["duration"] == 30 and im.size == (4, 4)
+        im.seek(1)
+        assert im.info["duration"] == 500
+    with pytest.raises(ValueError, match="at least one frame"):
+        I.gif_bytes([])

@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.figures import SIGMAS, grid_array, make_figures, plot_loss, save_gif
+from samplers.images import save_gif
+from training.figures import SIGMAS, grid_array, make_figures, plot_loss
 
 
 def _names(paths):
@@ -20,7 +21,7 @@ def test_grid_array_layout():
 
 def test_save_gif_holds_last_frame(tmp_path):
     frames = [np.full((8, 8), v, np.uint8) for v in (0, 100, 255)]
-    path = save_gif(frames, tmp_path / "a.gif", frame_ms=40, hold_ms=900)
+    path = save_gif(frames, tmp_path / "a.gif", duration_ms=40, hold_ms=900)
     with Image.open(path) as im:
         assert im.n_frames == 3
         im.seek(2)
