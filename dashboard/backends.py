@@ -1,9 +1,9 @@
 """The Sampler lab's backend (DeepFloyd IF or a lab MNIST model): one loaded per process.
 
-"mnist" is training.backend.MnistBackend; anything else goes through samplers.backends.load_backend
-(DeepFloyd IF needs a GPU, the diffusers stack and access to the gated weights). Asking for another
-backend releases the loaded one (its GPU memory too). A failed load is remembered for
-RETRY_AFTER_S seconds, so a page does not retry a slow probe on every rerun.
+Every backend is built by samplers.backends.load_backend ("mnist": training.backend.MnistBackend;
+"deepfloyd": DeepFloyd IF, which needs the diffusers stack and the gated weights or a local copy).
+Asking for another backend releases the loaded one (its GPU memory too). A failed load is
+remembered for RETRY_AFTER_S seconds, so a page does not retry a slow probe on every rerun.
 """
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ from typing import Any
 
 import streamlit as st
 
+from samplers.backends import BackendUnavailable, load_backend
 from training.checkpoints import Checkpoint
 
 from .state import Shared, stamp
-
-
-class Unavailable(RuntimeError):
-    """A backend that cannot load here; the message says why."""
 
 RETRY_AFTER_S = 600
 _failures: dict[tuple, tuple[float, str]] = {}
@@ -38,32 +35,26 @@ def _release(shared: Shared) -> None:
 
 @st.cache_resource(max_entries=1, on_release=_release, show_spinner="Loading the backend...")
 def _backend(name: str, options: tuple[tuple[str, Any], ...], weights_mtime: float) -> Shared:
-    if name == "mnist":
-        from training.backend import MnistBackend
-
-        return Shared(MnistBackend(**dict(options)))
-    from samplers.backends import load_backend
-
     return Shared(load_backend(name, **dict(options)))
 
 
 def backend(name: str, ckpt: Checkpoint | None = None, **options: Any) -> Shared:
     """The one loaded sampler backend; asking for another releases the previous one.
 
-    Raises Unavailable, remembered for RETRY_AFTER_S seconds, when it cannot load: any failure
-    counts (no GPU, missing packages, no access to the weights, a corrupt checkpoint, out of
+    Raises BackendUnavailable, remembered for RETRY_AFTER_S seconds, when it cannot load: any
+    failure counts (no GPU, missing packages, no access to the weights, a corrupt checkpoint, out of
     memory), and its message is shown to the user.
     """
     key = (name, tuple(sorted(options.items())), stamp(ckpt) if ckpt else 0.0)
     failed = _failures.get(key)
     if failed and time.monotonic() - failed[0] < RETRY_AFTER_S:
-        raise Unavailable(failed[1])
+        raise BackendUnavailable(failed[1])
     try:
         return _backend(*key)
     except Exception as e:  # noqa: BLE001 - an optional, hardware-bound backend: report, go on
         reason = str(e) or type(e).__name__
         _failures[key] = (time.monotonic(), reason)
-        raise Unavailable(reason) from e
+        raise BackendUnavailable(reason) from e
 
 
 def examples(shared: Shared) -> dict[str, Any]:

@@ -6,6 +6,8 @@ Environment (all optional):
     DIFFUSION_LAB_DEVICE         auto (default), cpu, cuda or mps
     DIFFUSION_LAB_BUNDLED_RUNS   the bundled runs folder, always listed when it exists
                                  (default: training/pretrained_runs; empty: none)
+    DIFFUSION_LAB_IF_MODEL       DeepFloyd IF stage 1: "XL" | "L" | "M", a hub id or a local folder
+    DIFFUSION_LAB_IF_STAGE2      DeepFloyd IF stage 2 (upsampling): a hub id or a local folder
 """
 from __future__ import annotations
 
@@ -43,6 +45,13 @@ def split_paths(text: str) -> list[Path]:
 def bundled_runs() -> Path | None:
     path = os.environ.get("DIFFUSION_LAB_BUNDLED_RUNS", str(DEFAULT_BUNDLED_RUNS))
     return Path(path) if path and Path(path).is_dir() else None
+
+
+def deepfloyd_options() -> dict[str, str]:
+    """`DeepFloydBackend.from_pretrained` keywords from DIFFUSION_LAB_IF_MODEL / _IF_STAGE2 (unset:
+    its defaults)."""
+    env = {"model": "DIFFUSION_LAB_IF_MODEL", "stage2": "DIFFUSION_LAB_IF_STAGE2"}
+    return {k: os.environ[v] for k, v in env.items() if os.environ.get(v)}
 
 
 def resolve_device(name: str) -> str:

@@ -5,6 +5,7 @@ import streamlit as st
 import torch
 
 import samplers
+from samplers.backends import BackendUnavailable
 from dashboard import backends, settings
 from dashboard.catalog import Run
 from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
@@ -43,7 +44,7 @@ def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
     try:
         shared = backends.backend("mnist", ckpt, run_dir=str(run.path),
                                   checkpoint=ckpt.path.name, device=s.device)
-    except backends.Unavailable as e:
+    except BackendUnavailable as e:
         st.error(f"Cannot load {run.label} / {ckpt.path.name}: {e}")
         return None
     st.info(f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
@@ -56,8 +57,9 @@ def choose_backend(s: settings.Settings) -> Shared | None:
     if choice == "MNIST model":
         return mnist_backend(s, "Chosen above.")
     try:
-        shared = backends.backend("deepfloyd", device=s.device)
-    except backends.Unavailable as e:
+        shared = backends.backend("deepfloyd", device=s.device,
+                                  **settings.deepfloyd_options())
+    except BackendUnavailable as e:
         if choice == "DeepFloyd IF":
             st.error(f"DeepFloyd IF is unavailable: {e}")
             return None
