@@ -10,6 +10,8 @@ from dashboard.results import Progress, show_result
 from training.pretrained import SAMPLERS_BY_KIND, LabModel
 
 MAX_STEPS = 1000
+# Interactive default: the 50-step samplers (make bench: as accurate as the 300-step ones, 6-9x faster).
+FAST_SAMPLER = {"ddpm": ("ddim", 50), "flow": ("heun", 50)}
 
 
 def controls(lab: LabModel) -> dict | None:
@@ -27,10 +29,14 @@ def controls(lab: LabModel) -> dict | None:
             digits, guidance = [], 1.0
             count = c[0].number_input("Samples", 1, 100, 40, key="studio_count")
         methods = SAMPLERS_BY_KIND[lab.kind]
-        sampler = c[2].selectbox("Sampler", methods, index=methods.index(cfg.sampler)
-                                 if cfg.sampler in methods else 0, key="studio_sampler")
-        steps = c[1].number_input("Steps", 1, MAX_STEPS, min(cfg.sample_steps, MAX_STEPS),
-                                  key="studio_steps", disabled=sampler == "direct")
+        # keyed by model kind: switching runs of another kind starts from that kind's defaults
+        default, default_steps = FAST_SAMPLER.get(lab.kind, (methods[0], cfg.sample_steps))
+        trained = f"the run's own: {cfg.sampler} {cfg.sample_steps} steps"
+        sampler = c[2].selectbox("Sampler", methods, index=methods.index(default),
+                                 key=f"studio_sampler_{lab.kind}", help=trained)
+        steps = c[1].number_input("Steps", 1, MAX_STEPS, min(default_steps, MAX_STEPS),
+                                  key=f"studio_steps_{lab.kind}", disabled=sampler == "direct",
+                                  help=trained)
         seed = c[2].number_input("Seed", 0, 2**31 - 1, 0, key="studio_seed")
         if not st.form_submit_button("Sample", type="primary"):
             return None

@@ -146,7 +146,7 @@ def test_pages_in_a_real_browser(server, page):
     screenshot(page, "runs.png")
 
     open_page(page, f"{server}/studio", "MNIST studio")
-    page.get_by_role("button", name="Sample").click()
+    page.get_by_role("button", name="Sample", exact=True).click()
     page.get_by_role("button", name="Download GIF").wait_for()
     screenshot(page, "studio.png")
 

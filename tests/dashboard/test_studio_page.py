@@ -7,6 +7,10 @@ def studio(app, runs_dir):
     return at.switch_page("screens/studio.py").run()
 
 
+def steps_key(at) -> str:
+    return next(w.key for w in at.number_input if w.key.startswith("studio_steps"))
+
+
 def test_studio_samples_digits(app, lab_runs):
     at = studio(app, lab_runs)
     no_errors(at)
@@ -14,7 +18,7 @@ def test_studio_samples_digits(app, lab_runs):
     assert [s.label for s in at.main.selectbox] == ["Run", "Checkpoint", "Sampler"]
     at.multiselect(key="studio_digits").set_value([3, 7])
     at.number_input(key="studio_count").set_value(2)
-    at.number_input(key="studio_steps").set_value(4)
+    at.number_input(key=steps_key(at)).set_value(4)
     at.button[0].click().run()
     no_errors(at)
     assert at.image[0].captions[0].startswith("digits 3, 7")
@@ -24,12 +28,16 @@ def test_studio_samples_digits(app, lab_runs):
 def test_studio_samplers_follow_the_model(app, lab_runs):
     at = studio(app, lab_runs)
     runs = at.selectbox(key="studio_run")
-    at = runs.set_value("flow-class").run()
-    assert at.selectbox(key="studio_sampler").options == ["euler", "heun", "ddpm", "ddim"]
+    at = runs.set_value("ddpm-class").run()
+    at.selectbox(key="studio_sampler_ddpm").set_value("ddpm").run()
+    at = at.selectbox(key="studio_run").set_value("flow-class").run()
+    assert at.selectbox(key="studio_sampler_flow").options == ["euler", "heun", "ddpm", "ddim"]
+    assert at.selectbox(key="studio_sampler_flow").value == "heun"   # the fast default
+    assert at.number_input(key="studio_steps_flow").value == 50
     at = at.selectbox(key="studio_run").set_value("ddpm-class").run()
-    assert at.selectbox(key="studio_sampler").options == ["ddpm", "ddim"]
-    at.selectbox(key="studio_sampler").set_value("ddim")
-    at.number_input(key="studio_steps").set_value(3)
+    assert at.selectbox(key="studio_sampler_ddpm").options == ["ddpm", "ddim"]
+    assert at.selectbox(key="studio_sampler_ddpm").value == "ddim"
+    at.number_input(key="studio_steps_ddpm").set_value(3)
     at.button[0].click().run()
     no_errors(at)
     assert "ddim · 3 steps" in at.image[0].captions[0]
@@ -55,7 +63,7 @@ def test_concurrent_sessions_get_their_own_results(app, lab_runs):
     def session(seed):
         at = studio(app, lab_runs)
         at.selectbox(key="studio_run").set_value("ddpm-class").run()
-        at.number_input(key="studio_steps").set_value(10)
+        at.number_input(key="studio_steps_ddpm").set_value(10)
         at.number_input(key="studio_count").set_value(1)
         at.number_input(key="studio_seed").set_value(seed)
         return at

@@ -1,0 +1,35 @@
+"""The runs shipped in training/pretrained_runs/ (what a fresh `make dashboard` opens on) load with
+verified checksums and draw the digits they are asked for."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.data import load_dataset
+from training.pretrained import load_lab_model
+
+BUNDLED = Path(__file__).resolve().parents[2] / "training" / "pretrained_runs"
+FAST_SAMPLER = {"flow": ("heun", 10), "ddpm": ("ddim", 20)}
+
+
+def nearest_neighbour_labels(images: torch.Tensor, train_images: torch.Tensor,
+                             train_labels: torch.Tensor) -> torch.Tensor:
+    """1-NN class in pixel space: images (B, 28, 28) in [0, 1] against uint8 (N, 28, 28)."""
+    ref = train_images.flatten(1).float() / 255
+    return train_labels[torch.cdist(images.flatten(1), ref).argmin(dim=1)]
+
+
+@pytest.mark.parametrize("run", ["flow-class-d32", "ddpm-class-d32"])
+def test_bundled_run_draws_the_requested_digits(run):
+    lab = load_lab_model(BUNDLED / run)   # raises on a checksum mismatch or a missing file
+    sampler, steps = FAST_SAMPLER[lab.kind]
+    labels = torch.arange(10).repeat(3)
+    x = lab.sample(labels, guidance_scale=5, sampler=sampler, steps=steps,
+                   generator=torch.Generator().manual_seed(0))
+    assert x.shape == (30, 1, 28, 28) and torch.isfinite(x).all()
+    train = load_dataset("mnist-5k", split="train")
+    predicted = nearest_neighbour_labels((x.squeeze(1) + 1) / 2, train.images, train.labels)
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy >= 0.8, f"{run}: only {accuracy:.0%} of 30 samples look like their class"
