@@ -46,8 +46,9 @@ def test_training_rows_compare_reference_trainer_and_variants():
 def test_sampling_rows_time_both_kinds_and_overhead():
     rows = sampling_rows({"ddpm": None, "flow": None}, SampleSizes(steps=1, repeats=1, warmup=0,
                          per_class=1, hidden=8), CPU, [FastPath(channels_last=True, inference_mode=True)])
-    assert len(rows) == 6   # per kind: two-call loop + two samplers
-    assert [r.name.split(":")[1].split()[1] for r in rows if "lab" in r.name] == ["ddpm", "ddim", "euler", "heun"]
+    assert len(rows) == 7   # per kind: two-call loop + its (sampler, steps) schedules
+    assert [r.name.split(":")[1].split()[1:3] for r in rows if "lab" in r.name] == [
+        ["ddpm", "300"], ["ddpm", "50"], ["ddim", "50"], ["euler", "300"], ["heun", "50"]]
     assert all(r.value > 0 and r.ratio > 0 for r in rows)
     assert all("overhead" in r.note for r in rows if "lab" in r.name)
 

@@ -20,7 +20,7 @@ from .report import DEFAULT_OUT, Row, format_table, write_json
 from .sampling_bench import SampleSizes, sampling_rows
 from .training_bench import TrainSizes, training_rows
 
-SECTIONS = ("peak", "training", "sampling", "deepfloyd")
+SECTIONS = ("peak", "training", "sampling", "quality", "deepfloyd")
 PEAK = "machine peak (GFLOP/s)"
 
 
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if "sampling" in sections:
             runs = {"ddpm": None, "flow": None} | {run_kind(r): r for r in args.run}
             rows += sampling_rows(runs, pl.sample, device, pl.sample_variants)
+        if "quality" in sections:
             if args.run:
                 rows += quality_rows(args.run, args.quality_per_class, args.device)
             else:

@@ -14,7 +14,7 @@ from training.evaluation import evaluate_run
 from training.runs import read_config
 
 from .report import Row
-from .sampling_bench import FULL_STEPS, GUIDANCE, SAMPLERS
+from .sampling_bench import GUIDANCE, SCHEDULES
 
 QUALITY = "sample quality at guidance 5 (needs --run)"
 TTQ = "time to quality: flow-class on mnist-5k"
@@ -23,7 +23,7 @@ TTQ = "time to quality: flow-class on mnist-5k"
 def run_kind(run: Path) -> str:
     """"ddpm" or "flow" for a class-conditional run; ValueError otherwise."""
     cfg = read_config(run)
-    if cfg.get("conditioning") != "class" or cfg.get("kind") not in SAMPLERS:
+    if cfg.get("conditioning") != "class" or cfg.get("kind") not in SCHEDULES:
         raise ValueError(f"{run}: need a class-conditional DDPM or flow run, got "
                          f"{cfg.get('experiment')!r}")
     return cfg["kind"]
@@ -33,14 +33,14 @@ def quality_rows(runs: Sequence[Path], per_class: int, device: str) -> list[Row]
     """Class accuracy and Fréchet distance of each run at its full and 50-step samplers."""
     rows = []
     for run in runs:
-        for sampler in SAMPLERS[run_kind(run)]:
+        for sampler, steps in SCHEDULES[run_kind(run)]:
             start = time.perf_counter()
             r = evaluate_run(run, (GUIDANCE,), per_class=per_class, sampler=sampler,
-                             steps=FULL_STEPS[sampler], device=device, write=False)
+                             steps=steps, device=device, write=False)
             key = f"{GUIDANCE:g}"
             note = (f"Fréchet {r['frechet'][key]:.2f} (real-vs-real floor {r['frechet_floor']:.2f}); "
                     f"{per_class * 10} digits in {time.perf_counter() - start:.0f} s")
-            rows.append(Row(QUALITY, f"{run.name}: {sampler} {FULL_STEPS[sampler]} steps",
+            rows.append(Row(QUALITY, f"{run.name}: {sampler} {steps} steps",
                             100 * r["accuracy"][key], "% class acc", None, note))
     return rows
 

@@ -11,7 +11,8 @@ from training.data import load_dataset
 from training.pretrained import load_lab_model
 
 BUNDLED = Path(__file__).resolve().parents[2] / "training" / "pretrained_runs"
-FAST_SAMPLER = {"flow": ("heun", 10), "ddpm": ("ddim", 20)}
+RUNS = sorted(p.name for p in BUNDLED.iterdir() if (p / "config.json").is_file())
+FAST_SAMPLER = {"flow": ("heun", 10), "ddpm": ("ddpm", 20)}
 
 
 def nearest_neighbour_labels(images: torch.Tensor, train_images: torch.Tensor,
@@ -21,7 +22,11 @@ def nearest_neighbour_labels(images: torch.Tensor, train_images: torch.Tensor,
     return train_labels[torch.cdist(images.flatten(1), ref).argmin(dim=1)]
 
 
-@pytest.mark.parametrize("run", ["flow-class-d32", "ddpm-class-d32"])
+def test_the_first_run_has_both_model_kinds():
+    assert {"flow-class-d32", "ddpm-class-d32"} <= set(RUNS)
+
+
+@pytest.mark.parametrize("run", RUNS)
 def test_bundled_run_draws_the_requested_digits(run):
     lab = load_lab_model(BUNDLED / run)   # raises on a checksum mismatch or a missing file
     sampler, steps = FAST_SAMPLER[lab.kind]
