@@ -2,7 +2,8 @@
 
 Used only when a W&B API key and a project are configured and W&B is not offline/disabled; every
 call goes through `wandb.Api` with a timeout, so a page never blocks without a key. The network
-paths cannot run offline (the tests cover the "not configured" state only).
+cannot be reached in the tests: tests/dashboard/test_wandb_pull.py stands in for `wandb.Api` and
+tests the pull from the download on.
 """
 from __future__ import annotations
 
