@@ -136,7 +136,8 @@ def sampling_rows(runs: dict[str, Path | None], sizes: SampleSizes, device: torc
             two_call_loop(lab, labels, sizes.steps, gen)
 
         samplers = dict.fromkeys(s for s, _ in SCHEDULES[kind])   # a step costs the same at any count
-        lab_works = {(s, fp): SamplerWork(lab, fp, s, labels, sizes, device) for s in samplers for fp in variants}
+        lab_works = {(s, fp): SamplerWork(lab, fp, s, labels, sizes, device)
+                     for s in samplers for fp in variants}
         t = interleaved({"two-call": reference, **lab_works}, repeats=sizes.repeats, warmup=sizes.warmup)
         ref = t["two-call"].median / sizes.steps
         n0 = SCHEDULES[kind][0][1]
@@ -145,7 +146,8 @@ def sampling_rows(runs: dict[str, Path | None], sizes: SampleSizes, device: torc
         for sampler, n in SCHEDULES[kind]:
             for fp in variants:
                 work, per_step = lab_works[sampler, fp], t[sampler, fp].median / sizes.steps
+                note = (f"{per_step * n:.1f} s for {n} steps ({ref * n0 / (per_step * n):.1f}x the "
+                        f"{n0}-step loop); overhead {work.overhead:.1%} of model time")
                 rows.append(Row(SECTION, f"{kind}: lab {sampler} {n} {fp.label}", per_step, "s/step",
-                                ref / per_step, f"{per_step * n:.1f} s for {n} steps ({ref * n0 / (per_step * n):.1f}x "
-                                f"the {n0}-step loop); overhead {work.overhead:.1%} of model time"))
+                                ref / per_step, note))
     return rows

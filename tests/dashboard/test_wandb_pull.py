@@ -10,6 +10,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -51,7 +52,7 @@ def wandb_run(monkeypatch, lab_runs):
     ckpt = list_checkpoints(local)[-1]
     run = FakeRun("flow-class", json.loads((local / "config.json").read_text()),
                   [FakeArtifact(ckpt.path, ["latest", f"epoch-{ckpt.period}"])])
-    monkeypatch.setattr(wandb_source, "_api", lambda: type("Api", (), {"run": lambda self, path: run})())
+    monkeypatch.setattr(wandb_source, "_api", lambda: SimpleNamespace(run=lambda path: run))
     return run, ckpt.period
 
 
