@@ -68,12 +68,20 @@ def test_concurrent_sessions_get_their_own_results(app, lab_runs):
         at.number_input(key="studio_seed").set_value(seed)
         return at
 
-    sessions = [session(1), session(2)]
-    threads = [threading.Thread(target=lambda at=at: at.button[0].click().run()) for at in sessions]
+    sessions, errors = [session(1), session(2)], []
+
+    def click(at):
+        try:   # two sampling reruns share 2 cores with the other test worker: allow them time
+            at.button[0].click().run(timeout=120)
+        except Exception as e:   # a thread's exception is otherwise lost; fail with it below
+            errors.append(e)
+
+    threads = [threading.Thread(target=click, args=(at,)) for at in sessions]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not errors, errors
     together = [at.session_state["studio_result"].png for at in sessions]
     alone = [session(seed).button[0].click().run().session_state["studio_result"].png
              for seed in (1, 2)]
