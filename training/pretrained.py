@@ -23,6 +23,10 @@ from .runs import read_config
 
 SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", "ddim"),
                     "denoiser": ("direct",), "pure-noise": ("direct",)}
+# 50-step samplers that score as the course's 300-step ones do (`make bench` quality rows: strided
+# DDPM 50 = DDPM 300 and Heun 50 = Euler 300 in class accuracy; DDIM 50 loses 2.5 points): the
+# dashboard's interactive default and the bench's 50-step rows.
+FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
 
 
 def schedule(cfg: TrainConfig) -> Tensor | None:

@@ -7,12 +7,9 @@ import torch
 from dashboard import settings, state
 from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
 from dashboard.results import Progress, show_result
-from training.pretrained import SAMPLERS_BY_KIND, LabModel
+from training.pretrained import FAST_SAMPLER, SAMPLERS_BY_KIND, LabModel
 
 MAX_STEPS = 1000
-# Interactive default: 50-step samplers that score as the 300-step ones do (make bench quality rows:
-# strided DDPM 50 = DDPM 300 and Heun 50 = Euler 300 in class accuracy; DDIM 50 loses 2.5 points).
-FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
 
 
 def controls(lab: LabModel) -> dict | None:
