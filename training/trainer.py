@@ -126,7 +126,7 @@ class Trainer:
         if not resume:
             cfg = resolve_length(cfg, len(data), self.batches.steps_per_pass)
         extra = {**cfg.extra, "train_size": len(data), "world_size": self.world,
-                 "device": str(self.device)}
+                 "device": str(self.device), "mixed_precision": self.acc.mixed_precision}
         self.cfg = cfg = TrainConfig.from_dict({**cfg.to_dict(), "dataset": data.name, "extra": extra})
 
         torch.manual_seed(cfg.seed)

@@ -10,6 +10,7 @@ from training.checkpoints import list_checkpoints
 from training.config import EXPERIMENTS, NO_SCHEDULER_EMA_DECAY, make_config, resolve_length
 from training.pretrained import load_lab_model
 from training.runs import list_runs, read_config, read_metrics, read_summary
+from training.trainer import resolve_mixed_precision
 
 TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
         "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "offline"]
@@ -27,6 +28,7 @@ def test_tiny_run_of_every_experiment_writes_every_artifact(tmp_path, experiment
     cfg = read_config(run)
     assert cfg["experiment"] == experiment and cfg["dataset"] == "mnist-5k" and cfg["scheduler"] in (True, False)
     assert cfg["total_steps"] == 4 and cfg["period_steps"] == 2 and cfg["extra"]["train_size"] == 4500
+    assert cfg["extra"]["mixed_precision"] == resolve_mixed_precision("auto", torch.device("cpu"))
 
     rows = read_metrics(run)
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["epoch"] == 2.0
@@ -111,8 +113,6 @@ def test_course_defaults():
 
 
 def test_auto_mixed_precision_picks_native_precision_only():
-    from training.trainer import resolve_mixed_precision
-
     cpu = torch.device("cpu")
     assert resolve_mixed_precision("fp16", cpu) == "fp16"  # an explicit choice is kept
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
