@@ -226,14 +226,24 @@ def inpaint_tab(shared, examples) -> None:
     done("inp_result", "inpainting")
 
 
+def prompt_pair(backend, n_cols: int, first: tuple[str, str, str],
+                second: tuple[str, str, str]) -> tuple[str, str, list]:
+    """Two prompts in the first two of n_cols columns: (first, second, columns).
+
+    Each spec is (label, widget key, name of its default in DEFAULTS).
+    """
+    cols = st.columns(n_cols)
+    prompts = []
+    for col, (label, key, default) in zip(cols, (first, second)):
+        with col:
+            prompts.append(prompt_input(backend, label, key, DEFAULTS[backend.name][default]))
+    return *prompts, cols
+
+
 def anagram_tab(shared) -> None:
     backend = shared.value
-    d = DEFAULTS[backend.name]
-    cols = st.columns(3)
-    with cols[0]:
-        first = prompt_input(backend, "Seen as is", "ana_p1", d["first"])
-    with cols[1]:
-        second = prompt_input(backend, "Seen under the view", "ana_p2", d["second"])
+    first, second, cols = prompt_pair(backend, 3, ("Seen as is", "ana_p1", "first"),
+                                      ("Seen under the view", "ana_p2", "second"))
     views = [v for v in samplers.VIEW_NAMES if v != "identity" and "pass" not in v]
     view = cols[2].selectbox("View", views, key="ana_view")
     if st.button("Make the anagram", key="ana_go", type="primary"):
@@ -253,12 +263,8 @@ def anagram_tab(shared) -> None:
 
 def hybrid_tab(shared) -> None:
     backend = shared.value
-    d = DEFAULTS[backend.name]
-    cols = st.columns(4)
-    with cols[0]:
-        far = prompt_input(backend, "Seen from far (low frequencies)", "hyb_far", d["far"])
-    with cols[1]:
-        near = prompt_input(backend, "Seen up close (high frequencies)", "hyb_near", d["near"])
+    far, near, cols = prompt_pair(backend, 4, ("Seen from far (low frequencies)", "hyb_far", "far"),
+                                  ("Seen up close (high frequencies)", "hyb_near", "near"))
     kernel = cols[2].select_slider("Blur kernel (at 64 px)", [9, 17, 25, 33, 41], 33, key="hyb_k")
     sigma = cols[3].slider("Blur sigma (at 64 px)", 0.5, 4.0, 2.0, 0.5, key="hyb_sigma")
     if st.button("Make the hybrid", key="hyb_go", type="primary"):
