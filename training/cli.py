@@ -13,8 +13,9 @@ from typing import Sequence
 
 from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
-from .config import (ARCHS, DEVICES, EXPERIMENTS, MIXED_PRECISION, NO_SCHEDULER_HELP, SAMPLERS,
-                     WANDB_MODES, ConfigError, TrainConfig, TrainingDiverged, make_config, resume_config)
+from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION, NO_SCHEDULER_HELP,
+                     RECIPE_HELP, RECIPES, SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
+                     TrainConfig, TrainingDiverged, make_config, resume_config)
 
 PROG = "python -m training"
 TOOLS = ("sample", "evaluate", "figures")
@@ -41,6 +42,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     """Options of every experiment; None means "the experiment's course default"."""
     pos_int, pos_float = _positive(int), _positive(float)
     add = p.add_argument
+    add("--recipe", choices=RECIPES, help="defaults to start from; explicit options still win: "
+        + "; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()) + " (default course)")
     add("--name", help="run folder name under --runs-dir (default: the experiment name)")
     add("--runs-dir", default="runs", help="folder holding the runs (default: runs)")
     add("--resume", action="store_true", help="continue the run of this name from its last checkpoint")
@@ -56,12 +59,19 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     add("--batch-size", type=pos_int, help="global batch size (split over processes)")
     add("--lr", type=pos_float, help="Adam learning rate (initial one with the scheduler)")
     add("--no-scheduler", action="store_true", help=NO_SCHEDULER_HELP)
+    add("--lr-schedule", choices=LR_SCHEDULES, help="exponential (course: x0.1 over the run, a step "
+        "per epoch) or cosine (per step, down to --lr-final-ratio)")
+    add("--lr-final-ratio", type=pos_float, help="cosine: last learning rate / --lr (default 0.1)")
+    add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or constant rate)")
+    add("--time-sampling", choices=TIME_SAMPLINGS, help="flow: density of t (default uniform)")
     add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling (e.g. 0.999)")
     add("--p-uncond", type=float, help="class dropout probability (default 0.1)")
     add("--sigma", type=pos_float, help="single-step denoiser noise level (default 0.5)")
-    add("--sampler", choices=SAMPLERS, help="sampler of the previews and GIF")
+    add("--sampler", choices=SAMPLERS, help="the run's default sampler (sample, evaluate, figures)")
     add("--sample-steps", type=pos_int, help="sampler steps (default: 300 = course T / num_ts)")
-    add("--preview-steps", type=pos_int, help="sampler steps of the per-epoch grids (default: --sample-steps)")
+    add("--preview-sampler", choices=SAMPLERS, help="sampler of the per-epoch grids and the GIF "
+        "(default: heun for flow, ddpm for DDPM)")
+    add("--preview-steps", type=pos_int, help="its steps (default 50)")
     add("--guidance-scale", type=float, help="CFG scale of the class grids (default 5)")
     add("--log-every", type=pos_int, help="steps between logged metrics (default 25)")
     add("--checkpoint-every", type=pos_int, help="epochs between checkpoints (default 1)")

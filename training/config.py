@@ -49,7 +49,11 @@ class TrainConfig:
     # optimization
     batch_size: int = 128  # global batch (split over processes)
     lr: float = 1e-3
-    scheduler: bool = True  # ExponentialLR(0.1 ** (1 / periods)) stepped once a period
+    scheduler: bool = True  # False: constant learning rate (after any warm-up)
+    lr_schedule: str = "exponential"  # "exponential": ExponentialLR(0.1 ** (1 / periods)) a period;
+    #                                  "cosine": per-step cosine from lr to lr * lr_final_ratio
+    lr_final_ratio: float = 0.1  # "cosine": the last step's rate as a fraction of lr
+    warmup_steps: int = 0  # linear learning-rate warm-up from lr / warmup_steps (per-step schedules)
     ema_decay: float | None = None  # EMA of weights used for sampling (set by --no-scheduler)
     no_scheduler_compensation: str | None = None
     epochs: int = 20  # course epochs = periods
@@ -64,12 +68,15 @@ class TrainConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     p_uncond: float = 0.1  # class dropout probability (zero one-hot = null class)
+    time_sampling: str = "uniform"  # flow t: "uniform" U[0, 1) or "logit-normal" sigmoid(N(0, 1))
     # sampling
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "euler" | "heun" | "direct" (denoisers)
     sample_steps: int = 300  # DDPM: T steps; flow: the course's num_ts Euler steps
     guidance_scale: float = 5.0
-    preview_steps: int | None = None  # sampler steps for per-period grids (None: sample_steps)
+    preview_sampler: str | None = None  # sampler of per-period grids and the GIF (None: FAST_SAMPLER)
+    preview_steps: int | None = None  # its steps (None: FAST_SAMPLER's 50; sample_steps for others)
     # run
+    recipe: str = "course"  # the RECIPES entry whose defaults this run started from
     name: str = ""
     dataset: str = "auto"
     data_root: str = "data"
@@ -120,27 +127,59 @@ EXPERIMENTS: dict[str, TrainConfig] = {
     "flow-class": TrainConfig("flow-class", conditioning="class", **_FLOW),
 }
 ARCHS = ("course", "improved")
+LR_SCHEDULES = ("exponential", "cosine")
+TIME_SAMPLINGS = ("uniform", "logit-normal")
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "direct")
 WANDB_MODES = ("online", "offline", "disabled")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def make_config(experiment: str, *, no_scheduler: bool = False, **overrides: Any) -> TrainConfig:
-    """Course defaults of `experiment` with `overrides` (None values are ignored) applied.
+# ----------------------------------------------------------------------------- recipes
+# A recipe is a set of defaults laid over an experiment's course defaults; every explicit option
+# still wins. "course" is the course exactly; "fast" reaches the quality bar in minutes on a CPU.
+RECIPES: tuple[str, ...] = ("course", "fast")
+RECIPE_HELP = {
+    "course": "the course's hyperparameters, unchanged",
+    "fast": "warm-up + cosine learning rate, EMA weights, bf16 where native; a few minutes on a CPU",
+}
+# Per kind of model: the fields "fast" changes (kinds not listed keep the course's).
+FAST_RECIPE: dict[str, dict[str, Any]] = {
+    "flow": dict(lr_schedule="cosine", warmup_steps=100, lr_final_ratio=0.02, ema_decay=0.999,
+                 time_sampling="logit-normal", steps=1500),
+    "ddpm": dict(lr_schedule="cosine", warmup_steps=100, lr_final_ratio=0.02, ema_decay=0.999,
+                 steps=1000),
+}
+RECIPE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"course": {}, "fast": FAST_RECIPE}
 
-    `no_scheduler` drops the ExponentialLR with the documented compensation (NO_SCHEDULER_HELP).
-    Raises ConfigError for unknown experiments and invalid values.
-    """
+
+def recipe_defaults(experiment: str, recipe: str = "course") -> TrainConfig:
+    """The defaults of `experiment` under `recipe` (ConfigError for unknown names)."""
     if experiment not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+    if recipe not in RECIPES:
+        raise ConfigError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
     base = EXPERIMENTS[experiment]
+    return replace(base, recipe=recipe, **RECIPE_OVERRIDES[recipe].get(base.kind, {}))
+
+
+def make_config(experiment: str, *, no_scheduler: bool = False, recipe: str | None = None,
+                **overrides: Any) -> TrainConfig:
+    """Defaults of `experiment` under `recipe` (default "course") with `overrides` (None values
+    are ignored) applied; an explicit ``epochs`` replaces a recipe's ``steps``.
+
+    `no_scheduler` makes the learning rate constant (no decay, no warm-up) with the documented
+    compensation (NO_SCHEDULER_HELP). Raises ConfigError for unknown names and invalid values.
+    """
+    base = recipe_defaults(experiment, recipe or "course")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "epochs" in overrides:
         overrides["epochs_explicit"] = True
+        overrides.setdefault("steps", None)
     if no_scheduler and base.scheduler:
         overrides.setdefault("lr", base.lr * NO_SCHEDULER_LR_FACTOR)
-        overrides.setdefault("ema_decay", NO_SCHEDULER_EMA_DECAY)
+        overrides.setdefault("ema_decay", base.ema_decay or NO_SCHEDULER_EMA_DECAY)
+        overrides.setdefault("warmup_steps", 0)
         overrides["no_scheduler_compensation"] = NO_SCHEDULER_HELP
     if no_scheduler:
         overrides["scheduler"] = False
@@ -158,10 +197,19 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
     for name in ("epochs", "steps", "period_steps", "batch_size", "lr", "hidden", "sample_steps",
-                 "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps"):
+                 "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps", "lr_final_ratio"):
         positive(name, getattr(cfg, name))
+    if cfg.warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.warmup_steps and cfg.scheduler and cfg.lr_schedule == "exponential":
+        raise ConfigError("--warmup-steps needs --lr-schedule cosine or --no-scheduler "
+                          "(the course's ExponentialLR has no warm-up)")
     checks = [(cfg.arch, ARCHS, "arch"), (cfg.sampler, SAMPLERS, "sampler"),
+              (cfg.recipe, RECIPES, "recipe"), (cfg.lr_schedule, LR_SCHEDULES, "lr-schedule"),
+              (cfg.time_sampling, TIME_SAMPLINGS, "time-sampling"),
               (cfg.mixed_precision, MIXED_PRECISION, "mixed-precision"), (cfg.device, DEVICES, "device")]
+    if cfg.preview_sampler is not None:
+        checks.append((cfg.preview_sampler, SAMPLERS, "preview-sampler"))
     if cfg.wandb_mode is not None:
         checks.append((cfg.wandb_mode, WANDB_MODES, "wandb-mode"))
     for value, allowed, opt in checks:
@@ -186,7 +234,7 @@ def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> Trai
         period = math.ceil(COURSE_TRAIN_SIZE / cfg.batch_size) if scaled else pass_steps
     total = cfg.steps if cfg.steps is not None else cfg.epochs * period
     periods = math.ceil(total / period)
-    gamma = 0.1 ** (1.0 / periods) if cfg.scheduler else 1.0
+    gamma = 0.1 ** (1.0 / periods) if cfg.scheduler and cfg.lr_schedule == "exponential" else 1.0
     return replace(cfg, period_steps=period, total_steps=total, lr_gamma=gamma)
 
 
@@ -198,7 +246,7 @@ def num_periods(cfg: TrainConfig) -> int:
 # Options a resume may change: the name (its folder's), where and how it runs, and the length (which only extends the run;
 # the period length and the LR decay rate stay as stored).
 RESUME_RUNTIME = ("name", "device", "mixed_precision", "wandb_mode", "wandb_project", "log_every",
-                  "checkpoint_every", "keep_checkpoints", "preview_steps", "data_root")
+                  "checkpoint_every", "keep_checkpoints", "preview_steps", "preview_sampler", "data_root")
 
 
 def resume_config(stored: TrainConfig, given: dict[str, Any]) -> TrainConfig:

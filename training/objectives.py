@@ -59,11 +59,22 @@ def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod:
     return _mse(model(x_t, t, c), noise), t
 
 
+def sample_flow_time(n: int, generator: torch.Generator, device, dtype=torch.float32,
+                     density: str = "uniform") -> Tensor:
+    """(n,) flow times: "uniform" U[0, 1), or "logit-normal" sigmoid(N(0, 1)) in (0, 1), which
+    puts more draws mid-way (Esser et al. 2024, rectified-flow transformers)."""
+    if density == "logit-normal":
+        return torch.sigmoid(torch.randn(n, generator=generator, device=device, dtype=dtype))
+    return torch.rand(n, generator=generator, device=device, dtype=dtype)
+
+
 def flow_loss(model: nn.Module, x1: Tensor, c: Tensor | None, *, generator: torch.Generator,
-              noise: Tensor | None = None, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """||(x1 - x0) - u_theta(x_t, t, c)||^2, x_t = (1-t) x0 + t x1, x0 ~ N(0, I), t ~ U[0, 1)."""
+              noise: Tensor | None = None, t: Tensor | None = None,
+              time_sampling: str = "uniform") -> tuple[Tensor, Tensor]:
+    """||(x1 - x0) - u_theta(x_t, t, c)||^2, x_t = (1-t) x0 + t x1, x0 ~ N(0, I), t drawn by
+    `time_sampling` (sample_flow_time; the course: U[0, 1))."""
     if t is None:
-        t = torch.rand(x1.shape[0], generator=generator, device=x1.device, dtype=x1.dtype)
+        t = sample_flow_time(x1.shape[0], generator, x1.device, x1.dtype, time_sampling)
     if noise is None:
         noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
     tt = t.view(-1, 1, 1, 1)
@@ -85,7 +96,7 @@ def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective
             return pure_noise_loss(model, x, generator=generator)
         if cfg.kind == "ddpm":
             return ddpm_loss(model, x, c, alphas_cumprod=alphas_cumprod, generator=generator)
-        return flow_loss(model, x, c, generator=generator)
+        return flow_loss(model, x, c, generator=generator, time_sampling=cfg.time_sampling)
 
     return objective
 

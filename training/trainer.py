@@ -26,8 +26,9 @@ from .config import ConfigError, TrainConfig, TrainingDiverged, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, grid_array, save_gif
 from .objectives import loss_by_t_bins, make_objective
-from .pretrained import LabModel, build_unet, schedule
+from .pretrained import FAST_SAMPLER, LabModel, build_unet, schedule
 from .runs import safe_run_dir
+from .schedules import make_scheduler
 from .tracking import Tracker
 
 GIF_FRAMES = 30
@@ -73,6 +74,13 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "bf16"
     return "no"
+
+
+def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
+    """(sampler, steps) of the per-period grids and the GIF: the run's preview settings, else the
+    50-step default of its kind (FAST_SAMPLER), else its own sampler and steps."""
+    default_sampler, default_steps = FAST_SAMPLER.get(cfg.kind, (cfg.sampler, cfg.sample_steps))
+    return cfg.preview_sampler or default_sampler, cfg.preview_steps or default_steps
 
 
 def save_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
@@ -133,7 +141,7 @@ class Trainer:
         self.model = build_unet(cfg).to(self.device)
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=cfg.lr_gamma)
+        self.scheduler, self.scheduler_per_step = make_scheduler(self.optimizer, cfg)
         self.alphas_cumprod = schedule(cfg)
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
         self.objective = make_objective(cfg, ab)
@@ -235,15 +243,16 @@ class Trainer:
                 rows = torch.cat([clean, noisy.clamp(0, 1), lab.unet(noisy).clamp(0, 1)])
                 return save_grid(rows * 2 - 1, out / f"epoch-{period:04d}.png"), None
             frames: list = []
-            steps = self.cfg.preview_steps or self.cfg.sample_steps
+            sampler, steps = preview_sampler(self.cfg)
             every = max(1, steps // GIF_FRAMES)
 
-            def keep_frame(i, t, x, *rest):
+            def keep_frame(*args):  # a dict {i, t, x, denoised} or positional (i, t, x, ...)
+                i, x = (args[0]["i"], args[0]["x"]) if isinstance(args[0], dict) else (args[0], args[2])
                 if i % every == 0:
                     frames.append(_grid(x))
 
             labels = torch.arange(10, device=self.device).repeat(4)
-            kw = dict(steps=steps, generator=g, callback=keep_frame if gif else None)
+            kw = dict(sampler=sampler, steps=steps, generator=g, callback=keep_frame if gif else None)
             x = lab.sample(labels, **kw) if lab.class_conditional else lab.sample(n=40, **kw)
             png = save_grid(x, out / f"epoch-{period:04d}.png")
             if not gif or self.cfg.kind == "pure-noise":
@@ -291,6 +300,8 @@ class Trainer:
             bad_step = torch.where((bad_step > 0) | loss.detach().isfinite(), bad_step, self.step + 1)
             self.ddp_optimizer.step()
             self.ddp_optimizer.zero_grad(set_to_none=True)
+            if self.scheduler_per_step:
+                self.scheduler.step()
             self.step += 1
             if self.ema is not None:
                 self.ema.update(self.model, self.step)
@@ -307,7 +318,7 @@ class Trainer:
                 acc_vals.zero_()
                 last_t, last_step = now, self.step
             if period_end:
-                if self.step % period_steps == 0:
+                if self.step % period_steps == 0 and not self.scheduler_per_step:
                     self.scheduler.step()
                 period = math.ceil(self.step / period_steps)
                 self._end_period(period, final=self.step == total)

@@ -19,7 +19,10 @@ def _files(run, name):
     return {c.period: (c.path / name).read_bytes() for c in list_checkpoints(run)}
 
 
-@pytest.mark.parametrize("experiment, extra", [("flow-class", []), ("ddpm-time", ["--no-scheduler"])])
+@pytest.mark.parametrize("experiment, extra", [
+    ("flow-class", []), ("ddpm-time", ["--no-scheduler"]),
+    ("ddpm-class", ["--recipe", "fast", "--warmup-steps", "2"]),  # per-step LambdaLR + EMA
+])
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path, experiment, extra):
     assert _train(tmp_path, experiment, "full", *extra) == 0
     assert _train(tmp_path, experiment, "cut", *extra, "--stop-after", "1") == 0
@@ -35,7 +38,7 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path, experiment, extra):
     full = tmp_path / "full"
     assert read_summary(cut)["status"] == "finished"
     assert _files(cut, "model.safetensors")[3] == _files(full, "model.safetensors")[3]
-    if extra:  # the no-scheduler variant keeps an EMA of the weights: resumed exactly too
+    if extra:  # no-scheduler and the fast recipe keep an EMA of the weights: resumed exactly too
         assert _files(cut, "ema.safetensors")[3] == _files(full, "ema.safetensors")[3]
     a, b = load_file(full / "checkpoints/epoch-0003/model.safetensors"), load_file(cut / "checkpoints/epoch-0003/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,85 @@
+"""Recipes: named defaults over the course's, recorded in the run, composing with every option."""
+import math
+
+import pytest
+import torch
+
+from training import cli
+from training.config import (EXPERIMENTS, FAST_RECIPE, RECIPES, ConfigError, make_config,
+                             resolve_length)
+from training.objectives import sample_flow_time
+from training.runs import read_config, read_metrics
+from training.schedules import WarmupCosine, make_scheduler
+
+
+def test_course_recipe_is_the_course_exactly():
+    for name, base in EXPERIMENTS.items():
+        cfg = make_config(name)
+        assert cfg.recipe == "course" and make_config(name, recipe="course") == cfg
+        assert (cfg.lr, cfg.batch_size, cfg.hidden, cfg.lr_schedule, cfg.warmup_steps,
+                cfg.ema_decay, cfg.time_sampling) == (base.lr, base.batch_size, base.hidden,
+                                                      "exponential", 0, None, "uniform")
+
+
+@pytest.mark.parametrize("experiment", ["flow-class", "ddpm-class"])
+def test_fast_recipe_applies_its_overrides_and_explicit_options_win(experiment):
+    kind = EXPERIMENTS[experiment].kind
+    cfg = make_config(experiment, recipe="fast")
+    assert cfg.recipe == "fast" and set(RECIPES) >= {"course", "fast"}
+    assert all(getattr(cfg, k) == v for k, v in FAST_RECIPE[kind].items())
+    mine = make_config(experiment, recipe="fast", lr=1e-4, ema_decay=0.99, steps=7, hidden=16)
+    assert (mine.lr, mine.ema_decay, mine.steps, mine.hidden) == (1e-4, 0.99, 7, 16)
+    by_epochs = make_config(experiment, recipe="fast", epochs=2)  # --epochs replaces its steps
+    assert by_epochs.steps is None and by_epochs.epochs_explicit
+
+
+def test_fast_no_scheduler_is_a_constant_rate():
+    cfg = make_config("flow-class", recipe="fast", no_scheduler=True)
+    assert not cfg.scheduler and cfg.warmup_steps == 0 and cfg.ema_decay
+    cfg = resolve_length(cfg, 4500, 71)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched, per_step = make_scheduler(opt, cfg)
+    rates = []
+    for _ in range(cfg.total_steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert per_step and len(set(rates)) == 1
+
+
+def test_unknown_recipe_and_bad_combinations_raise():
+    with pytest.raises(ConfigError, match="recipe"):
+        make_config("flow-class", recipe="slow")
+    with pytest.raises(ConfigError, match="warm-up"):
+        make_config("flow-class", warmup_steps=10)  # the course's ExponentialLR has none
+
+
+def test_warmup_cosine_shape():
+    f = WarmupCosine(total=110, warmup=10, final_ratio=0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
+    values = [f(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_logit_normal_time_is_inside_the_unit_interval_and_seeded():
+    g = lambda: torch.Generator().manual_seed(3)
+    t = sample_flow_time(20_000, g(), "cpu", density="logit-normal")
+    assert 0 < t.min() and t.max() < 1 and abs(float(t.mean()) - 0.5) < 0.01
+    assert float(((t > 0.25) & (t < 0.75)).float().mean()) > 0.6  # uniform: 0.5
+    assert torch.equal(t, sample_flow_time(20_000, g(), "cpu", density="logit-normal"))
+
+
+def test_recipe_is_written_into_the_run_record(tmp_path):
+    argv = ["flow-class", "--recipe", "fast", "--dataset", "mnist-5k", "--hidden", "4",
+            "--batch-size", "8", "--steps", "4", "--warmup-steps", "2", "--period-steps", "2",
+            "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "disabled",
+            "--runs-dir", str(tmp_path), "--name", "fast"]
+    assert cli.main(argv) == 0
+    cfg = read_config(tmp_path / "fast")
+    assert (cfg["recipe"], cfg["lr_schedule"], cfg["time_sampling"], cfg["warmup_steps"]) == (
+        "fast", "cosine", "logit-normal", 2)
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "fast")]
+    peak, final = cfg["lr"], cfg["lr"] * cfg["lr_final_ratio"]
+    assert lrs[0] == pytest.approx(peak) and lrs[-1] == pytest.approx(final)  # after warm-up, end
+    assert not math.isclose(lrs[1], lrs[2])

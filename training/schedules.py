@@ -1,0 +1,43 @@
+"""Learning-rate schedules of a run: the course's ExponentialLR, or per-step warm-up + cosine.
+
+`make_scheduler(optimizer, cfg)` returns the scheduler and whether it steps every optimizer step
+(True) or once a period (the course's ExponentialLR, False). Both are torch schedulers, so their
+state dicts go into checkpoints and a resume continues them exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .config import TrainConfig
+
+
+@dataclass(frozen=True)
+class WarmupCosine:
+    """LR factor at step s: linear warm-up (s+1)/warmup, then cosine from 1 to `final_ratio`
+    at `total` steps; constant 1 after the warm-up when `decay` is False. Picklable."""
+
+    total: int
+    warmup: int = 0
+    final_ratio: float = 0.1
+    decay: bool = True
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if not self.decay:
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.final_ratio + (1 - self.final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig
+                   ) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+    """(scheduler, per_step) for a resolved cfg (total_steps and lr_gamma set)."""
+    if cfg.lr_schedule == "exponential" and cfg.warmup_steps == 0:
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma), False
+    decay = cfg.scheduler and cfg.lr_schedule == "cosine"
+    factor = WarmupCosine(cfg.total_steps, cfg.warmup_steps, cfg.lr_final_ratio, decay)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
