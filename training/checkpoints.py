@@ -1,5 +1,10 @@
 """Checkpoints: `checkpoints/epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}`.
 
+`epoch-NNNN` is written at the end of period NNNN; a run stopped mid-period (SIGTERM) writes
+`epoch-NNNN-step-SSSSSSSS` (NNNN periods complete, SSSSSSSS the step), which sorts between
+`epoch-NNNN` and `epoch-(NNNN+1)`, so a resume starts from the newest either way, and which pruning
+removes once a newer checkpoint exists.
+
 A checkpoint is written into a hidden temporary folder (each file serialized in memory, written
 and fsynced) and renamed into place, so a folder named `epoch-NNNN` is always complete; a failed
 write removes its temporary folder and leaves the earlier checkpoints as they were. Weights are
@@ -14,6 +19,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,7 @@ from safetensors.torch import save as safetensors_bytes
 
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "epoch-"
+_NAME = re.compile(r"epoch-(\d+)(?:-step-(\d+))?")
 
 
 class CheckpointError(ValueError):
@@ -43,19 +50,30 @@ class Checkpoint:
     meta: dict[str, Any]
 
     @property
+    def partial(self) -> bool:
+        """Written mid-period (a stopped run), not at a period's end."""
+        return _NAME.fullmatch(self.path.name).group(2) is not None
+
+    @property
     def weights_file(self) -> Path:
         """The weights to sample with: the EMA when the run kept one."""
         return self.path / self.meta.get("sampling_weights", "model.safetensors")
 
 
-def checkpoint_name(period: int) -> str:
-    return f"{_PREFIX}{period:04d}"
+def checkpoint_name(period: int, step: int | None = None) -> str:
+    """`epoch-NNNN` (end of period NNNN), or with `step` the mid-period `epoch-NNNN-step-SSSSSSSS`."""
+    return f"{_PREFIX}{period:04d}" + ("" if step is None else f"-step-{step:08d}")
+
+
+def _order(path: Path) -> tuple[int, int]:
+    m = _NAME.fullmatch(path.name)
+    return int(m.group(1)), int(m.group(2) or -1)
 
 
 def checkpoint_folders(run_dir: str | Path) -> list[Path]:
-    """Every `epoch-NNNN` folder of a run, oldest first (temporary folders are skipped)."""
+    """Every checkpoint folder of a run, oldest first (temporary folders are skipped)."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    return sorted(p for p in root.glob(f"{_PREFIX}[0-9]*") if p.name[len(_PREFIX):].isdigit()) \
+    return sorted((p for p in root.glob(f"{_PREFIX}[0-9]*") if _NAME.fullmatch(p.name)), key=_order) \
         if root.is_dir() else []
 
 
@@ -69,7 +87,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path / 'meta.json'}: unreadable ({e})") from e
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path / 'meta.json'}: not a JSON object")
-    return Checkpoint(path, int(path.name[len(_PREFIX):]), meta)
+    return Checkpoint(path, _order(path)[0], meta)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
@@ -125,15 +143,16 @@ def _write(path: Path, data: bytes) -> None:
 
 def save_checkpoint(run_dir: str | Path, period: int, *, model: dict[str, torch.Tensor],
                     state: dict[str, Any], meta: dict[str, Any],
-                    ema: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write checkpoint `period` atomically; returns its folder.
+                    ema: dict[str, torch.Tensor] | None = None, step: int | None = None) -> Path:
+    """Write checkpoint `period` (with `step`: the mid-period one, see checkpoint_name) atomically;
+    returns its folder.
 
     CheckpointWriteError (an OSError) when the disk refuses a write; the temporary folder is
     removed and the earlier checkpoints are untouched.
     """
     root = Path(run_dir) / CHECKPOINT_DIR
-    final = root / checkpoint_name(period)
-    tmp = root / f".tmp-{checkpoint_name(period)}-{os.getpid()}"
+    final = root / checkpoint_name(period, step)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
     header = {"experiment": str(meta["experiment"])} if "experiment" in meta else None
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -181,11 +200,16 @@ def verify_checksums(ckpt: Checkpoint, names: tuple[str, ...] | None = None) -> 
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int, milestones: tuple[int, ...]) -> None:
-    """Delete all but the last `keep` checkpoints and the milestone periods; drop stale temp folders."""
+    """Delete all but the last `keep` period checkpoints and the milestone periods, and every
+    mid-period checkpoint but the newest checkpoint; drop stale temp folders."""
     root = Path(run_dir) / CHECKPOINT_DIR
     ckpts = list_checkpoints(run_dir)
-    for c in ckpts[:-keep] if keep > 0 else ckpts:
+    ends = [c for c in ckpts if not c.partial]
+    for c in ends[:-keep] if keep > 0 else ends:
         if c.period not in milestones:
+            shutil.rmtree(c.path, ignore_errors=True)
+    for c in ckpts[:-1]:
+        if c.partial:
             shutil.rmtree(c.path, ignore_errors=True)
     for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")] if root.is_dir() else []:
         if not stale.name.endswith(f"-{os.getpid()}"):  # left by a killed process

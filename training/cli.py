@@ -7,7 +7,9 @@ summary.json marked "failed" and its last good checkpoint kept.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -142,16 +144,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from .trainer import train
+    from .trainer import STOP, request_stop, train
 
     cfg = config_from_args(args)
-    run_dir = train(cfg, args.runs_dir, resume=args.resume, stop_after=args.stop_after)
+    STOP.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, request_stop) if main_thread else None  # stop cleanly
+    try:
+        run_dir = train(cfg, args.runs_dir, resume=args.resume, stop_after=args.stop_after)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     from .runs import read_summary
 
     s = read_summary(run_dir)
     if s.get("status") == "finished" and PartialState().is_main_process:
         print(f"{cfg.name}: finished at step {s.get('step')} (epoch {s.get('epoch')}), "
               f"loss {s.get('final_loss', float('nan')):.4f}, {s.get('wall_time_s')} s -> {run_dir}")
+    elif s.get("status") == "stopped" and PartialState().is_main_process:
+        print(f"{cfg.name}: stopped at step {s.get('step')} (SIGTERM); continue it with: {PROG} "
+              f"{cfg.experiment} --runs-dir {args.runs_dir} --name {cfg.name} --resume")
     return 0
 
 

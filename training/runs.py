@@ -6,14 +6,16 @@
     checkpoints/    epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}
     samples/        epoch-NNNN.png per period, sampling.gif at the end
     figures/        course deliverables (training.figures)
-    summary.json    status running|finished|failed, epoch, step, wall_time_s, final_loss,
-                    wandb {mode, project, id, url, dir, sync_command}, evaluation {...}
+    summary.json    status running|finished|failed|stopped, epoch, step, wall_time_s, final_loss,
+                    wandb {mode, project, id, url, dir, sync_command}, evaluation {...},
+                    process {pid, started, host} of the training process (process_alive)
     wandb/          the W&B run files (offline runs: upload with the summary's sync_command)
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from .checkpoints import Checkpoint, list_checkpoints
 from .config import ConfigError
 
 __all__ = ["RunInfo", "list_runs", "read_config", "read_metrics", "read_summary",
-           "list_checkpoints", "safe_run_dir", "write_json", "write_text_atomic"]
+           "list_checkpoints", "safe_run_dir", "write_json", "write_text_atomic",
+           "process_identity", "process_alive"]
 
 
 @dataclass
@@ -54,6 +57,30 @@ def safe_run_dir(runs_dir: str | Path, name: str) -> Path:
         raise ConfigError(f"invalid run name {name!r}: it must stay inside {runs_dir} "
                           f"(no '/', '..' or symlink out of it)")
     return path
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """{pid, started, host} of a process (default: this one): `started` is its start time, so a
+    later process given the same pid is told apart."""
+    import psutil  # a dependency of wandb
+
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "started": psutil.Process(pid).create_time(), "host": socket.gethostname()}
+
+
+def process_alive(identity: dict[str, Any] | None) -> bool | None:
+    """Whether the process `identity` names still runs: None when it cannot be told (no identity,
+    or one from another host), False when its pid is gone, a zombie, or now another process."""
+    import psutil
+
+    if not identity or identity.get("host") != socket.gethostname():
+        return None
+    try:
+        proc = psutil.Process(int(identity["pid"]))
+        return (abs(proc.create_time() - float(identity["started"])) < 0.01
+                and proc.status() != psutil.STATUS_ZOMBIE)
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

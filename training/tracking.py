@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .runs import read_config, read_metrics, read_summary, write_json, write_text_atomic
+from .runs import (process_identity, read_config, read_metrics, read_summary, write_json,
+                   write_text_atomic)
 
 INIT_TIMEOUT_S = 30  # the most an unreachable W&B may delay a run (WANDB_INIT_TIMEOUT can lower it)
 WANDB_HOST = "api.wandb.ai"
@@ -212,7 +213,8 @@ class Tracker:
             self.record.truncate_metrics(resume_step)
         run_id = previous.get("wandb", {}).get("id") if resume_step is not None else None
         self.wandb = WandbRun(run_dir, cfg, run_id, resolve_mode(cfg.wandb_mode))
-        self.record.update_summary(status="running", wandb=self.wandb.info())
+        self.record.update_summary(status="running", wandb=self.wandb.info(),
+                                   process=process_identity())
 
     def wall_time(self) -> float:
         return self.elapsed_before + time.time() - self.start
@@ -238,7 +240,7 @@ class Tracker:
             self.wandb.log_checkpoint(checkpoint, period, {"step": step, "loss": loss})
         self.wandb.update_summary({"final_loss": loss, "epoch": period, "step": step})
         info = self.wandb.info()
-        self.wandb.finish(0 if status == "finished" else 1)
+        self.wandb.finish(0 if status in ("finished", "stopped") else 1)
         if self.wandb.error:
             info = self.wandb.info()
         if info.get("sync_command"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,12 @@ from .schedules import make_scheduler
 from .tracking import Tracker
 
 GIF_FRAMES = 30
+STOP = threading.Event()  # set by request_stop (the CLI's SIGTERM handler)
+
+
+def request_stop(*_signal_args) -> None:
+    """Ask the training loop to stop after the current step: a checkpoint there, status "stopped"."""
+    STOP.set()
 
 
 class EMA:
@@ -205,7 +212,7 @@ class Trainer:
         self.last_loss = ckpt.meta.get("loss")
         return ckpt
 
-    def _save(self, period: int) -> Path:
+    def _save(self, period: int, partial_step: int | None = None) -> Path:
         nets = [self.model] + ([self.ema.model] if self.ema is not None else [])
         if not torch.stack([p.isfinite().all() for n in nets for p in n.parameters()]).all():
             raise TrainingDiverged(f"the weights became NaN or infinite by step {self.step}; "
@@ -216,7 +223,8 @@ class Trainer:
                 "arch": self.cfg.arch, "hidden": self.cfg.hidden, "conditioning": self.cfg.conditioning,
                 "wall_time_s": round(self.tracker.wall_time(), 2)}
         path = ck.save_checkpoint(self.run_dir, period, model=self.model.state_dict(), state=state,
-                                  meta=meta, ema=self.ema.model.state_dict() if self.ema else None)
+                                  meta=meta, ema=self.ema.model.state_dict() if self.ema else None,
+                                  step=partial_step)
         ck.prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints, self.cfg.milestones)
         return path
 
@@ -325,9 +333,32 @@ class Trainer:
                 last_t = time.time()  # previews and checkpoints do not count against images/s
                 if self.stop_after is not None and period >= self.stop_after and self.step < total:
                     break
+            if self.step < total and self._stop_requested():
+                self._stop()
+                break
         bar.close()
         if self.tracker is not None and self.step < total:  # stopped early: as if killed here
             self.tracker.wandb.finish()
+
+    def _stop_requested(self) -> bool:
+        """STOP on any process (several: checked at logging steps, where they sync anyway)."""
+        if self.world == 1:
+            return STOP.is_set()
+        if self.step % self.cfg.log_every:
+            return False
+        flag = torch.tensor(float(STOP.is_set()), device=self.device)
+        return bool(self.acc.reduce(flag, "sum").item() > 0)
+
+    def _stop(self) -> None:
+        """A checkpoint at this step (unless the period's end just wrote one), then "stopped"."""
+        if self.main:
+            last = ck.latest_checkpoint(self.run_dir)
+            if last is None or last.meta.get("step") != self.step:
+                self._save(self.step // self.cfg.period_steps, partial_step=self.step)
+            self.tracker.finish("stopped", gif=None, checkpoint=None,
+                                period=round(self.step / self.cfg.period_steps, 4),
+                                step=self.step, loss=self.last_loss)
+        self.acc.wait_for_everyone()
 
     def _check_finite(self, loss_sum: Tensor, bad_step: Tensor, last_step: int) -> None:
         """TrainingDiverged (on every process) when a loss since the last log was NaN or inf."""

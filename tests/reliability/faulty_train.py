@@ -2,8 +2,9 @@
 SIGKILLs itself at a chosen point (tests only; the training code has no fault hooks).
 
 FAULT is `none`, `write:PERIOD:FILE:FRACTION` (die after writing FRACTION of FILE of checkpoint
-PERIOD into its temporary folder) or `after-save:PERIOD` (die right after checkpoint PERIOD was
-renamed into place, before pruning and the rest of the period's bookkeeping).
+PERIOD into its temporary folder), `after-save:PERIOD` (die right after checkpoint PERIOD was
+renamed into place, before pruning and the rest of the period's bookkeeping) or `sigterm:STEP`
+(send itself SIGTERM as step STEP's metrics are logged: a stop at exactly that step).
 """
 import os
 import signal
@@ -12,7 +13,7 @@ import sys
 import torch
 
 import training.checkpoints as ck
-from training import cli
+from training import cli, tracking
 
 
 def die() -> None:
@@ -40,6 +41,14 @@ def install(fault: str) -> None:
                 die()
             real_prune(run_dir, *a, **kw)
         ck.prune_checkpoints = prune
+    elif kind == "sigterm":
+        step, real_log = int(args[0]), tracking.Tracker.log_metrics
+
+        def log_metrics(self, row):
+            real_log(self, row)
+            if row["step"] == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+        tracking.Tracker.log_metrics = log_metrics
     elif kind != "none":
         raise SystemExit(f"unknown fault {fault!r}")
 
