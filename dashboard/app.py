@@ -1,4 +1,4 @@
-"""Diffusion Lab dashboard: `streamlit run dashboard/app.py` (Runs, MNIST studio, Sampler lab)."""
+"""Diffusion Lab dashboard: `streamlit run dashboard/app.py` (Runs, Train, MNIST studio, Sampler lab)."""
 import sys
 from pathlib import Path
 
@@ -15,6 +15,7 @@ SCREENS = Path(__file__).parent / "screens"  # not "pages/": that name switches 
 # its legacy folder mode, which runs a page without this script when it is opened first
 navigation = st.navigation([
     st.Page(SCREENS / "runs.py", title="Runs", icon=":material/monitoring:", default=True),
+    st.Page(SCREENS / "train.py", title="Train", icon=":material/model_training:"),
     st.Page(SCREENS / "studio.py", title="MNIST studio", icon=":material/draw:"),
     st.Page(SCREENS / "sampler_lab.py", title="Sampler lab", icon=":material/science:"),
 ])

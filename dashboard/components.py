@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import streamlit as st
 
 from training.checkpoints import Checkpoint, list_checkpoints
+from training.runs import read_summary
 
+from . import jobs
 from .catalog import Run, find_runs, no_runs_message
 from .settings import Settings
 
@@ -52,3 +55,30 @@ def checkpoint_select(run: Run, key: str) -> Checkpoint | None:
     names = [c.path.name for c in ckpts]
     name = st.selectbox("Checkpoint", names, key=f"{key}_{run.label}")
     return ckpts[names.index(name)]
+
+
+def evaluate_controls(run_dir: Path, key: str) -> bool:
+    """Evaluate button of a run (a background `python -m training evaluate`), or the running
+    evaluation's log tail; True while one runs."""
+    job = jobs.live_job(run_dir, "evaluate")
+    if job is not None:
+        st.info(f"Evaluating {run_dir.name} (pid {job.pid}); the results appear on the Runs page.")
+        st.code(jobs.tail(job.log, 8) or "(starting)", language=None)
+        return True
+    with st.expander(f"Evaluate {run_dir.name}"):
+        c = st.columns(3)
+        per_class = c[0].number_input("Samples per class", 1, 1000, 50, key=f"{key}_per_class")
+        steps = c[1].number_input("Sampler steps (0: the run's)", 0, 1000, 0, key=f"{key}_steps")
+        st.caption("Class accuracy and Fréchet distance at guidance 0, 1, 3, 5 and 7, against "
+                   "real digits (a classifier is trained once per dataset and cached).")
+        if c[2].button("Evaluate", key=f"{key}_start"):
+            with user_errors("Cannot evaluate"):
+                job = jobs.start_evaluation(jobs.EvalRequest(run_dir, int(per_class),
+                                                             int(steps) or None))
+                st.toast(f"Evaluating {run_dir.name} (pid {job.pid}).")
+                return True
+    last = jobs.find(run_dir, "evaluate")
+    if last is not None and "evaluation" not in read_summary(run_dir):
+        st.warning(f"The last evaluation of {run_dir.name} left no result; its log ends:")
+        st.code(jobs.tail(last.log, 8), language=None)
+    return False

@@ -8,6 +8,8 @@ Environment (all optional):
                                  (default: training/pretrained_runs; empty: none)
     DIFFUSION_LAB_IF_MODEL       DeepFloyd IF stage 1: "XL" | "L" | "M", a hub id or a local folder
     DIFFUSION_LAB_IF_STAGE2      DeepFloyd IF stage 2 (upsampling): a hub id or a local folder
+    DIFFUSION_LAB_MAX_TRAINING   training runs the Train page lets run at once (default 1);
+                                 further starts wait in the queue
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class Settings:
     bundled: Path | None  # the bundled runs folder when it exists
     wandb_project: str  # "" when not configured
     device: str  # a torch device name (auto resolved)
+    max_training: int = 1  # concurrent training runs started from the Train page
 
     @property
     def write_root(self) -> Path:
@@ -52,6 +55,12 @@ def deepfloyd_options() -> dict[str, str]:
     its defaults)."""
     env = {"model": "DIFFUSION_LAB_IF_MODEL", "stage2": "DIFFUSION_LAB_IF_STAGE2"}
     return {k: os.environ[v] for k, v in env.items() if os.environ.get(v)}
+
+
+def max_training() -> int:
+    """DIFFUSION_LAB_MAX_TRAINING as a positive int (1 when unset or not a positive number)."""
+    text = os.environ.get("DIFFUSION_LAB_MAX_TRAINING", "1").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
 def resolve_device(name: str) -> str:
@@ -81,7 +90,8 @@ def sidebar() -> Settings:
     bundled = bundled_runs()
     if bundled is not None and bundled.resolve() not in {r.resolve() for r in roots}:
         roots.append(bundled)
-    settings = Settings(tuple(roots), bundled, project.strip(), resolve_device(device))
+    settings = Settings(tuple(roots), bundled, project.strip(), resolve_device(device),
+                        max_training())
     st.session_state["settings"] = settings
     return settings
 

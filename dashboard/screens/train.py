@@ -1,0 +1,254 @@
+"""Train: start a run of any experiment in the background, watch it live, stop, resume, evaluate."""
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from dashboard import charts, jobs, settings
+from dashboard.components import evaluate_controls, user_errors
+from training.config import EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES
+from training.data import DATASETS
+from training.runs import read_config, read_metrics, read_summary
+
+LIVE_S = 2  # seconds between refreshes of a training run's panel
+ACTIVE = ("running", "starting")
+RESUMABLE = ("stopped", "interrupted", "failed")
+
+
+def free_name(root, experiment: str) -> str:
+    """The experiment's name, or the first `NAME-2`, `NAME-3`... not taken in root or the queue."""
+    taken = {r.name for r in jobs.queued(root)}
+    for i in range(1, 1000):
+        name = experiment if i == 1 else f"{experiment}-{i}"
+        if name not in taken and not (root / name).exists():
+            return name
+    return experiment
+
+
+def _experiment_changed(root) -> None:
+    experiment = st.session_state["train_experiment"]
+    st.session_state["train_name"] = free_name(root, experiment)
+    st.session_state["train_hidden"] = EXPERIMENTS[experiment].hidden
+
+
+def request_form(root) -> jobs.TrainRequest:
+    """The new-run widgets; returns the request they describe (validated on start)."""
+    st.session_state.setdefault("train_experiment", "flow-class")
+    st.session_state.setdefault("train_name", free_name(root, st.session_state["train_experiment"]))
+    st.session_state.setdefault("train_hidden", EXPERIMENTS[st.session_state["train_experiment"]].hidden)
+    c = st.columns(3)
+    experiment = c[0].selectbox("Experiment", list(EXPERIMENTS), key="train_experiment",
+                                on_change=_experiment_changed, args=(root,))
+    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe",
+                            help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
+    dataset = c[2].selectbox("Dataset", DATASETS, index=DATASETS.index("mnist-5k"),
+                             key="train_dataset", help="mnist-5k ships with the lab (offline)")
+    c = st.columns(4)
+    steps = c[0].number_input("Steps", 0, jobs.MAX_STEPS, 0, key="train_steps",
+                              help="optimizer steps; 0: the recipe's length")
+    epochs = c[1].number_input("Epochs", 0, 10_000, 0, key="train_epochs",
+                               help="passes over the dataset; 0: the recipe's length")
+    seed = c[2].number_input("Seed", 0, jobs.MAX_SEED, 0, key="train_seed")
+    hidden = c[3].number_input("Width (--hidden)", 1, jobs.MAX_HIDDEN, key="train_hidden",
+                               help=f"the UNet's D (course: {EXPERIMENTS[experiment].hidden})")
+    c = st.columns(3)
+    wandb_mode = c[0].selectbox("W&B mode", WANDB_MODES, index=WANDB_MODES.index("offline"),
+                                key="train_wandb", help="offline: logged locally; upload later "
+                                "with the `wandb sync` command the run prints")
+    device = c[1].selectbox("Device", jobs.DEVICES, key="train_device")
+    name = c[2].text_input("Run name", key="train_name", help=f"a folder name inside {root}")
+    log_every = st.number_input("Log every (steps)", 1, 100_000, 25, key="train_log_every",
+                                help="steps between logged metrics: the live view's updates")
+    return jobs.TrainRequest(
+        experiment=experiment, name=name.strip(), recipe=recipe, dataset=dataset,
+        steps=int(steps) or None, epochs=int(epochs) or None, seed=int(seed),
+        hidden=None if hidden == EXPERIMENTS[experiment].hidden else int(hidden),
+        wandb_mode=wandb_mode, device=device, log_every=None if log_every == 25 else int(log_every))
+
+
+def start_section(s: settings.Settings) -> None:
+    root = s.write_root
+    st.caption(f"Runs folder: `{root}` (the first of the sidebar's runs folders). "
+               f"At most {s.max_training} run{'s' * (s.max_training > 1)} train at a time "
+               "(DIFFUSION_LAB_MAX_TRAINING); further starts can wait in the queue.")
+    request = request_form(root)
+    problem = None
+    try:
+        request.validate(root)
+    except jobs.JobError as e:
+        problem = str(e)
+    st.code(jobs.command_line(request.argv(root)), language="bash")
+    if problem:
+        st.warning(problem)
+    if st.button("Start training", type="primary", key="train_start"):
+        st.session_state.pop("train_busy", None)
+        try:
+            job = jobs.start_training(request, root, s.max_training)
+        except jobs.Busy as e:
+            st.session_state["train_busy"] = (request, str(e))
+        except jobs.JobError as e:
+            st.error(f"Cannot start: {e}")
+        else:
+            st.session_state["train_watch"] = job.run_dir.name
+            st.success(f"Started {request.name} (pid {job.pid}).")
+    if "train_busy" in st.session_state:
+        waiting, why = st.session_state["train_busy"]
+        st.warning(f"Not started: {why}. Queue {waiting.name!r} to start when a run ends?")
+        c = st.columns(6)
+        if c[0].button("Queue it", key="train_queue"):
+            with user_errors("Cannot queue"):
+                place = jobs.enqueue(waiting, root)
+                st.success(f"Queued {waiting.name!r} (place {place}).")
+            st.session_state.pop("train_busy")
+        if c[1].button("Cancel", key="train_queue_cancel"):
+            st.session_state.pop("train_busy")
+            st.rerun()
+
+
+def queue_section(root) -> None:
+    waiting = jobs.queued(root)
+    if not waiting:
+        return
+    st.subheader("Queue")
+    for i, r in enumerate(waiting, 1):
+        c = st.columns([6, 1])
+        c[0].markdown(f"{i}. `{r.name}`: `{jobs.command_line(r.argv(root))}`")
+        if c[1].button("Remove", key=f"train_dequeue_{r.name}"):
+            jobs.dequeue(root, r.name)
+            st.rerun()
+
+
+def watchable(root) -> list[str]:
+    """Run folders of root (with a record or a job), newest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and ((p / "config.json").exists() or (p / jobs.JOB_FILES["train"]).exists())]
+    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def progress(run_dir, status: str) -> None:
+    """Step, epoch, images/s and ETA from the run record, and a progress bar."""
+    cfg, summary, rows = read_config(run_dir), read_summary(run_dir), read_metrics(run_dir)
+    last = rows[-1] if rows else {}
+    step, total = last.get("step", summary.get("step", 0)) or 0, cfg.get("total_steps")
+    rate = last.get("images_per_s")
+    eta = None
+    if rate and total and cfg.get("batch_size") and status in ACTIVE:
+        eta = (total - step) * cfg["batch_size"] / rate
+    c = st.columns(5)
+    c[0].metric("Status", status)
+    c[1].metric("Step", f"{step} / {total or '?'}")
+    c[2].metric("Epoch", f"{last.get('epoch', summary.get('epoch', 0)) or 0:g}")
+    c[3].metric("img/s", f"{rate:.0f}" if rate else "—")
+    c[4].metric("ETA", _duration(eta) if eta is not None else "—")
+    if total:
+        st.progress(min(step / total, 1.0))
+    if rows:
+        left, right = st.columns(2)
+        left.plotly_chart(charts.metric_figure({run_dir.name: rows}, "loss", smoothing=0.6,
+                                               log_y=True, title="training loss"),
+                          key="train_loss_chart")
+        right.plotly_chart(charts.metric_figure({run_dir.name: rows}, "lr", title="learning rate"),
+                           key="train_lr_chart")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m {seconds % 60:02d}s"
+
+
+def latest_grid(run_dir) -> None:
+    grids = sorted((run_dir / "samples").glob("epoch-*.png"))
+    grids = [p for p in grids if re.fullmatch(r"epoch-\d+\.png", p.name)]
+    if grids:
+        with user_errors("Sample grid"):
+            st.image(grids[-1].read_bytes(), caption=f"latest samples: {grids[-1].stem}",
+                     width=420)
+    else:
+        st.caption("No sample grid yet: one is written at the end of every epoch.")
+
+
+def controls(run_dir, status: str, s: settings.Settings) -> None:
+    """Stop, Resume and Evaluate, as the run's state allows."""
+    root = s.write_root
+    c = st.columns(6)
+    job = jobs.find(run_dir)
+    if status in ACTIVE:
+        asked = job is not None and job.stop_requested
+        if c[0].button("Stop", key="train_stop", disabled=bool(asked),
+                       help="checkpoints at the next step, then ends with status stopped"):
+            with user_errors("Cannot stop"):
+                jobs.stop(run_dir)
+                st.toast(f"Stopping {run_dir.name} at its next step.")
+        if asked:
+            st.caption("Stop requested: the run checkpoints at its next step and ends.")
+    elif status in RESUMABLE:
+        if c[0].button("Resume", key="train_resume", type="primary",
+                       help="continues from the last checkpoint (--resume)"):
+            request = jobs.TrainRequest(read_config(run_dir).get("experiment", "?"),
+                                        run_dir.name, resume=True)
+            try:
+                jobs.start_training(request, root, s.max_training)
+            except jobs.Busy as e:
+                st.session_state["train_busy"] = (request, str(e))
+                st.rerun()
+            except jobs.JobError as e:
+                st.error(f"Cannot resume: {e}")
+            else:
+                st.rerun()
+    if status in ("finished", "stopped") and (run_dir / "config.json").exists():
+        evaluate_controls(run_dir, key="train_eval")
+
+
+def live_panel(s: settings.Settings) -> None:
+    root = s.write_root
+    names = watchable(root)
+    if not names:
+        st.info("No runs in this folder yet: start one above.")
+        return
+    st.session_state.setdefault("train_watch", names[0])
+    if st.session_state["train_watch"] not in names:
+        st.session_state["train_watch"] = names[0]
+    name = st.selectbox("Run", names, key="train_watch",
+                        format_func=lambda n: f"{n} · {jobs.run_status(root / n)}")
+    run_dir = root / name
+    first = jobs.run_status(run_dir)
+    live = first in ACTIVE or bool(jobs.queued(root))
+
+    @st.fragment(run_every=LIVE_S if live else None)
+    def panel() -> None:
+        started, dropped = jobs.advance_queue(root, s.max_training)
+        for msg in dropped:
+            st.warning(msg)
+        status = jobs.run_status(run_dir)
+        if started or status != first:  # a queued run began, or this one ended: redraw all
+            st.rerun()
+        with user_errors(f"Run {name}"):
+            progress(run_dir, status)
+            controls(run_dir, status, s)
+            left, right = st.columns([1, 1])
+            with left:
+                latest_grid(run_dir)
+            with right:
+                log = jobs.tail(run_dir / jobs.LOGS["train"], 30)
+                st.caption(f"log: {run_dir / jobs.LOGS['train']}")
+                st.code(log or "(no output yet)", language=None, height=300)
+
+    panel()
+
+
+def page() -> None:
+    st.title("Train")
+    s = settings.current()
+    with st.container(border=True):
+        st.subheader("New run")
+        start_section(s)
+    queue_section(s.write_root)
+    st.subheader("Watch")
+    live_panel(s)
+
+
+page()

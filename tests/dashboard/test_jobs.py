@@ -1,0 +1,159 @@
+"""dashboard.jobs: validated requests, live-process checks, the queue, and a real stop + resume."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dashboard import jobs
+from training.runs import process_identity, read_summary, write_json
+
+from .conftest import REPO
+
+TINY = dict(experiment="flow-class", dataset="mnist-5k", hidden=4, wandb_mode="disabled",
+            device="cpu")
+
+
+def test_argv_is_built_from_the_request_only(tmp_path):
+    r = jobs.TrainRequest(name="-x; rm -rf ~", steps=12, seed=3, **TINY)
+    r.validate(tmp_path)
+    argv = r.argv(tmp_path)
+    assert argv[:4] == [sys.executable, "-m", "training", "flow-class"]
+    assert "--name=-x; rm -rf ~" in argv  # one argument, no shell: a name, not a command
+    assert {"--steps=12", "--seed=3", "--hidden=4", "--recipe=course"} <= set(argv)
+    resume = jobs.TrainRequest("flow-class", "a", resume=True).argv(tmp_path)
+    assert resume[-1] == "--resume" and not any(a.startswith("--steps") for a in resume)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(name="../outside"), "invalid run name '../outside'"),
+    (dict(name="a/b"), "invalid run name 'a/b'"),
+    (dict(name=".hidden"), "invalid run name"),
+    (dict(name=""), "invalid run name"),
+    (dict(experiment="gan"), "unknown experiment 'gan'"),
+    (dict(recipe="turbo"), "recipe 'turbo' is not one of course, fast"),
+    (dict(dataset="cifar"), "dataset 'cifar' is not one of"),
+    (dict(wandb_mode="loud"), "W&B mode 'loud'"),
+    (dict(steps=5, epochs=1), "steps or epochs, not both"),
+    (dict(steps=0), "steps must be between 1"),
+    (dict(hidden=10_000), "width (--hidden) must be between 1 and 512"),
+    (dict(seed=-1), "seed must be between 0"),
+    (dict(steps="5"), "steps must be a whole number"),
+])
+def test_invalid_requests_are_refused_with_the_reason(tmp_path, change, message):
+    with pytest.raises(jobs.JobError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        jobs.TrainRequest(**{**TINY, "name": "ok", **change}).validate(tmp_path)
+    assert not (tmp_path.parent / "outside").exists()
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    (tmp_path / "taken").mkdir()
+    write_json(tmp_path / "taken" / "config.json", {"experiment": "flow-class"})
+    with pytest.raises(jobs.JobError, match="already exists .*resume it, or pick another name"):
+        jobs.start_training(jobs.TrainRequest(name="taken", **TINY), tmp_path)
+    with pytest.raises(jobs.JobError, match="no checkpoint to resume from"):
+        jobs.TrainRequest("flow-class", "taken", resume=True).validate(tmp_path)
+    with pytest.raises(jobs.JobError, match="is a flow-class run, not ddpm-class"):
+        jobs.TrainRequest("ddpm-class", "taken", resume=True).validate(tmp_path)
+
+
+def fake_job(run_dir, identity):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    jobs.Job("train", run_dir, ["python"], identity, time.time()).save()
+
+
+def test_a_recycled_pid_is_not_trusted(tmp_path):
+    me = process_identity()
+    fake_job(tmp_path / "live", me)
+    fake_job(tmp_path / "recycled", {**me, "started": me["started"] - 3600})  # same pid, older start
+    fake_job(tmp_path / "other-host", {**me, "host": socket.gethostname() + "-elsewhere"})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = process_identity(dead.pid)
+    dead.wait()
+    fake_job(tmp_path / "dead", identity)
+    assert jobs.live_job(tmp_path / "live") is not None
+    assert [jobs.live_job(tmp_path / n) for n in ("recycled", "other-host", "dead")] == [None] * 3
+    assert jobs.training_runs(tmp_path) == [tmp_path / "live"]
+
+
+def test_status_of_a_run_whose_process_died_is_interrupted(tmp_path, lab_runs):
+    run = shutil.copytree(lab_runs / "flow-class", tmp_path / "died")
+    me = process_identity()
+    write_json(run / "summary.json", {**read_summary(run), "status": "running",
+                                      "process": {**me, "started": me["started"] - 60}})
+    assert jobs.run_status(run) == "interrupted"
+    write_json(run / "summary.json", {**read_summary(run), "process": me})
+    assert jobs.run_status(run) == "running"  # trained from a terminal: its process is live
+    assert jobs.training_runs(tmp_path) == [run]
+
+
+def test_the_limit_and_the_queue(tmp_path):
+    fake_job(tmp_path / "busy", process_identity())
+    with pytest.raises(jobs.Busy, match=r"1 run already training \(busy\); the limit is 1"):
+        jobs.start_training(jobs.TrainRequest(name="next", **TINY), tmp_path)
+    assert jobs.enqueue(jobs.TrainRequest(name="next", **TINY), tmp_path) == 1
+    assert jobs.enqueue(jobs.TrainRequest(name="after", **TINY), tmp_path) == 2
+    with pytest.raises(jobs.JobError, match="queued already"):
+        jobs.enqueue(jobs.TrainRequest(name="next", **TINY), tmp_path)
+    assert jobs.advance_queue(tmp_path, limit=1) == ([], [])  # still busy: nothing starts
+    assert [r.name for r in jobs.queued(tmp_path)] == ["next", "after"]
+    jobs.dequeue(tmp_path, "next")
+    assert [r.name for r in jobs.queued(tmp_path)] == ["after"]
+    (tmp_path / "after").mkdir()
+    write_json(tmp_path / "after" / "config.json", {"experiment": "flow-class"})  # name taken since
+    started, dropped = jobs.advance_queue(tmp_path, limit=2)
+    assert started == [] and "'after' dropped: a run named 'after' already exists" in dropped[0]
+    assert jobs.queued(tmp_path) == []
+
+
+def test_tail_keeps_the_last_progress_update(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("$ python -m training\nrun:  10%|#\rrun:  20%|##\rrun:  30%|###\nlast line\n")
+    assert jobs.tail(log, 3) == "run:  30%|###\nlast line\n"
+    assert jobs.tail(tmp_path / "missing.log") == ""
+
+
+def wait_for(predicate, timeout=240, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def steps_logged(run):
+    try:
+        return (run / "metrics.jsonl").read_text().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slow
+def test_start_stop_resume_equals_the_cli_run(tmp_path):
+    """A job started, stopped (SIGTERM) and resumed from the dashboard ends with the weights of the
+    same command run from the CLI in one go."""
+    request = jobs.TrainRequest(name="web", steps=40, log_every=1, **TINY)
+    job = jobs.start_training(request, tmp_path)
+    run = tmp_path / "web"
+    wait_for(lambda: steps_logged(run) >= 3 or not job.alive(), what="step 3")
+    jobs.stop(run)
+    wait_for(lambda: not job.alive(), what="the stop")
+    summary = read_summary(run)
+    assert summary["status"] == "stopped" and summary["step"] < 40, jobs.tail(job.log)
+    assert jobs.run_status(run) == "stopped"
+    again = jobs.start_training(jobs.TrainRequest("flow-class", "web", resume=True), tmp_path)
+    wait_for(lambda: not again.alive(), what="the resumed run")
+    assert read_summary(run)["status"] == "finished", jobs.tail(again.log)
+    assert "stopped at step" in jobs.tail(run / "train.log", 200)
+
+    cli_argv = request.argv(tmp_path)[1:]  # the same command, run from the CLI in one go
+    cli_argv[cli_argv.index("--name=web")] = "--name=cli"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, *cli_argv], cwd=REPO, env=env, check=True, capture_output=True)
+    a = load_file(run / "checkpoints/epoch-0001/model.safetensors")
+    b = load_file(tmp_path / "cli/checkpoints/epoch-0001/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,123 @@
+"""AppTest of the Train page: the command it shows, validation, the limit and the queue, the
+watch panel of finished, interrupted and busy runs (no training process is started here)."""
+import shutil
+import time
+
+from dashboard import jobs
+from training.runs import process_identity, read_summary, write_json
+
+from .conftest import no_errors
+
+
+def train_page(app, runs_dir, **env):
+    at = app(runs_dir, **env).run()
+    return at.switch_page("screens/train.py").run()
+
+
+def command(at) -> str:
+    return at.code[0].value
+
+
+def test_the_page_shows_the_exact_command(app, tmp_path):
+    at = train_page(app, tmp_path)
+    no_errors(at)
+    assert at.title[0].value == "Train"
+    assert at.selectbox(key="train_experiment").options == [
+        "denoiser", "pure-noise", "ddpm-time", "ddpm-class", "flow-time", "flow-class"]
+    assert at.selectbox(key="train_recipe").options == ["course", "fast"]
+    at.selectbox(key="train_experiment").set_value("ddpm-class").run()
+    assert at.text_input(key="train_name").value == "ddpm-class"
+    assert at.number_input(key="train_hidden").value == 64  # the experiment's D
+    at.number_input(key="train_steps").set_value(10)
+    at.number_input(key="train_hidden").set_value(8)
+    at.selectbox(key="train_recipe").set_value("fast")
+    at.selectbox(key="train_wandb").set_value("disabled").run()
+    no_errors(at)
+    assert command(at) == (f"python -m training ddpm-class --runs-dir={tmp_path.resolve()} "
+                           "--name=ddpm-class --recipe=fast --dataset=mnist-5k --seed=0 "
+                           "--wandb-mode=disabled --device=auto --steps=10 --hidden=8")
+    assert not at.warning
+
+
+def test_a_name_that_escapes_the_runs_folder_is_refused(app, tmp_path):
+    runs = tmp_path / "runs"
+    at = train_page(app, runs)
+    at.text_input(key="train_name").set_value("../escaped").run()
+    assert "invalid run name '../escaped'" in at.warning[0].value
+    at.button(key="train_start").click().run()
+    assert "Cannot start: invalid run name '../escaped'" in at.error[0].value
+    assert not (tmp_path / "escaped").exists() and not jobs.training_runs(runs)
+
+
+def test_an_existing_name_asks_to_resume_or_pick_another(app, lab_runs, tmp_path):
+    shutil.copytree(lab_runs / "flow-class", tmp_path / "flow-class")
+    at = train_page(app, tmp_path)
+    assert at.text_input(key="train_name").value == "flow-class-2"  # a free name by default
+    at.text_input(key="train_name").set_value("flow-class").run()
+    assert "already exists" in at.warning[0].value and "resume it, or pick another name" in \
+        at.warning[0].value
+    at.button(key="train_start").click().run()
+    assert "Cannot start" in at.error[0].value
+    assert read_summary(tmp_path / "flow-class")["status"] == "finished"  # untouched
+
+
+def test_steps_and_epochs_together_are_refused(app, tmp_path):
+    at = train_page(app, tmp_path)
+    at.number_input(key="train_steps").set_value(100)
+    at.number_input(key="train_epochs").set_value(2).run()
+    assert "give steps or epochs, not both" in at.warning[0].value
+
+
+def busy_run(root, name="busy"):
+    """A run whose job file names this (live) test process: it counts as training."""
+    (root / name).mkdir(parents=True)
+    jobs.Job("train", root / name, ["python"], process_identity(), time.time()).save()
+
+
+def test_a_second_start_says_why_and_offers_the_queue(app, tmp_path):
+    busy_run(tmp_path)
+    at = train_page(app, tmp_path)
+    at.text_input(key="train_name").set_value("second")
+    at.button(key="train_start").click().run()
+    no_errors(at)
+    assert "1 run already training (busy); the limit is 1 at a time" in at.warning[0].value
+    assert "Queue 'second'" in at.warning[0].value
+    at.button(key="train_queue").click().run()
+    no_errors(at)
+    assert [r.name for r in jobs.queued(tmp_path)] == ["second"]
+    assert not (tmp_path / "second").exists()  # waits: nothing started
+    assert at.subheader[1].value == "Queue"
+    at.button(key="train_dequeue_second").click().run()
+    assert jobs.queued(tmp_path) == []
+
+
+def test_the_limit_is_a_setting(app, tmp_path):
+    busy_run(tmp_path)
+    at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="2")
+    assert "At most 2 runs train at a time" in at.caption[0].value
+    at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="many")  # not a number: 1
+    assert "At most 1 run train" in at.caption[0].value
+
+
+def test_the_watch_panel_of_a_finished_run(app, lab_runs, tmp_path):
+    shutil.copytree(lab_runs / "flow-class", tmp_path / "flow-class")
+    at = train_page(app, tmp_path)
+    no_errors(at)
+    assert at.selectbox(key="train_watch").value == "flow-class"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "finished" and metrics["Step"] == "4 / 4"
+    assert len(at.get("plotly_chart")) == 2  # loss and learning rate
+    assert at.image[0].captions[0] == "latest samples: epoch-0002"
+    assert at.button(key="train_eval_start").label == "Evaluate"
+    assert not [b for b in at.button if b.key in ("train_stop", "train_resume")]
+
+
+def test_a_run_whose_process_died_is_interrupted_and_resumable(app, lab_runs, tmp_path):
+    run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "died")
+    me = process_identity()
+    write_json(run / "summary.json", {**read_summary(run), "status": "running",
+                                      "process": {**me, "started": me["started"] - 60}})
+    at = train_page(app, tmp_path)
+    no_errors(at)
+    assert {m.label: m.value for m in at.metric}["Status"] == "interrupted"
+    assert at.button(key="train_resume").label == "Resume"
