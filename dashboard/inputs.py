@@ -12,10 +12,10 @@ IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 
 
 def prompt_input(backend, label: str, key: str, default: str) -> str:
-    """A text prompt (DeepFloyd IF) or a digit, '' = unconditional (MNIST)."""
-    if backend.name != "mnist":
+    """Free text (DeepFloyd IF), or one of the backend's prompts (MNIST: a digit, '' = none)."""
+    if backend.prompts is None:
         return st.text_input(label, default, key=key)
-    options = ["", *map(str, range(10))]
+    options = list(backend.prompts)
     return st.selectbox(label, options, index=options.index(default), key=key,
                         format_func=lambda p: p or "none (unconditional)")
 

@@ -21,10 +21,10 @@ class Result:
 
 
 class Progress:
-    """A progress bar and live preview; called as a sampler callback(i, t, x, x0_hat).
+    """A progress bar and live preview; a sampler callback (one dict: i, t, x, denoised).
 
-    Keeps up to `max_frames` frames of x (the denoising animation) and `snapshots` x0-estimate
-    PNGs for the intermediate-steps strip.
+    Keeps up to `max_frames` frames of x (the denoising animation) and `snapshots` PNGs of the
+    denoised estimate for the intermediate-steps strip.
     """
 
     def __init__(self, total: int, label: str, nrow: int = 8, max_frames: int = 40,
@@ -38,13 +38,14 @@ class Progress:
         self.bar = st.progress(0.0, text=label)
         self.preview = st.empty()
 
-    def __call__(self, i: int, t, x, x0_hat) -> None:
+    def __call__(self, step: dict) -> None:
+        t, x = step["t"], step["x"]
         if self.calls % self.every == 0:
             self.frames.append(media.grid_array(x, self.nrow))
             self.preview.image(self.frames[-1], caption=f"x at t = {_fmt_t(t)}", width=320)
         if self.calls % self.snap_every == 0:
-            self.snapshots.append((f"x0 estimate at t = {_fmt_t(t)}",
-                                   media.png_bytes(x0_hat.clamp(-1, 1), self.nrow)))
+            self.snapshots.append((f"denoised estimate at t = {_fmt_t(t)}",
+                                   media.png_bytes(step["denoised"].clamp(-1, 1), self.nrow)))
         self.calls += 1
         self.bar.progress(min(self.calls / self.total, 1.0),
                           text=f"{self.label}: step {self.calls} / {self.total}")
@@ -53,6 +54,10 @@ class Progress:
         """Remove the bar and the live preview."""
         self.bar.empty()
         self.preview.empty()
+
+    def gif(self) -> bytes | None:
+        """The kept frames as a GIF (None before any step)."""
+        return gif_bytes(self.frames) if self.frames else None
 
     def result(self, x, caption: str) -> Result:
         """The Result of final images x (B, C, H, W) in [-1, 1], animation ending on them."""

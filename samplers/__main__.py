@@ -168,9 +168,9 @@ def run_task(args: argparse.Namespace, backend: Backend) -> list[tasks.Figure]:
     """Turn parsed options into one task call."""
     run = dict(generator=tasks.make_generator(args.seed))
     if args.task != "forward":
-        run["timesteps"] = tasks.schedule(backend, args.stride, args.steps)
+        run["schedule"] = tasks.backend_schedule(backend, args.stride, args.steps)
     guided = dict(guidance_scale=args.guidance_scale)
-    prompt = args.prompt if args.prompt is not None else tasks.default_prompt(backend)
+    prompt = args.prompt if args.prompt is not None else backend.default_prompt
     if args.task == "forward":
         return tasks.forward(backend, load_inputs(args, backend, 1), ts=args.ts, **run)
     if args.task == "denoise":
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = make_backend(args)
         figures = run_task(args, backend)
         record = {k: v for k, v in vars(args).items() if k != "out"}
-        record["timesteps"] = tasks.schedule(backend, args.stride, args.steps)
+        record["timesteps"] = list(tasks.backend_schedule(backend, args.stride, args.steps).times)
         for path in save(figures, args.out, record):
             print(path)
     except (ValueError, BackendUnavailable, NotImplementedError, FileNotFoundError) as err:

@@ -1,26 +1,26 @@
 """Image editing with a noise model (course 1.7): SDEdit / img2img and inpainting (with RePaint)."""
 import torch
 
-from .denoise import iterative_denoise
 from .forward import add_noise, randn_like_gen
+from .sampling import Schedule, sample_ddpm
 from .schedules import repaint_timesteps
 
 
 @torch.no_grad()
-def sdedit(model, image, i_start, timesteps, alphas_cumprod, *, cond=None, uncond=None,
-           guidance_scale=1.0, generator=None, callback=None, step="ddpm"):
-    """Noise image (B, C, H, W) in [-1, 1] to timesteps[i_start], then denoise from there.
+def sdedit(model, image, schedule: Schedule, *, sampler=sample_ddpm, generator=None, callback=None):
+    """Noise image (B, C, H, W) in [-1, 1] to schedule.times[0], then sample along `schedule`.
 
-    Small i_start = more noise = bigger edits. With a different prompt as `cond` this is the
-    course's text-conditioned image-to-image translation (1.7.3).
+    Start part-way with a slice: schedule[i_start:] (small i_start = more noise = bigger edits).
+    With a guided model of another prompt this is the course's text-conditioned image-to-image
+    translation (1.7.3).
     """
-    if not 0 <= i_start < len(timesteps) - 1:
-        raise ValueError(f"i_start must be in [0, {len(timesteps) - 2}] for {len(timesteps)} "
-                         f"timesteps, got {i_start}")
-    x = add_noise(image, timesteps[i_start], alphas_cumprod, generator=generator)
-    return iterative_denoise(model, x, timesteps, alphas_cumprod, i_start=i_start, cond=cond,
-                             uncond=uncond, guidance_scale=guidance_scale, generator=generator,
-                             callback=callback, step=step)
+    if schedule.is_flow:
+        raise ValueError("sdedit walks a VP schedule (wrap a flow model in VelocityAsEps)")
+    if len(schedule) < 2:
+        raise ValueError(f"sdedit needs a schedule of at least 2 timesteps, got {list(schedule.times)}; "
+                         "i_start must leave one step to take")
+    x = add_noise(image, schedule.times[0], schedule.alphas_cumprod, generator=generator)
+    return sampler(model, x, schedule, generator=generator, callback=callback)
 
 
 def check_mask(mask, image):
@@ -37,13 +37,12 @@ def check_mask(mask, image):
         raise ValueError("mask is empty: nothing to regenerate (1 marks the region to inpaint)")
     if (area == mask[0].numel()).any():
         raise ValueError("mask covers the whole image: nothing of the original is kept; "
-                         "sample from pure noise (iterative_denoise) instead")
+                         "sample from pure noise instead")
 
 
 @torch.no_grad()
-def inpaint(model, image, mask, timesteps, alphas_cumprod, *, cond=None, uncond=None,
-            guidance_scale=1.0, generator=None, callback=None, jump_length=0, jump_n_sample=1,
-            step="ddpm"):
+def inpaint(model, image, mask, schedule: Schedule, *, sampler=sample_ddpm, generator=None,
+            callback=None, jump_length=0, jump_n_sample=1):
     """Regenerate where mask == 1 and keep image (B, C, H, W) elsewhere (course A.5, RePaint).
 
     Starts from pure noise; after every denoising step the new x at t_prev becomes
@@ -51,14 +50,16 @@ def inpaint(model, image, mask, timesteps, alphas_cumprod, *, cond=None, uncond=
     jump_length > 0 and jump_n_sample > 1 the schedule resamples as RePaint does (see
     repaint_timesteps): the combined image is re-noised with q(x_t | x_t_prev) and denoised again.
     """
+    if schedule.is_flow:
+        raise ValueError("inpaint walks a VP schedule (wrap a flow model in VelocityAsEps)")
     check_mask(mask, image)
     mask = mask.to(image.device, image.dtype)
     image = image.expand(max(image.shape[0], mask.shape[0]), *image.shape[1:])
+    ab = schedule.alphas_cumprod
 
     def keep(x, t):
-        return mask * x + (1 - mask) * add_noise(image, t, alphas_cumprod, generator=generator)
+        return mask * x + (1 - mask) * add_noise(image, t, ab, generator=generator)
 
-    x = randn_like_gen(image, generator)
-    return iterative_denoise(model, x, repaint_timesteps(timesteps, jump_length, jump_n_sample),
-                             alphas_cumprod, cond=cond, uncond=uncond, guidance_scale=guidance_scale,
-                             generator=generator, callback=callback, step=step, project=keep)
+    resampled = Schedule.vp(ab, repaint_timesteps(schedule.times, jump_length, jump_n_sample))
+    return sampler(model, randn_like_gen(image, generator), resampled, generator=generator,
+                   callback=callback, project=keep)

@@ -1,13 +1,15 @@
-"""Visual anagrams and hybrid images (course 1.8, 1.9): one combined noise model run by iterative_denoise."""
+"""Visual anagrams and hybrid images (course 1.8, 1.9) as noise models for the VP samplers.
+
+Each function returns a `CombinedNoise`, a model(x, t) to pass to sample_ddpm or sample_ddim.
+"""
 import torch
 
-from .denoise import iterative_denoise
 from .guidance import expand_batch, guided_output
 from .views import get_view
 
 
 class CombinedNoise:
-    """A noise model combining K (view, cond) pairs of `model` into one estimate.
+    """A noise model model(x, t) combining K (view, cond) pairs of model(x, t, cond) into one.
 
     eps = reduce_k inverse_view_k(CFG_eps(view_k(x), cond_k)), reduce "mean" (anagrams) or "sum"
     (factorized hybrids); variance values (if the model returns 2C channels) are averaged after
@@ -23,7 +25,7 @@ class CombinedNoise:
         self.model, self.views, self.conds = model, [get_view(v) for v in views], list(conds)
         self.uncond, self.guidance_scale, self.reduction = uncond, guidance_scale, reduction
 
-    def __call__(self, x, t, cond=None):
+    def __call__(self, x, t):
         b, c, k = x.shape[0], x.shape[1], len(self.views)
         viewed = [v.view(x) for v in self.views]
         if any(y.shape != x.shape for y in viewed):
@@ -39,43 +41,29 @@ class CombinedNoise:
         return torch.cat([eps, var], dim=1)
 
 
-@torch.no_grad()
-def visual_anagram(model, x, timesteps, alphas_cumprod, *, conds, views, uncond=None,
-                   guidance_scale=1.0, generator=None, callback=None, step="ddpm", i_start=0):
-    """An image that reads as conds[k] under views[k] (View objects or names), from noise x (B, C, H, W).
-
-    Course 1.8 is conds=[p1, p2], views=["identity", "flip"]; any K >= 1 pairs work.
-    """
-    net = CombinedNoise(model, views, conds, uncond, guidance_scale, "mean")
-    return iterative_denoise(net, x, timesteps, alphas_cumprod, i_start=i_start, generator=generator,
-                             callback=callback, step=step)
+def anagram_noise(model, conds, views, uncond=None, guidance_scale=1.0):
+    """An image that reads as conds[k] under views[k] (View objects or names): the mean of the
+    inverse-viewed noise. Course 1.8 is conds=[p1, p2], views=["identity", "flip"]."""
+    return CombinedNoise(model, views, conds, uncond, guidance_scale, "mean")
 
 
-@torch.no_grad()
-def hybrid_image(model, x, timesteps, alphas_cumprod, *, cond_far, cond_near, uncond=None,
-                 guidance_scale=1.0, kernel_size=33, sigma=2.0, generator=None, callback=None,
-                 step="ddpm", i_start=0):
+def hybrid_noise(model, cond_far, cond_near, uncond=None, guidance_scale=1.0, kernel_size=33,
+                 sigma=2.0):
     """Factorized diffusion (course 1.9): eps = lowpass(eps_far) + highpass(eps_near).
 
     kernel_size and sigma are given at 64 px and scale with the image (views.scaled_blur).
     """
     views = [get_view("low_pass", sigma=sigma, kernel_size=kernel_size),
              get_view("high_pass", sigma=sigma, kernel_size=kernel_size)]
-    net = CombinedNoise(model, views, [cond_far, cond_near], uncond, guidance_scale, "sum")
-    return iterative_denoise(net, x, timesteps, alphas_cumprod, i_start=i_start, generator=generator,
-                             callback=callback, step=step)
+    return CombinedNoise(model, views, [cond_far, cond_near], uncond, guidance_scale, "sum")
 
 
-@torch.no_grad()
-def three_band_hybrid(model, x, timesteps, alphas_cumprod, *, cond_far, cond_mid, cond_near,
-                      uncond=None, guidance_scale=1.0, kernel_size=33, sigmas=(1.0, 2.0),
-                      generator=None, callback=None, step="ddpm", i_start=0):
+def three_band_noise(model, cond_far, cond_mid, cond_near, uncond=None, guidance_scale=1.0,
+                     kernel_size=33, sigmas=(1.0, 2.0)):
     """Three-band factorized diffusion: low band of eps_far + mid of eps_mid + high of eps_near.
 
     The bands come from blurring with sigmas[0] then sigmas[1] (views.FrequencyBand), at 64 px.
     """
     views = [get_view(name, sigmas=sigmas, kernel_size=kernel_size)
              for name in ("triple_low_pass", "triple_mid_pass", "triple_high_pass")]
-    net = CombinedNoise(model, views, [cond_far, cond_mid, cond_near], uncond, guidance_scale, "sum")
-    return iterative_denoise(net, x, timesteps, alphas_cumprod, i_start=i_start, generator=generator,
-                             callback=callback, step=step)
+    return CombinedNoise(model, views, [cond_far, cond_mid, cond_near], uncond, guidance_scale, "sum")

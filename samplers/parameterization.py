@@ -6,27 +6,28 @@ Flow state (course convention): x_tau = (1 - tau) noise + tau x_data, velocity v
 from .schedules import alpha_bar
 
 
-def predict_x0(x_t, eps, t, alphas_cumprod):
+def predict_denoised(x_t, eps, t, alphas_cumprod):
     """Clean estimate (x_t - sqrt(1 - ab[t]) eps) / sqrt(ab[t]). t an int or (B,) tensor."""
     ab = alpha_bar(alphas_cumprod, t, x_t)
     return (x_t - (1 - ab).sqrt().to(x_t.dtype) * eps) / ab.sqrt().to(x_t.dtype)
 
 
 class VelocityAsEps:
-    """Wrap a velocity model (x_flow, tau (B,) float, cond) -> v as a noise model (x_vp, t_int, cond) -> eps.
+    """Wrap a velocity model (x_flow, tau (B,) float, *args) -> v as a noise model
+    (x_vp, t_int, *args) -> eps; extra arguments (a condition) pass through.
 
     A VP state at ab[t] is a rescaled flow state: x_flow = x_vp / (sqrt(ab) + sqrt(1-ab)) at
-    tau = sqrt(ab) / (sqrt(ab) + sqrt(1-ab)); then eps = x_flow - tau v. So every DDPM-style
-    algorithm (iterative_denoise, SDEdit, inpainting, illusions) runs on a flow model.
+    tau = sqrt(ab) / (sqrt(ab) + sqrt(1-ab)); then eps = x_flow - tau v. So every VP algorithm
+    (sample_ddpm, sample_ddim, SDEdit, inpainting, illusions) runs on a flow model.
     """
 
     def __init__(self, velocity_model, alphas_cumprod):
         self.velocity_model, self.alphas_cumprod = velocity_model, alphas_cumprod
 
-    def __call__(self, x, t, cond=None):
+    def __call__(self, x, t, *args):
         ab = alpha_bar(self.alphas_cumprod, t, x)  # 0-dim for an int t, (B, 1, 1, 1) for a tensor
         scale = ab.sqrt() + (1 - ab).sqrt()
         tau = (ab.sqrt() / scale).to(x.dtype)
         x_flow = x / scale.to(x.dtype)
-        v = self.velocity_model(x_flow, tau.flatten().expand(x.shape[0]), cond)
+        v = self.velocity_model(x_flow, tau.flatten().expand(x.shape[0]), *args)
         return x_flow - tau * v

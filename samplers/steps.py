@@ -2,7 +2,7 @@
 import torch
 
 from .forward import randn_like_gen
-from .parameterization import predict_x0
+from .parameterization import predict_denoised
 from .schedules import alpha_bar
 
 
@@ -19,8 +19,8 @@ def ddpm_step(x_t, eps, t, t_prev, alphas_cumprod, predicted_variance=None, gene
     ab, ab_prev = alpha_bar(alphas_cumprod, t, x_t), alpha_bar(alphas_cumprod, t_prev, x_t)
     alpha = ab / ab_prev
     beta = 1 - alpha
-    x0 = predict_x0(x_t, eps, t, alphas_cumprod)
-    x = (ab_prev.sqrt() * beta / (1 - ab)).to(dt) * x0 + (alpha.sqrt() * (1 - ab_prev) / (1 - ab)).to(dt) * x_t
+    denoised = predict_denoised(x_t, eps, t, alphas_cumprod)
+    x = (ab_prev.sqrt() * beta / (1 - ab)).to(dt) * denoised + (alpha.sqrt() * (1 - ab_prev) / (1 - ab)).to(dt) * x_t
     if t > 0:
         noise = randn_like_gen(x_t, generator)
         if predicted_variance is None:
@@ -43,8 +43,8 @@ def ddim_step(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, generator=None):
     dt = x_t.dtype
     ab, ab_prev = alpha_bar(alphas_cumprod, t, x_t), alpha_bar(alphas_cumprod, t_prev, x_t)
     sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
-    x0 = predict_x0(x_t, eps, t, alphas_cumprod)
-    x = ab_prev.sqrt().to(dt) * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt().to(dt) * eps
+    denoised = predict_denoised(x_t, eps, t, alphas_cumprod)
+    x = ab_prev.sqrt().to(dt) * denoised + (1 - ab_prev - sigma**2).clamp(min=0).sqrt().to(dt) * eps
     if eta > 0:
         x = x + sigma.to(dt) * randn_like_gen(x_t, generator)
     return x

@@ -17,17 +17,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backends.base import Backend
-from .denoise import blur_denoise, iterative_denoise, one_step_denoise
+from .denoise import blur_denoise, one_step_denoise
 from .editing import inpaint as inpaint_image
 from .editing import sdedit as sdedit_image
 from .forward import add_noise
-from .illusions import hybrid_image, visual_anagram
+from .illusions import anagram_noise, hybrid_noise
+from .sampling import Callback, Guided, Schedule, sample_ddpm
 from .schedules import spaced_timesteps, strided_timesteps
 from .views import get_view
 
 COURSE_TIMESTEPS = strided_timesteps()  # [990, 960, ..., 30, 0]
 COURSE_T = 1000
-QUALITY_PROMPT = "a high quality photo"  # the course's weak ("null") condition on IF
 SDEDIT_LEVELS = (1, 3, 5, 7, 10, 20)
 ANAGRAM_PROMPTS = ("an oil painting of people around a campfire", "an oil painting of an old man")
 HYBRID_PROMPTS = ("a lithograph of a skull", "a lithograph of waterfalls")  # (far, near)
@@ -45,26 +45,25 @@ class Figure:
     frames: list[Tensor] = field(default_factory=list)
 
 
-def default_prompt(backend: Backend) -> str:
-    """IF: "a high quality photo"; a class-conditional model's null class "" otherwise."""
-    return QUALITY_PROMPT if backend.name == "deepfloyd" else ""
-
-
 def make_generator(seed: int) -> torch.Generator:
     """The one generator of a task. On the CPU, so a seed gives the same noise on every device."""
     return torch.Generator().manual_seed(seed)
 
 
-def schedule(backend: Backend, stride: int | None = None, steps: int | None = None) -> list[int]:
-    """The sampling timesteps: the backend's default, the course's strided list with another
-    `stride` (from the backend's first timestep down to 0), or `steps` evenly spaced entries."""
+def backend_schedule(backend: Backend, stride: int | None = None,
+                     steps: int | None = None) -> Schedule:
+    """The VP schedule a task walks: the backend's default timesteps, the course's strided list
+    with another `stride` (from the backend's first timestep down to 0), or `steps` evenly spaced
+    entries."""
     if stride is not None and steps is not None:
         raise ValueError("give either stride or steps, not both")
     if stride is not None:
-        return strided_timesteps(start=int(backend.timesteps[0]), stride=stride)
-    if steps is not None:
-        return spaced_timesteps(len(backend.alphas_cumprod), steps)
-    return list(backend.timesteps)
+        timesteps = strided_timesteps(start=int(backend.timesteps[0]), stride=stride)
+    elif steps is not None:
+        timesteps = spaced_timesteps(len(backend.alphas_cumprod), steps)
+    else:
+        timesteps = backend.timesteps
+    return Schedule.vp(backend.alphas_cumprod, timesteps)
 
 
 def scaled_t(backend: Backend, t: int) -> int:
@@ -75,13 +74,14 @@ def scaled_t(backend: Backend, t: int) -> int:
     return min(num - 1, round(t * num / COURSE_T))
 
 
-def level_index(backend: Backend, timesteps: Sequence[int], level: int) -> int:
-    """Course index `level` into [990, ..., 0] -> the index into `timesteps` nearest in noise."""
+def level_index(backend: Backend, schedule: Schedule, level: int) -> int:
+    """Course index `level` into [990, ..., 0] -> the index into `schedule` nearest in noise."""
     if not 0 <= level < len(COURSE_TIMESTEPS) - 1:
         raise ValueError(f"levels index the course's {len(COURSE_TIMESTEPS)} strided timesteps: "
                          f"need 0 <= level < {len(COURSE_TIMESTEPS) - 1}, got {level}")
     target = scaled_t(backend, COURSE_TIMESTEPS[level])
-    return min(range(len(timesteps) - 1), key=lambda i: abs(timesteps[i] - target))
+    times = schedule.times
+    return min(range(len(times) - 1), key=lambda i: abs(times[i] - target))
 
 
 def _noise(backend: Backend, n: int, generator: torch.Generator) -> Tensor:
@@ -89,9 +89,11 @@ def _noise(backend: Backend, n: int, generator: torch.Generator) -> Tensor:
     return torch.randn(shape, generator=generator).to(backend.device)
 
 
-def _conditions(backend: Backend, prompt: str) -> dict:
-    """cond/uncond keyword arguments for one prompt against the null prompt ""."""
-    return {"cond": backend.encode([prompt]), "uncond": backend.encode([""])}
+def guided(backend: Backend, prompt: str, guidance_scale: float = 1.0) -> Guided:
+    """The backend conditioned on `prompt`, with CFG against the null prompt "" when
+    guidance_scale != 1."""
+    uncond = backend.encode([""]) if guidance_scale != 1.0 else None
+    return Guided(backend, backend.encode([prompt]), uncond, guidance_scale)
 
 
 def forward(backend: Backend, images: dict[str, Tensor], *, generator: torch.Generator,
@@ -107,42 +109,46 @@ def forward(backend: Backend, images: dict[str, Tensor], *, generator: torch.Gen
 
 
 def denoise(backend: Backend, images: dict[str, Tensor], *, generator: torch.Generator,
-            timesteps: Sequence[int], prompt: str, ts: Sequence[int] = (250, 500, 750),
-            i_start: int = 10, kernel_size: int = 5, sigma: float = 2.0) -> list[Figure]:
+            schedule: Schedule, prompt: str, guidance_scale: float = 1.0,
+            ts: Sequence[int] = (250, 500, 750), i_start: int = 10, kernel_size: int = 5,
+            sigma: float = 2.0, callback: Callback | None = None) -> list[Figure]:
     """Course 1.2-1.4: Gaussian blur vs one-step vs iterative denoising, conditioned on `prompt`
-    without CFG. Per image three figures: noisy / blur / one-step at `ts`; the iterative chain
-    from course level `i_start`, every 5th course step (and a GIF); the results side by side."""
-    cond, ab = backend.encode([prompt]), backend.alphas_cumprod
+    (no CFG unless guidance_scale != 1). Per image three figures: noisy / blur / one-step at
+    `ts`; the iterative chain from course level `i_start`, every 5th course step (and a GIF);
+    the results side by side."""
+    model, ab = guided(backend, prompt, guidance_scale), backend.alphas_cumprod
     steps = [scaled_t(backend, t) for t in ts]
-    start = level_index(backend, timesteps, i_start)
-    shown = {level_index(backend, timesteps, i)
+    start = level_index(backend, schedule, i_start)
+    shown = {level_index(backend, schedule, i) - start
              for i in range(i_start, len(COURSE_TIMESTEPS) - 1, 5)}
     figures = []
     for name, image in images.items():
         noisy = torch.cat([add_noise(image, t, ab, generator=generator) for t in steps])
-        one_step = torch.cat([one_step_denoise(backend, noisy[k:k + 1], t, ab, cond=cond)
+        one_step = torch.cat([one_step_denoise(model, noisy[k:k + 1], t, ab)
                               for k, t in enumerate(steps)])
         figures.append(Figure(f"denoise-onestep-{name}",
                               [noisy, blur_denoise(noisy, kernel_size, sigma), one_step],
                               row_labels=["noisy", "blur", "one-step"],
                               col_labels=[f"t={t}" for t in steps]))
 
-        x_start = add_noise(image, timesteps[start], ab, generator=generator)
+        t0 = schedule.times[start]
+        x_start = add_noise(image, t0, ab, generator=generator)
         frames: list[Tensor] = []
         seen: list[tuple[int, Tensor]] = []
 
-        def record(i: int, t: int, x: Tensor, x0_hat: Tensor) -> None:
-            frames.append(x.cpu())
-            if i in shown:
-                seen.append((t, x.cpu()))
+        def record(step: dict) -> None:
+            frames.append(step["x"].cpu())
+            if step["i"] in shown:
+                seen.append((step["t"], step["x"].cpu()))
+            if callback is not None:
+                callback(step)
 
-        result = iterative_denoise(backend, x_start, timesteps, ab, i_start=start, cond=cond,
-                                   generator=generator, callback=record)
+        result = sample_ddpm(model, x_start, schedule[start:], generator=generator,
+                             callback=record)
         figures.append(Figure(f"denoise-iterative-{name}", [torch.cat([x for _, x in seen])],
                               col_labels=[f"t={t}" for t, _ in seen],
                               frames=[*frames, result.cpu()]))
-        t0 = timesteps[start]
-        compare = [image, x_start, result, one_step_denoise(backend, x_start, t0, ab, cond=cond),
+        compare = [image, x_start, result, one_step_denoise(model, x_start, t0, ab),
                    blur_denoise(x_start, kernel_size, sigma)]
         figures.append(Figure(f"denoise-compare-{name}", [torch.cat(compare)],
                               col_labels=["original", f"noisy t={t0}", "iterative", "one-step",
@@ -150,32 +156,42 @@ def denoise(backend: Backend, images: dict[str, Tensor], *, generator: torch.Gen
     return figures
 
 
-def sample(backend: Backend, *, generator: torch.Generator, timesteps: Sequence[int],
-           prompt: str, n: int = 5, guidance_scale: float = 7.0) -> list[Figure]:
+def _frames(frames: list[Tensor], callback: Callback | None) -> Callback:
+    """A sampler callback that keeps each step's x (on the CPU) and forwards to `callback`."""
+    def record(step: dict) -> None:
+        frames.append(step["x"].cpu())
+        if callback is not None:
+            callback(step)
+    return record
+
+
+def sample(backend: Backend, *, generator: torch.Generator, schedule: Schedule, prompt: str,
+           n: int = 5, guidance_scale: float = 7.0,
+           callback: Callback | None = None) -> list[Figure]:
     """Course 1.5-1.6: n samples from pure noise conditioned on `prompt`, without CFG and with CFG
     (scale `guidance_scale` against ""); the GIF shows the CFG chain."""
-    conditions, ab, frames = _conditions(backend, prompt), backend.alphas_cumprod, []
-    plain = iterative_denoise(backend, _noise(backend, n, generator), timesteps, ab,
-                              cond=conditions["cond"], generator=generator)
-    guided = iterative_denoise(backend, _noise(backend, n, generator), timesteps, ab,
-                               guidance_scale=guidance_scale, generator=generator,
-                               callback=lambda i, t, x, x0: frames.append(x.cpu()), **conditions)
-    return [Figure("sample", [plain, guided], frames=[*frames, guided.cpu()],
+    frames: list[Tensor] = []
+    plain = sample_ddpm(guided(backend, prompt), _noise(backend, n, generator), schedule,
+                        generator=generator, callback=callback)
+    cfg = sample_ddpm(guided(backend, prompt, guidance_scale), _noise(backend, n, generator),
+                      schedule, generator=generator, callback=_frames(frames, callback))
+    return [Figure("sample", [plain, cfg], frames=[*frames, cfg.cpu()],
                    row_labels=[f"{prompt!r} no CFG", f"{prompt!r} CFG {guidance_scale:g}"])]
 
 
 def sdedit(backend: Backend, images: dict[str, Tensor], *, generator: torch.Generator,
-           timesteps: Sequence[int], prompt: str, levels: Sequence[int] = SDEDIT_LEVELS,
-           guidance_scale: float = 7.0, name: str = "sdedit") -> list[Figure]:
+           schedule: Schedule, prompt: str, levels: Sequence[int] = SDEDIT_LEVELS,
+           guidance_scale: float = 7.0, name: str = "sdedit",
+           callback: Callback | None = None) -> list[Figure]:
     """Course 1.7 / 1.7.1 (and 1.7.3 img2img with another prompt): each image noised to course
     level i (index into [990, ..., 0]) and denoised with CFG; small i = big edits."""
-    conditions, ab = _conditions(backend, prompt), backend.alphas_cumprod
-    indices = [level_index(backend, timesteps, i) for i in levels]
-    labels = [f"i={level} t={timesteps[i]}" for level, i in zip(levels, indices)]
+    model = guided(backend, prompt, guidance_scale)
+    indices = [level_index(backend, schedule, i) for i in levels]
+    labels = [f"i={level} t={schedule.times[i]}" for level, i in zip(levels, indices)]
     figures = []
     for image_name, image in images.items():
-        edits = [sdedit_image(backend, image, i, timesteps, ab, generator=generator,
-                              guidance_scale=guidance_scale, **conditions) for i in indices]
+        edits = [sdedit_image(model, image, schedule[i:], generator=generator, callback=callback)
+                 for i in indices]
         figures.append(Figure(f"{name}-{image_name}", [torch.cat([*edits, image])],
                               col_labels=[*labels, "original"]))
     return figures
@@ -190,18 +206,17 @@ def default_mask(size: int) -> Tensor:
 
 
 def inpaint(backend: Backend, images: dict[str, Tensor], masks: dict[str, Tensor], *,
-            generator: torch.Generator, timesteps: Sequence[int], prompt: str, n: int = 1,
-            guidance_scale: float = 7.0, jump_length: int = 0,
-            jump_n_sample: int = 1) -> list[Figure]:
+            generator: torch.Generator, schedule: Schedule, prompt: str, n: int = 1,
+            guidance_scale: float = 7.0, jump_length: int = 0, jump_n_sample: int = 1,
+            callback: Callback | None = None) -> list[Figure]:
     """Course 1.7.2: regenerate where masks[name] (1, 1, H, W) == 1, keep the rest; n tries.
     jump_length / jump_n_sample > 1 turn on RePaint resampling (the course does not)."""
-    conditions, figures = _conditions(backend, prompt), []
+    model, figures = guided(backend, prompt, guidance_scale), []
     for name, image in images.items():
         mask = masks[name].to(backend.device)
-        results = inpaint_image(backend, image.expand(n, -1, -1, -1), mask, timesteps,
-                                backend.alphas_cumprod, generator=generator,
-                                guidance_scale=guidance_scale, jump_length=jump_length,
-                                jump_n_sample=jump_n_sample, **conditions)
+        results = inpaint_image(model, image.expand(n, -1, -1, -1), mask, schedule,
+                                generator=generator, callback=callback, jump_length=jump_length,
+                                jump_n_sample=jump_n_sample)
         shown = [image, (mask * 2 - 1).expand_as(image), image * (1 - mask), results]
         figures.append(Figure(f"inpaint-{name}", [torch.cat(shown)],
                               col_labels=["original", "mask", "kept",
@@ -209,44 +224,46 @@ def inpaint(backend: Backend, images: dict[str, Tensor], masks: dict[str, Tensor
     return figures
 
 
-def anagram(backend: Backend, *, generator: torch.Generator, timesteps: Sequence[int],
+def anagram(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
             prompts: Sequence[str] = ANAGRAM_PROMPTS, views: Sequence[str] = ("identity", "flip"),
-            n: int = 1, guidance_scale: float = 7.0) -> list[Figure]:
+            n: int = 1, guidance_scale: float = 7.0,
+            callback: Callback | None = None) -> list[Figure]:
     """Course 1.8: an image reading as prompts[k] under views[k]; one row per view."""
     if len(prompts) != len(views) or len(prompts) < 2:
         raise ValueError(f"an anagram needs at least 2 prompts and one view each; got "
                          f"{len(prompts)} prompts and {len(views)} views")
     view_objects = [get_view(v) for v in views]
-    result = visual_anagram(backend, _noise(backend, n, generator), timesteps,
-                            backend.alphas_cumprod, conds=[backend.encode([p]) for p in prompts],
-                            views=view_objects, uncond=backend.encode([""]),
-                            guidance_scale=guidance_scale, generator=generator)
+    model = anagram_noise(backend, [backend.encode([p]) for p in prompts], view_objects,
+                          backend.encode([""]), guidance_scale)
+    result = sample_ddpm(model, _noise(backend, n, generator), schedule, generator=generator,
+                         callback=callback)
     return [Figure("anagram", [v.view(result) for v in view_objects],
                    row_labels=[f"{v}: {p}" for v, p in zip(views, prompts)])]
 
 
-def hybrid(backend: Backend, *, generator: torch.Generator, timesteps: Sequence[int],
+def hybrid(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
            far: str = HYBRID_PROMPTS[0], near: str = HYBRID_PROMPTS[1], n: int = 1,
-           guidance_scale: float = 7.0, kernel_size: int = 33, sigma: float = 2.0) -> list[Figure]:
+           guidance_scale: float = 7.0, kernel_size: int = 33, sigma: float = 2.0,
+           callback: Callback | None = None) -> list[Figure]:
     """Course 1.9: low frequencies from `far`, high from `near`; the second row mimics viewing
     from afar (4x area-downsampled)."""
-    result = hybrid_image(backend, _noise(backend, n, generator), timesteps, backend.alphas_cumprod,
-                          cond_far=backend.encode([far]), cond_near=backend.encode([near]),
-                          uncond=backend.encode([""]), guidance_scale=guidance_scale,
-                          kernel_size=kernel_size, sigma=sigma, generator=generator)
+    model = hybrid_noise(backend, backend.encode([far]), backend.encode([near]),
+                         backend.encode([""]), guidance_scale, kernel_size, sigma)
+    result = sample_ddpm(model, _noise(backend, n, generator), schedule, generator=generator,
+                         callback=callback)
     small = F.interpolate(result.float(), scale_factor=0.25, mode="area")
     return [Figure("hybrid", [result, small], row_labels=[f"near: {near}", f"far: {far}"])]
 
 
-def upsample(backend: Backend, *, generator: torch.Generator, timesteps: Sequence[int],
+def upsample(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
              prompts: Sequence[str], guidance_scale: float = 7.0,
-             **stage2: int | float) -> list[Figure]:
+             callback: Callback | None = None, **stage2: int | float) -> list[Figure]:
     """Course Part 0 / bells & whistles: one CFG sample per prompt, then the backend's
     super-resolution stage (IF stage 2, 64 -> 256); `stage2` kwargs go to backend.upsample."""
-    uncond, ab = backend.encode([""]), backend.alphas_cumprod
-    low = torch.cat([iterative_denoise(backend, _noise(backend, 1, generator), timesteps, ab,
-                                       cond=backend.encode([p]), uncond=uncond,
-                                       guidance_scale=guidance_scale, generator=generator)
+    if not backend.can_upsample:
+        raise NotImplementedError(f"the {backend.name} backend has no super-resolution stage")
+    low = torch.cat([sample_ddpm(guided(backend, p, guidance_scale), _noise(backend, 1, generator),
+                                 schedule, generator=generator, callback=callback)
                      for p in prompts])
     high = backend.upsample(low, list(prompts), generator=generator, **stage2)
     return [Figure("upsample", [low, high], row_labels=["stage 1", "stage 2"],

@@ -26,6 +26,10 @@ class MnistBackend:
     name = "mnist"
     image_size = 28
     channels = 1
+    default_prompt = ""
+    prompts = ("", *map(str, range(10)))
+    default_guidance_scale = 5.0
+    can_upsample = False
 
     def __init__(self, run_dir: str | Path, checkpoint: int | str | None = None,
                  device: str | torch.device = "cpu", num_steps: int = DEFAULT_STEPS):
@@ -47,7 +51,7 @@ class MnistBackend:
 
     def encode(self, prompts: Sequence[str]) -> Tensor | None:
         """"0".."9" -> one-hot rows, "" -> the zero row (null class): (B, 10); None for time-only."""
-        bad = [p for p in prompts if p.strip() not in ("", *map(str, range(10)))]
+        bad = [p for p in prompts if p.strip() not in self.prompts]
         if bad:
             raise ValueError(f"MNIST prompts are the digits '0'..'9' or '' (unconditional); got {bad}")
         if not self.lab.class_conditional:

@@ -178,19 +178,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.sampler and args.sampler not in SAMPLERS_BY_KIND[lab.kind]:
         raise ConfigError(f"--sampler {args.sampler} does not apply to a {lab.kind} model; "
                           f"choose from {', '.join(SAMPLERS_BY_KIND[lab.kind])}")
-    n = args.per_class * lab.config.num_classes
-    labels = (torch.arange(lab.config.num_classes).repeat_interleave(args.per_class)
-              if lab.class_conditional else torch.full((n,), -1))
+    labels = torch.arange(lab.config.num_classes).repeat_interleave(args.per_class)
+    if not lab.class_conditional:
+        labels = torch.full_like(labels, -1)
+    sampler = args.sampler or lab.config.sampler
+    steps = args.steps or lab.config.sample_steps
     g = torch.Generator(lab.device).manual_seed(args.seed)
-    chunks = []
-    for i in range(0, n, args.batch):
-        part = labels[i:i + args.batch]
-        kw = dict(guidance_scale=args.guidance_scale, sampler=args.sampler, steps=args.steps, generator=g)
-        x = lab.sample(part, **kw) if lab.class_conditional else lab.sample(n=len(part), **kw)
-        chunks.append(from_signed(x)[:, 0].cpu())
-    images = torch.cat(chunks).numpy()
+    x = lab.sample(labels, guidance_scale=args.guidance_scale, sampler=sampler, steps=steps,
+                   generator=g, batch_size=args.batch)
+    images = from_signed(x)[:, 0].cpu().numpy()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, images=images, labels=labels.numpy().astype(np.int64))
+    np.savez_compressed(args.out, images=images, labels=labels.numpy().astype(np.int64),
+                        sampler=sampler, steps=steps, precision=lab.precision, seed=args.seed,
+                        batch=args.batch, guidance_scale=args.guidance_scale
+                        if args.guidance_scale is not None else lab.config.guidance_scale)
     print(f"wrote {len(images)} images ({lab.kind}, {lab.checkpoint.name}) to {args.out}")
     return 0
 

@@ -94,27 +94,22 @@ def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = (0, 1, 
     train = load_dataset(cfg.dataset, cfg.data_root, "train")
     test = load_dataset(cfg.dataset, cfg.data_root, "test")
     reference = classifier.features(test.images)
-    n = per_class * train.num_classes
     scales: list[float | None] = list(guidance_scales) if lab.class_conditional else [None]
     result: dict[str, Any] = {"accuracy": {}, "frechet": {}}
     for g in scales:
         gen = torch.Generator(device).manual_seed(derive_seed(seed, "evaluate", _guidance_key(g)))
-        labels = torch.arange(train.num_classes).repeat_interleave(per_class) if g is not None else None
-        chunks = []
-        for i in range(0, n, batch_size):
-            kw = dict(sampler=sampler, steps=steps, generator=gen)
-            if labels is None:
-                x = lab.sample(n=min(batch_size, n - i), **kw)
-            else:
-                x = lab.sample(labels[i:i + batch_size], guidance_scale=g, **kw)
-            chunks.append(from_signed(x).squeeze(1).cpu())
-        acc, fd = score_samples(classifier, torch.cat(chunks), labels, reference)
+        labels = torch.arange(train.num_classes).repeat_interleave(per_class)
+        x = lab.sample(labels if g is not None else torch.full_like(labels, -1), guidance_scale=g,
+                       sampler=sampler, steps=steps, generator=gen, batch_size=batch_size)
+        images = from_signed(x).squeeze(1).cpu()
+        acc, fd = score_samples(classifier, images, labels if g is not None else None, reference)
         result["accuracy"][_guidance_key(g)] = acc
         result["frechet"][_guidance_key(g)] = fd
     result.update(frechet_floor=frechet_floor(classifier, train, test, per_class, seed),
                   classifier_test_accuracy=classifier.test_accuracy, dataset=cfg.dataset,
                   per_class=per_class, seed=seed, sampler=sampler or cfg.sampler,
-                  steps=steps or cfg.sample_steps, checkpoint=lab.checkpoint.name if lab.checkpoint else None)
+                  steps=steps or cfg.sample_steps, precision=lab.precision,
+                  checkpoint=lab.checkpoint.name if lab.checkpoint else None)
     if write:
         from .tracking import push_evaluation
 

@@ -19,6 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from samplers.devices import resolve_device
 from samplers.images import grid, save_gif
 
 from .checkpoints import list_checkpoints
@@ -35,6 +36,26 @@ GIF_MS = {"duration_ms": 60, "hold_ms": 1500}  # sampling.gif: per frame, and th
 def grid_array(images: Tensor, nrow: int, scale: int = 1) -> np.ndarray:
     """(B, 1, H, W) in [0, 1] -> (rows, cols) uint8 grid, ``nrow`` tiles a row, grey 2-px gaps."""
     return grid(images * 2 - 1, nrow, scale=scale, pad_value=0.0)[..., 0]
+
+
+def sample_grid(lab, generator: torch.Generator, *, per_class: int = 4, sampler: str | None = None,
+                steps: int | None = None, gif_frames: int = 0,
+                scale: int = 1) -> tuple[Tensor, list[np.ndarray]]:
+    """A per_class x K grid of samples at the run's guidance: (K * per_class, 1, 28, 28) in
+    [-1, 1], a row per repeat (class models: a column per class). With gif_frames, also about
+    that many uint8 grid frames of the chain, ending with the result (for save_gif)."""
+    k, frames = lab.config.num_classes, []
+    every = max(1, (steps or lab.config.sample_steps) // max(gif_frames, 1))
+
+    def keep(step: dict) -> None:
+        if step["i"] % every == 0:
+            frames.append(grid_array((step["x"].clamp(-1, 1) + 1) / 2, k, scale))
+
+    x = lab.sample(lab.grid_labels(per_class), sampler=sampler, steps=steps, generator=generator,
+                   callback=keep if gif_frames else None)
+    if gif_frames:
+        frames.append(grid_array((x + 1) / 2, k, scale))
+    return x, frames
 
 
 def _show_grid(ax, images: Tensor, nrow: int, col_labels: Sequence[str] = (),
@@ -150,7 +171,7 @@ def _pure_noise_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed
     for ckpt in _pick_checkpoints(run_dir, DENOISER_EPOCHS):
         lab = load_lab_model(run_dir, ckpt.period, device)
         g = torch.Generator(device).manual_seed(derive_seed(seed, "figures-pure-noise"))
-        samples = (lab.sample(n=16, generator=g) + 1) / 2
+        samples = (lab.sample([-1] * 16, generator=g) + 1) / 2
         fig = Figure(figsize=(7.5, 3.6), dpi=120)
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
         _show_grid(left, samples, 4, title=f"outputs from pure noise, epoch {ckpt.period}")
@@ -167,35 +188,20 @@ def _sample_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: in
     from .pretrained import load_lab_model
 
     classes = load_dataset(cfg.dataset, cfg.data_root, "test").class_names if cfg.class_conditional else ()
-    labels = torch.arange(len(classes) or 10).repeat(4)
     paths, ckpts = [], _pick_checkpoints(run_dir, cfg.milestones)
     for i, ckpt in enumerate(ckpts):
         lab = load_lab_model(run_dir, ckpt.period, device)
-        frames: list[np.ndarray] = []
         final = i == len(ckpts) - 1
-        n_steps = steps or cfg.sample_steps
-        every = max(1, n_steps // gif_frames)
-
-        def keep(step_index, t, x, x0_hat):
-            if step_index % every == 0:
-                frames.append(grid_array((x.clamp(-1, 1) + 1) / 2, 10, scale=2))
-
         g = torch.Generator(device).manual_seed(derive_seed(seed, "figures-samples"))
-        kw = dict(steps=steps, generator=g, callback=keep if final else None)
-        x = lab.sample(labels, **kw) if lab.class_conditional else lab.sample(n=40, **kw)
-        x = (x + 1) / 2
+        x, frames = sample_grid(lab, g, steps=steps, gif_frames=gif_frames if final else 0, scale=2)
         how = f", guidance {cfg.guidance_scale:g}" if lab.class_conditional else ""
         paths.append(save_grid_figure(
-            out / f"samples-epoch-{ckpt.period:04d}.png", x, 10, col_labels=classes,
-            title=f"{cfg.experiment}, epoch {ckpt.period} ({cfg.sampler}, {n_steps} steps{how})"))
-        if final and frames:
-            paths.append(save_gif(frames + [grid_array(x, 10, scale=2)], out / "sampling.gif",
-                                  **GIF_MS))
+            out / f"samples-epoch-{ckpt.period:04d}.png", (x + 1) / 2, 10, col_labels=classes,
+            title=f"{cfg.experiment}, epoch {ckpt.period} ({cfg.sampler}, "
+                  f"{steps or cfg.sample_steps} steps{how})"))
+        if frames:
+            paths.append(save_gif(frames, out / "sampling.gif", **GIF_MS))
     return paths
-
-
-def _auto_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def make_figures(run_dir: str | Path, *, device: str | torch.device | None = None, seed: int = 0,
@@ -209,7 +215,7 @@ def make_figures(run_dir: str | Path, *, device: str | torch.device | None = Non
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     cfg = TrainConfig.from_dict(read_config(run_dir))
-    device = torch.device(device) if device is not None else _auto_device()
+    device = resolve_device(device)
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
     loss = plot_loss(run_dir, out / "loss.png", f"{cfg.experiment} ({cfg.name})")

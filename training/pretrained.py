@@ -1,9 +1,12 @@
 """A trained lab model ready to sample: `load_lab_model(run_dir)` -> `LabModel`.
 
-Conventions (interfaces.md): DDPM timestep i in 0..T-1 reaches the UNet as (i + 1) / T; flow time
-t in [0, 1] follows the course (x_t = (1-t) noise + t data, the UNet predicts data - noise). Class
-conditioning is a one-hot (B, 10); label -1 (and the all-zero row) is the null class. Samples are
-(B, 1, 28, 28) in [-1, 1] (background -1). All sampling goes through `samplers`.
+Conventions: DDPM timestep i in 0..T-1 reaches the UNet as (i + 1) / T (training.objectives
+writes the same mapping); flow time t in [0, 1] follows the course (x_t = (1-t) noise + t data,
+the UNet predicts data - noise). Class conditioning is a one-hot (B, 10); label -1 (and the
+all-zero row) is the null class. Samples are (B, 1, 28, 28) in [-1, 1] (background -1). All
+sampling goes through the samplers' table (samplers.SAMPLERS); the UNet runs in the precision
+the machine runs fastest (bf16 autocast on CPUs with native bf16 and on CUDA), the samplers'
+arithmetic in float32.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import samplers
+from samplers.devices import autocast, resolve_mixed_precision
 
 from .checkpoints import Checkpoint, CheckpointError, list_checkpoints, load_weights, verify_checksums
 from .config import TrainConfig
@@ -23,17 +27,21 @@ from .runs import read_config
 
 SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", "ddim"),
                     "denoiser": ("direct",), "pure-noise": ("direct",)}
-# 50-step samplers that score as the course's 300-step ones do (`make bench` quality rows: strided
-# DDPM 50 = DDPM 300 and Heun 50 = Euler 300 in class accuracy; DDIM 50 loses 2.5 points): the
-# dashboard's interactive default and the bench's 50-step rows.
+# 50-step samplers that score as the course's 300-step ones do (see `make bench`'s quality rows):
+# the dashboard's interactive default, the training previews and the bench's 50-step rows.
 FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
 
 
-def schedule(cfg: TrainConfig) -> Tensor | None:
+def vp_alphas_cumprod(cfg: TrainConfig) -> Tensor | None:
     """alphas_cumprod (T,) of a DDPM run; flow runs get the same VP schedule (for VelocityAsEps)."""
     if cfg.kind not in ("ddpm", "flow"):
         return None
     return samplers.linear_alphas_cumprod(cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
+
+
+def unet_time(i: Tensor, num_timesteps: int) -> Tensor:
+    """DDPM timestep(s) i in 0..T-1 -> the UNet's time input (i + 1) / T in (0, 1]."""
+    return (i.float() + 1) / num_timesteps
 
 
 def build_unet(cfg: TrainConfig) -> nn.Module:
@@ -43,12 +51,16 @@ def build_unet(cfg: TrainConfig) -> nn.Module:
 
 @dataclass
 class LabModel:
-    """A lab UNet with its run config; `unet` is used as is (load_lab_model puts it in eval mode)."""
+    """A lab UNet with its run config; `unet` is used as is (load_lab_model puts it in eval mode).
+
+    `precision`: "no" (fp32), "bf16" or "fp16": the autocast the UNet's forward runs under.
+    """
 
     config: TrainConfig
     unet: nn.Module
     alphas_cumprod: Tensor | None  # (T,) float32 on the model's device (None for denoisers)
     checkpoint: Path | None = None
+    precision: str = "no"
 
     @property
     def kind(self) -> str:
@@ -70,54 +82,83 @@ class LabModel:
             raise ValueError(f"labels must be in [-1, {k - 1}], got {labels.tolist()}")
         return torch.nn.functional.one_hot(labels.clamp(min=0), k).float() * (labels >= 0)[:, None]
 
+    def grid_labels(self, per_class: int) -> Tensor:
+        """Labels of a per_class x K grid, a row per repeat (0..K-1, 0..K-1, ...); a time-only or
+        single-step model gets K * per_class unconditional labels (-1)."""
+        k = self.config.num_classes
+        if not self.class_conditional:
+            return torch.full((k * per_class,), -1)
+        return torch.arange(k).repeat(per_class)
+
+    def network(self, x: Tensor, t: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+        """The UNet under the model's autocast; output in x's dtype."""
+        with autocast(x.device, self.precision):
+            out = self.unet(x) if t is None else self.unet(x, t, cond)
+        return out.to(x.dtype)
+
     def eps_model(self, x: Tensor, t: int | Tensor, cond: Tensor | None = None) -> Tensor:
-        """DDPM noise prediction; t an int timestep or (B,) ints in 0..T-1 (given as (t+1)/T)."""
+        """DDPM noise prediction; t an int timestep or (B,) ints in 0..T-1."""
         t = torch.as_tensor(t, device=x.device).expand(x.shape[0])
-        return self.unet(x, (t.to(x.dtype) + 1) / self.config.num_timesteps, cond)
+        return self.network(x, unet_time(t, self.config.num_timesteps).to(x.dtype), cond)
 
     def velocity_model(self, x: Tensor, t: float | Tensor, cond: Tensor | None = None) -> Tensor:
         """Flow velocity data - noise at time t (float or (B,) in [0, 1])."""
         t = torch.as_tensor(t, device=x.device, dtype=x.dtype).expand(x.shape[0])
-        return self.unet(x, t, cond)
+        return self.network(x, t, cond)
+
+    def schedule(self, sampler: str, steps: int) -> samplers.Schedule:
+        """What `sampler` walks in `steps` steps: the flow grid, or `steps` spaced VP timesteps."""
+        if sampler in samplers.FLOW_SAMPLERS:
+            return samplers.Schedule.flow(steps)
+        return samplers.Schedule.vp(self.alphas_cumprod,
+                                    samplers.spaced_timesteps(self.config.num_timesteps, steps))
+
+    def sampling_model(self, sampler: str, labels: Tensor, guidance_scale: float) -> Callable:
+        """model(x, t) for `sampler`, conditioned on `labels` with CFG at `guidance_scale`."""
+        base = self.eps_model
+        if sampler in samplers.FLOW_SAMPLERS:
+            base = self.velocity_model
+        elif self.kind == "flow":
+            base = samplers.VelocityAsEps(self.velocity_model, self.alphas_cumprod)
+        if not self.class_conditional:
+            return samplers.Guided(base)
+        uncond = torch.zeros(1, self.config.num_classes, device=self.device)
+        return samplers.Guided(base, self.one_hot(labels), uncond, guidance_scale)
 
     @torch.no_grad()
-    def sample(self, labels: Sequence[int] | Tensor | None = None, *, n: int | None = None,
-               guidance_scale: float | None = None, sampler: str | None = None,
-               steps: int | None = None, generator: torch.Generator | None = None,
-               callback: Callable | None = None) -> Tensor:
-        """Generate (B, 1, 28, 28) in [-1, 1]: B = len(labels) (class models; -1 = unconditional)
-        or n (time-only and single-step models). CFG (default: the run's scale) runs batched."""
+    def sample(self, labels: Sequence[int] | Tensor, *, guidance_scale: float | None = None,
+               sampler: str | None = None, steps: int | None = None,
+               generator: torch.Generator | None = None, callback: Callable | None = None,
+               batch_size: int | None = None) -> Tensor:
+        """Generate (B, 1, 28, 28) in [-1, 1], one image per label (-1 = unconditional; a
+        time-only model takes only -1, see grid_labels). CFG (default: the run's scale) runs
+        batched. Noise is drawn on the generator's device (the CPU without one) and moved.
+
+        batch_size: sample in chunks of that many labels, one after the other from the same
+        generator. The images depend on it: the same seed and batch size give the same images.
+        """
+        labels = torch.as_tensor(labels).long().reshape(-1)
+        if batch_size is not None and labels.numel() > batch_size:
+            return torch.cat([self.sample(part, guidance_scale=guidance_scale, sampler=sampler,
+                                          steps=steps, generator=generator, callback=callback)
+                              for part in labels.split(batch_size)])
         cfg = self.config
         sampler = sampler or cfg.sampler
         if sampler not in SAMPLERS_BY_KIND[cfg.kind]:
             raise ValueError(f"sampler {sampler!r} does not apply to a {cfg.kind} model; "
                              f"choose from {', '.join(SAMPLERS_BY_KIND[cfg.kind])}")
-        cond = uncond = None
-        if labels is not None:
-            cond = self.one_hot(labels)
-            n = cond.shape[0]
-        if n is None:
-            raise ValueError("pass labels (class-conditional model) or n (number of samples)")
+        if not self.class_conditional and (labels != -1).any():
+            raise ValueError(f"a {cfg.experiment} model is not class-conditional: it draws "
+                             f"unconditional samples only (label -1), got {labels.tolist()}")
+        noise_device = generator.device if generator is not None else "cpu"
+        x = torch.randn((labels.numel(), 1, 28, 28), generator=generator,
+                        device=noise_device).to(self.device)
+        if sampler == "direct":
+            return (2 * self.network(x) - 1).clamp(-1, 1)
         scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
-        if not self.class_conditional:
-            cond, scale = None, 1.0
-        elif scale != 1.0:
-            uncond = torch.zeros(1, cfg.num_classes, device=self.device)
-        x = torch.randn((n, 1, 28, 28), generator=generator, device=self.device)
-        if cfg.kind in ("denoiser", "pure-noise"):
-            return (2 * self.unet(x) - 1).clamp(-1, 1)
-        steps = steps or cfg.sample_steps
-        if sampler in ("euler", "heun"):
-            out = samplers.flow_sample(self.velocity_model, x, steps, cond=cond, uncond=uncond,
-                                       guidance_scale=scale, method=sampler, callback=callback)
-        else:
-            model = self.eps_model
-            if cfg.kind == "flow":
-                model = samplers.VelocityAsEps(self.velocity_model, self.alphas_cumprod)
-            out = samplers.iterative_denoise(
-                model, x, samplers.spaced_timesteps(cfg.num_timesteps, steps),
-                self.alphas_cumprod, cond=cond, uncond=uncond, guidance_scale=scale,
-                generator=generator, callback=callback, step=sampler)
+        model = self.sampling_model(sampler, labels, scale)
+        out = samplers.get_sampler(sampler)(model, x, self.schedule(sampler, steps or cfg.sample_steps),
+                                            generator=generator, callback=callback)
         return out.clamp(-1, 1)
 
 
@@ -136,8 +177,9 @@ def find_checkpoint(run_dir: Path, checkpoint: int | str | Path | None) -> Check
 
 
 def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = None,
-                   device: str | torch.device = "cpu") -> LabModel:
-    """Load a run's model (EMA weights when the run kept them) in eval mode on `device`.
+                   device: str | torch.device = "cpu", precision: str = "auto") -> LabModel:
+    """Load a run's model (EMA weights when the run kept them) in eval mode on `device`, to run
+    in `precision` ("auto": bf16/fp16 where the device runs it natively, else fp32).
 
     Raises FileNotFoundError for a missing run, CheckpointError for a missing, corrupt or
     mismatched checkpoint (the message names the file).
@@ -162,5 +204,6 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
     verify_checksums(ckpt, (ckpt.weights_file.name,))
     unet.load_state_dict(weights, strict=True)
     unet = unet.to(memory_format=torch.channels_last)  # faster convolutions when sampling (make bench)
-    ab = schedule(cfg)
-    return LabModel(cfg, unet.eval(), None if ab is None else ab.to(device), ckpt.path)
+    ab = vp_alphas_cumprod(cfg)
+    return LabModel(cfg, unet.eval(), None if ab is None else ab.to(device), ckpt.path,
+                    resolve_mixed_precision(precision, torch.device(device)))

@@ -22,12 +22,14 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from samplers.devices import resolve_mixed_precision
+
 from . import checkpoints as ck
 from .config import ConfigError, TrainConfig, TrainingDiverged, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
-from .figures import GIF_MS, grid_array, save_gif
+from .figures import GIF_MS, grid_array, sample_grid, save_gif
 from .objectives import loss_by_t_bins, make_objective
-from .pretrained import FAST_SAMPLER, LabModel, build_unet, schedule
+from .pretrained import FAST_SAMPLER, LabModel, build_unet, vp_alphas_cumprod
 from .runs import safe_run_dir
 from .schedules import make_scheduler
 from .tracking import Tracker
@@ -65,22 +67,6 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     device = PartialState(cpu=cfg.device == "cpu").device
     return Accelerator(cpu=cfg.device == "cpu",
                        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
-
-
-def resolve_mixed_precision(requested: str, device: torch.device) -> str:
-    """`requested`, with "auto" resolved to the fastest precision `device` runs natively.
-
-    CUDA: bf16 where supported, else fp16. CPU: bf16 only with native bf16 kernels (oneDNN);
-    without them (AVX2-only CPUs) bf16 convolutions take a scalar path ~8x slower than fp32
-    (`make bench`). Other devices: fp32.
-    """
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bf16"
-    return "no"
 
 
 def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
@@ -149,7 +135,7 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scheduler, self.scheduler_per_step = make_scheduler(self.optimizer, cfg)
-        self.alphas_cumprod = schedule(cfg)
+        self.alphas_cumprod = vp_alphas_cumprod(cfg)
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
         self.objective = make_objective(cfg, ab)
         self.step = 0
@@ -232,7 +218,7 @@ class Trainer:
     def _sampling_model(self) -> LabModel:
         net = self.ema.model if self.ema is not None else self.model
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
-        return LabModel(self.cfg, net, ab)
+        return LabModel(self.cfg, net, ab, precision=self.acc.mixed_precision)
 
     @torch.no_grad()
     def _preview(self, period: int, gif: bool) -> tuple[Path, Path | None]:
@@ -250,23 +236,11 @@ class Trainer:
                 noisy = clean + self.cfg.sigma * torch.randn(clean.shape, generator=g, device=self.device)
                 rows = torch.cat([clean, noisy.clamp(0, 1), lab.unet(noisy).clamp(0, 1)])
                 return save_grid(rows * 2 - 1, out / f"epoch-{period:04d}.png"), None
-            frames: list = []
             sampler, steps = preview_sampler(self.cfg)
-            every = max(1, steps // GIF_FRAMES)
-
-            def keep_frame(*args):  # a dict {i, t, x, denoised} or positional (i, t, x, ...)
-                i, x = (args[0]["i"], args[0]["x"]) if isinstance(args[0], dict) else (args[0], args[2])
-                if i % every == 0:
-                    frames.append(_grid(x))
-
-            labels = torch.arange(10, device=self.device).repeat(4)
-            kw = dict(sampler=sampler, steps=steps, generator=g, callback=keep_frame if gif else None)
-            x = lab.sample(labels, **kw) if lab.class_conditional else lab.sample(n=40, **kw)
+            gif_frames = GIF_FRAMES if gif and self.cfg.kind != "pure-noise" else 0
+            x, frames = sample_grid(lab, g, sampler=sampler, steps=steps, gif_frames=gif_frames)
             png = save_grid(x, out / f"epoch-{period:04d}.png")
-            if not gif or self.cfg.kind == "pure-noise":
-                return png, None
-            gif_path = save_gif(frames + [_grid(x)], out / "sampling.gif", **GIF_MS)
-            return png, gif_path
+            return png, save_gif(frames, out / "sampling.gif", **GIF_MS) if frames else None
         finally:
             lab.unet.train(was_training)
 

@@ -2,27 +2,26 @@
 from __future__ import annotations
 
 import streamlit as st
-import torch
 
 import samplers
+from samplers import tasks
 from samplers.backends import BackendUnavailable
+from samplers.images import figure, gif_bytes, png_bytes
 from dashboard import backends, settings
 from dashboard.catalog import Run
 from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
 from dashboard.inputs import image_input, mask_input, prompt_input
-from dashboard.media import png_bytes
 from dashboard.results import Progress, Result, show_result
 from dashboard.state import Shared
 
 TABS = ["Forward process", "Denoising", "Sampling & CFG", "SDEdit", "Text img2img", "Inpainting",
         "Visual anagrams", "Hybrids", "Upsampling"]
 BACKENDS = ["Auto", "DeepFloyd IF", "MNIST model"]
-DEFAULTS = {  # prompt defaults: the course's for IF, digits for MNIST
-    "deepfloyd": dict(photo="a high quality photo", sample="an oil painting of a snowy mountain "
-                      "village", edit="a rocket ship", first="an oil painting of people around a "
-                      "campfire", second="an oil painting of an old man", far="a lithograph of a "
-                      "skull", near="a lithograph of waterfalls"),
-    "mnist": dict(photo="", sample="3", edit="7", first="6", second="9", far="0", near="1"),
+DEFAULTS = {  # prompt defaults: the course's for text backends (IF), digits for MNIST
+    "text": dict(sample="an oil painting of a snowy mountain village", edit="a rocket ship",
+                 first=tasks.ANAGRAM_PROMPTS[0], second=tasks.ANAGRAM_PROMPTS[1],
+                 far=tasks.HYBRID_PROMPTS[0], near=tasks.HYBRID_PROMPTS[1]),
+    "digits": dict(sample="3", edit="7", first="6", second="9", far="0", near="1"),
 }
 
 
@@ -70,35 +69,37 @@ def choose_backend(s: settings.Settings) -> Shared | None:
 
 # ---- helpers shared by the tabs --------------------------------------------------------------
 
-def conds(shared: Shared, *prompts: str):
-    """Conditioning of each prompt and of the null prompt '' (the encoder is shared: locked)."""
-    with shared.lock:
-        return [shared.value.encode([p]) for p in prompts], shared.value.encode([""])
-
-
-def run(shared: Shared, key: str, label: str, total: int, fn, nrow: int = 8,
-        caption: str = "") -> None:
-    """Call fn(generator, callback) -> images under the backend lock; keep the Result."""
+def run(shared: Shared, key: str, label: str, task, total: int, **options) -> None:
+    """Call task(backend, generator=, schedule=, callback=, **options) -- a samplers.tasks
+    function, exactly as `python -m samplers` calls it -- under the backend lock; keep the Result
+    (the first figure; the others and the chain's frames beside it)."""
     backend = shared.value
-    progress = Progress(total, label, nrow=nrow)
-    g = generator(backend)
+    progress = Progress(total, label, nrow=min(options.get("n", 1), 8))
     with user_errors(f"{label} failed"), shared.lock:
         try:
-            x = fn(g, progress)
+            figures = task(backend, generator=tasks.make_generator(st.session_state.get("lab_seed", 0)),
+                           schedule=tasks.backend_schedule(backend), callback=progress, **options)
         finally:
             progress.clear()
-        st.session_state[key] = progress.result(x, caption or label)
+        st.session_state[key] = figures_result(figures, label, progress)
 
 
-def noise(backend, n: int, g: torch.Generator) -> torch.Tensor:
-    s = backend.image_size
-    return torch.randn((n, backend.channels, s, s), generator=g, device=backend.device,
-                       dtype=backend.dtype)
+def figures_result(figures: list[tasks.Figure], caption: str, progress: Progress | None) -> Result:
+    """The task's figures as one Result: the first as the picture, the rest as extra panels; the
+    GIF of the first figure's own frames, else of the sampler steps the progress kept."""
+    pngs = [png_bytes(figure(f.rows, f.row_labels, f.col_labels)) for f in figures]
+    frames = next((f.frames for f in figures if f.frames), None)
+    gif = gif_bytes(frames) if frames else progress and progress.gif()
+    labels = " · ".join(figures[0].row_labels or figures[0].col_labels)
+    return Result(pngs[0], f"{caption}: {labels}" if labels else caption, gif,
+                  [(f.name, png) for f, png in zip(figures[1:], pngs[1:])])
 
 
-def generator(backend) -> torch.Generator:
-    """This request's own generator, seeded with the seed chosen at the top of the page."""
-    return torch.Generator(backend.device).manual_seed(st.session_state.get("lab_seed", 0))
+def steps(backend, *levels: int) -> int:
+    """Sampler steps of the backend's default schedule from each course level (0: the start)."""
+    schedule = tasks.backend_schedule(backend)
+    return sum(len(schedule) - 1 - (tasks.level_index(backend, schedule, lv) if lv else 0)
+               for lv in levels)
 
 
 def scale() -> float:
@@ -106,13 +107,12 @@ def scale() -> float:
     return st.session_state.get("lab_cfg", 1.0)
 
 
-def schedule(backend) -> tuple[list[int], torch.Tensor]:
-    """The backend's default timesteps and alphas_cumprod (the samplers' positional pair)."""
-    return backend.timesteps, backend.alphas_cumprod
-
-
 def done(key: str, name: str) -> None:
     show_result(st.session_state.get(key), name)
+
+
+def defaults(backend) -> dict[str, str]:
+    return DEFAULTS["text" if backend.prompts is None else "digits"]
 
 
 # ---- tabs -----------------------------------------------------------------------------------
@@ -120,87 +120,55 @@ def done(key: str, name: str) -> None:
 def forward_tab(shared, examples) -> None:
     backend = shared.value
     picked = image_input(backend, "fwd", examples)
-    T = len(backend.alphas_cumprod)
-    levels = st.multiselect("Timesteps", list(range(0, T, max(1, T // 20))),
-                            default=[T // 4, T // 2, 3 * T // 4], key="fwd_t")
+    levels = st.multiselect("Timesteps (the course's 0..999 scale, mapped to the model's)",
+                            list(range(0, tasks.COURSE_T, 50)), default=[250, 500, 750],
+                            key="fwd_t")
     if picked and levels and st.button("Add noise", key="fwd_go"):
-        g = generator(backend)
-        noisy = torch.cat([samplers.add_noise(picked[1], t, backend.alphas_cumprod, generator=g)
-                           for t in sorted(levels)])
-        st.session_state["fwd_result"] = Result(
-            png_bytes(torch.cat([picked[1], noisy])), "original, then t = " +
-            ", ".join(map(str, sorted(levels))))
+        figures = tasks.forward(backend, {"input": picked[1]}, ts=sorted(levels),
+                                generator=tasks.make_generator(st.session_state.get("lab_seed", 0)))
+        st.session_state["fwd_result"] = figures_result(figures, "Forward process", None)
     done("fwd_result", "forward-process")
 
 
 def denoise_tab(shared, examples) -> None:
     backend = shared.value
     picked = image_input(backend, "den", examples)
-    last = len(backend.timesteps) - 2
-    i_start = st.slider("Start at timesteps[i] (smaller i = noisier)", 0, last, min(10, last),
-                        key="den_i")
-    prompt = prompt_input(backend, "Prompt", "den_prompt", DEFAULTS[backend.name]["photo"])
+    c = st.columns(2)
+    i_start = c[0].slider("Iterative: start at course level i (smaller = noisier)", 0,
+                          len(tasks.COURSE_TIMESTEPS) - 2, 10, key="den_i")
+    guided = c[1].toggle("Classifier-free guidance (the course uses none here)", False,
+                         key="den_cfg")
+    prompt = prompt_input(backend, "Prompt", "den_prompt", backend.default_prompt)
     if picked and st.button("Denoise", key="den_go"):
-        t, ab = backend.timesteps[i_start], backend.alphas_cumprod
-        (c,), u = conds(shared, prompt)
-
-        def fn(g, cb):
-            noisy = samplers.add_noise(picked[1], t, ab, generator=g)
-            return torch.cat([
-                picked[1], noisy, samplers.blur_denoise(noisy),
-                samplers.one_step_denoise(backend, noisy, t, ab, c, u, scale()),
-                samplers.iterative_denoise(backend, noisy, backend.timesteps, ab, i_start=i_start,
-                                           cond=c, uncond=u, guidance_scale=scale(), generator=g,
-                                           callback=cb)])
-
-        run(shared, "den_result", "Denoising", len(backend.timesteps) - 1 - i_start, fn,
-            caption=f"original · noisy (t = {t}) · Gaussian blur · one step · iterative")
+        run(shared, "den_result", "Denoising", tasks.denoise, steps(backend, i_start),
+            images={"input": picked[1]}, prompt=prompt, i_start=i_start,
+            guidance_scale=scale() if guided else 1.0)
     done("den_result", "denoising")
 
 
 def sample_tab(shared) -> None:
     backend = shared.value
-    prompt = prompt_input(backend, "Prompt", "smp_prompt", DEFAULTS[backend.name]["sample"])
-    n = st.number_input("Images", 1, 16, 4, key="smp_n")
+    prompt = prompt_input(backend, "Prompt", "smp_prompt", defaults(backend)["sample"])
+    n = int(st.number_input("Images", 1, 16, 4, key="smp_n"))
     if st.button("Sample with and without CFG", key="smp_go"):
-        (c,), u = conds(shared, prompt)
-        steps = len(backend.timesteps) - 1
-
-        def fn(g, cb):
-            x = noise(backend, 2 * n, g)
-            plain = samplers.iterative_denoise(backend, x[:n], *schedule(backend),
-                                               cond=c, generator=g)
-            cfg = samplers.iterative_denoise(backend, x[n:], *schedule(backend),
-                                             cond=c, uncond=u, generator=g, callback=cb,
-                                             guidance_scale=scale())
-            return torch.cat([plain, cfg])
-
-        run(shared, "smp_result", "Sampling", steps, fn, nrow=n,
-            caption=f"top: no CFG · bottom: CFG scale {scale()}")
+        run(shared, "smp_result", "Sampling", tasks.sample, 2 * steps(backend, 0), prompt=prompt,
+            n=n, guidance_scale=scale())
     done("smp_result", "samples")
 
 
 def edit_tab(shared, examples, key: str, prompt_default: str, what: str) -> None:
-    """SDEdit (prompt: a generic photo) or text img2img (prompt: the target) at several levels."""
+    """SDEdit (prompt: a generic photo) or text img2img (prompt: the target) at course levels."""
     backend = shared.value
     picked = image_input(backend, key, examples, sketch=True)
     prompt = prompt_input(backend, "Prompt", f"{key}_prompt", prompt_default)
-    last = len(backend.timesteps) - 2
-    levels = st.multiselect("Start indices i_start (small = bigger edits)", list(range(last + 1)),
-                            default=[i for i in (1, 3, 5, 7, 10, 20) if i <= last], key=f"{key}_i")
+    levels = st.multiselect("Course levels i_start (small = bigger edits)",
+                            list(range(len(tasks.COURSE_TIMESTEPS) - 1)),
+                            default=list(tasks.SDEDIT_LEVELS), key=f"{key}_i")
     if picked and levels and st.button(what, key=f"{key}_go", type="primary"):
-        (c,), u = conds(shared, prompt)
         levels = sorted(levels)
-        total = sum(len(backend.timesteps) - 1 - i for i in levels)
-
-        def fn(g, cb):
-            return torch.cat([picked[1]] + [samplers.sdedit(
-                backend, picked[1], i, *schedule(backend), cond=c, uncond=u,
-                guidance_scale=scale(), generator=g, callback=cb)
-                for i in levels])
-
-        run(shared, f"{key}_result", what, total, fn, nrow=len(levels) + 1,
-            caption="input, then i_start = " + ", ".join(map(str, levels)))
+        run(shared, f"{key}_result", what, tasks.sdedit, steps(backend, *levels),
+            images={"input": picked[1]}, prompt=prompt, levels=levels, guidance_scale=scale(),
+            name=key)
     done(f"{key}_result", key)
 
 
@@ -210,19 +178,11 @@ def inpaint_tab(shared, examples) -> None:
     if picked is None:
         return
     mask = mask_input("inp_mask", picked[0], backend.image_size)
-    prompt = prompt_input(backend, "Prompt", "inp_prompt", DEFAULTS[backend.name]["photo"])
+    prompt = prompt_input(backend, "Prompt", "inp_prompt", backend.default_prompt)
     if mask is not None and st.button("Inpaint", key="inp_go", type="primary"):
-        (c,), u = conds(shared, prompt)
-        mask = mask.to(backend.device)
-
-        def fn(g, cb):
-            out = samplers.inpaint(backend, picked[1], mask, *schedule(backend),
-                                   cond=c, uncond=u, generator=g, callback=cb,
-                                   guidance_scale=scale())
-            return torch.cat([picked[1], mask.expand_as(picked[1]) * 2 - 1, out])
-
-        run(shared, "inp_result", "Inpainting", len(backend.timesteps) - 1, fn, nrow=3,
-            caption="original · mask · inpainted")
+        run(shared, "inp_result", "Inpainting", tasks.inpaint, steps(backend, 0),
+            images={"input": picked[1]}, masks={"input": mask}, prompt=prompt,
+            guidance_scale=scale())
     done("inp_result", "inpainting")
 
 
@@ -236,7 +196,7 @@ def prompt_pair(backend, n_cols: int, first: tuple[str, str, str],
     prompts = []
     for col, (label, key, default) in zip(cols, (first, second)):
         with col:
-            prompts.append(prompt_input(backend, label, key, DEFAULTS[backend.name][default]))
+            prompts.append(prompt_input(backend, label, key, defaults(backend)[default]))
     return *prompts, cols
 
 
@@ -247,17 +207,8 @@ def anagram_tab(shared) -> None:
     views = [v for v in samplers.VIEW_NAMES if v != "identity" and "pass" not in v]
     view = cols[2].selectbox("View", views, key="ana_view")
     if st.button("Make the anagram", key="ana_go", type="primary"):
-        (c1, c2), u = conds(shared, first, second)
-
-        def fn(g, cb):
-            x = samplers.visual_anagram(
-                backend, noise(backend, 1, g), *schedule(backend), conds=[c1, c2],
-                views=["identity", view], uncond=u, generator=g, callback=cb,
-                guidance_scale=scale())
-            return torch.cat([x, samplers.get_view(view).view(x)])
-
-        run(shared, "ana_result", "Visual anagram", len(backend.timesteps) - 1, fn, nrow=2,
-            caption=f"as is: {first!r} · {view}: {second!r}")
+        run(shared, "ana_result", "Visual anagram", tasks.anagram, steps(backend, 0),
+            prompts=[first, second], views=["identity", view], guidance_scale=scale())
     done("ana_result", "anagram")
 
 
@@ -268,38 +219,21 @@ def hybrid_tab(shared) -> None:
     kernel = cols[2].select_slider("Blur kernel (at 64 px)", [9, 17, 25, 33, 41], 33, key="hyb_k")
     sigma = cols[3].slider("Blur sigma (at 64 px)", 0.5, 4.0, 2.0, 0.5, key="hyb_sigma")
     if st.button("Make the hybrid", key="hyb_go", type="primary"):
-        (cf, cn), u = conds(shared, far, near)
-
-        def fn(g, cb):
-            return samplers.hybrid_image(
-                backend, noise(backend, 1, g), *schedule(backend), cond_far=cf,
-                cond_near=cn, uncond=u, kernel_size=kernel, sigma=sigma, generator=g, callback=cb,
-                guidance_scale=scale())
-
-        run(shared, "hyb_result", "Hybrid image", len(backend.timesteps) - 1, fn, nrow=1,
-            caption=f"far: {far!r} · near: {near!r} (shrink it to see the far prompt)")
+        run(shared, "hyb_result", "Hybrid image", tasks.hybrid, steps(backend, 0), far=far,
+            near=near, kernel_size=kernel, sigma=sigma, guidance_scale=scale())
     done("hyb_result", "hybrid")
 
 
 def upsample_tab(shared) -> None:
     backend = shared.value
-    if backend.name == "mnist":
-        st.info("Stage-2 upsampling (64 -> 256) needs DeepFloyd IF; the MNIST models' samples are "
-                "final at 28x28.")
+    if not backend.can_upsample:
+        st.info("Stage-2 upsampling (64 -> 256) needs DeepFloyd IF with its stage 2; this "
+                "backend's samples are final at its own size.")
         return
-    prompt = prompt_input(backend, "Prompt", "up_prompt", DEFAULTS[backend.name]["sample"])
+    prompt = prompt_input(backend, "Prompt", "up_prompt", defaults(backend)["sample"])
     if st.button("Sample and upsample", key="up_go", type="primary"):
-        (c,), u = conds(shared, prompt)
-
-        def fn(g, cb):
-            x = samplers.iterative_denoise(backend, noise(backend, 1, g), backend.timesteps,
-                                           backend.alphas_cumprod, cond=c, uncond=u, generator=g,
-                                           callback=cb,
-                                           guidance_scale=scale())
-            return backend.upsample(x, [prompt], generator=g)
-
-        run(shared, "up_result", "Stage 1 + stage 2", len(backend.timesteps) - 1, fn, nrow=1,
-            caption=f"{prompt!r} at 256x256")
+        run(shared, "up_result", "Stage 1 + stage 2", tasks.upsample, steps(backend, 0),
+            prompts=[prompt], guidance_scale=scale())
     done("up_result", "upsampled")
 
 
@@ -312,14 +246,14 @@ def page() -> None:
     backend = shared.value
     c = st.columns(2)
     c[0].number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed")
-    c[1].slider("CFG scale", 1.0, 15.0, 7.0 if backend.name != "mnist" else 5.0, 0.5,
+    c[1].slider("CFG scale", 1.0, 15.0, float(backend.default_guidance_scale), 0.5,
                 key="lab_cfg")
     examples = backends.examples(shared)
     tabs = st.tabs(TABS, key="lab_tab", on_change="rerun")
     body = [lambda: forward_tab(shared, examples), lambda: denoise_tab(shared, examples),
             lambda: sample_tab(shared),
-            lambda: edit_tab(shared, examples, "sde", DEFAULTS[backend.name]["photo"], "SDEdit"),
-            lambda: edit_tab(shared, examples, "i2i", DEFAULTS[backend.name]["edit"], "img2img"),
+            lambda: edit_tab(shared, examples, "sde", backend.default_prompt, "SDEdit"),
+            lambda: edit_tab(shared, examples, "i2i", defaults(backend)["edit"], "img2img"),
             lambda: inpaint_tab(shared, examples), lambda: anagram_tab(shared),
             lambda: hybrid_tab(shared), lambda: upsample_tab(shared)]
     for tab, render in zip(tabs, body):

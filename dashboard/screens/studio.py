@@ -57,8 +57,7 @@ def sample(shared: state.Shared, opts: dict) -> None:
               generator=g, callback=progress)
     with shared.lock:
         try:
-            x = (lab.sample(digits * opts["count"], **kw) if lab.class_conditional
-                 else lab.sample(n=opts["count"], **kw))
+            x = lab.sample(digits * opts["count"] if digits else [-1] * opts["count"], **kw)
         finally:
             progress.clear()
     what = f"digits {', '.join(map(str, digits))}" if digits else f"{opts['count']} samples"

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .. import images as image_io
+from ..devices import resolve_device
 from ..schedules import strided_timesteps
 from .base import BackendUnavailable
 from .embeddings import EmbeddingCache, default_cache_root, read_prompt_dict
@@ -31,14 +32,6 @@ ACCESS_HELP = (
     "network access (not HF_HUB_OFFLINE=1) once to download. Or pass a local folder saved with "
     "`save_pretrained` (--model-dir DIR)."
 )
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def _probe_access(repo_id: str, timeout: float) -> None:
@@ -107,6 +100,9 @@ class DeepFloydBackend:
     """The Backend protocol on DeepFloyd IF; build it with `DeepFloydBackend.from_pretrained`."""
 
     name = "deepfloyd"
+    default_prompt = "a high quality photo"  # the course's weak ("null") condition
+    prompts = None
+    default_guidance_scale = 7.0
 
     def __init__(self, stage1, source: str, *, stage2_source: str | None, device: torch.device,
                  dtype: torch.dtype, cache: EmbeddingCache, probe_timeout: float,
@@ -128,6 +124,10 @@ class DeepFloydBackend:
         self.timesteps: list[int] = strided_timesteps()
         self.text_encoder_loads = 0  # how often T5 was loaded (cache misses)
 
+    @property
+    def can_upsample(self) -> bool:
+        return self.stage2_source is not None
+
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_STAGE1, *, stage2: str | None = DEFAULT_STAGE2,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None,
@@ -142,7 +142,7 @@ class DeepFloydBackend:
         """
         from diffusers import IFPipeline
 
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         source = STAGE1_MODELS.get(model, model)
         stage1 = _load(IFPipeline, source, probe_timeout, **cls._pipeline_kwargs(dtype))

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from training.config import make_config
-from training.pretrained import FAST_SAMPLER, LabModel, build_unet, load_lab_model, schedule
+from training.pretrained import FAST_SAMPLER, LabModel, build_unet, load_lab_model, vp_alphas_cumprod
 
 from .fastpath import FastPath, applied, prepare
 from .report import Row
@@ -63,7 +63,7 @@ def lab_model(kind: str, run: Path | None, device: torch.device, hidden: int) ->
         return load_lab_model(run, device=device), f"weights of {run}"
     cfg = make_config(f"{kind}-class", hidden=hidden, dataset="mnist-5k")
     torch.manual_seed(0)
-    return LabModel(cfg, build_unet(cfg).to(device).eval(), schedule(cfg).to(device)), "random weights"
+    return LabModel(cfg, build_unet(cfg).to(device).eval(), vp_alphas_cumprod(cfg).to(device)), "random weights"
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from training.config import TrainConfig, make_config
 from training.data import Batches, Digits, derive_seed, load_dataset
 from training.objectives import make_objective
-from training.pretrained import build_unet, schedule
+from training.pretrained import build_unet, vp_alphas_cumprod
 from training.trainer import Trainer
 
 from .fastpath import FastPath, applied, as_input, prepare
@@ -82,7 +82,7 @@ class ReferenceLoop:
         self.loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
                                                   drop_last=True)
         self.batches: Iterator = itertools.chain.from_iterable(itertools.repeat(self.loader))
-        self.ab = schedule(cfg).to(device)
+        self.ab = vp_alphas_cumprod(cfg).to(device)
 
     def step(self) -> None:
         x, y = next(self.batches)
@@ -115,7 +115,7 @@ class LabStep:
         net = build_unet(cfg).to(device)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         self.model = prepare(net, fp)
-        self.objective = make_objective(cfg, schedule(cfg).to(device))
+        self.objective = make_objective(cfg, vp_alphas_cumprod(cfg).to(device))
         self.generator = torch.Generator(device)
         self.index = 0
 

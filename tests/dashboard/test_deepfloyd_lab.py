@@ -21,4 +21,4 @@ def test_deepfloyd_forward_process(app, lab_runs, tiny_if, tmp_path):
     assert at.success[0].value.startswith("Backend: DeepFloyd IF")
     at.button(key="fwd_go").click().run()
     no_errors(at)
-    assert any("original, then t = 250, 500, 750" in c for img in at.image for c in img.captions)
+    assert any("original · t=250 · t=500 · t=750" in c for img in at.image for c in img.captions)

@@ -34,12 +34,12 @@ def test_deepfloyd_unavailable_is_a_message(lab):
 
 
 @pytest.mark.parametrize("tab, button, caption", [
-    ("Forward process", "fwd_go", "original, then t = 75, 150, 225"),
-    ("Denoising", "den_go", "Gaussian blur · one step · iterative"),
-    ("Sampling & CFG", "smp_go", "bottom: CFG scale 5.0"),
-    ("SDEdit", "sde_go", "input, then i_start = 1, 3, 5, 7, 10, 20"),
-    ("Visual anagrams", "ana_go", "flip: '9'"),
-    ("Hybrids", "hyb_go", "far: '0' · near: '1'"),
+    ("Forward process", "fwd_go", "original · t=75 · t=150 · t=225"),
+    ("Denoising", "den_go", "noisy · blur · one-step"),
+    ("Sampling & CFG", "smp_go", "'3' no CFG · '3' CFG 5"),
+    ("SDEdit", "sde_go", "i=1 t="),
+    ("Visual anagrams", "ana_go", "identity: 6 · flip: 9"),
+    ("Hybrids", "hyb_go", "near: 1 · far: 0"),
 ])
 def test_tab_produces_an_image(lab, tab, button, caption):
     at = open_tab(lab, tab)
@@ -61,7 +61,7 @@ def test_img2img_takes_an_upload(lab):
     at.button(key="i2i_go").click().run()
     no_errors(at)
     assert at.image[-1].captions  # the result, then its downloads
-    assert any("i_start = 5" in c for img in at.image for c in img.captions)
+    assert any("i=5 t=" in c for img in at.image for c in img.captions)
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -106,7 +106,7 @@ def test_inpainting_with_an_uploaded_mask(lab):
     mask[10:18, 6:22] = 255
     at = mask_upload(at, mask)
     no_errors(at)
-    assert any("original · mask · inpainted" in c for img in at.image for c in img.captions)
+    assert any("original · mask · kept · result 1" in c for img in at.image for c in img.captions)
 
 
 def test_upsampling_needs_deepfloyd(lab):

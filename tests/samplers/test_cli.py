@@ -1,8 +1,10 @@
 """`python -m samplers`: every Part A task end to end on the tiny IF (CPU, 6 strided steps) and on
-a stand-in MNIST backend, the files each writes, reproducibility, and clear errors."""
+a bundled MNIST run through the real MnistBackend, the files each writes, reproducibility, and
+clear errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +15,18 @@ from PIL import Image
 import samplers
 from samplers import tasks
 from samplers.__main__ import main
-from samplers.backends import BACKENDS, Backend
+from samplers.backends import Backend
 from samplers.schedules import alpha_bar
 
 SD = 0.3
 
 
-class FakeMnistBackend:
+class GaussianDigits:
     """The Backend protocol on the exact noise predictor for data ~ N(mu_c, SD^2 I), with a mean
     per digit class (mu = 0 for the null class), on MNIST's T = 300 linear schedule."""
 
-    name, image_size, channels, dtype = "mnist", 28, 1, torch.float32
+    name, image_size, channels, dtype = "gaussian", 28, 1, torch.float32
+    default_prompt, prompts, default_guidance_scale, can_upsample = "", ("", *"0123456789"), 5.0, False
 
     def __init__(self, run_dir, checkpoint=None, device="cpu"):
         self.device = torch.device(device)
@@ -47,10 +50,13 @@ class FakeMnistBackend:
         raise NotImplementedError("the mnist backend has no super-resolution stage")
 
 
+BUNDLED = Path(__file__).resolve().parents[2] / "training" / "pretrained_runs"
+
+
 @pytest.fixture
-def fake_mnist(monkeypatch):
-    monkeypatch.setitem(BACKENDS, "mnist", f"{__name__}:FakeMnistBackend")
-    return ["--backend", "mnist", "--run", "runs/fake"]
+def mnist():
+    """A bundled DDPM run through the real MnistBackend, on a short schedule."""
+    return ["--backend", "mnist", "--run", str(BUNDLED / "ddpm-class-d32"), "--steps", "6"]
 
 
 @pytest.fixture
@@ -131,30 +137,30 @@ MNIST_TASKS = {
 
 
 @pytest.mark.parametrize("task", list(MNIST_TASKS))
-def test_every_task_on_an_mnist_backend(task, fake_mnist, tmp_path, capsys):
-    names = run([task, *fake_mnist, *MNIST_TASKS[task]], tmp_path, capsys)
+def test_every_task_on_an_mnist_backend(task, mnist, tmp_path, capsys):
+    names = run([task, *mnist, *MNIST_TASKS[task]], tmp_path, capsys)
     assert f"{task}.json" in names and any(n.endswith(".png") for n in names)
 
 
 def test_mnist_sample_follows_the_class():
-    backend = FakeMnistBackend("x")
+    backend = GaussianDigits("x")
     assert isinstance(backend, Backend)
-    fig, = tasks.sample(backend, generator=tasks.make_generator(0), timesteps=backend.timesteps,
-                        prompt="9", n=256)
+    fig, = tasks.sample(backend, generator=tasks.make_generator(0),
+                        schedule=tasks.backend_schedule(backend), prompt="9", n=256)
     plain, guided = (row.mean().item() for row in fig.rows)
     assert abs(plain - 0.9) < 0.05, plain  # the class mean of the exact model
     assert guided > plain + 0.5, guided    # CFG pushes further from the null class (mean 0)
 
 
 def test_course_levels_map_to_any_schedule():
-    if_like = FakeMnistBackend("x")
+    if_like = GaussianDigits("x")
     if_like.alphas_cumprod = torch.ones(1000)
-    course = samplers.strided_timesteps()
+    course = samplers.Schedule.vp(if_like.alphas_cumprod, samplers.strided_timesteps())
     assert [tasks.level_index(if_like, course, i) for i in (1, 10, 20)] == [1, 10, 20]
-    mnist = FakeMnistBackend("x")
+    mnist = GaussianDigits("x")
     assert [tasks.scaled_t(mnist, t) for t in (250, 500, 750)] == [75, 150, 225]
-    full = samplers.spaced_timesteps(300, 300)
-    assert full[tasks.level_index(mnist, full, 10)] == 207  # course t = 690 -> 207 of 300
+    full = samplers.Schedule.vp(mnist.alphas_cumprod, samplers.spaced_timesteps(300, 300))
+    assert full.times[tasks.level_index(mnist, full, 10)] == 207  # course t = 690 -> 207 of 300
 
 
 ERRORS = [
@@ -176,7 +182,7 @@ def test_bad_options_are_clear(argv, message, tiny, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_bad_inputs_and_backends(tiny, fake_mnist, tmp_path, capsys):
+def test_bad_inputs_and_backends(tiny, mnist, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not an image")
     notes = ["--image", str(tmp_path / "notes.txt"), "--out", str(tmp_path)]
     assert main(["sdedit", *tiny, *notes]) == 2
@@ -185,9 +191,9 @@ def test_bad_inputs_and_backends(tiny, fake_mnist, tmp_path, capsys):
     assert "one --mask per --image" in capsys.readouterr().err
     assert main(["sample", "--backend", "mnist", "--out", str(tmp_path)]) == 2
     assert "--backend mnist needs --run" in capsys.readouterr().err
-    assert main(["upsample", *fake_mnist, "--prompts", "3", "--out", str(tmp_path)]) == 2
+    assert main(["upsample", *mnist, "--prompts", "3", "--out", str(tmp_path)]) == 2
     assert "no super-resolution stage" in capsys.readouterr().err
-    assert main(["sample", *fake_mnist, "--prompt", "a cat", "--out", str(tmp_path)]) == 2
+    assert main(["sample", *mnist, "--prompt", "a cat", "--out", str(tmp_path)]) == 2
     assert "MNIST prompts are the digits" in capsys.readouterr().err
 
 

@@ -4,36 +4,32 @@ import torch
 import torchvision.transforms.functional as TF
 
 import samplers as S
-from tests.samplers.test_iterative import AB, TS, ToyModel
+from tests.samplers.test_sampling import TS, VP, ToyModel
 
 C1, C2, UNCOND = torch.tensor([[0.4]]), torch.tensor([[-0.3]]), torch.tensor([[0.0]])
 
 
-def run_cfg(x, cond, variance=True):
-    return S.iterative_denoise(ToyModel(variance=variance), x, TS, AB, cond=cond, uncond=UNCOND, guidance_scale=7.0,
-                               generator=torch.Generator().manual_seed(5))
+def run(model, x):
+    return S.sample_ddpm(model, x, VP, generator=torch.Generator().manual_seed(5))
 
 
 @pytest.mark.parametrize("variance", [True, False])
 def test_identical_prompts_reduce_to_plain_cfg(variance):
     x = torch.randn(2, 3, 8, 8)
-    kw = dict(uncond=UNCOND, guidance_scale=7.0, generator=torch.Generator().manual_seed(5))
     model = ToyModel(variance=variance)
-    ref = run_cfg(x, C1, variance)
-    ana = S.visual_anagram(model, x, TS, AB, conds=[C1, C1, C1], views=["identity"] * 3, **kw)
+    ref = run(S.Guided(model, C1, UNCOND, 7.0), x)
+    ana = run(S.anagram_noise(model, [C1, C1, C1], ["identity"] * 3, UNCOND, 7.0), x)
     torch.testing.assert_close(ana, ref, atol=1e-5, rtol=1e-5)
-    kw["generator"] = torch.Generator().manual_seed(5)
-    hyb = S.hybrid_image(model, x, TS, AB, cond_far=C1, cond_near=C1, **kw)
+    hyb = run(S.hybrid_noise(model, C1, C1, UNCOND, 7.0), x)
     torch.testing.assert_close(hyb, ref, atol=1e-5, rtol=1e-5)
-    kw["generator"] = torch.Generator().manual_seed(5)
-    tri = S.three_band_hybrid(model, x, TS, AB, cond_far=C1, cond_mid=C1, cond_near=C1, **kw)
+    tri = run(S.three_band_noise(model, C1, C1, C1, UNCOND, 7.0), x)
     torch.testing.assert_close(tri, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_all_views_and_prompts_share_one_model_call():
     model = ToyModel()
-    S.visual_anagram(model, torch.randn(2, 3, 16, 16), TS, AB, conds=[C1, C2, C1], views=["identity", "flip", "rotate_90"],
-                     uncond=UNCOND, guidance_scale=7.0)
+    run(S.anagram_noise(model, [C1, C2, C1], ["identity", "flip", "rotate_90"], UNCOND, 7.0),
+        torch.randn(2, 3, 16, 16))
     assert [c[0] for c in model.calls] == [2 * 3 * 2] * (len(TS) - 1)
 
 
@@ -57,8 +53,8 @@ def test_hybrid_noise_is_low_far_plus_high_near():
 
 def test_bad_illusion_input():
     with pytest.raises(ValueError, match="one cond per view"):
-        S.visual_anagram(ToyModel(), torch.randn(1, 3, 8, 8), TS, AB, conds=[C1], views=["identity", "flip"])
+        S.anagram_noise(ToyModel(), [C1], ["identity", "flip"])
     with pytest.raises(ValueError, match="unknown view"):
-        S.visual_anagram(ToyModel(), torch.randn(1, 3, 8, 8), TS, AB, conds=[C1, C2], views=["identity", "spin"])
+        S.anagram_noise(ToyModel(), [C1, C2], ["identity", "spin"])
     with pytest.raises(ValueError, match="keep the image shape"):
-        S.visual_anagram(ToyModel(), torch.randn(1, 3, 8, 16), TS, AB, conds=[C1, C2], views=["identity", "rotate_90"])
+        run(S.anagram_noise(ToyModel(), [C1, C2], ["identity", "rotate_90"]), torch.randn(1, 3, 8, 16))

@@ -43,21 +43,21 @@ LINEAR = S.linear_alphas_cumprod()
 COSINE = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
 
 
-@pytest.mark.parametrize("ab, timesteps, step", [
-    (LINEAR, S.spaced_timesteps(300, 300), "ddpm"),    # course B.2, the full chain
-    (LINEAR, S.spaced_timesteps(300, 50), "ddpm"),     # strided, sigma^2 = strided beta
-    (COSINE, S.strided_timesteps(), "ddpm"),           # the IF schedule of Part A
-    (LINEAR, S.spaced_timesteps(300, 100), "ddim"),    # deterministic, first order: std 0.291
+@pytest.mark.parametrize("ab, timesteps, sampler", [
+    (LINEAR, S.spaced_timesteps(300, 300), S.sample_ddpm),    # course B.2, the full chain
+    (LINEAR, S.spaced_timesteps(300, 50), S.sample_ddpm),     # strided, sigma^2 = strided beta
+    (COSINE, S.strided_timesteps(), S.sample_ddpm),           # the IF schedule of Part A
+    (LINEAR, S.spaced_timesteps(300, 100), S.sample_ddim),    # deterministic, first order
 ])
-def test_eps_samplers_reach_the_data_distribution(ab, timesteps, step):
-    x = S.iterative_denoise(eps_oracle(ab), marginal(ab, timesteps[0]), timesteps, ab, step=step,
-                            generator=torch.Generator().manual_seed(1))
+def test_eps_samplers_reach_the_data_distribution(ab, timesteps, sampler):
+    x = sampler(eps_oracle(ab), marginal(ab, timesteps[0]), S.Schedule.vp(ab, timesteps),
+                generator=torch.Generator().manual_seed(1))
     assert_moments(x)
 
 
-@pytest.mark.parametrize("method, steps", [("euler", 100), ("heun", 10)])
-def test_flow_samplers_reach_the_data_distribution(method, steps):
-    assert_moments(S.flow_sample(velocity_oracle, noise(), steps, method=method))
+@pytest.mark.parametrize("sampler, steps", [(S.sample_euler, 100), (S.sample_heun, 10)])
+def test_flow_samplers_reach_the_data_distribution(sampler, steps):
+    assert_moments(sampler(velocity_oracle, noise(), S.Schedule.flow(steps)))
 
 
 def test_velocity_as_eps_is_the_ideal_noise_predictor():
@@ -67,7 +67,7 @@ def test_velocity_as_eps_is_the_ideal_noise_predictor():
         torch.testing.assert_close(wrapped(x, t), ideal(x, t), atol=1e-4, rtol=1e-4)
     t = torch.randint(0, 300, (64,))
     torch.testing.assert_close(wrapped(x, t), ideal(x, t), atol=1e-4, rtol=1e-4)
-    x = S.iterative_denoise(wrapped, marginal(LINEAR, 299), S.spaced_timesteps(300, 50), LINEAR, step="ddim")
+    x = S.sample_ddim(wrapped, marginal(LINEAR, 299), S.Schedule.vp(LINEAR, S.spaced_timesteps(300, 50)))
     assert_moments(x)
 
 

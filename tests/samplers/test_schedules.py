@@ -56,7 +56,7 @@ def test_add_noise_and_renoise():
     torch.testing.assert_close(S.add_noise(x0, -1, ab, eps), x0)
     per = S.add_noise(x0, torch.tensor([10, 200]), ab, eps)
     torch.testing.assert_close(per[1], S.add_noise(x0, 200, ab, eps)[1])
-    torch.testing.assert_close(S.predict_x0(S.add_noise(x0, 150, ab, eps), eps, 150, ab), x0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(S.predict_denoised(S.add_noise(x0, 150, ab, eps), eps, 150, ab), x0, atol=1e-5, rtol=0)
     # renoise from the clean image is the forward process with the same noise draw
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     torch.testing.assert_close(S.renoise(x0, -1, 50, ab, g1), S.add_noise(x0, 50, ab, generator=g2))

@@ -1,4 +1,4 @@
-"""ddpm_step / ddim_step / iterative_denoise against diffusers' schedulers with the same generator."""
+"""ddpm_step / ddim_step / sample_ddpm against diffusers' schedulers with the same generator."""
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -56,7 +56,7 @@ def test_ddim_step_equals_diffusers(eta):
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_iterative_denoise_equals_diffusers_loop():
+def test_sample_ddpm_equals_diffusers_loop():
     """A full learned-range loop with CFG against the diffusers IF-style loop."""
     ts = S.strided_timesteps(990, 90)
     sched = if_scheduler("learned_range", ts)
@@ -67,8 +67,8 @@ def test_iterative_denoise_equals_diffusers_loop():
 
     cond, uncond = torch.tensor([[0.3]]), torch.tensor([[-0.2]])
     x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    ours = S.iterative_denoise(model, x0, ts, sched.alphas_cumprod, cond=cond, uncond=uncond,
-                               guidance_scale=7.0, generator=torch.Generator().manual_seed(1))
+    ours = S.sample_ddpm(S.Guided(model, cond, uncond, 7.0), x0, S.Schedule.vp(sched.alphas_cumprod, ts),
+                         generator=torch.Generator().manual_seed(1))
     g, x = torch.Generator().manual_seed(1), x0
     for t in sched.timesteps[:-1]:  # the course loop stops at timesteps[-1] = 0
         out = torch.cat([model(x, t, cond.expand(2, 1)), model(x, t, uncond.expand(2, 1))])
@@ -89,16 +89,3 @@ def test_guided_output_is_one_batched_call_and_keeps_conditional_variance():
     assert calls == [6]
     torch.testing.assert_close(out[:, :2], x * 1 + 5 * (x * 2 - x * 1))
     torch.testing.assert_close(out[:, 2:], x + 2)
-
-
-def test_wrong_channel_count_is_a_clear_error():
-    ab = S.linear_alphas_cumprod()
-    x = torch.randn(1, 3, 4, 4)
-    with pytest.raises(ValueError, match="expected \\(1, 3 or 6, 4, 4\\)"):
-        S.iterative_denoise(lambda x, t, c: x[:, :1], x, [10, 5, -1], ab)
-    with pytest.raises(ValueError, match="cond"):
-        S.iterative_denoise(lambda x, t, c: x, x, [10, 5, -1], ab, uncond=torch.zeros(1, 1), guidance_scale=3)
-    with pytest.raises(ValueError, match="step"):
-        S.iterative_denoise(lambda x, t, c: x, x, [10, 5, -1], ab, step="euler")
-    with pytest.raises(ValueError, match="batch 2"):
-        S.iterative_denoise(lambda x, t, c: x, torch.randn(3, 3, 4, 4), [10, -1], ab, cond=torch.zeros(2, 1))

@@ -97,7 +97,9 @@ def test_evaluate_prints_accuracy_and_frechet_with_floor(runs, capsys, monkeypat
     out = capsys.readouterr().out
     assert "guidance 0: class accuracy" in out and "guidance 5:" in out and "Frechet floor" in out
     evaluation = read_summary(runs / "flow-class")["evaluation"]
-    assert set(evaluation["accuracy"]) == {"0", "5"} and evaluation["frechet_floor"] >= 0
+    assert set(evaluation["accuracy"]) == {"0", "5"}
+    assert f"Frechet floor {evaluation['frechet_floor']:.3f}" in out  # printed = recorded
+    assert f"guidance 5: class accuracy {100 * evaluation['accuracy']['5']:.1f}%" in out
 
 
 def test_figures_command(runs, capsys):

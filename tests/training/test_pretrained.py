@@ -37,17 +37,56 @@ def test_lab_model_conventions(runs):
 
 @pytest.mark.parametrize("run, sampler", [("ddpm-class", "ddpm"), ("ddpm-class", "ddim"),
                                           ("flow-class", "euler"), ("flow-class", "heun"),
-                                          ("flow-class", "ddim"), ("pure-noise", None)])
-def test_sample_through_samplers(runs, run, sampler):
+                                          ("flow-class", "ddim"), ("ddpm-time", "ddpm"),
+                                          ("pure-noise", None)])
+def test_sample_through_the_sampler_table(runs, run, sampler):
     lab = load_lab_model(runs / run)
-    calls = []
-    labels = [0, 5, -1] if lab.class_conditional else None
-    x = lab.sample(labels, n=3, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0),
-                   callback=lambda *a: calls.append(a[0]))
-    assert x.shape == (3, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
-    assert calls == ([] if run == "pure-noise" else [0, 1, 2, 3])
-    y = lab.sample(labels, n=3, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0))
+    steps = []
+    labels = [0, 5, -1] if lab.class_conditional else [-1, -1, -1]
+    x = lab.sample(labels, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0),
+                   callback=steps.append)
+    assert x.shape == (3, 1, 28, 28) and x.isfinite().all()
+    assert [s["i"] for s in steps] == ([] if run == "pure-noise" else [0, 1, 2, 3])
+    if steps:
+        assert set(steps[0]) == {"i", "t", "x", "denoised"}
+        assert isinstance(steps[0]["t"], float if sampler in ("euler", "heun") else int)
+    y = lab.sample(labels, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x, y)
+    if run != "pure-noise":  # the 2-step pure-noise model's output is clamped to -1 everywhere
+        z = lab.sample(labels, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(1))
+        assert not torch.equal(x, z)
+
+
+def test_time_only_models_draw_unconditional_samples_only(runs):
+    lab = load_lab_model(runs / "ddpm-time")
+    assert lab.grid_labels(2).tolist() == [-1] * 20
+    with pytest.raises(ValueError, match="not class-conditional"):
+        lab.sample([3], steps=2)
+    assert load_lab_model(runs / "ddpm-class").grid_labels(2).tolist() == [*range(10)] * 2
+
+
+def test_chunked_sampling_is_reproducible_at_a_batch_size(runs):
+    lab = load_lab_model(runs / "ddpm-class")
+    labels = list(range(10))
+
+    def draw(batch_size):
+        return lab.sample(labels, steps=3, generator=torch.Generator().manual_seed(0),
+                          batch_size=batch_size)
+
+    assert torch.equal(draw(4), draw(4)) and draw(4).shape == (10, 1, 28, 28)
+    assert not torch.equal(draw(4), draw(None))  # documented: images depend on the batch size
+
+
+def test_sampling_precision_follows_the_machine(runs):
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert load_lab_model(runs / "flow-class").precision == ("bf16" if native else "no")
+    fp32 = load_lab_model(runs / "flow-class", precision="no")
+    assert fp32.precision == "no"
+    x = fp32.sample([1, 2], steps=2, generator=torch.Generator().manual_seed(0))
+    bf16 = load_lab_model(runs / "flow-class", precision="bf16")
+    y = bf16.sample([1, 2], steps=2, generator=torch.Generator().manual_seed(0))
+    assert y.dtype == torch.float32 and not torch.equal(x, y)
+    torch.testing.assert_close(x, y, atol=0.1, rtol=0)
 
 
 def test_load_errors(runs, tmp_path):

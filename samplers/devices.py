@@ -1,0 +1,49 @@
+"""Which device and precision to run on: the one place the lab picks them."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """"auto" (or None): CUDA, else MPS, else the CPU; any other name as given. ValueError when
+    the named accelerator is not available here."""
+    name = "auto" if name is None else str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA device is available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: no MPS device is available here")
+    return device
+
+
+def resolve_mixed_precision(requested: str, device: torch.device) -> str:
+    """`requested`, with "auto" resolved to the fastest precision `device` runs natively.
+
+    CUDA: bf16 where supported, else fp16. CPU: bf16 only with native bf16 kernels (oneDNN:
+    AVX-512 bf16 or AMX); without them (AVX2-only CPUs) bf16 convolutions take a scalar path far
+    slower than fp32. Other devices: "no" (fp32).
+    """
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def autocast(device: torch.device, precision: str):
+    """torch.autocast for a resolved precision ("no": a no-op context)."""
+    if precision == "no":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)

@@ -1,0 +1,117 @@
+"""The Sampler lab and `python -m samplers` are one implementation: for the same inputs, options
+and seed, each task's page result is the CLI's figure pixel for pixel (MNIST backend and tiny IF)."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samplers.__main__ import main
+
+from .conftest import no_errors, png
+
+LAB = "screens/sampler_lab.py"
+SEED = ["--seed", "0", "--guidance-scale", "5"]  # the page's defaults on the MNIST backend
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def cli_figure(argv, out, name) -> np.ndarray:
+    assert main([*argv, "--out", str(out)]) == 0
+    return pixels((out / name).read_bytes())
+
+
+def page_result(at, tab, button, key, setup=()) -> np.ndarray:
+    at.session_state["lab_tab"] = tab
+    at.run()
+    for step in setup:
+        step(at)
+    at.button(key=button).click().run()
+    no_errors(at)
+    return pixels(at.session_state[key].png)
+
+
+@pytest.fixture
+def lab(app, lab_runs):
+    at = app(lab_runs).run()
+    at.switch_page(LAB).run()
+    at.selectbox(key="lab_run").set_value("flow-class").run()
+    return at
+
+
+DIGIT = np.zeros((28, 28), np.uint8)
+DIGIT[6:22, 12:16] = 255
+MASK = np.zeros((28, 28), np.uint8)
+MASK[4:14, 4:24] = 255
+
+
+def upload(key, data, index=0):
+    def step(at):
+        at.radio(key=f"{key}_source").set_value("Upload").run()
+        at.get("file_uploader")[index].set_value(("input.png", data, "image/png")).run()
+    return step
+
+
+MNIST_TASKS = {  # task: (CLI options, CLI file, page tab, button, result key, page set-up)
+    "forward": (["--examples", "digit-0"], "forward-digit-0.png", "Forward process", "fwd_go",
+                "fwd_result", ()),
+    "denoise": (["--examples", "digit-0"], "denoise-onestep-digit-0.png", "Denoising", "den_go",
+                "den_result", ()),
+    "sample": (["--prompt", "3", "--n", "4"], "sample.png", "Sampling & CFG", "smp_go",
+               "smp_result", ()),
+    "sdedit": (["--examples", "digit-0"], "sdedit-digit-0.png", "SDEdit", "sde_go", "sde_result",
+               ()),
+    "img2img": (["--examples", "digit-0", "--prompt", "7"], "img2img-digit-0.png", "Text img2img",
+                "i2i_go", "i2i_result", ()),
+    "anagram": (["--prompts", "6", "9", "--views", "flip"], "anagram.png", "Visual anagrams",
+                "ana_go", "ana_result", ()),
+    "hybrid": (["--far", "0", "--near", "1"], "hybrid.png", "Hybrids", "hyb_go", "hyb_result", ()),
+    "inpaint": (["--image", "IMAGE", "--mask", "MASK"], "inpaint-input.png", "Inpainting", "inp_go",
+                "inp_result", (upload("inp", png(DIGIT)), upload("inp_mask", png(MASK), 1))),
+}
+
+
+@pytest.mark.parametrize("task", list(MNIST_TASKS))
+def test_page_equals_cli_on_the_mnist_backend(task, lab, lab_runs, tmp_path):
+    options, name, tab, button, key, setup = MNIST_TASKS[task]
+    (tmp_path / "input.png").write_bytes(png(DIGIT))
+    (tmp_path / "mask.png").write_bytes(png(MASK))
+    files = {"IMAGE": str(tmp_path / "input.png"), "MASK": str(tmp_path / "mask.png")}
+    options = [files.get(o, o) for o in options]
+    argv = [task, "--backend", "mnist", "--run", str(lab_runs / "flow-class"), *SEED, *options]
+    expected = cli_figure(argv, tmp_path / "cli", name)
+    np.testing.assert_array_equal(page_result(lab, tab, button, key, setup), expected)
+
+
+@pytest.fixture(scope="module")
+def tiny_if(tmp_path_factory):
+    from samplers.backends.tiny_if import build_tiny_if
+
+    return build_tiny_if(tmp_path_factory.mktemp("tiny-if"))
+
+
+IF_TASKS = {
+    "forward": (["--examples", "astronaut"], "forward-astronaut.png", "Forward process", "fwd_go",
+                "fwd_result"),
+    "sample": (["--prompt", "an oil painting of a snowy mountain village", "--n", "4"],
+               "sample.png", "Sampling & CFG", "smp_go", "smp_result"),
+    "hybrid": ([], "hybrid.png", "Hybrids", "hyb_go", "hyb_result"),
+}
+
+
+@pytest.mark.parametrize("task", list(IF_TASKS))
+def test_page_equals_cli_on_the_tiny_if(task, app, lab_runs, tiny_if, tmp_path):
+    options, name, tab, button, key = IF_TASKS[task]
+    cache = str(tmp_path / "cache")
+    at = app(lab_runs, DIFFUSION_LAB_IF_MODEL=str(tiny_if.stage1),
+             DIFFUSION_LAB_IF_STAGE2=str(tiny_if.stage2), DIFFUSION_LAB_CACHE=cache).run()
+    at.switch_page(LAB).run()
+    at.radio(key="lab_backend").set_value("DeepFloyd IF").run()
+    at.slider(key="lab_cfg").set_value(7.0).run()
+    page = page_result(at, tab, button, key)
+    argv = [task, "--model-dir", str(tiny_if.stage1), "--stage2-dir", str(tiny_if.stage2),
+            "--device", "cpu", "--cache-dir", cache, "--seed", "0", "--guidance-scale", "7",
+            *options]
+    np.testing.assert_array_equal(page, cli_figure(argv, tmp_path / "cli", name))
