@@ -5,6 +5,7 @@ from typing import Any, Sequence
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
 Rows = list[dict[str, Any]]
 COLORS = qualitative.Plotly
@@ -54,3 +55,45 @@ def t_bin_figure(runs: dict[str, Rows], *, log_y: bool = False) -> go.Figure:
         fig.add_scatter(x=centres, y=bins, name=f"{name} (step {last.get('step')})",
                         mode="lines+markers", line=dict(color=COLORS[i % len(COLORS)]))
     return _layout(fig, "loss by t (last logged step)", "t (bin centre)", "loss", log_y)
+
+
+def _guidance(key: str) -> float | None:
+    try:
+        return float(key)
+    except ValueError:  # "none": a time-only or single-step model
+        return None
+
+
+def evaluation_figure(evals: dict[str, dict[str, Any]]) -> go.Figure:
+    """Class accuracy and Fréchet distance against guidance scale, a trace per run
+    (summary.json "evaluation"); each real-vs-real floor a dashed line, an unguided model's
+    Fréchet distance a dotted one."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("class accuracy (%)", "Fréchet distance"),
+                        horizontal_spacing=0.1)
+    floors: dict[float, list[str]] = {}
+    for i, (name, ev) in enumerate(evals.items()):
+        color = COLORS[i % len(COLORS)]
+        points = sorted((g, k) for k in ev.get("frechet", {}) if (g := _guidance(k)) is not None)
+        acc = [(g, ev.get("accuracy", {}).get(k)) for g, k in points]
+        acc = [(g, 100 * a) for g, a in acc if a is not None]
+        if acc:
+            fig.add_scatter(x=[g for g, _ in acc], y=[a for _, a in acc], name=name, legendgroup=name,
+                            mode="lines+markers", line=dict(color=color), row=1, col=1)
+        if points:
+            fig.add_scatter(x=[g for g, _ in points], y=[ev["frechet"][k] for _, k in points],
+                            name=name, legendgroup=name, showlegend=not acc, mode="lines+markers",
+                            line=dict(color=color), row=1, col=2)
+        for k, fd in ev.get("frechet", {}).items():
+            if _guidance(k) is None:
+                fig.add_hline(y=fd, line=dict(color=color, dash="dot"), row=1, col=2,
+                              annotation_text=f"{name} (no guidance)")
+        if ev.get("frechet_floor") is not None:
+            floors.setdefault(round(float(ev["frechet_floor"]), 2), []).append(ev.get("dataset", "?"))
+    for floor, datasets in floors.items():
+        fig.add_hline(y=floor, line=dict(color="gray", dash="dash"), row=1, col=2,
+                      annotation_text=f"real vs real ({', '.join(sorted(set(datasets)))}): {floor:g}",
+                      annotation_position="top left")
+    fig.update_xaxes(title_text="guidance scale")
+    fig.update_layout(height=340, hovermode="x unified", margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.3))
+    return fig

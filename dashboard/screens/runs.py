@@ -7,12 +7,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, settings, wandb_source
+from dashboard import charts, jobs, settings, wandb_source
 from dashboard.catalog import Run
-from dashboard.components import runs_or_stop, user_errors
+from dashboard.components import evaluate_controls, runs_or_stop, user_errors
 from training.runs import read_metrics, read_summary
 
 REFRESH_S = 5
+EVAL_REFRESH_S = 5
 MAX_DEFAULT_SELECTED = 3
 
 
@@ -33,7 +34,7 @@ def runs_table(runs: list[Run]) -> None:
         s = read_summary(r.path) if r.path.is_dir() else {}
         total = r.info.total_steps
         rows.append({"run": r.label, "experiment": r.info.experiment, "dataset": r.info.dataset,
-                     "status": s.get("status", "deleted" if not r.path.is_dir() else "unknown"),
+                     "status": jobs.run_status(r.path) if r.path.is_dir() else "deleted",
                      "epoch": s.get("epoch"), "step": f"{s.get('step', 0)} / {total or '?'}",
                      "final loss": s.get("final_loss"), "wall time (s)": s.get("wall_time_s"),
                      "checkpoints": r.info.num_checkpoints, "tags": ", ".join(r.tags)})
@@ -50,16 +51,17 @@ def curves(runs: list[Run]) -> None:
     if not any(metrics.values()):
         st.info("No metrics logged yet: a run writes metrics.jsonl every `--log-every` steps.")
         return
-    left, right = st.columns(2)
-    left.plotly_chart(charts.metric_figure(metrics, "loss", x=x, smoothing=smoothing, log_y=log_y,
-                                           title="training loss"))
-    right.plotly_chart(charts.metric_figure(metrics, "lr", x=x, log_y=log_y, title="learning rate"))
-    left.plotly_chart(charts.t_bin_figure(metrics, log_y=log_y))
+    st.plotly_chart(charts.metric_figure(metrics, "loss", x=x, smoothing=smoothing, log_y=log_y,
+                                         title="training loss"), width="stretch")
+    st.plotly_chart(charts.metric_figure(metrics, "lr", x=x, log_y=log_y, title="learning rate"),
+                    width="stretch")
+    st.plotly_chart(charts.t_bin_figure(metrics, log_y=log_y), width="stretch")
 
 
 def live_section(runs: list[Run]) -> None:
     """Status table and curves, refreshed every REFRESH_S seconds while the toggle is on."""
-    running = any(r.info.status == "running" for r in runs)
+    running = any(jobs.run_status(r.path) in ("running", "starting") for r in runs
+                  if r.path.is_dir())
     live = st.toggle(f"Live refresh (every {REFRESH_S} s)", value=running, key="runs_live",
                      help="On by default while a selected run is training.")
 
@@ -104,24 +106,60 @@ def sample_grids(runs: list[Run]) -> None:
                 st.image(path.read_bytes(), caption=f"{label} · epoch {epoch}", width="stretch")
 
 
-def evaluation_table(runs: list[Run]) -> None:
-    """Class accuracy and Fréchet distance by guidance scale, beside the real-vs-real floor
-    (summary.json "evaluation", written by `python -m training evaluate`)."""
-    rows = []
+def evaluations(runs: list[Run]) -> dict[str, dict]:
+    """summary.json "evaluation" of each run that has one (written by `python -m training
+    evaluate`)."""
+    out = {}
     for r in runs:
         ev = read_summary(r.path).get("evaluation") if r.path.is_dir() else None
-        for g in (ev or {}).get("frechet", {}):
-            acc = ev.get("accuracy", {}).get(g)
-            rows.append({"run": r.label, "guidance": g,
-                         "class accuracy": None if acc is None else f"{100 * acc:.1f}%",
-                         "Fréchet distance": ev["frechet"][g],
-                         "Fréchet floor (real vs real)": ev.get("frechet_floor"),
-                         "samples": ev.get("per_class", 0) * 10 or None,
-                         "checkpoint": ev.get("checkpoint")})
-    if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    else:
-        st.caption("No evaluation yet: run `python -m training evaluate RUN_DIR`.")
+        if ev and ev.get("frechet"):
+            out[r.label] = ev
+    return out
+
+
+def evaluation_table(runs: list[Run]) -> None:
+    """Class accuracy and Fréchet distance against guidance (the real-vs-real floor a line),
+    beside one row per run: its best Fréchet distance and the accuracy at that guidance."""
+    evals = evaluations(runs)
+    if not evals:
+        st.caption("No evaluation yet: evaluate a run below (or `python -m training evaluate "
+                   "RUN_DIR`).")
+        return
+    rows = []
+    for label, ev in evals.items():
+        g = min(ev["frechet"], key=ev["frechet"].get)
+        acc = ev.get("accuracy", {}).get(g)
+        rows.append({"run": label, "best Fréchet": round(ev["frechet"][g], 2), "at guidance": g,
+                     "class accuracy": None if acc is None else f"{100 * acc:.1f}%",
+                     "Fréchet floor (real vs real)": ev.get("frechet_floor"),
+                     "samples": ev.get("per_class", 0) * 10 or None,
+                     "checkpoint": ev.get("checkpoint")})
+    left, right = st.columns([3, 2])
+    left.plotly_chart(charts.evaluation_figure(evals), width="stretch", key="evaluation_chart")
+    right.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def evaluate_section(runs: list[Run]) -> None:
+    """The plot and table, and an Evaluate button; refreshed while an evaluation runs."""
+    done = [r for r in runs if r.path.is_dir() and r.info.num_checkpoints
+            and jobs.run_status(r.path) in ("finished", "stopped")]
+    def evaluating() -> bool:
+        return any(jobs.live_job(r.path, "evaluate") for r in runs if r.path.is_dir())
+
+    polling = evaluating()
+
+    @st.fragment(run_every=EVAL_REFRESH_S if polling else None)
+    def view() -> None:
+        evaluation_table(runs)
+        if not done:
+            return
+        by_label = {r.label: r for r in done}
+        label = st.selectbox("Evaluate run", list(by_label), key="runs_eval_run")
+        evaluate_controls(by_label[label].path, key="runs_eval")
+        if evaluating() != polling:
+            st.rerun()  # an evaluation started or ended: refresh (and start or stop polling)
+
+    view()
 
 
 def wandb_panel(s: settings.Settings) -> None:
@@ -169,7 +207,7 @@ def page() -> None:
     st.subheader("Samples by epoch")
     sample_grids(selected)
     st.subheader("Evaluation")
-    evaluation_table(selected)
+    evaluate_section(selected)
     st.subheader("Config diff")
     config_diff(selected)
 

@@ -216,7 +216,8 @@ def live_panel(s: settings.Settings) -> None:
                         format_func=lambda n: f"{n} · {jobs.run_status(root / n)}")
     run_dir = root / name
     first = jobs.run_status(run_dir)
-    live = first in ACTIVE or bool(jobs.queued(root))
+    evaluating = jobs.live_job(run_dir, "evaluate") is not None
+    live = first in ACTIVE or evaluating or bool(jobs.queued(root))
 
     @st.fragment(run_every=LIVE_S if live else None)
     def panel() -> None:
@@ -229,6 +230,8 @@ def live_panel(s: settings.Settings) -> None:
         with user_errors(f"Run {name}"):
             progress(run_dir, status)
             controls(run_dir, status, s)
+            if (jobs.live_job(run_dir, "evaluate") is not None) != evaluating:
+                st.rerun()  # an evaluation started or ended
             left, right = st.columns([1, 1])
             with left:
                 latest_grid(run_dir)

@@ -1,5 +1,10 @@
 """AppTest of the Runs page on real tiny runs."""
+import json
 import shutil
+import sys
+
+from dashboard import jobs
+from training.runs import read_summary
 
 from .conftest import no_errors
 
@@ -11,7 +16,7 @@ def test_runs_page_compares_runs(app, lab_runs):
     assert [m.label for m in at.multiselect] == ["Experiment", "Dataset", "Tag", "Compare runs"]
     assert sorted(at.multiselect(key="runs_selected").value) == ["ddpm-class", "flow-class"]
     charts = at.get("plotly_chart")
-    assert len(charts) == 3  # loss, learning rate, loss by t-bin
+    assert len(charts) == 4  # loss, learning rate, loss by t-bin; evaluation
     assert '"training loss"' in charts[0].proto.spec and "flow-class" in charts[0].proto.spec
     assert at.select_slider(key="grid_epoch").value == 2 and len(at.image) == 2
     assert at.toggle(key="runs_live").value is False  # both runs finished
@@ -20,13 +25,37 @@ def test_runs_page_compares_runs(app, lab_runs):
     assert captions == ["ddpm-class · epoch 1", "flow-class · epoch 1"]
 
 
-def test_evaluation_table(app, lab_runs):
+def test_evaluation_plot_and_table(app, lab_runs):
     at = app(lab_runs).run()
     table = at.dataframe[1].value  # runs table, evaluation, config diff
-    assert list(table["run"]) == ["flow-class", "flow-class"]
-    assert list(table["guidance"]) == ["0", "5"]
-    assert {"class accuracy", "Fréchet distance", "Fréchet floor (real vs real)"} <= set(table)
+    assert list(table["run"]) == ["flow-class"]  # one row per evaluated run
+    assert table["at guidance"][0] in ("0", "5")
+    assert {"best Fréchet", "class accuracy", "Fréchet floor (real vs real)"} <= set(table)
     assert table["Fréchet floor (real vs real)"].notna().all()
+    spec = json.loads(at.get("plotly_chart")[3].proto.spec)
+    traces = [(t["name"], t["x"]) for t in spec["data"]]
+    assert traces == [("flow-class", [0.0, 5.0])] * 2  # accuracy and Fréchet against guidance
+    floor = read_summary(lab_runs / "flow-class")["evaluation"]["frechet_floor"]
+    lines = [shape["y0"] for shape in spec["layout"]["shapes"]]
+    assert lines == [round(floor, 2)]  # the real-vs-real floor
+
+
+def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
+    started = []
+    def spawn(kind, run_dir, argv, extra):  # records the command instead of running it
+        started.append(argv)
+        return jobs.Job(kind, run_dir, argv, {"pid": 0, "started": 0.0, "host": ""}, 0.0)
+
+    monkeypatch.setattr(jobs, "_spawn", spawn)
+    at = app(lab_runs).run()
+    assert sorted(at.selectbox(key="runs_eval_run").options) == ["ddpm-class", "flow-class"]
+    at.selectbox(key="runs_eval_run").set_value("ddpm-class")
+    at.number_input(key="runs_eval_per_class").set_value(5)
+    at.button(key="runs_eval_start").click().run()
+    assert not at.exception
+    assert started == [[sys.executable, "-m", "training", "evaluate",
+                        str((lab_runs / "ddpm-class").resolve()), "--per-class=5", "--guidance",
+                        "0", "1", "3", "5", "7"]]
 
 
 def test_runs_page_filters_and_config_diff(app, lab_runs):
@@ -74,14 +103,20 @@ def test_run_deleted_while_open(app, lab_runs, tmp_path):
 
 
 def test_run_in_progress_turns_live_refresh_on(app, lab_runs, tmp_path):
-    from training.runs import read_summary, write_json
+    from training.runs import process_identity, read_summary, write_json
 
     run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "runs" / "training-now")
-    write_json(run / "summary.json", {**read_summary(run), "status": "running"})
+    me = process_identity()  # a live process stands in for the trainer
+    write_json(run / "summary.json", {**read_summary(run), "status": "running", "process": me})
     at = app(tmp_path / "runs").run()
     no_errors(at)
     assert at.toggle(key="runs_live").value is True
     assert at.dataframe[0].value["status"].tolist() == ["running"]
+    # its process gone (the pid now names another process): interrupted, no live refresh
+    write_json(run / "summary.json", {**read_summary(run), "process": {**me, "started": 1.0}})
+    at = app(tmp_path / "runs").run()
+    assert at.toggle(key="runs_live").value is False
+    assert at.dataframe[0].value["status"].tolist() == ["interrupted"]
 
 
 def test_bundled_runs_are_listed_and_tagged(app, lab_runs, tmp_path):
