@@ -15,6 +15,8 @@ from typing import Any
 
 import streamlit as st
 
+from samplers.files import replace_folder
+
 from training.checkpoints import checkpoint_name
 from training.runs import safe_run_dir, write_json
 from training.tracking import key_configured
@@ -72,9 +74,7 @@ def pull_checkpoint(project: str, run_id: str, runs_root: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     artifact.download(root=str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    replace_folder(tmp, final)
     if not (run_dir / "config.json").exists():
         write_json(run_dir / "config.json", dict(run.config))
     if not (run_dir / "summary.json").exists():

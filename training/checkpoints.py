@@ -30,6 +30,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from samplers.files import replace_folder
+from samplers.files import write_synced as _write  # one name, so tests can fail a write
+
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "epoch-"
 _NAME = re.compile(r"epoch-(\d+)(?:-step-(\d+))?")
@@ -133,14 +136,6 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write and fsync one file (a crash of the machine, not only of the process, keeps it)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def save_checkpoint(run_dir: str | Path, period: int, *, model: dict[str, torch.Tensor],
                     state: dict[str, Any], meta: dict[str, Any],
                     ema: dict[str, torch.Tensor] | None = None, step: int | None = None) -> Path:
@@ -170,11 +165,7 @@ def save_checkpoint(run_dir: str | Path, period: int, *, model: dict[str, torch.
         for name, data in files.items():
             _write(tmp / name, data)
         _write(tmp / "meta.json", json.dumps(meta, indent=2).encode())
-        old = root / f".old-{final.name}-{os.getpid()}"
-        if final.exists():  # a checkpoint of the same period from an earlier attempt
-            os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, final)  # over a checkpoint of the same period from an earlier attempt
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         error = CheckpointWriteError(f"cannot write checkpoint {final.name} into {root}: "

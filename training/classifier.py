@@ -6,7 +6,6 @@ distance. Images in and out of this module are uint8, (N, 28, 28) or (N, 1, 28, 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from samplers.files import atomic_path
 
 from .data import Batches, Digits, derive_seed, load_dataset, to_unit
 
@@ -140,10 +141,10 @@ def load_classifier(dataset: str, runs_dir: str | Path = "runs", *, data_root: s
     test = load_dataset(train.name, data_root, "test")
     trained = train_classifier(train, test, cfg, device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    save_file(weights, str(tmp), metadata={
-        "config": recipe, "dataset": train.name, "num_classes": str(train.num_classes),
-        "test_accuracy": repr(trained.test_accuracy), "train_seconds": repr(trained.train_seconds)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(weights, str(tmp), metadata={
+            "config": recipe, "dataset": train.name, "num_classes": str(train.num_classes),
+            "test_accuracy": repr(trained.test_accuracy),
+            "train_seconds": repr(trained.train_seconds)})
     return trained

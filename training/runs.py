@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from samplers.files import write_text_atomic
+
 from .checkpoints import Checkpoint, list_checkpoints
 from .config import ConfigError
 
 __all__ = ["RunInfo", "list_runs", "read_config", "read_metrics", "read_summary",
-           "list_checkpoints", "safe_run_dir", "write_json", "write_text_atomic",
+           "list_checkpoints", "safe_run_dir", "write_json",
            "process_identity", "process_alive"]
 
 
@@ -81,19 +83,6 @@ def process_alive(identity: dict[str, Any] | None) -> bool | None:
                 and proc.status() != psutil.STATUS_ZOMBIE)
     except (psutil.Error, KeyError, TypeError, ValueError):
         return False
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Replace `path` with `text` atomically: a temporary file in the same folder, then os.replace.
-    When the write fails (disk full, read-only) the old file stays and the temporary one is removed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -20,9 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from samplers.files import write_text_atomic
+
 from .config import TrainConfig
-from .runs import (process_identity, read_config, read_metrics, read_summary, write_json,
-                   write_text_atomic)
+from .runs import process_identity, read_config, read_metrics, read_summary, write_json
 
 INIT_TIMEOUT_S = 30  # the most an unreachable W&B may delay a run (WANDB_INIT_TIMEOUT can lower it)
 WANDB_HOST = "api.wandb.ai"

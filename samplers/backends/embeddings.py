@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
+
+from ..files import atomic_path
 
 
 def default_cache_root() -> Path:
@@ -66,14 +67,9 @@ class EmbeddingCache:
             raise ValueError(f"a prompt embedding must be (77, D) or (1, 77, D), "
                              f"got {tuple(embeds.shape)}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"embeds": embeds.detach().cpu().contiguous()}, tmp,
+        with atomic_path(self.path(prompt)) as tmp:
+            save_file({"embeds": embeds.detach().cpu().contiguous()}, str(tmp),
                       metadata={"prompt": prompt})
-            os.replace(tmp, self.path(prompt))
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     def prompts(self) -> list[str]:
         """Every cached prompt, sorted."""
