@@ -12,7 +12,7 @@ from tests.bench.peak import count_flops, matmul_peak
 from tests.bench.report import Row, format_table, write_json
 from tests.bench.sampling_bench import SampleSizes, sampling_rows
 from tests.bench.timing import interleaved
-from tests.bench.training_bench import TrainSizes, training_rows
+from tests.bench.training_bench import TrainSizes, preview_share_rows, training_rows
 
 CPU = torch.device("cpu")
 
@@ -36,11 +36,19 @@ def test_flop_count_and_matmul_peak():
 
 def test_training_rows_compare_reference_trainer_and_variants():
     rows = training_rows(TrainSizes(steps=1, repeats=1, warmup=0, hidden=8, batch=8), CPU,
-                         [FastPath(), FastPath(channels_last=True)], peak_fp32=10.0,
+                         [FastPath(), FastPath(channels_last=True, fused_adam=True)],
+                         peaks={"fp32": 10.0, "bf16": 20.0}, bare=[FastPath(channels_last=True)],
                          experiments=("flow-class",))
     names = [r.name for r in rows]
-    assert len(rows) == 4 and "reference loop" in names[0] and "Trainer" in names[1]
+    assert len(rows) == 5 and "reference loop" in names[0] and "Trainer" in names[1]
+    assert "fused Adam" in names[3] and names[4].split(": ")[1].startswith("bare channels_last")
     assert rows[0].ratio == 1.0 and all(r.value > 0 and "GFLOP/s" in r.note for r in rows)
+    assert all("of fp32 peak" in r.note and "of bf16 peak" in r.note for r in rows)
+
+
+def test_preview_share_rows_project_a_full_fast_run():
+    rows = preview_share_rows(CPU, steps=1, experiments=("ddpm-class",))
+    assert len(rows) == 1 and 0 < rows[0].value < 100 and "preview" in rows[0].note
 
 
 def test_sampling_rows_time_both_kinds_and_overhead():

@@ -69,6 +69,12 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
                        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
 
 
+def memory_format(cfg: TrainConfig) -> torch.memory_format:
+    """channels_last (NHWC) when cfg.channels_last: oneDNN's convolutions then skip the layout
+    reorders around every call (`make bench`); else torch's default NCHW."""
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
 def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
     """(sampler, steps) of the per-period grids and the GIF: the run's preview settings, else the
     50-step default of its kind (FAST_SAMPLER), else its own sampler and steps."""
@@ -131,7 +137,7 @@ class Trainer:
         self.cfg = cfg = TrainConfig.from_dict({**cfg.to_dict(), "dataset": data.name, "extra": extra})
 
         torch.manual_seed(cfg.seed)
-        self.model = build_unet(cfg).to(self.device)
+        self.model = build_unet(cfg).to(self.device, memory_format=memory_format(cfg))
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scheduler, self.scheduler_per_step = make_scheduler(self.optimizer, cfg)
@@ -139,6 +145,7 @@ class Trainer:
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
         self.objective = make_objective(cfg, ab)
         self.step = 0
+        self.preview_seconds = 0.0  # wall time spent drawing grids and the GIF (kept on resume)
         self.last_loss: float | None = None
         self.resume_from = self._resume(candidates) if resume else None
         self.ddp_model, self.ddp_optimizer = self.acc.prepare(self.model, self.optimizer)
@@ -196,6 +203,7 @@ class Trainer:
             self.ema.model.load_state_dict(ema)
         self.step = step
         self.last_loss = ckpt.meta.get("loss")
+        self.preview_seconds = float(ckpt.meta.get("preview_s", 0.0))
         return ckpt
 
     def _save(self, period: int, partial_step: int | None = None) -> Path:
@@ -207,7 +215,8 @@ class Trainer:
                  "rng": ck.rng_state(), "step": self.step}
         meta = {"experiment": self.cfg.experiment, "step": self.step, "loss": self.last_loss,
                 "arch": self.cfg.arch, "hidden": self.cfg.hidden, "conditioning": self.cfg.conditioning,
-                "wall_time_s": round(self.tracker.wall_time(), 2)}
+                "wall_time_s": round(self.tracker.wall_time(), 2),
+                "preview_s": round(self.preview_seconds, 2)}
         path = ck.save_checkpoint(self.run_dir, period, model=self.model.state_dict(), state=state,
                                   meta=meta, ema=self.ema.model.state_dict() if self.ema else None,
                                   step=partial_step)
@@ -273,6 +282,7 @@ class Trainer:
                    dynamic_ncols=True)
         while self.step < total:
             x, y = self.batches.batch(self.step)
+            x = x.contiguous(memory_format=memory_format(cfg))
             c = F.one_hot(y, cfg.num_classes).to(x.dtype) if cfg.class_conditional else None
             gen.manual_seed(derive_seed(cfg.seed, "noise", self.step, self.rank))
             with acc.autocast():
@@ -361,7 +371,9 @@ class Trainer:
 
     def _end_period(self, period: int, final: bool) -> None:
         if self.main:
+            start = time.perf_counter()
             png, gif = self._preview(period, gif=final)
+            self.preview_seconds += time.perf_counter() - start
             self.tracker.period_done(period, self.step, self.last_loss, png)
             ckpt = None
             if period % self.cfg.checkpoint_every == 0 or final:

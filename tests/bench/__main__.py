@@ -18,9 +18,10 @@ from .peak import matmul_peak, native_bf16
 from .quality import TTQSettings, quality_rows, run_kind, time_to_quality
 from .report import DEFAULT_OUT, Row, format_table, write_json
 from .sampling_bench import SampleSizes, sampling_rows
-from .training_bench import TrainSizes, training_rows
+from .training_bench import TrainSizes, preview_share_rows, training_rows
 
-SECTIONS = ("peak", "training", "sampling", "quality", "deepfloyd")
+SECTIONS = ("peak", "training", "preview", "sampling", "quality", "deepfloyd")
+PEAK_N = 2048  # matmul size of the peak rows
 PEAK = "machine peak (GFLOP/s)"
 
 
@@ -31,6 +32,7 @@ class Plan:
     sample: SampleSizes
     deepfloyd: IFSizes
     train_variants: tuple[FastPath, ...]
+    bare_variants: tuple[FastPath, ...]
     sample_variants: tuple[FastPath, ...]
 
 
@@ -38,19 +40,23 @@ def plan(quick: bool, device: torch.device) -> Plan:
     """Quick: fewer repeats and variants (~5 min on 2 idle cores); full adds threads and compile."""
     one = (1,) if device.type == "cpu" and (os.cpu_count() or 1) > 1 else ()
     bf16 = (FastPath(bf16=True), FastPath(bf16=True, channels_last=True)) if native_bf16(device) else ()
+    fast = FastPath(bf16=True, channels_last=True) if bf16 else FastPath(channels_last=True)
     train = [FastPath(), FastPath(channels_last=True), *[FastPath(threads=n) for n in one],
-             *[FastPath(channels_last=True, threads=n) for n in one], *bf16]
+             *[FastPath(channels_last=True, threads=n) for n in one], *bf16,
+             FastPath(bf16=fast.bf16, channels_last=True, fused_adam=True)]
+    bare = (fast,)
     sample = [FastPath(), FastPath(channels_last=True, inference_mode=True),
               *[FastPath(threads=n) for n in one],
               *[FastPath(channels_last=True, inference_mode=True, threads=n) for n in one],
               *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]]]
     if quick:
         return Plan(TrainSizes(steps=1, repeats=2), SampleSizes(steps=1, repeats=3),
-                    IFSizes(steps=1, repeats=2), (*train[:2], *bf16[:1]),
+                    IFSizes(steps=1, repeats=2), (train[0], fast), bare,
                     tuple(v for v in sample if v.threads is None or v.channels_last))
-    train.append(FastPath(channels_last=True, compile=True))
+    train.append(FastPath(bf16=fast.bf16, channels_last=True, compile=True))
     sample.append(FastPath(channels_last=True, inference_mode=True, compile=True))
-    return Plan(TrainSizes(), SampleSizes(steps=3, repeats=4), IFSizes(), tuple(train), tuple(sample))
+    return Plan(TrainSizes(), SampleSizes(steps=3, repeats=4), IFSizes(), tuple(train), bare,
+                tuple(sample))
 
 
 def bf16_probe(device: torch.device, repeats: int) -> Row:
@@ -82,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality-per-class", type=int, default=10, help="digits a class for quality rows")
     p.add_argument("--time-to-quality", action="store_true",
                    help="only the (hours-long) time-to-quality measurement: train flow-class on mnist-5k")
-    p.add_argument("--ttq-max-minutes", type=float, default=240.0)
+    p.add_argument("--ttq-max-minutes", type=float, default=None,
+                   help="give up after this long (default: 240; 15 with --recipe fast)")
+    p.add_argument("--recipe", choices=("course", "fast"), default="course",
+                   help="training recipe of --time-to-quality (fast: scored every 100 steps)")
+    p.add_argument("--ttq-experiment", choices=("flow-class", "ddpm-class"), default="flow-class")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -93,19 +103,24 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     rows: list[Row] = []
     if args.time_to_quality:
-        rows += time_to_quality(Path("test-artifacts/bench/runs"),
-                                TTQSettings(max_minutes=args.ttq_max_minutes, device=args.device))
-        settings: dict = {"mode": "time-to-quality"}
+        fast = args.recipe == "fast"
+        minutes = args.ttq_max_minutes or (15.0 if fast else 240.0)
+        rows += time_to_quality(Path("test-artifacts/bench/runs"), TTQSettings(
+            experiment=args.ttq_experiment, recipe=args.recipe, period_steps=100 if fast else None,
+            max_minutes=minutes, device=args.device))
+        settings: dict = {"mode": "time-to-quality", "recipe": args.recipe}
     else:
         pl = plan(args.quick, device)
         settings = {"mode": "quick" if args.quick else "full", **{k: v for k, v in asdict(pl).items()}}
-        peak: dict = {"fp32": None}
+        peak: dict = {}
         if "peak" in sections:
-            peak = matmul_peak(device)
-            rows += [Row(PEAK, f"matmul 1024^2 {k}", v, "GFLOP/s") for k, v in peak.items()]
+            peak = matmul_peak(device, n=PEAK_N)
+            rows += [Row(PEAK, f"matmul {PEAK_N}^2 {k}", v, "GFLOP/s") for k, v in peak.items()]
             rows.append(bf16_probe(device, repeats=2 if args.quick else 3))
         if "training" in sections:
-            rows += training_rows(pl.train, device, pl.train_variants, peak_fp32=peak["fp32"])
+            rows += training_rows(pl.train, device, pl.train_variants, peaks=peak, bare=pl.bare_variants)
+        if "preview" in sections:
+            rows += preview_share_rows(device)
         if "sampling" in sections:
             runs = {"ddpm": None, "flow": None} | {run_kind(r): r for r in args.run}
             rows += sampling_rows(runs, pl.sample, device, pl.sample_variants)

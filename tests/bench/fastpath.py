@@ -17,11 +17,13 @@ class FastPath:
     bf16: bool = False            # autocast to bfloat16
     threads: int | None = None    # torch.set_num_threads during the call (None: leave as is)
     inference_mode: bool = False  # sampling only: torch.inference_mode instead of no_grad
+    fused_adam: bool = False      # training only: Adam(fused=True), one kernel for all parameters
 
     @property
     def label(self) -> str:
         parts = [name for name, on in (("channels_last", self.channels_last), ("compile", self.compile),
-                                       ("bf16", self.bf16), ("inference_mode", self.inference_mode)) if on]
+                                       ("bf16", self.bf16), ("inference_mode", self.inference_mode),
+                                       ("fused Adam", self.fused_adam)) if on]
         if self.threads is not None:
             parts.append(f"{self.threads} thread{'s' if self.threads > 1 else ''}")
         return " + ".join(parts) or "fp32 eager"

@@ -2,9 +2,12 @@
 
 The reference is what course notebooks do: torchvision's ``MNIST`` with a per-item ``ToTensor``, a
 ``DataLoader``, fp32 eager, the same UNet, batch, optimizer and objective. The lab figures are
-(a) the real ``training.trainer.Trainer`` (its own logged images/s over a fresh run of k steps)
-and (b) ``LabStep``: the trainer's step rebuilt from the lab's parts (device-resident uint8
-batches, the lab objective), where each fast-path setting can be switched on.
+(a) the real ``training.trainer.Trainer`` (its own logged images/s over a fresh run of k steps),
+(b) ``LabStep``: the trainer's step rebuilt from the lab's parts (device-resident uint8
+batches, the lab objective), where each fast-path setting can be switched on, and (c) ``BareStep``:
+the least a step can do (one random batch kept in memory, forward, MSE, backward, Adam), the
+ceiling the trainer's per-step extras (batching, noise, class dropout, EMA, loss bins) are read
+against.
 """
 from __future__ import annotations
 
@@ -21,19 +24,21 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from training.config import TrainConfig, make_config
+from training.checkpoints import latest_checkpoint
+from training.config import TrainConfig, make_config, num_periods, resolve_length
 from training.data import Batches, Digits, derive_seed, load_dataset
 from training.objectives import make_objective
 from training.pretrained import build_unet, vp_alphas_cumprod
 from training.trainer import Trainer
 
 from .fastpath import FastPath, applied, as_input, prepare
-from .peak import count_flops
+from .peak import count_flops, native_bf16
 from .report import Row
 from .timing import Work, interleaved
 
 EXPERIMENTS = ("ddpm-class", "flow-class")
 SECTION = "training (images/s; ratio vs reference loop)"
+PREVIEW = "preview share of a run (grids + GIF, 50-step sampler)"
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class LabStep:
         self.batches = Batches(digits, cfg.batch_size, seed=cfg.seed, device=device)
         torch.manual_seed(cfg.seed)
         net = build_unet(cfg).to(device)
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=fp.fused_adam or None)
         self.model = prepare(net, fp)
         self.objective = make_objective(cfg, vp_alphas_cumprod(cfg).to(device))
         self.generator = torch.Generator(device)
@@ -129,6 +134,29 @@ class LabStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.index += 1
+
+
+class BareStep:
+    """One fixed random batch (B, 1, 28, 28), t (B,) and null class: forward, MSE, backward, Adam."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, fp: FastPath):
+        self.fp, self.device = fp, device
+        g = torch.Generator(device).manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        net = build_unet(cfg).to(device)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=fp.fused_adam or None)
+        self.model = prepare(net, fp)
+        b = cfg.batch_size
+        self.x = as_input(torch.randn(b, 1, 28, 28, generator=g, device=device), fp)
+        self.t = torch.rand(b, generator=g, device=device)
+        self.c = torch.zeros(b, cfg.num_classes, device=device)
+
+    def step(self) -> None:
+        with applied(self.fp, self.device):
+            out = self.model(self.x, self.t, self.c)
+        (out.float() - self.x).pow(2).mean().backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
 
 def trainer_work(cfg: TrainConfig, runs_dir: Path) -> Work:
@@ -163,9 +191,18 @@ def _repeat(fn, n: int) -> Work:
     return run
 
 
+def _peak_note(gflops: float, peaks: dict[str, float | None]) -> str:
+    shares = [f"{100 * gflops / v:.0f}% of {k} peak" for k, v in peaks.items() if v]
+    return f"{gflops:.1f} GFLOP/s" + (" = " + ", ".join(shares) if shares else "")
+
+
 def training_rows(sizes: TrainSizes, device: torch.device, variants: Sequence[FastPath],
-                  *, peak_fp32: float | None = None, experiments: Sequence[str] = EXPERIMENTS) -> list[Row]:
-    """Rows for each experiment: reference, lab trainer, then `variants` of LabStep."""
+                  *, peaks: dict[str, float | None] | None = None, bare: Sequence[FastPath] = (),
+                  experiments: Sequence[str] = EXPERIMENTS) -> list[Row]:
+    """Rows for each experiment: reference, lab trainer, `variants` of LabStep, `bare` BareSteps.
+
+    `peaks` ({"fp32": GFLOP/s, "bf16": GFLOP/s}, the matmul peaks) adds each row's share of them."""
+    peaks = peaks or {}
     digits = load_dataset("mnist-5k", split="train")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -173,20 +210,51 @@ def training_rows(sizes: TrainSizes, device: torch.device, variants: Sequence[Fa
         for exp in experiments:
             cfg = experiment_config(exp, sizes, device, steps=sizes.steps, log_every=10 ** 6, preview_steps=1)
             ref = ReferenceLoop(cfg, dataset, device)
-            labs = {fp: LabStep(cfg, digits, device, fp) for fp in variants}
+            labs = {fp.label: LabStep(cfg, digits, device, fp) for fp in variants}
+            bares = {"bare " + fp.label: BareStep(cfg, device, fp) for fp in bare}
             flops = count_flops(LabStep(cfg, digits, device, FastPath()).step)
             works = {"reference": _repeat(ref.step, sizes.steps),
                      "trainer": trainer_work(cfg, Path(tmp) / "runs"),
-                     **{fp.label: _repeat(lab.step, sizes.steps) for fp, lab in labs.items()}}
+                     **{k: _repeat(lab.step, sizes.steps) for k, lab in {**labs, **bares}.items()}}
             timings = interleaved(works, repeats=sizes.repeats, warmup=sizes.warmup)
             base = timings["reference"].median
             names = {"reference": "reference loop (torchvision MNIST+ToTensor, DataLoader, fp32)",
-                     "trainer": "lab Trainer as configured (its logged images/s)",
-                     **{fp.label: f"lab step, {fp.label}" for fp in variants}}
+                     "trainer": f"lab Trainer as configured ({'bf16' if native_bf16(device) else 'fp32'} "
+                                  "by --mixed-precision auto; its logged images/s)",
+                     **{k: f"lab step, {k}" for k in labs},
+                     **{k: f"{k} (random batch in memory, Adam)" for k in bares}}
             for key, t in timings.items():
                 gflops = flops * sizes.steps / t.median / 1e9
-                note = f"{gflops:.1f} GFLOP/s" + (f" = {100 * gflops / peak_fp32:.0f}% of fp32 peak"
-                                                  if peak_fp32 else "") + f"; spread {t.spread:.0%}"
+                note = _peak_note(gflops, peaks) + f"; spread {t.spread:.0%}"
                 rows.append(Row(SECTION, f"{exp} B={cfg.batch_size}: {names[key]}",
                                 cfg.batch_size * sizes.steps / t.median, "img/s", base / t.median, note))
+    return rows
+
+
+def preview_share_rows(device: torch.device, recipe: str = "fast", steps: int = 4,
+                       experiments: Sequence[str] = EXPERIMENTS) -> list[Row]:
+    """Share of a full `recipe` run's wall time its previews take, projected from one short real
+    Trainer run: its logged step time and the seconds its final preview (grid + GIF) took.
+
+    share = P * preview / (total_steps * step + P * preview), P = the full run's periods (one grid
+    each)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-preview-") as tmp:
+        for exp in experiments:
+            over = dict(dataset="mnist-5k", device=device.type, wandb_mode="disabled")
+            full = make_config(exp, recipe=recipe, **over)
+            data = load_dataset("mnist-5k", split="train")
+            full = resolve_length(full, len(data), Batches(data, full.batch_size, seed=0).steps_per_pass)
+            short = make_config(exp, recipe=recipe, steps=steps, log_every=10 ** 6, name=exp, **over)
+            with contextlib.redirect_stderr(io.StringIO()):
+                run_dir = Trainer(short, Path(tmp)).run()
+            last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+            step_s = short.batch_size / last["images_per_s"]
+            preview_s = latest_checkpoint(run_dir).meta["preview_s"]
+            periods = num_periods(full)
+            share = periods * preview_s / (full.total_steps * step_s + periods * preview_s)
+            rows.append(Row(PREVIEW, f"{exp} --recipe {recipe}: {full.total_steps} steps, "
+                            f"{periods} preview(s)", 100 * share, "% of wall", None,
+                            f"preview {preview_s:.1f} s, step {step_s:.3f} s (B={full.batch_size}, "
+                            f"D={full.hidden})"))
     return rows
