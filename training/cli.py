@@ -102,8 +102,12 @@ def build_parser() -> Parser:
     s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--batch", type=_positive(int), default=500, help="images per model batch")
-    s.add_argument("--out", type=Path, required=True, help="output .npz file")
     e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
+    for p in (s, e):
+        p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
+                       help="the UNet's precision: auto (default: bf16 where the device runs it "
+                            "natively, else fp32), no (fp32), fp16 or bf16")
+    s.add_argument("--out", type=Path, required=True, help="output .npz file")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 3, 5, 7],
                    help="guidance scales of class models (default 0 1 3 5 7)")
@@ -174,7 +178,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .data import from_signed
     from .pretrained import SAMPLERS_BY_KIND, load_lab_model
 
-    lab = load_lab_model(args.run_dir, _checkpoint(args.checkpoint), args.device)
+    lab = load_lab_model(args.run_dir, _checkpoint(args.checkpoint), args.device,
+                         args.mixed_precision)
     if args.sampler and args.sampler not in SAMPLERS_BY_KIND[lab.kind]:
         raise ConfigError(f"--sampler {args.sampler} does not apply to a {lab.kind} model; "
                           f"choose from {', '.join(SAMPLERS_BY_KIND[lab.kind])}")
@@ -205,7 +210,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     results = evaluate_run(args.run_dir, args.guidance, per_class=args.per_class, seed=args.seed,
                            sampler=args.sampler, steps=args.steps,
-                           checkpoint=_checkpoint(args.checkpoint), device=args.device)
+                           checkpoint=_checkpoint(args.checkpoint), device=args.device,
+                           precision=args.mixed_precision)
     print(format_evaluation(results))
     return 0
 

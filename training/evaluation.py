@@ -72,22 +72,24 @@ def _guidance_key(g: float | None) -> str:
 def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = (0, 1, 3, 5, 7), *,
                  per_class: int = 50, seed: int = 0, sampler: str | None = None,
                  steps: int | None = None, checkpoint: int | str | None = None,
-                 device: str | torch.device = "cpu", runs_dir: str | Path | None = None,
-                 batch_size: int = 500, classifier_config: ClassifierConfig = ClassifierConfig(),
+                 device: str | torch.device = "cpu", precision: str = "auto",
+                 runs_dir: str | Path | None = None, batch_size: int = 500,
+                 classifier_config: ClassifierConfig = ClassifierConfig(),
                  write: bool = True) -> dict[str, Any]:
     """Sample a run's model and score it; merge the result into summary.json["evaluation"].
 
     Class models: ``per_class`` digits of each class at every guidance scale. Time-only and
     single-step models: one unlabeled set of ``10 * per_class`` images under the key "none"
     (accuracy None). The classifier is the cached one for the run's dataset under
-    ``runs_dir`` (default: the run folder's parent).
+    ``runs_dir`` (default: the run folder's parent). `precision`: the UNet's autocast, as in
+    load_lab_model.
     Returns {"accuracy": {g: acc}, "frechet": {g: fd}, "frechet_floor", "classifier_test_accuracy",
-    "dataset", "per_class", "seed", "sampler", "steps", "checkpoint"}.
+    "dataset", "per_class", "seed", "sampler", "steps", "precision", "checkpoint"}.
     """
     from .pretrained import load_lab_model
 
     run_dir = Path(run_dir)
-    lab = load_lab_model(run_dir, checkpoint, device)
+    lab = load_lab_model(run_dir, checkpoint, device, precision)
     cfg = lab.config
     classifier = load_classifier(cfg.dataset, runs_dir or run_dir.parent, data_root=cfg.data_root,
                                  cfg=classifier_config, device=device)
