@@ -14,6 +14,7 @@ Conditioning modes:
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -73,6 +74,22 @@ def UpBlock(cin: int, cout: int) -> nn.Sequential:
 def FCBlock(fin: int, fout: int) -> nn.Sequential:
     """Linear(fin, fout) + GELU -> Linear(fout, fout)."""
     return nn.Sequential(nn.Linear(fin, fout), nn.GELU(), nn.Linear(fout, fout))
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of `model` (in eval mode) with every Conv -> BatchNorm pair of the
+    course ops folded into one convolution (torch's fuse_conv_bn_eval): the same function up to
+    float rounding, one pass over the activations fewer a block."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for seq in folded.modules():
+        if (isinstance(seq, nn.Sequential) and len(seq) >= 2
+                and isinstance(seq[0], (nn.Conv2d, nn.ConvTranspose2d))
+                and isinstance(seq[1], nn.BatchNorm2d)):
+            seq[0] = fuse_conv_bn_eval(seq[0], seq[1], transpose=isinstance(seq[0], nn.ConvTranspose2d))
+            seq[1] = nn.Identity()
+    return folded
 
 
 # ----------------------------------------------------------------------------- shared helpers

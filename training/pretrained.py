@@ -22,7 +22,7 @@ from samplers.devices import autocast, resolve_mixed_precision
 
 from .checkpoints import Checkpoint, CheckpointError, list_checkpoints, load_weights, verify_checksums
 from .config import TrainConfig
-from .models import build_model
+from .models import build_model, fold_batchnorm
 from .runs import read_config
 
 SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", "ddim"),
@@ -179,7 +179,8 @@ def find_checkpoint(run_dir: Path, checkpoint: int | str | Path | None) -> Check
 def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = None,
                    device: str | torch.device = "cpu", precision: str = "auto") -> LabModel:
     """Load a run's model (EMA weights when the run kept them) in eval mode on `device`, to run
-    in `precision` ("auto": bf16/fp16 where the device runs it natively, else fp32).
+    in `precision` ("auto": bf16/fp16 where the device runs it natively, else fp32), with its
+    BatchNorm folded into the convolutions (models.fold_batchnorm).
 
     Raises FileNotFoundError for a missing run, CheckpointError for a missing, corrupt or
     mismatched checkpoint (the message names the file).
@@ -203,7 +204,8 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
                               f"conditioning={cfg.conditioning})") from e
     verify_checksums(ckpt, (ckpt.weights_file.name,))
     unet.load_state_dict(weights, strict=True)
-    unet = unet.to(memory_format=torch.channels_last)  # faster convolutions when sampling (make bench)
+    # inference layout: BatchNorm folded into the convolutions, channels-last (see `make bench`)
+    unet = fold_batchnorm(unet).to(memory_format=torch.channels_last)
     ab = vp_alphas_cumprod(cfg)
     return LabModel(cfg, unet.eval(), None if ab is None else ab.to(device), ckpt.path,
                     resolve_mixed_precision(precision, torch.device(device)))

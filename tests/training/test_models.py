@@ -123,3 +123,21 @@ def test_channels_last_matches(arch):
 def test_improved_is_bigger_but_reasonable():
     n = count_parameters(ImprovedUNet(hidden=64, conditioning="class"))
     assert 2_019_201 < n < 10_000_000
+
+
+@pytest.mark.parametrize("conditioning", ["none", "time-mul", "class"])
+def test_fold_batchnorm_is_the_same_function(conditioning):
+    from training.models import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = UNet(hidden=8, conditioning=conditioning)
+    model.train()
+    for _ in range(3):  # non-trivial running statistics
+        model(torch.randn(16, 1, 28, 28), torch.rand(16), torch.eye(10)[torch.arange(16) % 10])
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy
+    x, t, c = torch.randn(4, 1, 28, 28), torch.rand(4), torch.eye(10)[:4]
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x, t, c), model(x, t, c), atol=1e-4, rtol=1e-4)
