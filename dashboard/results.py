@@ -41,7 +41,7 @@ class Progress:
     def __call__(self, step: dict) -> None:
         t, x = step["t"], step["x"]
         if self.calls % self.every == 0:
-            self.frames.append(media.grid_array(x, self.nrow))
+            self.frames.append(media.readable_grid(x, self.nrow))
             self.preview.image(self.frames[-1], caption=f"x at t = {_fmt_t(t)}", width=320)
         if self.calls % self.snap_every == 0:
             self.snapshots.append((f"denoised estimate at t = {_fmt_t(t)}",
@@ -61,7 +61,7 @@ class Progress:
 
     def result(self, x, caption: str) -> Result:
         """The Result of final images x (B, C, H, W) in [-1, 1], animation ending on them."""
-        final = media.grid_array(x, self.nrow)
+        final = media.readable_grid(x, self.nrow)
         gif = gif_bytes(self.frames + [final] * 8) if self.frames else None
         return Result(media.png_bytes(x, self.nrow), caption, gif, self.snapshots)
 

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import Tensor
 
 from samplers.devices import resolve_device
@@ -34,8 +35,15 @@ GIF_MS = {"duration_ms": 60, "hold_ms": 1500}  # sampling.gif: per frame, and th
 
 # ----------------------------------------------------------------------------- drawing helpers
 def grid_array(images: Tensor, nrow: int, scale: int = 1) -> np.ndarray:
-    """(B, 1, H, W) in [0, 1] -> (rows, cols) uint8 grid, ``nrow`` tiles a row, grey 2-px gaps."""
-    return grid(images * 2 - 1, nrow, scale=scale, pad_value=0.0)[..., 0]
+    """(B, 1, H, W) in [-1, 1] -> (rows, cols) uint8 grid, ``nrow`` tiles a row, grey 2-px gaps
+    (samplers.images.grid, one channel)."""
+    return grid(images, nrow, scale=scale, pad_value=0.0)[..., 0]
+
+
+def save_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
+    """Write (B, 1, H, W) images in [-1, 1] as one PNG grid (grid_array; black background)."""
+    Image.fromarray(grid_array(images, nrow)).save(path)
+    return path
 
 
 def sample_grid(lab, generator: torch.Generator, *, per_class: int = 4, sampler: str | None = None,
@@ -49,19 +57,19 @@ def sample_grid(lab, generator: torch.Generator, *, per_class: int = 4, sampler:
 
     def keep(step: dict) -> None:
         if step["i"] % every == 0:
-            frames.append(grid_array((step["x"].clamp(-1, 1) + 1) / 2, k, scale))
+            frames.append(grid_array(step["x"], k, scale))
 
     x = lab.sample(lab.grid_labels(per_class), sampler=sampler, steps=steps, generator=generator,
                    callback=keep if gif_frames else None)
     if gif_frames:
-        frames.append(grid_array((x + 1) / 2, k, scale))
+        frames.append(grid_array(x, k, scale))
     return x, frames
 
 
 def _show_grid(ax, images: Tensor, nrow: int, col_labels: Sequence[str] = (),
                row_labels: Sequence[str] = (), title: str = "") -> None:
     """Draw a labelled grid of (B, 1, 28, 28) [0, 1] tiles on a matplotlib axis."""
-    ax.imshow(grid_array(images, nrow), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(grid_array(images * 2 - 1, nrow), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     step = images.shape[-1] + 2
     ax.set_xticks([2 + step * i + step / 2 - 1 for i in range(len(col_labels))], list(col_labels))
     ax.set_yticks([2 + step * i + step / 2 - 1 for i in range(len(row_labels))], list(row_labels))

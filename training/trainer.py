@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
-from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -27,7 +26,7 @@ from samplers.devices import resolve_mixed_precision
 from . import checkpoints as ck
 from .config import ConfigError, TrainConfig, TrainingDiverged, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
-from .figures import GIF_MS, grid_array, sample_grid, save_gif
+from .figures import GIF_MS, sample_grid, save_gif, save_grid
 from .objectives import loss_by_t_bins, make_objective
 from .pretrained import FAST_SAMPLER, LabModel, build_unet, vp_alphas_cumprod
 from .runs import safe_run_dir
@@ -80,16 +79,6 @@ def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
     50-step default of its kind (FAST_SAMPLER), else its own sampler and steps."""
     default_sampler, default_steps = FAST_SAMPLER.get(cfg.kind, (cfg.sampler, cfg.sample_steps))
     return cfg.preview_sampler or default_sampler, cfg.preview_steps or default_steps
-
-
-def save_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
-    """Write (B, 1, H, W) images in [-1, 1] as one PNG grid (background black)."""
-    Image.fromarray(_grid(images, nrow)).save(path)
-    return path
-
-
-def _grid(images: Tensor, nrow: int = 10):
-    return grid_array((images + 1) / 2, nrow)
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
