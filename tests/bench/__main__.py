@@ -48,7 +48,9 @@ def plan(quick: bool, device: torch.device) -> Plan:
     sample = [FastPath(), FastPath(channels_last=True, inference_mode=True),
               *[FastPath(threads=n) for n in one],
               *[FastPath(channels_last=True, inference_mode=True, threads=n) for n in one],
-              *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]]]
+              *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]],
+              FastPath(channels_last=True, fold_bn=True),  # load_lab_model's layout; + its bf16:
+              *[FastPath(channels_last=True, fold_bn=True, bf16=True) for _ in bf16[:1]]]
     if quick:
         return Plan(TrainSizes(steps=1, repeats=2), SampleSizes(steps=1, repeats=3),
                     IFSizes(steps=1, repeats=2), (train[0], fast), bare,

@@ -8,6 +8,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from training.models import fold_batchnorm
+
 
 @dataclass(frozen=True)
 class FastPath:
@@ -18,19 +20,24 @@ class FastPath:
     threads: int | None = None    # torch.set_num_threads during the call (None: leave as is)
     inference_mode: bool = False  # sampling only: torch.inference_mode instead of no_grad
     fused_adam: bool = False      # training only: Adam(fused=True), one kernel for all parameters
+    fold_bn: bool = False         # sampling only: BatchNorm folded into the convolutions
 
     @property
     def label(self) -> str:
         parts = [name for name, on in (("channels_last", self.channels_last), ("compile", self.compile),
                                        ("bf16", self.bf16), ("inference_mode", self.inference_mode),
-                                       ("fused Adam", self.fused_adam)) if on]
+                                       ("fused Adam", self.fused_adam),
+                                       ("folded BN", self.fold_bn)) if on]
         if self.threads is not None:
             parts.append(f"{self.threads} thread{'s' if self.threads > 1 else ''}")
         return " + ".join(parts) or "fp32 eager"
 
 
 def prepare(model: nn.Module, fp: FastPath, *, dynamic: bool = False) -> nn.Module:
-    """The model moved to channels_last and/or wrapped in torch.compile (same parameters)."""
+    """The model with BatchNorm folded (an eval copy), moved to channels_last and/or wrapped in
+    torch.compile (same parameters otherwise)."""
+    if fp.fold_bn:
+        model = fold_batchnorm(model)
     if fp.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if fp.compile:

@@ -18,13 +18,15 @@ import torch
 from torch import Tensor, nn
 
 from training.config import make_config
-from training.pretrained import FAST_SAMPLER, LabModel, build_unet, load_lab_model, vp_alphas_cumprod
+from training.checkpoints import load_weights
+from training.pretrained import (FAST_SAMPLER, LabModel, build_unet, find_checkpoint, load_lab_model,
+                                 vp_alphas_cumprod)
 
 from .fastpath import FastPath, applied, prepare
 from .report import Row
 from .timing import interleaved
 
-SECTION = "sampling 40 digits, guidance 5 (s/step; ratio vs two-call fp32 loop)"
+SECTION = "sampling 100 digits, guidance 5 (s/step; ratio vs two-call fp32 loop)"
 # (sampler, steps) per model kind: the course's full-length sampler first, then the lab's 50-step
 # default (the dashboard's) and, for DDPM, DDIM at 50 steps beside it.
 SCHEDULES = {"ddpm": (("ddpm", 300), FAST_SAMPLER["ddpm"], ("ddim", 50)),
@@ -37,7 +39,7 @@ class SampleSizes:
     steps: int = 4        # sampler steps per timed unit
     repeats: int = 5
     warmup: int = 1
-    per_class: int = 4    # 40 digits
+    per_class: int = 10   # 100 digits
     hidden: int = 64
 
 
@@ -58,9 +60,14 @@ class TimedModel(nn.Module):
 
 
 def lab_model(kind: str, run: Path | None, device: torch.device, hidden: int) -> tuple[LabModel, str]:
-    """The run's model when given, else a freshly initialised class-conditional one (speed only)."""
+    """The run's model as trained (fp32, BatchNorm unfolded: each FastPath adds its levers) when
+    given, else a freshly initialised class-conditional one (speed only)."""
     if run is not None:
-        return load_lab_model(run, device=device), f"weights of {run}"
+        lab = load_lab_model(run, device=device, precision="no")
+        unet = build_unet(lab.config).to(device)
+        weights_file = find_checkpoint(Path(run), None).weights_file
+        unet.load_state_dict(load_weights(weights_file, device, expected=unet.state_dict()))
+        return dataclasses.replace(lab, unet=unet.eval()), f"weights of {run}"
     cfg = make_config(f"{kind}-class", hidden=hidden, dataset="mnist-5k")
     torch.manual_seed(0)
     return LabModel(cfg, build_unet(cfg).to(device).eval(), vp_alphas_cumprod(cfg).to(device)), "random weights"
