@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from training.checkpoints import list_checkpoints
-from training.config import EXPERIMENTS, RECIPES, WANDB_MODES, ConfigError
+from training.config import DEVICES, EXPERIMENTS, RECIPES, WANDB_MODES, ConfigError
 from training.data import DATASETS
 from training.runs import (process_alive, process_identity, read_config, read_summary,
                            safe_run_dir, write_json)
@@ -33,7 +33,6 @@ JOB_FILES = {"train": "job.json", "evaluate": "evaluate-job.json"}
 LOGS = {"train": "train.log", "evaluate": "evaluate.log"}
 QUEUE_FILE = ".queue.json"
 LOCK_FILE = ".jobs.lock"
-DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_HIDDEN = 512
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**31 - 1

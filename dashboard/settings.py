@@ -20,9 +20,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from samplers.devices import DEVICES, resolve_device
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLED_RUNS = REPO / "training" / "pretrained_runs"
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,6 @@ def max_training() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
-def resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
-
-
 def sidebar() -> Settings:
     """Render the settings in the sidebar and return them (call once per run, from app.py)."""
     with st.sidebar:
@@ -90,8 +81,8 @@ def sidebar() -> Settings:
     bundled = bundled_runs()
     if bundled is not None and bundled.resolve() not in {r.resolve() for r in roots}:
         roots.append(bundled)
-    settings = Settings(tuple(roots), bundled, project.strip(), resolve_device(device),
-                        max_training())
+    settings = Settings(tuple(roots), bundled, project.strip(),
+                        device if device != "auto" else str(resolve_device("auto")), max_training())
     st.session_state["settings"] = settings
     return settings
 

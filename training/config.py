@@ -15,6 +15,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from samplers.devices import DEVICES, PRECISIONS
+
+from .models import ARCHS
+
 Kind = Literal["denoiser", "pure-noise", "ddpm", "flow"]
 COURSE_TRAIN_SIZE = 60_000  # MNIST train split: the course's epochs are passes over it
 NO_SCHEDULER_LR_FACTOR = 10 ** -0.5  # geometric middle of the scheduled range lr0 .. lr0/10
@@ -127,13 +131,11 @@ EXPERIMENTS: dict[str, TrainConfig] = {
     "flow-time": TrainConfig("flow-time", conditioning="time-mul", **_FLOW),
     "flow-class": TrainConfig("flow-class", conditioning="class", **_FLOW),
 }
-ARCHS = ("course", "improved")
 LR_SCHEDULES = ("exponential", "cosine")
 TIME_SAMPLINGS = ("uniform", "logit-normal")
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "direct")
 WANDB_MODES = ("online", "offline", "disabled")
-MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+MIXED_PRECISION = PRECISIONS
 
 
 # ----------------------------------------------------------------------------- recipes
