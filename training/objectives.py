@@ -13,7 +13,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from samplers import add_noise
+
 from .config import TrainConfig
+from .pretrained import unet_time
 
 Objective = Callable[..., tuple[Tensor, Tensor | None]]
 
@@ -53,9 +56,8 @@ def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod:
         i = torch.randint(0, T, (x0.shape[0],), generator=generator, device=x0.device)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    ab = alphas_cumprod.to(x0.device)[i].view(-1, 1, 1, 1).to(x0.dtype)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    t = (i + 1).to(x0.dtype) / T
+    x_t = add_noise(x0, i, alphas_cumprod, noise)
+    t = unet_time(i, T)
     return _mse(model(x_t, t, c), noise), t
 
 
