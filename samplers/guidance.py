@@ -29,9 +29,16 @@ def guided_output(model, x, t, cond=None, uncond=None, guidance_scale=1.0):
         out_c, out_u = model(torch.cat([x, x]), tt, torch.cat([cond, expand_batch(uncond, b)])).chunk(2)
         eps = out_u[:, :c] + guidance_scale * (out_c[:, :c] - out_u[:, :c])
         out = torch.cat([eps, out_c[:, c:]], dim=1)
-    if out.shape[0] != b or out.shape[1] not in (c, 2 * c) or out.shape[2:] != x.shape[2:]:
+    return check_output(out, x, (c, 2 * c))
+
+
+def check_output(out, x, channels):
+    """`out` itself when it is (B, C', H, W) for x (B, C, H, W) and C' in `channels`, else
+    ValueError naming both shapes."""
+    if out.shape[0] != x.shape[0] or out.shape[1] not in channels or out.shape[2:] != x.shape[2:]:
+        want = " or ".join(map(str, channels))
         raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
-                         f"expected ({b}, {c} or {2 * c}, {', '.join(map(str, x.shape[2:]))})")
+                         f"expected ({x.shape[0]}, {want}, {', '.join(map(str, x.shape[2:]))})")
     return out
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .forward import renoise
-from .guidance import guided_output
+from .guidance import check_output, guided_output, split_output
 from .parameterization import predict_denoised
 from .steps import ddim_step, ddpm_step
 
@@ -84,14 +84,6 @@ class Guided:
         return guided_output(self.model, x, t, self.cond, self.uncond, self.guidance_scale)
 
 
-def _check(out: Tensor, x: Tensor, channels: tuple[int, ...]) -> Tensor:
-    if out.shape[0] != x.shape[0] or out.shape[1] not in channels or out.shape[2:] != x.shape[2:]:
-        want = " or ".join(map(str, channels))
-        raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
-                         f"expected ({x.shape[0]}, {want}, {', '.join(map(str, x.shape[2:]))})")
-    return out
-
-
 def _walk_vp(model: Model, x: Tensor, schedule: Schedule, step: Callable, generator, callback,
              project) -> Tensor:
     """The loop both VP samplers share: step(x, eps, var, t, t_next) for each falling pair."""
@@ -105,8 +97,8 @@ def _walk_vp(model: Model, x: Tensor, schedule: Schedule, step: Callable, genera
         if t_next > t:
             x = renoise(x, t, t_next, ab, generator)
             continue
-        out = _check(model(x, t), x, (c, 2 * c))
-        eps, var = (out, None) if out.shape[1] == c else out.split(c, dim=1)
+        out = check_output(model(x, t), x, (c, 2 * c))
+        eps, var = split_output(out, c)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "denoised": predict_denoised(x, eps, t, ab)})
         x = step(x, eps, var, t, t_next)
@@ -150,8 +142,8 @@ def _walk_flow(model: Model, x: Tensor, schedule: Schedule, callback, heun: bool
         raise ValueError(f"a schedule needs at least 2 times to walk, got {list(schedule.times)}")
 
     def velocity(x, t):
-        return _check(model(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)), x,
-                      (x.shape[1],))
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
+        return check_output(model(x, t_batch), x, (x.shape[1],))
 
     for i, (t, t_next) in enumerate(zip(schedule.times, schedule.times[1:])):
         v, dt = velocity(x, t), t_next - t
