@@ -20,7 +20,6 @@ from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION,
                      TrainConfig, TrainingDiverged, make_config, resume_config)
 
 PROG = "python -m training"
-TOOLS = ("sample", "evaluate", "figures")
 
 
 class Parser(argparse.ArgumentParser):
