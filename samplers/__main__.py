@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import tasks
-from .backends import BACKENDS, Backend, BackendUnavailable, load_backend
+from .backends import Backend, BackendUnavailable, available_backends, load_backend
 from .images import figure, load_image, load_mask, save_gif
 
 UPSAMPLE_PROMPTS = (
@@ -27,7 +27,7 @@ UPSAMPLE_PROMPTS = (
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     b = common.add_argument_group("backend")
-    b.add_argument("--backend", choices=sorted(BACKENDS), default="deepfloyd")
+    b.add_argument("--backend", choices=available_backends(), default="deepfloyd")
     b.add_argument("--model", "--model-dir", dest="model",
                    help="deepfloyd stage 1: XL, L, M, a hub id or a local folder (default: IF-I-L)")
     b.add_argument("--stage2", "--stage2-dir", dest="stage2",
