@@ -35,6 +35,8 @@ def _experiment_changed(root) -> None:
 def request_form(root) -> jobs.TrainRequest:
     """The new-run widgets; returns the request they describe (validated on start)."""
     st.session_state.setdefault("train_experiment", "flow-class")
+    if st.session_state.pop("train_started", False):  # the last name is taken now
+        st.session_state["train_name"] = free_name(root, st.session_state["train_experiment"])
     st.session_state.setdefault("train_name", free_name(root, st.session_state["train_experiment"]))
     st.session_state.setdefault("train_hidden", EXPERIMENTS[st.session_state["train_experiment"]].hidden)
     c = st.columns(3)
@@ -91,7 +93,9 @@ def start_section(s: settings.Settings) -> None:
             st.error(f"Cannot start: {e}")
         else:
             st.session_state["train_watch"] = job.run_dir.name
-            st.success(f"Started {request.name} (pid {job.pid}).")
+            st.session_state["train_started"] = True
+            st.toast(f"Started {request.name} (pid {job.pid}).")
+            st.rerun()
     if "train_busy" in st.session_state:
         waiting, why = st.session_state["train_busy"]
         st.warning(f"Not started: {why}. Queue {waiting.name!r} to start when a run ends?")
@@ -150,7 +154,8 @@ def progress(run_dir, status: str) -> None:
         left.plotly_chart(charts.metric_figure({run_dir.name: rows}, "loss", smoothing=0.6,
                                                log_y=True, title="training loss"),
                           key="train_loss_chart")
-        right.plotly_chart(charts.metric_figure({run_dir.name: rows}, "lr", title="learning rate"),
+        right.plotly_chart(charts.metric_figure({run_dir.name: rows}, "lr", log_y=True,
+                                                title="learning rate"),
                            key="train_lr_chart")
 
 
@@ -212,8 +217,7 @@ def live_panel(s: settings.Settings) -> None:
     st.session_state.setdefault("train_watch", names[0])
     if st.session_state["train_watch"] not in names:
         st.session_state["train_watch"] = names[0]
-    name = st.selectbox("Run", names, key="train_watch",
-                        format_func=lambda n: f"{n} · {jobs.run_status(root / n)}")
+    name = st.selectbox("Run", names, key="train_watch")
     run_dir = root / name
     first = jobs.run_status(run_dir)
     evaluating = jobs.live_job(run_dir, "evaluate") is not None

@@ -1,15 +1,18 @@
 """Real browser: Debian's Chromium driven by Playwright against `streamlit run dashboard/app.py`.
 
 Draws on the canvas with mouse events, runs SDEdit on a sketch and an inpainting on the MNIST
-backend, and saves a screenshot of each page into $DIFFUSION_LAB_SCREENSHOTS (default
-test-artifacts/screenshots). The server lists the tiny fixture runs, or $DIFFUSION_LAB_BROWSER_RUNS
+backend, trains a tiny run from the Train page (live, stopped, resumed, then sampled), and saves a
+screenshot of each page into $DIFFUSION_LAB_SCREENSHOTS (default test-artifacts/screenshots). The server lists the tiny fixture runs, or $DIFFUSION_LAB_BROWSER_RUNS
 when set; README screenshots of trained models, e.g.:
     DIFFUSION_LAB_BROWSER_RUNS=runs DIFFUSION_LAB_SCREENSHOTS=docs/screenshots \
         .venv/bin/pytest -m browser tests/dashboard
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from .conftest import APP, REPO
 
@@ -45,8 +50,14 @@ def browser_runs(request) -> Path:
 @pytest.fixture(scope="module")
 def server(browser_runs):
     """The dashboard on 127.0.0.1:<free port>, listing browser_runs; killed in teardown."""
+    with dashboard_server(browser_runs) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def dashboard_server(runs: Path):
     port = free_port()
-    env = {**os.environ, "DIFFUSION_LAB_RUNS": str(browser_runs), "DIFFUSION_LAB_BUNDLED_RUNS": "",
+    env = {**os.environ, "DIFFUSION_LAB_RUNS": str(runs), "DIFFUSION_LAB_BUNDLED_RUNS": "",
            "DIFFUSION_LAB_DEVICE": "cpu", "WANDB_MODE": "offline"}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP,
                              "--server.headless", "true", "--server.address", "127.0.0.1",
@@ -166,3 +177,103 @@ def test_pages_in_a_real_browser(server, page):
     result_image(page, "inpainted").wait_for()
     screenshot(page, "sampler_lab_inpainting.png")
     assert not page.locator("[data-testid='stException']").count()
+
+
+# ----------------------------------------------------------------------------- the Train page
+TRAIN_STEPS = 80
+
+
+def metric(page, label: str) -> str:
+    """The value of the st.metric labelled `label`."""
+    box = page.locator("[data-testid='stMetric']").filter(
+        has=page.locator("[data-testid='stMetricLabel']", has_text=re.compile(f"^{label}$")))
+    return box.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
+def wait_metric(page, label: str, predicate, timeout_s: float = 240) -> str:
+    """Poll the page (no clicks, no reloads) until the metric's value satisfies predicate."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            value = metric(page, label)
+            if predicate(value):
+                return value
+        page.wait_for_timeout(250)
+    raise AssertionError(f"metric {label!r} stayed {value!r}")
+
+
+def step_of(value: str) -> int:
+    return int(value.split("/")[0])
+
+
+def main_button(page, name: str):
+    """A button of the page itself (Streamlit's status widget has a "Stop" button too)."""
+    return page.get_by_test_id("stMainBlockContainer").get_by_role("button", name=name, exact=True)
+
+
+def fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    settle(page)
+
+
+def test_train_stop_resume_and_sample_from_the_browser(page, tmp_path):
+    """Start a tiny run from the Train page, see its step count advance without a click, stop it,
+    resume it to the end, find it on the Runs page, sample it in the studio; its weights equal the
+    same command run from the CLI."""
+    runs = tmp_path / "runs"
+    with dashboard_server(runs) as url:
+        open_page(page, f"{url}/train", "Train")
+        fill(page, "Steps", str(TRAIN_STEPS))
+        fill(page, "Width (--hidden)", "8")
+        fill(page, "Log every (steps)", "1")
+        fill(page, "Run name", "web")
+        from playwright.sync_api import expect
+
+        code = page.locator("[data-testid='stCode']").first
+        for part in ("--name=web", f"--steps={TRAIN_STEPS}", "--hidden=8", "--log-every=1"):
+            expect(code).to_contain_text(part)  # the command follows the widgets
+        command = code.inner_text()
+        assert "--wandb-mode=offline" in command and "--dataset=mnist-5k" in command
+        main_button(page, "Start training").click()
+        # the same command from the CLI, in one go, beside it (compared at the end)
+        cli = [a if not a.startswith("--runs-dir=") else f"--runs-dir={tmp_path / 'cli'}"
+               for a in command.replace("python -m training ", "").split()]
+        reference = subprocess.Popen([sys.executable, "-m", "training", *cli], cwd=REPO,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_metric(page, "Status", lambda v: v == "running")
+        first = step_of(wait_metric(page, "Step", lambda v: step_of(v) >= 1))
+        later = step_of(wait_metric(page, "Step", lambda v: step_of(v) >= first + 3))
+        assert first < later < TRAIN_STEPS  # advanced with no click
+        page.locator(".js-plotly-plot").nth(1).wait_for()  # loss and learning rate drawn
+        screenshot(page, "train.png")
+
+        main_button(page, "Stop").click()
+        wait_metric(page, "Status", lambda v: v == "stopped")
+        stopped_at = read_json(runs / "web" / "summary.json")["step"]
+        assert later <= stopped_at < TRAIN_STEPS
+        main_button(page, "Resume").click()
+        wait_metric(page, "Status", lambda v: v == "finished", timeout_s=400)
+        assert metric(page, "Step") == f"{TRAIN_STEPS} / {TRAIN_STEPS}"
+
+        open_page(page, url, "Runs")
+        page.locator("[data-testid='stMultiSelect']").get_by_text("web", exact=True).wait_for()
+        open_page(page, f"{url}/studio", "MNIST studio")
+        page.get_by_role("button", name="Sample", exact=True).click()
+        page.get_by_role("button", name="Download GIF").wait_for()
+        assert not page.locator("[data-testid='stException']").count()
+
+    argv = read_json(runs / "web" / "job.json")["argv"]
+    assert argv[-1] == "--resume"  # the job file now records the resume
+    _, err = reference.communicate(timeout=400)
+    assert reference.returncode == 0, err[-2000:]
+    ours = load_file(runs / "web/checkpoints/epoch-0001/model.safetensors")
+    theirs = load_file(tmp_path / "cli/web/checkpoints/epoch-0001/model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
