@@ -1,4 +1,4 @@
-"""`python -m training <experiment> [options]`, `sample`, `evaluate`, `figures` (design.md contract).
+"""`python -m training <experiment> [options]`, `sample`, `evaluate`, `figures` (docs/api.md).
 
 User errors print one line (`python -m training: error: ...`) and exit with status 2; a run that
 fails (NaN/inf loss, a disk that refuses a write) prints one line and exits with status 1, its

@@ -1,12 +1,13 @@
-"""Typed run configuration and the registry of course experiments (spec §2.4-3.5).
+"""Typed run configuration and the registry of course experiments (docs/course.md 3.5-3.9).
 
 One flat dataclass, `TrainConfig`, holds everything a run needs; `EXPERIMENTS` maps each experiment
 name to its course defaults, and `make_config` applies a user's overrides. `config.json` in a run
 directory is `asdict(TrainConfig)`, so `TrainConfig.from_dict` reads it back.
 
-Length (agreed in interfaces.md): training is counted in optimizer steps. A *period* is what the
-course calls an epoch: ceil(60000 / batch_size) steps when the course length is scaled to a smaller
-dataset (mnist-5k), else one pass over the dataset (full MNIST, or an explicit ``--epochs N``).
+Length (docs/course.md 3.8): training is counted in optimizer steps. An *epoch* (the course's
+epoch; `period_steps` steps, the field's name kept in config.json) is ceil(60000 / batch_size)
+steps when the course length is scaled to a smaller dataset (mnist-5k), else one pass over the
+dataset (full MNIST, or an explicit ``--epochs N``).
 `resolve_length` turns (epochs, steps, dataset size) into (period_steps, total_steps).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Every course deliverable of a run, regenerated from its record into ``runs/<name>/figures/``.
 
-``make_figures(run_dir)`` writes, by the run's kind (spec §2.4-3.6):
+``make_figures(run_dir)`` writes, by the run's kind (docs/course.md 3.5-3.7):
   all runs          loss.png (log scale, smoothed; with the loss by t bin when logged)
   denoiser          noising-sigmas.png, denoise-epoch-XXXX.png (epochs 1 and 5, or first/last),
                     ood-sigmas.png (one test digit denoised at every sigma)

@@ -1,4 +1,4 @@
-"""The course's MNIST UNet family (spec §2.1-2.3, §3.3) and one improved UNet.
+"""The course's MNIST UNet family (docs/course.md 3.2-3.4) and one improved UNet.
 
 Both models share one signature: ``model(x, t=None, c=None)`` with
   x: (B, 1, 28, 28) image (any value range the objective uses),
@@ -26,7 +26,7 @@ CONDITIONINGS: tuple[str, ...] = ("none", "time-add", "time-mul", "class")
 ARCHS: tuple[str, ...] = ("course", "improved")
 
 
-# ----------------------------------------------------------------------------- course ops (§2.1)
+# ----------------------------------------------------------------------------- course ops (docs/course.md 3.2)
 def _conv_bn_gelu(conv: nn.Module, channels: int) -> nn.Sequential:
     return nn.Sequential(conv, nn.BatchNorm2d(channels), nn.GELU())
 
@@ -123,11 +123,11 @@ def _as_map(v: Tensor) -> Tensor:
     return v[:, :, None, None]
 
 
-# ----------------------------------------------------------------------------- course UNet (§2.2)
+# ----------------------------------------------------------------------------- course UNet (docs/course.md 3.3)
 class UNet(nn.Module):
-    """The course UNet: 28 -> 14 -> 7 -> 1 -> 7 -> 14 -> 28 with skips (spec §2.2).
+    """The course UNet: 28 -> 14 -> 7 -> 1 -> 7 -> 14 -> 28 with skips (docs/course.md 3.3).
 
-    Parameter counts (§4): D=64: 1,975,361 / 1,996,417 / 2,019,201 and D=128: 7,891,073 /
+    Parameter counts (docs/course.md 3.3): D=64: 1,975,361 / 1,996,417 / 2,019,201 and D=128: 7,891,073 /
     7,974,145 / 8,060,673 for unconditional / time-conditioned / class-conditioned.
     """
 

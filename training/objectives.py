@@ -1,4 +1,4 @@
-"""Training objectives of Part B (spec §2.4, §2.5 B.1/B.3, §3.1, §3.4 B.1/B.3).
+"""Training objectives of Part B (docs/course.md 3.5-3.7).
 
 Each returns per-sample losses (B,) and the time t (B,) in [0, 1] it drew (None for single-step
 denoisers), so the trainer can average the loss and bin it by t. Every draw goes through the
@@ -33,7 +33,7 @@ def drop_classes(c: Tensor, p_uncond: float, generator: torch.Generator) -> Tens
 
 def denoiser_loss(model: nn.Module, x: Tensor, *, sigma: float, generator: torch.Generator,
                   noise: Tensor | None = None) -> tuple[Tensor, None]:
-    """||D(x + sigma eps) - x||^2 (spec §2.4)."""
+    """||D(x + sigma eps) - x||^2 (docs/course.md 3.5)."""
     if noise is None:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return _mse(model(x + sigma * noise), x), None
@@ -41,7 +41,7 @@ def denoiser_loss(model: nn.Module, x: Tensor, *, sigma: float, generator: torch
 
 def pure_noise_loss(model: nn.Module, x: Tensor, *, generator: torch.Generator,
                     noise: Tensor | None = None) -> tuple[Tensor, None]:
-    """||D(eps) - x||^2: the optimum is the mean training image (spec §3.1)."""
+    """||D(eps) - x||^2: the optimum is the mean training image (docs/course.md 3.5)."""
     if noise is None:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return _mse(model(noise), x), None

@@ -1,10 +1,10 @@
-"""Reading (and safely naming) run directories: `runs/<name>/` as described in design.md.
+"""Reading (and safely naming) run directories: `runs/<name>/` as docs/run-record.md describes.
 
     config.json     the full TrainConfig (training.config) as JSON
-    metrics.jsonl   one object per logged step: step, epoch (float periods), time, loss, lr,
+    metrics.jsonl   one object per logged step: step, epoch (float: step / period_steps), time, loss, lr,
                     images_per_s, loss_t_bin (10 values, null where a bin was empty)
     checkpoints/    epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}
-    samples/        epoch-NNNN.png per period, sampling.gif at the end
+    samples/        epoch-NNNN.png per epoch, sampling.gif at the end
     figures/        course deliverables (training.figures)
     summary.json    status running|finished|failed|stopped, epoch, step, wall_time_s, final_loss,
                     wandb {mode, project, id, url, dir, sync_command}, evaluation {...},

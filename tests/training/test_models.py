@@ -1,10 +1,10 @@
-"""The course UNet family: parameter counts (spec §4), shapes, conditioning semantics."""
+"""The course UNet family: parameter counts (docs/course.md 3.3), shapes, conditioning semantics."""
 import pytest
 import torch
 
 from training.models import ARCHS, CONDITIONINGS, ImprovedUNet, UNet, build_model, count_parameters
 
-COUNTS = {  # spec §4, biases and BN affine included
+COUNTS = {  # docs/course.md 3.3, biases and BN affine included
     (64, "none"): 1_975_361, (64, "time-add"): 1_996_417, (64, "time-mul"): 1_996_417,
     (64, "class"): 2_019_201, (128, "none"): 7_891_073, (128, "time-add"): 7_974_145,
     (128, "time-mul"): 7_974_145, (128, "class"): 8_060_673,
@@ -68,7 +68,7 @@ def test_time_add_and_time_mul_differ():
 
 @pytest.mark.parametrize("conditioning", ["time-add", "time-mul", "class"])
 def test_course_bottleneck_modulation(conditioning):
-    """u0 (the Unflatten output) reaches UpBlock u1 modulated exactly as spec §2.3 / §3.3 say."""
+    """u0 (the Unflatten output) reaches UpBlock u1 modulated exactly as docs/course.md 3.4 says."""
     torch.manual_seed(0)
     m = UNet(hidden=8, conditioning=conditioning).eval()
     seen = {}
