@@ -214,7 +214,8 @@ def live_job(run_dir: str | Path, kind: str = "train") -> Job | None:
 
 def run_status(run_dir: str | Path) -> str:
     """running, starting (launched, no record yet), interrupted (its process died while it was
-    running: resumable), or the status summary.json records (finished, stopped, failed...)."""
+    running: resumable), failed to start (its process ended before writing a record: see its
+    log), or the status summary.json records (finished, stopped, failed...)."""
     run_dir = Path(run_dir)
     summary = read_summary(run_dir) if (run_dir / "summary.json").exists() else {}
     status = summary.get("status", "unknown")
@@ -222,6 +223,8 @@ def run_status(run_dir: str | Path) -> str:
     if job is not None and job.alive():  # "running" once the trainer has rewritten its summary
         fresh = _mtime(run_dir / "summary.json") >= job.started
         return "running" if status == "running" and fresh else "starting"
+    if job is not None and not summary:
+        return "failed to start"
     alive = process_alive(summary.get("process"))  # None: cannot tell (an older run, another host)
     if status == "running" and (alive is False or (alive is None and job is not None)):
         return "interrupted"

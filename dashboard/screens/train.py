@@ -183,8 +183,9 @@ def controls(run_dir, status: str, s: settings.Settings) -> None:
     job = jobs.find(run_dir)
     if status in ACTIVE:
         asked = job is not None and job.stop_requested
-        if c[0].button("Stop", key="train_stop", disabled=bool(asked),
-                       help="checkpoints at the next step, then ends with status stopped"):
+        if c[0].button("Stop", key="train_stop", disabled=bool(asked) or status == "starting",
+                       help="checkpoints at the next step, then ends with status stopped "
+                            "(once the run has started)"):
             with user_errors("Cannot stop"):
                 jobs.stop(run_dir)
                 st.toast(f"Stopping {run_dir.name} at its next step.")

@@ -1,6 +1,5 @@
 """dashboard.jobs: validated requests, live-process checks, the queue, and a real stop + resume."""
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -81,15 +80,20 @@ def test_a_recycled_pid_is_not_trusted(tmp_path):
     assert jobs.training_runs(tmp_path) == [tmp_path / "live"]
 
 
-def test_status_of_a_run_whose_process_died_is_interrupted(tmp_path, lab_runs):
-    run = shutil.copytree(lab_runs / "flow-class", tmp_path / "died")
+def test_status_of_a_run_whose_process_died_is_interrupted(tmp_path):
+    run = tmp_path / "died"
+    run.mkdir()
+    write_json(run / "config.json", {"experiment": "flow-class"})
     me = process_identity()
-    write_json(run / "summary.json", {**read_summary(run), "status": "running",
+    write_json(run / "summary.json", {"status": "running", "step": 3,
                                       "process": {**me, "started": me["started"] - 60}})
     assert jobs.run_status(run) == "interrupted"
     write_json(run / "summary.json", {**read_summary(run), "process": me})
     assert jobs.run_status(run) == "running"  # trained from a terminal: its process is live
     assert jobs.training_runs(tmp_path) == [run]
+    (run / "summary.json").unlink()  # a job whose process ended before the trainer wrote a record
+    fake_job(run, {**me, "started": me["started"] - 60})
+    assert jobs.run_status(run) == "failed to start"
 
 
 def test_the_limit_and_the_queue(tmp_path):
@@ -138,6 +142,11 @@ def test_start_stop_resume_equals_the_cli_run(tmp_path):
     same command run from the CLI in one go."""
     request = jobs.TrainRequest(name="web", steps=40, log_every=1, **TINY)
     job = jobs.start_training(request, tmp_path)
+    # the same command from the CLI in one go, beside it (in another runs folder: not counted)
+    cli_argv = request.argv(tmp_path / "cli")[1:]
+    reference = subprocess.Popen([sys.executable, *cli_argv], cwd=REPO, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(REPO)})
     run = tmp_path / "web"
     wait_for(lambda: steps_logged(run) >= 3 or not job.alive(), what="step 3")
     jobs.stop(run)
@@ -150,10 +159,8 @@ def test_start_stop_resume_equals_the_cli_run(tmp_path):
     assert read_summary(run)["status"] == "finished", jobs.tail(again.log)
     assert "stopped at step" in jobs.tail(run / "train.log", 200)
 
-    cli_argv = request.argv(tmp_path)[1:]  # the same command, run from the CLI in one go
-    cli_argv[cli_argv.index("--name=web")] = "--name=cli"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, *cli_argv], cwd=REPO, env=env, check=True, capture_output=True)
+    _, err = reference.communicate(timeout=240)
+    assert reference.returncode == 0, err[-2000:]
     a = load_file(run / "checkpoints/epoch-0001/model.safetensors")
-    b = load_file(tmp_path / "cli/checkpoints/epoch-0001/model.safetensors")
+    b = load_file(tmp_path / "cli/web/checkpoints/epoch-0001/model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
