@@ -1,0 +1,42 @@
+"""Mid-epoch checkpoints (a stopped run): named by step, ordered by step, pruned once superseded."""
+import torch
+
+from training.checkpoints import (checkpoint_folders, checkpoint_name, list_checkpoints,
+                                  prune_checkpoints, save_checkpoint)
+
+
+def save(run, epoch, step=None):
+    return save_checkpoint(run, epoch, model={"w": torch.zeros(1)}, state={}, step=step,
+                           meta={"experiment": "flow-class", "step": step or 10 * epoch})
+
+
+def names(run):
+    return [p.name for p in checkpoint_folders(run)]
+
+
+def test_names_sort_in_step_order(tmp_path):
+    assert checkpoint_name(2) == "epoch-0002"
+    assert checkpoint_name(2, 25) == "epoch-0002-step-00000025"
+    for epoch, step in [(3, None), (2, 25), (1, None), (2, None), (2, 7)]:
+        save(tmp_path, epoch, step)
+    assert names(tmp_path) == ["epoch-0001", "epoch-0002", "epoch-0002-step-00000007",
+                               "epoch-0002-step-00000025", "epoch-0003"]
+    ckpts = list_checkpoints(tmp_path)
+    assert [c.partial for c in ckpts] == [False, False, True, True, False]
+    assert [c.period for c in ckpts] == [1, 2, 2, 2, 3]  # epochs complete
+    (tmp_path / "checkpoints" / "epoch-0002-step-x").mkdir()  # not a checkpoint name
+    assert "epoch-0002-step-x" not in names(tmp_path)
+
+
+def test_pruning_keeps_only_the_newest_partial_and_not_in_the_count(tmp_path):
+    for epoch in (1, 2, 3):
+        save(tmp_path, epoch)
+    save(tmp_path, 3, 35)
+    save(tmp_path, 3, 37)
+    prune_checkpoints(tmp_path, keep=2, milestones=(1,))
+    # the newest checkpoint is a partial one: kept (a resume starts there), the older partial goes;
+    # the two most recent epoch checkpoints and the milestone stay
+    assert names(tmp_path) == ["epoch-0001", "epoch-0002", "epoch-0003", "epoch-0003-step-00000037"]
+    save(tmp_path, 4)
+    prune_checkpoints(tmp_path, keep=2, milestones=(1,))
+    assert names(tmp_path) == ["epoch-0001", "epoch-0003", "epoch-0004"]
