@@ -1,7 +1,7 @@
 """Checkpoints: `checkpoints/epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}`.
 
-`epoch-NNNN` is written at the end of period NNNN; a run stopped mid-period (SIGTERM) writes
-`epoch-NNNN-step-SSSSSSSS` (NNNN periods complete, SSSSSSSS the step), which sorts between
+`epoch-NNNN` is written at the end of epoch NNNN; a run stopped mid-epoch (SIGTERM) writes
+`epoch-NNNN-step-SSSSSSSS` (NNNN epochs complete, SSSSSSSS the step), which sorts between
 `epoch-NNNN` and `epoch-(NNNN+1)`, so a resume starts from the newest either way, and which pruning
 removes once a newer checkpoint exists.
 
@@ -49,12 +49,12 @@ class CheckpointWriteError(OSError):
 @dataclass
 class Checkpoint:
     path: Path
-    period: int
+    period: int  # the epoch number (NNNN of the folder's name; "period" in meta.json)
     meta: dict[str, Any]
 
     @property
     def partial(self) -> bool:
-        """Written mid-period (a stopped run), not at a period's end."""
+        """Written mid-epoch (a stopped run), not at an epoch's end."""
         return _NAME.fullmatch(self.path.name).group(2) is not None
 
     @property
@@ -63,9 +63,9 @@ class Checkpoint:
         return self.path / self.meta.get("sampling_weights", "model.safetensors")
 
 
-def checkpoint_name(period: int, step: int | None = None) -> str:
-    """`epoch-NNNN` (end of period NNNN), or with `step` the mid-period `epoch-NNNN-step-SSSSSSSS`."""
-    return f"{_PREFIX}{period:04d}" + ("" if step is None else f"-step-{step:08d}")
+def checkpoint_name(epoch: int, step: int | None = None) -> str:
+    """`epoch-NNNN` (end of epoch NNNN), or with `step` the mid-epoch `epoch-NNNN-step-SSSSSSSS`."""
+    return f"{_PREFIX}{epoch:04d}" + ("" if step is None else f"-step-{step:08d}")
 
 
 def _order(path: Path) -> tuple[int, int]:
@@ -136,17 +136,17 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
 
-def save_checkpoint(run_dir: str | Path, period: int, *, model: dict[str, torch.Tensor],
+def save_checkpoint(run_dir: str | Path, epoch: int, *, model: dict[str, torch.Tensor],
                     state: dict[str, Any], meta: dict[str, Any],
                     ema: dict[str, torch.Tensor] | None = None, step: int | None = None) -> Path:
-    """Write checkpoint `period` (with `step`: the mid-period one, see checkpoint_name) atomically;
+    """Write checkpoint `epoch` (with `step`: the mid-epoch one, see checkpoint_name) atomically;
     returns its folder.
 
     CheckpointWriteError (an OSError) when the disk refuses a write; the temporary folder is
     removed and the earlier checkpoints are untouched.
     """
     root = Path(run_dir) / CHECKPOINT_DIR
-    final = root / checkpoint_name(period, step)
+    final = root / checkpoint_name(epoch, step)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     header = {"experiment": str(meta["experiment"])} if "experiment" in meta else None
     try:
@@ -154,7 +154,7 @@ def save_checkpoint(run_dir: str | Path, period: int, *, model: dict[str, torch.
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         files = {"model.safetensors": safetensors_bytes(_contiguous(model), header)}
-        meta = {**meta, "period": period, "sampling_weights": "model.safetensors"}
+        meta = {**meta, "period": epoch, "sampling_weights": "model.safetensors"}
         if ema is not None:
             files["ema.safetensors"] = safetensors_bytes(_contiguous(ema), header)
             meta["sampling_weights"] = "ema.safetensors"
@@ -165,7 +165,7 @@ def save_checkpoint(run_dir: str | Path, period: int, *, model: dict[str, torch.
         for name, data in files.items():
             _write(tmp / name, data)
         _write(tmp / "meta.json", json.dumps(meta, indent=2).encode())
-        replace_folder(tmp, final)  # over a checkpoint of the same period from an earlier attempt
+        replace_folder(tmp, final)  # over a checkpoint of the same epoch from an earlier attempt
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         error = CheckpointWriteError(f"cannot write checkpoint {final.name} into {root}: "
@@ -191,8 +191,8 @@ def verify_checksums(ckpt: Checkpoint, names: tuple[str, ...] | None = None) -> 
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int, milestones: tuple[int, ...]) -> None:
-    """Delete all but the last `keep` period checkpoints and the milestone periods, and every
-    mid-period checkpoint but the newest checkpoint; drop stale temp folders."""
+    """Delete all but the last `keep` end-of-epoch checkpoints and the milestone epochs, and every
+    mid-epoch checkpoint but the newest checkpoint; drop stale temp folders."""
     root = Path(run_dir) / CHECKPOINT_DIR
     ckpts = list_checkpoints(run_dir)
     ends = [c for c in ckpts if not c.partial]

@@ -55,16 +55,16 @@ class TrainConfig:
     batch_size: int = 128  # global batch (split over processes)
     lr: float = 1e-3
     scheduler: bool = True  # False: constant learning rate (after any warm-up)
-    lr_schedule: str = "exponential"  # "exponential": ExponentialLR(0.1 ** (1 / periods)) a period;
+    lr_schedule: str = "exponential"  # "exponential": ExponentialLR(0.1 ** (1 / epochs)) an epoch;
     #                                  "cosine": per-step cosine from lr to lr * lr_final_ratio
     lr_final_ratio: float = 0.1  # "cosine": the last step's rate as a fraction of lr
     warmup_steps: int = 0  # linear learning-rate warm-up from lr / warmup_steps (per-step schedules)
     ema_decay: float | None = None  # EMA of weights used for sampling (set by --no-scheduler)
     no_scheduler_compensation: str | None = None
-    epochs: int = 20  # course epochs = periods
+    epochs: int = 20  # course epochs (period_steps optimizer steps each)
     epochs_explicit: bool = False  # True: --epochs N given, so N passes over the dataset
     steps: int | None = None  # overrides the length
-    period_steps: int | None = None  # resolved at start (or a test knob)
+    period_steps: int | None = None  # steps per epoch; resolved at start (or a test knob)
     total_steps: int | None = None  # resolved at start
     lr_gamma: float | None = None  # resolved at start; kept when a resume extends the length
     # objective
@@ -78,7 +78,7 @@ class TrainConfig:
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "euler" | "heun" | "direct" (denoisers)
     sample_steps: int = 300  # DDPM: T steps; flow: the course's num_ts Euler steps
     guidance_scale: float = 5.0
-    preview_sampler: str | None = None  # sampler of per-period grids and the GIF (None: FAST_SAMPLER)
+    preview_sampler: str | None = None  # sampler of per-epoch grids and the GIF (None: FAST_SAMPLER)
     preview_steps: int | None = None  # its steps (None: FAST_SAMPLER's 50; sample_steps for others)
     # run
     recipe: str = "course"  # the RECIPES entry whose defaults this run started from
@@ -90,7 +90,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" | "no" | "fp16" | "bf16"
     channels_last: bool = True  # train in NHWC memory format (same values, faster convolutions)
     log_every: int = 25  # steps between logged metrics (the only host syncs)
-    checkpoint_every: int = 1  # periods
+    checkpoint_every: int = 1  # epochs
     keep_checkpoints: int = 3
     milestones: tuple[int, ...] = (1, 5, 10, 15, 20)  # checkpoints kept for the figures
     wandb_mode: str | None = None  # None: online when a key is configured, else offline
@@ -230,25 +230,26 @@ def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> Trai
     batcher covers in `pass_steps` steps.
 
     Default length on a dataset smaller than MNIST: the course's number of optimizer steps
-    (period = ceil(60000 / batch)); otherwise a period is one pass. `steps` overrides the total.
+    (an epoch = ceil(60000 / batch) steps); otherwise an epoch is one pass. `steps` overrides the
+    total.
     """
-    period = cfg.period_steps
-    if period is None:
+    epoch_steps = cfg.period_steps
+    if epoch_steps is None:
         scaled = not cfg.epochs_explicit and dataset_size < COURSE_TRAIN_SIZE
-        period = math.ceil(COURSE_TRAIN_SIZE / cfg.batch_size) if scaled else pass_steps
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * period
-    periods = math.ceil(total / period)
-    gamma = 0.1 ** (1.0 / periods) if cfg.scheduler and cfg.lr_schedule == "exponential" else 1.0
-    return replace(cfg, period_steps=period, total_steps=total, lr_gamma=gamma)
+        epoch_steps = math.ceil(COURSE_TRAIN_SIZE / cfg.batch_size) if scaled else pass_steps
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * epoch_steps
+    epochs = math.ceil(total / epoch_steps)
+    gamma = 0.1 ** (1.0 / epochs) if cfg.scheduler and cfg.lr_schedule == "exponential" else 1.0
+    return replace(cfg, period_steps=epoch_steps, total_steps=total, lr_gamma=gamma)
 
 
 def num_periods(cfg: TrainConfig) -> int:
-    """Number of periods (course epochs) of a resolved config; the last may be partial."""
+    """Number of epochs of a resolved config; the last may be partial."""
     return math.ceil(cfg.total_steps / cfg.period_steps)
 
 
 # Options a resume may change: the name (its folder's), where and how it runs, and the length (which only extends the run;
-# the period length and the LR decay rate stay as stored).
+# the epoch length and the LR decay rate stay as stored).
 RESUME_RUNTIME = ("name", "device", "mixed_precision", "wandb_mode", "wandb_project", "log_every",
                   "checkpoint_every", "keep_checkpoints", "preview_steps", "preview_sampler", "data_root")
 

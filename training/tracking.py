@@ -180,12 +180,12 @@ class WandbRun:
             self._call("log", lambda: self.run.log({key: self._wandb.Video(str(path), format="gif")},
                                                    step=step))
 
-    def log_checkpoint(self, ckpt_dir: Path, period: int, metadata: dict[str, Any]) -> None:
+    def log_checkpoint(self, ckpt_dir: Path, epoch: int, metadata: dict[str, Any]) -> None:
         def log():
             art = self._wandb.Artifact(_artifact_name(self.run.name or "run"), type="model",
                                        metadata=metadata)
             art.add_dir(str(ckpt_dir))
-            self.run.log_artifact(art, aliases=["latest", f"epoch-{period}"])
+            self.run.log_artifact(art, aliases=["latest", f"epoch-{epoch}"])
         self._call("artifact upload", log)
 
     def update_summary(self, values: dict[str, Any]) -> None:
@@ -226,27 +226,27 @@ class Tracker:
         self.wandb.log({k: v for k, v in row.items() if k not in ("step", "loss_t_bin")} | bins,
                        step=row["step"])
 
-    def period_done(self, period: int, step: int, loss: float | None, sample_png: Path | None) -> None:
+    def epoch_done(self, epoch: int, step: int, loss: float | None, sample_png: Path | None) -> None:
         if sample_png is not None:
-            self.wandb.log_image("samples", sample_png, step, epoch=period)
-        self.record.update_summary(status="running", epoch=period, step=step, final_loss=loss,
+            self.wandb.log_image("samples", sample_png, step, epoch=epoch)
+        self.record.update_summary(status="running", epoch=epoch, step=step, final_loss=loss,
                                    wall_time_s=round(self.wall_time(), 2))
 
-    def finish(self, status: str, *, gif: Path | None, checkpoint: Path | None, period: int,
+    def finish(self, status: str, *, gif: Path | None, checkpoint: Path | None, epoch: float,
                step: int, loss: float | None) -> dict[str, Any]:
         """Log the GIF and the last checkpoint (artifact), close W&B, write the final summary."""
         if gif is not None:
             self.wandb.log_gif("sampling", gif, step)
         if checkpoint is not None:
-            self.wandb.log_checkpoint(checkpoint, period, {"step": step, "loss": loss})
-        self.wandb.update_summary({"final_loss": loss, "epoch": period, "step": step})
+            self.wandb.log_checkpoint(checkpoint, epoch, {"step": step, "loss": loss})
+        self.wandb.update_summary({"final_loss": loss, "epoch": epoch, "step": step})
         info = self.wandb.info()
         self.wandb.finish(0 if status in ("finished", "stopped") else 1)
         if self.wandb.error:
             info = self.wandb.info()
         if info.get("sync_command"):
             print(f"W&B run saved offline; upload with: {info['sync_command']}", file=sys.stderr)
-        return self.record.update_summary(status=status, epoch=period, step=step, final_loss=loss,
+        return self.record.update_summary(status=status, epoch=epoch, step=step, final_loss=loss,
                                           wall_time_s=round(self.wall_time(), 2), wandb=info)
 
     def fail(self, error: str | None = None) -> None:

@@ -329,7 +329,7 @@ class Trainer:
             if last is None or last.meta.get("step") != self.step:
                 self._save(self.step // self.cfg.period_steps, partial_step=self.step)
             self.tracker.finish("stopped", gif=None, checkpoint=None,
-                                period=round(self.step / self.cfg.period_steps, 4),
+                                epoch=round(self.step / self.cfg.period_steps, 4),
                                 step=self.step, loss=self.last_loss)
         self.acc.wait_for_everyone()
 
@@ -363,12 +363,12 @@ class Trainer:
             start = time.perf_counter()
             png, gif = self._preview(period, gif=final)
             self.preview_seconds += time.perf_counter() - start
-            self.tracker.period_done(period, self.step, self.last_loss, png)
+            self.tracker.epoch_done(period, self.step, self.last_loss, png)
             ckpt = None
             if period % self.cfg.checkpoint_every == 0 or final:
                 ckpt = self._save(period)
             if final:
-                self.tracker.finish("finished", gif=gif, checkpoint=ckpt, period=period,
+                self.tracker.finish("finished", gif=gif, checkpoint=ckpt, epoch=period,
                                     step=self.step, loss=self.last_loss)
         self.acc.wait_for_everyone()
 
