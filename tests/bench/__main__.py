@@ -48,9 +48,7 @@ def plan(quick: bool, device: torch.device) -> Plan:
     sample = [FastPath(), FastPath(channels_last=True, inference_mode=True),
               *[FastPath(threads=n) for n in one],
               *[FastPath(channels_last=True, inference_mode=True, threads=n) for n in one],
-              *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]],
-              FastPath(channels_last=True, fold_bn=True),  # load_lab_model's layout; + its bf16:
-              *[FastPath(channels_last=True, fold_bn=True, bf16=True) for _ in bf16[:1]]]
+              *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]]]
     if quick:
         return Plan(TrainSizes(steps=1, repeats=2), SampleSizes(steps=1, repeats=3),
                     IFSizes(steps=1, repeats=2), (train[0], fast), bare,
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttq-max-minutes", type=float, default=None,
                    help="give up after this long (default: 240; 15 with --recipe fast)")
     p.add_argument("--recipe", choices=("course", "fast"), default="course",
-                   help="training recipe of --time-to-quality (fast: scored every 100 steps)")
+                   help="training recipe of --time-to-quality (fast: scored every 200 steps)")
     p.add_argument("--ttq-experiment", choices=("flow-class", "ddpm-class"), default="flow-class")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -108,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         fast = args.recipe == "fast"
         minutes = args.ttq_max_minutes or (15.0 if fast else 240.0)
         rows += time_to_quality(Path("test-artifacts/bench/runs"), TTQSettings(
-            experiment=args.ttq_experiment, recipe=args.recipe, period_steps=100 if fast else None,
+            experiment=args.ttq_experiment, recipe=args.recipe, period_steps=200 if fast else None,
             max_minutes=minutes, device=args.device))
         settings: dict = {"mode": "time-to-quality", "recipe": args.recipe}
     else:
