@@ -26,7 +26,7 @@ from samplers.images import grid, save_gif
 from .checkpoints import list_checkpoints
 from .config import TrainConfig
 from .data import derive_seed, load_dataset, to_unit
-from .runs import read_config, read_metrics
+from .runs import load_run_config, read_metrics
 
 SIGMAS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 DENOISER_EPOCHS: tuple[int, ...] = (1, 5)
@@ -220,9 +220,7 @@ def make_figures(run_dir: str | Path, *, device: str | torch.device | None = Non
     about ``gif_frames`` frames. Raises FileNotFoundError for a folder that is not a run.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    cfg = TrainConfig.from_dict(read_config(run_dir))
+    cfg = load_run_config(run_dir)
     device = resolve_device(device)
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)

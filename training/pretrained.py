@@ -23,7 +23,7 @@ from samplers.devices import autocast, resolve_mixed_precision
 from .checkpoints import Checkpoint, CheckpointError, list_checkpoints, load_weights, verify_checksums
 from .config import TrainConfig
 from .models import build_model, fold_batchnorm
-from .runs import read_config
+from .runs import load_run_config
 
 SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", "ddim"),
                     "denoiser": ("direct",), "pure-noise": ("direct",)}
@@ -186,9 +186,7 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
     mismatched checkpoint (the message names the file).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    cfg = TrainConfig.from_dict(read_config(run_dir))
+    cfg = load_run_config(run_dir)
     ckpt = find_checkpoint(run_dir, checkpoint)
     if ckpt.meta.get("experiment", cfg.experiment) != cfg.experiment:
         raise CheckpointError(f"{ckpt.path / 'meta.json'}: a checkpoint of {ckpt.meta['experiment']!r}, "

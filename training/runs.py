@@ -23,9 +23,9 @@ from typing import Any
 from samplers.files import write_text_atomic
 
 from .checkpoints import Checkpoint, list_checkpoints
-from .config import ConfigError
+from .config import ConfigError, TrainConfig
 
-__all__ = ["RunInfo", "list_runs", "read_config", "read_metrics", "read_summary",
+__all__ = ["RunInfo", "list_runs", "load_run_config", "read_config", "read_metrics", "read_summary",
            "list_checkpoints", "safe_run_dir", "write_json",
            "process_identity", "process_alive"]
 
@@ -102,6 +102,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     """config.json as a dict ({} when absent)."""
     return _read_json(Path(run_dir) / "config.json")
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig of a run folder; FileNotFoundError when it has no config.json."""
+    if not (Path(run_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    return TrainConfig.from_dict(read_config(run_dir))
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 from samplers.files import write_text_atomic
 
 from .config import TrainConfig
-from .runs import process_identity, read_config, read_metrics, read_summary, write_json
+from .runs import load_run_config, process_identity, read_metrics, read_summary, write_json
 
 INIT_TIMEOUT_S = 30  # the most an unreachable W&B may delay a run (WANDB_INIT_TIMEOUT can lower it)
 WANDB_HOST = "api.wandb.ai"
@@ -270,7 +270,7 @@ def push_evaluation(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     summary = record.update_summary(evaluation=results)
     wb = summary.get("wandb", {})
     if wb.get("id") and wb.get("mode") in ("online", "offline"):
-        cfg = TrainConfig.from_dict(read_config(run_dir))
+        cfg = load_run_config(run_dir)
         run = WandbRun(Path(run_dir), cfg, wb["id"], wb["mode"])
         run.update_summary({"evaluation": results})
         run.finish()
