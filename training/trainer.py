@@ -21,7 +21,7 @@ from accelerate import Accelerator, PartialState
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from samplers.devices import resolve_mixed_precision
+from samplers.devices import resolve_device, resolve_mixed_precision
 
 from . import checkpoints as ck
 from .config import ConfigError, TrainConfig, TrainingDiverged, resolve_length
@@ -59,10 +59,10 @@ class EMA:
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """An Accelerator on cfg.device ("auto" lets Accelerate choose) with cfg.mixed_precision."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here")
-    if cfg.device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps: no MPS device is available here")
+    try:
+        resolve_device(cfg.device)  # ValueError when the named accelerator is not here
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     device = PartialState(cpu=cfg.device == "cpu").device
     return Accelerator(cpu=cfg.device == "cpu",
                        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
