@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from samplers.devices import DEVICES, PRECISIONS
+from samplers.sampling import SAMPLERS as SAMPLER_TABLE
 
 from .models import ARCHS
 
@@ -134,7 +135,7 @@ EXPERIMENTS: dict[str, TrainConfig] = {
 }
 LR_SCHEDULES = ("exponential", "cosine")
 TIME_SAMPLINGS = ("uniform", "logit-normal")
-SAMPLERS = ("ddpm", "ddim", "euler", "heun", "direct")
+SAMPLERS = (*SAMPLER_TABLE, "direct")  # the samplers table, and the denoisers' one call
 WANDB_MODES = ("online", "offline", "disabled")
 MIXED_PRECISION = PRECISIONS
 
