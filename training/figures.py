@@ -25,6 +25,7 @@ from samplers.images import grid, save_gif
 
 from .checkpoints import list_checkpoints
 from .config import TrainConfig
+from .curves import SMOOTHING, smooth
 from .data import derive_seed, load_dataset, to_unit
 from .runs import load_run_config, read_metrics
 
@@ -91,14 +92,6 @@ def save_grid_figure(path: Path, images: Tensor, nrow: int, *, col_labels: Seque
     return path
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average (the first points average what exists)."""
-    c = np.cumsum(np.insert(values, 0, 0.0))
-    idx = np.arange(1, len(values) + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
-
-
 def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
     """Loss against step (log y; raw and smoothed); a second panel of the loss by t bin, if logged."""
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("loss"), (int, float))]
@@ -112,7 +105,7 @@ def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
     fig = Figure(figsize=(10 if has_bins else 6, 4), dpi=120)
     ax = fig.add_subplot(1, 2 if has_bins else 1, 1)
     ax.plot(steps, loss, alpha=0.3, lw=0.8, label="logged")
-    ax.plot(steps, _smooth(loss, max(1, len(loss) // 50)), lw=1.6, label="smoothed")
+    ax.plot(steps, smooth(loss), lw=1.6, label=f"smoothed ({SMOOTHING:g})")
     ax.set(yscale="log", xlabel="optimizer step", ylabel="training loss (MSE)", title=title)
     ax.legend()
     if has_bins:
