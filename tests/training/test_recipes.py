@@ -83,3 +83,13 @@ def test_recipe_is_written_into_the_run_record(tmp_path):
     peak, final = cfg["lr"], cfg["lr"] * cfg["lr_final_ratio"]
     assert lrs[0] == pytest.approx(peak) and lrs[-1] == pytest.approx(final)  # after warm-up, end
     assert not math.isclose(lrs[1], lrs[2])
+
+
+def test_previews_default_to_the_50_step_sampler_and_options_win():
+    from training.pretrained import FAST_SAMPLER
+    from training.trainer import preview_sampler
+
+    assert preview_sampler(make_config("flow-class")) == FAST_SAMPLER["flow"] == ("heun", 50)
+    assert preview_sampler(make_config("ddpm-class")) == FAST_SAMPLER["ddpm"] == ("ddpm", 50)
+    assert preview_sampler(make_config("flow-class", preview_sampler="euler", preview_steps=7)) == (
+        "euler", 7)
