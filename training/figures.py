@@ -122,8 +122,9 @@ def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
 
 # ----------------------------------------------------------------------------- per-kind figures
 def _pick_checkpoints(run_dir: Path, wanted: Sequence[int]):
-    """Checkpoints whose period is in ``wanted`` plus the latest; first and last if none match."""
-    ckpts = list_checkpoints(run_dir)
+    """Checkpoints whose period is in ``wanted`` plus the latest; first and last if none match.
+    A stopped run's mid-epoch checkpoint is left out unless it is the only one."""
+    ckpts = [c for c in list_checkpoints(run_dir) if not c.partial] or list_checkpoints(run_dir)
     chosen = [c for c in ckpts if c.period in wanted]
     if not chosen and ckpts:
         chosen = [ckpts[0]]

@@ -163,14 +163,16 @@ class LabModel:
 
 
 def find_checkpoint(run_dir: Path, checkpoint: int | str | Path | None) -> Checkpoint:
-    """The checkpoint to load: latest (None), a period number, a folder name or a folder path."""
+    """The checkpoint to load: latest (None), an epoch number (its end-of-epoch checkpoint, not a
+    mid-epoch one), a folder name or a folder path."""
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
         raise CheckpointError(f"{run_dir}: no complete checkpoint under checkpoints/")
     if checkpoint is None:
         return ckpts[-1]
     for c in ckpts:
-        if checkpoint in (c.period, c.path.name, str(c.period)) or Path(str(checkpoint)) == c.path:
+        if (checkpoint in (c.period, str(c.period)) and not c.partial
+                or checkpoint == c.path.name or Path(str(checkpoint)) == c.path):
             return c
     raise CheckpointError(f"{run_dir}: no checkpoint {checkpoint!r}; have "
                           f"{', '.join(c.path.name for c in ckpts)}")

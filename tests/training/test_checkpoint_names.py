@@ -1,8 +1,11 @@
 """Mid-epoch checkpoints (a stopped run): named by step, ordered by step, pruned once superseded."""
+import pytest
 import torch
 
-from training.checkpoints import (checkpoint_folders, checkpoint_name, list_checkpoints,
+from training.checkpoints import (CheckpointError, checkpoint_folders, checkpoint_name, list_checkpoints,
                                   prune_checkpoints, save_checkpoint)
+from training.figures import _pick_checkpoints
+from training.pretrained import find_checkpoint
 
 
 def save(run, epoch, step=None):
@@ -40,3 +43,14 @@ def test_pruning_keeps_only_the_newest_partial_and_not_in_the_count(tmp_path):
     save(tmp_path, 4)
     prune_checkpoints(tmp_path, keep=2, milestones=(1,))
     assert names(tmp_path) == ["epoch-0001", "epoch-0003", "epoch-0004"]
+
+
+def test_an_epoch_number_names_the_end_of_epoch_checkpoint(tmp_path):
+    save(tmp_path, 1)
+    save(tmp_path, 2, 25)  # stopped in epoch 3, two epochs complete; epoch-0002 pruned
+    assert find_checkpoint(tmp_path, None).path.name == "epoch-0002-step-00000025"  # latest
+    assert find_checkpoint(tmp_path, "epoch-0002-step-00000025").partial
+    assert find_checkpoint(tmp_path, 1).path.name == "epoch-0001"
+    with pytest.raises(CheckpointError, match="no checkpoint 2"):
+        find_checkpoint(tmp_path, 2)
+    assert [c.path.name for c in _pick_checkpoints(tmp_path, (1, 2))] == ["epoch-0001"]
