@@ -41,8 +41,10 @@ def run_select(runs: Sequence[Run], key: str, *, label: str = "Run") -> Run:
     """A selectbox over runs with checkpoints (all runs when none has one)."""
     usable = [r for r in runs if r.info.num_checkpoints] or list(runs)
     by_label = {r.label: r for r in usable}
+    status = {lab: jobs.run_status(r.path) if r.path.is_dir() else r.info.status
+              for lab, r in by_label.items()}  # "interrupted" when its process died
     choice = st.selectbox(label, list(by_label), key=key, format_func=lambda lab: (
-        f"{lab} · {by_label[lab].info.experiment} · {by_label[lab].info.status}"))
+        f"{lab} · {by_label[lab].info.experiment} · {status[lab]}"))
     return by_label[choice]
 
 
