@@ -168,13 +168,13 @@ def test_pages_in_a_real_browser(server, page):
     settle(page)
     draw(page, 0, [[(0.5, 0.15), (0.5, 0.85)], [(0.35, 0.3), (0.5, 0.15)]])  # a "1"
     page.get_by_role("button", name="SDEdit").click()
-    result_image(page, "i_start").wait_for()
+    result_image(page, "SDEdit: i=1 t=").wait_for()
     screenshot(page, "sampler_lab_sdedit.png")
 
     choose_tab(page, "Inpainting")
     draw(page, 0, [[(0.3, 0.4), (0.7, 0.4), (0.7, 0.6), (0.3, 0.6)]])
     page.get_by_role("button", name="Inpaint").click()
-    result_image(page, "inpainted").wait_for()
+    result_image(page, "Inpainting: original · mask · kept").wait_for()
     screenshot(page, "sampler_lab_inpainting.png")
     assert not page.locator("[data-testid='stException']").count()
 
