@@ -1,23 +1,16 @@
 """Plotly figures of run metrics (rows of metrics.jsonl), one trace per run."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from training.curves import smooth
+
 Rows = list[dict[str, Any]]
 COLORS = qualitative.Plotly
-
-
-def smooth(values: Sequence[float], weight: float) -> list[float]:
-    """Debiased exponential moving average (TensorBoard's smoothing); weight 0 = raw."""
-    out, avg = [], 0.0
-    for i, v in enumerate(values, 1):
-        avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight ** i) if weight else v)
-    return out
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, log_y: bool = False) -> go.Figure:

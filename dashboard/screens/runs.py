@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import charts, jobs, settings, wandb_source
 from dashboard.catalog import Run
 from dashboard.components import evaluate_controls, runs_or_stop, user_errors
+from training.curves import SMOOTHING
 from training.runs import read_metrics, read_summary
 
 REFRESH_S = 5
@@ -46,7 +47,7 @@ def curves(runs: list[Run]) -> None:
     metrics = {r.label: read_metrics(r.path) for r in runs}
     c = st.columns([1, 2, 1])
     x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x")
-    smoothing = c[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="curves_smoothing")
+    smoothing = c[1].slider("Smoothing", 0.0, 0.99, SMOOTHING, 0.01, key="curves_smoothing")
     log_y = c[2].checkbox("Log scale", True, key="curves_log")
     if not any(metrics.values()):
         st.info("No metrics logged yet: a run writes metrics.jsonl every `--log-every` steps.")

@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard import charts, jobs, settings
 from dashboard.components import evaluate_controls, user_errors
 from training.config import EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES
+from training.curves import SMOOTHING
 from training.data import DATASETS
 from training.runs import read_config, read_metrics, read_summary
 
@@ -151,7 +152,7 @@ def progress(run_dir, status: str) -> None:
         st.progress(min(step / total, 1.0))
     if rows:
         left, right = st.columns(2)
-        left.plotly_chart(charts.metric_figure({run_dir.name: rows}, "loss", smoothing=0.6,
+        left.plotly_chart(charts.metric_figure({run_dir.name: rows}, "loss", smoothing=SMOOTHING,
                                                log_y=True, title="training loss"),
                           key="train_loss_chart")
         right.plotly_chart(charts.metric_figure({run_dir.name: rows}, "lr", log_y=True,
