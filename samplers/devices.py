@@ -25,18 +25,44 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor string ("GenuineIntel", "AuthenticAMD", ...; "" where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_bf16_is_faster() -> bool:
+    """Whether bf16 convolutions beat fp32 on this CPU (`make bench` measured both kinds).
+
+    AMX tiles (Intel Sapphire Rapids and later): yes. AVX-512 bf16 without AMX: on AMD Zen 4 yes
+    (bf16 GEMM 2.0x fp32, whose AVX-512 runs at half width), on Intel no (an Emerald Rapids Xeon
+    whose hypervisor hides AMX: bf16 GEMM 0.59x fp32, training step 0.65x). No native bf16
+    kernels (AVX2 only): no, bf16 takes a scalar path far slower than fp32.
+    """
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    if torch.cpu._is_amx_tile_supported():
+        return True
+    return torch.cpu._is_avx512_bf16_supported() and cpu_vendor() == "AuthenticAMD"
+
+
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     """`requested`, with "auto" resolved to the fastest precision `device` runs natively.
 
-    CUDA: bf16 where supported, else fp16. CPU: bf16 only with native bf16 kernels (oneDNN:
-    AVX-512 bf16 or AMX); without them (AVX2-only CPUs) bf16 convolutions take a scalar path far
-    slower than fp32. Other devices: "no" (fp32).
+    CUDA: bf16 where supported, else fp16. CPU: bf16 where it beats fp32 (cpu_bf16_is_faster),
+    else "no" (fp32). Other devices: "no".
     """
     if requested != "auto":
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and cpu_bf16_is_faster():
         return "bf16"
     return "no"
 

@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from samplers.devices import resolve_mixed_precision
 from training.checkpoints import latest_checkpoint
 from training.config import TrainConfig, make_config, num_periods, resolve_length
 from training.data import Batches, Digits, derive_seed, load_dataset
@@ -32,7 +33,7 @@ from training.pretrained import build_unet, vp_alphas_cumprod
 from training.trainer import Trainer
 
 from .fastpath import FastPath, applied, as_input, prepare
-from .peak import count_flops, native_bf16
+from .peak import count_flops
 from .report import Row
 from .timing import Work, interleaved
 
@@ -219,7 +220,7 @@ def training_rows(sizes: TrainSizes, device: torch.device, variants: Sequence[Fa
             timings = interleaved(works, repeats=sizes.repeats, warmup=sizes.warmup)
             base = timings["reference"].median
             names = {"reference": "reference loop (torchvision MNIST+ToTensor, DataLoader, fp32)",
-                     "trainer": f"lab Trainer as configured ({'bf16' if native_bf16(device) else 'fp32'} "
+                     "trainer": f"lab Trainer as configured ({resolve_mixed_precision('auto', device)} "
                                   "by --mixed-precision auto; its logged images/s)",
                      **{k: f"lab step, {k}" for k in labs},
                      **{k: f"{k} (random batch in memory, Adam)" for k in bares}}

@@ -112,9 +112,19 @@ def test_course_defaults():
     assert json.loads(json.dumps(c.to_dict()))["experiment"] == "flow-class"
 
 
-def test_auto_mixed_precision_picks_native_precision_only():
+def test_auto_mixed_precision_picks_the_faster_native_precision(monkeypatch):
+    import samplers.devices as devices
+
     cpu = torch.device("cpu")
     assert resolve_mixed_precision("fp16", cpu) == "fp16"  # an explicit choice is kept
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_mixed_precision("auto", cpu) == ("bf16" if native else "no")
+    assert resolve_mixed_precision("auto", cpu) == ("bf16" if devices.cpu_bf16_is_faster() else "no")
     assert resolve_mixed_precision("auto", torch.device("mps")) == "no"
+    kernels = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    for amx, avx512_bf16, vendor, faster in [(True, True, "GenuineIntel", kernels),
+                                             (False, True, "GenuineIntel", False),
+                                             (False, True, "AuthenticAMD", kernels),
+                                             (False, False, "AuthenticAMD", False)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(devices, "cpu_vendor", lambda: vendor)
+        assert devices.cpu_bf16_is_faster() == faster, (amx, avx512_bf16, vendor)
