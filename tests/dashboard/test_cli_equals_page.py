@@ -28,7 +28,7 @@ def page_result(at, tab, button, key, setup=()) -> np.ndarray:
     at.run()
     for step in setup:
         step(at)
-    at.button(key=button).click().run()
+    at.button(key=button).click().run(timeout=180)  # a whole task on the CPU
     no_errors(at)
     return pixels(at.session_state[key].png)
 
