@@ -80,6 +80,15 @@ def app(monkeypatch):
     return make
 
 
+@pytest.fixture
+def lab(app, lab_runs):
+    """The Sampler lab on the MNIST backend (the tiny flow-class run)."""
+    at = app(lab_runs).run()
+    at.switch_page("screens/sampler_lab.py").run()
+    at.selectbox(key="lab_run").set_value("flow-class").run()
+    return at
+
+
 def png(array) -> bytes:
     """PNG bytes of a uint8 array (H, W) or (H, W, 3)."""
     import io

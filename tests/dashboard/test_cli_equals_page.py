@@ -33,14 +33,6 @@ def page_result(at, tab, button, key, setup=()) -> np.ndarray:
     return pixels(at.session_state[key].png)
 
 
-@pytest.fixture
-def lab(app, lab_runs):
-    at = app(lab_runs).run()
-    at.switch_page(LAB).run()
-    at.selectbox(key="lab_run").set_value("flow-class").run()
-    return at
-
-
 DIGIT = np.zeros((28, 28), np.uint8)
 DIGIT[6:22, 12:16] = 255
 MASK = np.zeros((28, 28), np.uint8)

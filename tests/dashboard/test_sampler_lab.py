@@ -7,14 +7,6 @@ from .conftest import no_errors, png
 LAB = "screens/sampler_lab.py"
 
 
-@pytest.fixture
-def lab(app, lab_runs):
-    at = app(lab_runs).run()
-    at.switch_page(LAB).run()
-    at.selectbox(key="lab_run").set_value("flow-class").run()
-    return at
-
-
 def open_tab(at, name):
     at.session_state["lab_tab"] = name
     return at.run()
