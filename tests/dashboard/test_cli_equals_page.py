@@ -84,26 +84,43 @@ def tiny_if(tmp_path_factory):
     return build_tiny_if(tmp_path_factory.mktemp("tiny-if"))
 
 
-IF_TASKS = {
+PHOTO = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+IF_MASK = np.zeros((32, 32), np.uint8)
+IF_MASK[8:20, 10:24] = 255
+IF_TASKS = {  # as MNIST_TASKS, with the page's defaults for a text backend
     "forward": (["--examples", "astronaut"], "forward-astronaut.png", "Forward process", "fwd_go",
-                "fwd_result"),
+                "fwd_result", ()),
+    "denoise": (["--examples", "astronaut"], "denoise-onestep-astronaut.png", "Denoising",
+                "den_go", "den_result", ()),
     "sample": (["--prompt", "an oil painting of a snowy mountain village", "--n", "4"],
-               "sample.png", "Sampling & CFG", "smp_go", "smp_result"),
-    "hybrid": ([], "hybrid.png", "Hybrids", "hyb_go", "hyb_result"),
+               "sample.png", "Sampling & CFG", "smp_go", "smp_result", ()),
+    "sdedit": (["--examples", "astronaut"], "sdedit-astronaut.png", "SDEdit", "sde_go",
+               "sde_result", ()),
+    "img2img": (["--examples", "astronaut", "--prompt", "a rocket ship"], "img2img-astronaut.png",
+                "Text img2img", "i2i_go", "i2i_result", ()),
+    "inpaint": (["--image", "IMAGE", "--mask", "MASK"], "inpaint-input.png", "Inpainting", "inp_go",
+                "inp_result", (upload("inp", png(PHOTO)), upload("inp_mask", png(IF_MASK), 1))),
+    "anagram": ([], "anagram.png", "Visual anagrams", "ana_go", "ana_result", ()),
+    "hybrid": ([], "hybrid.png", "Hybrids", "hyb_go", "hyb_result", ()),
+    "upsample": (["--prompts", "an oil painting of a snowy mountain village"], "upsample.png",
+                 "Upsampling", "up_go", "up_result", ()),
 }
 
 
 @pytest.mark.parametrize("task", list(IF_TASKS))
 def test_page_equals_cli_on_the_tiny_if(task, app, lab_runs, tiny_if, tmp_path):
-    options, name, tab, button, key = IF_TASKS[task]
+    options, name, tab, button, key, setup = IF_TASKS[task]
+    (tmp_path / "input.png").write_bytes(png(PHOTO))
+    (tmp_path / "mask.png").write_bytes(png(IF_MASK))
+    files = {"IMAGE": str(tmp_path / "input.png"), "MASK": str(tmp_path / "mask.png")}
     cache = str(tmp_path / "cache")
     at = app(lab_runs, DIFFUSION_LAB_IF_MODEL=str(tiny_if.stage1),
              DIFFUSION_LAB_IF_STAGE2=str(tiny_if.stage2), DIFFUSION_LAB_CACHE=cache).run()
     at.switch_page(LAB).run()
     at.radio(key="lab_backend").set_value("DeepFloyd IF").run()
     at.slider(key="lab_cfg").set_value(7.0).run()
-    page = page_result(at, tab, button, key)
+    page = page_result(at, tab, button, key, setup)
     argv = [task, "--model-dir", str(tiny_if.stage1), "--stage2-dir", str(tiny_if.stage2),
             "--device", "cpu", "--cache-dir", cache, "--seed", "0", "--guidance-scale", "7",
-            *options]
+            *[files.get(o, o) for o in options]]
     np.testing.assert_array_equal(page, cli_figure(argv, tmp_path / "cli", name))
