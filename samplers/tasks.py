@@ -135,13 +135,12 @@ def denoise(backend: Backend, images: dict[str, Tensor], *, generator: torch.Gen
         x_start = add_noise(image, t0, ab, generator=generator)
         frames: list[Tensor] = []
         seen: list[tuple[int, Tensor]] = []
+        keep_frame = _frames(frames, callback)
 
         def record(step: dict) -> None:
-            frames.append(step["x"].cpu())
+            keep_frame(step)
             if step["i"] in shown:
-                seen.append((step["t"], step["x"].cpu()))
-            if callback is not None:
-                callback(step)
+                seen.append((step["t"], frames[-1]))
 
         result = sample_ddpm(model, x_start, schedule[start:], generator=generator,
                              callback=record)
