@@ -9,6 +9,9 @@ if str(REPO) not in sys.path:  # `streamlit run` puts dashboard/, not the repo r
 import streamlit as st  # noqa: E402
 
 from dashboard import settings  # noqa: E402
+from samplers.devices import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # large CPU tensors reuse freed memory (docs/performance.md)
 
 st.set_page_config(page_title="Diffusion Lab", page_icon=":material/blur_on:", layout="wide")
 SCREENS = Path(__file__).parent / "screens"  # not "pages/": that name switches Streamlit to

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import tasks
 from .backends import Backend, BackendUnavailable, available_backends, load_backend
+from .devices import keep_freed_memory
 from .images import figure, load_image, load_mask, save_gif
 
 UPSAMPLE_PROMPTS = (
@@ -220,6 +221,7 @@ def save(figures: list[tasks.Figure], out: Path, record: dict) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

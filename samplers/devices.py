@@ -73,3 +73,25 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device.type, dtype=dtype)
+
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc serve blocks of up to 32 MiB (its cap) from its heap and keep up to
+    1 GiB of freed memory for reuse, instead of mapping fresh pages for every large tensor and
+    handing them back on free; returns whether it applied (glibc only).
+
+    PyTorch's CPU tensors come straight from malloc, so by default each op's activations of
+    tens of MB cost page faults that zero them again: 40% of a sampling run went to the kernel
+    (docs/performance.md). Call once at a program's start (the CLIs and the dashboard do); it is
+    a process-wide setting and leaves the process's peak memory mapped.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))

@@ -77,3 +77,13 @@ def test_table_json_and_plans(tmp_path):
     assert quick.train_variants[0] == FastPath() and any(v.compile for v in full.train_variants)
     with pytest.raises(SystemExit):
         main(["--sections", "nope"])
+
+
+def test_command_rows_time_the_real_sample_command_against_the_reference():
+    from tests.bench.__main__ import COMMAND_RUN
+    from tests.bench.command_bench import command_rows
+
+    rows = command_rows(COMMAND_RUN, per_class=1)
+    assert [r.ratio for r in rows][0] == 1.0 and all(r.value > 0 for r in rows)
+    assert "python -m training sample" in rows[1].name
+    assert "0 pixels differ" in rows[1].note  # chunking changes float rounding, not the images

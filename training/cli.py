@@ -224,6 +224,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from samplers.devices import keep_freed_memory
+
+    keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     command = {"sample": cmd_sample, "evaluate": cmd_evaluate, "figures": cmd_figures}.get(

@@ -30,6 +30,14 @@ SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", 
 # 50-step samplers that score as the course's 300-step ones do (see `make bench`'s quality rows):
 # the dashboard's interactive default, the training previews and the bench's 50-step rows.
 FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
+# The most images one UNet call takes on a CPU: larger batches run slower there (their
+# activations fall out of cache and each op maps fresh pages), see docs/performance.md.
+CPU_MAX_BATCH = 128
+
+
+def max_batch(device: torch.device | str) -> int | None:
+    """LabModel.max_batch for `device`: CPU_MAX_BATCH on a CPU, None (one call) elsewhere."""
+    return CPU_MAX_BATCH if torch.device(device).type == "cpu" else None
 
 
 def vp_alphas_cumprod(cfg: TrainConfig) -> Tensor | None:
@@ -54,6 +62,8 @@ class LabModel:
     """A lab UNet with its run config; `unet` is used as is (load_lab_model puts it in eval mode).
 
     `precision`: "no" (fp32), "bf16" or "fp16": the autocast the UNet's forward runs under.
+    `max_batch`: the most images one UNet call takes; a larger batch runs as equal chunks
+    (None: all at once). Outputs do not depend on it beyond float rounding.
     """
 
     config: TrainConfig
@@ -61,6 +71,7 @@ class LabModel:
     alphas_cumprod: Tensor | None  # (T,) float32 on the model's device (None for denoisers)
     checkpoint: Path | None = None
     precision: str = "no"
+    max_batch: int | None = None
 
     @property
     def kind(self) -> str:
@@ -91,7 +102,12 @@ class LabModel:
         return torch.arange(k).repeat(per_class)
 
     def network(self, x: Tensor, t: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
-        """The UNet under the model's autocast; output in x's dtype."""
+        """The UNet on x (B, C, H, W) at t (B,) with cond (B, K) or None, under the model's
+        autocast, in chunks of at most `max_batch` images; output (B, C, H, W) in x's dtype."""
+        n = 1 if self.max_batch is None else -(-x.shape[0] // self.max_batch)
+        if n > 1:
+            parts = zip(*(v.tensor_split(n) if v is not None else [None] * n for v in (x, t, cond)))
+            return torch.cat([self.network(*part) for part in parts])
         with autocast(x.device, self.precision):
             out = self.unet(x) if t is None else self.unet(x, t, cond)
         return out.to(x.dtype)
@@ -208,4 +224,4 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
     unet = fold_batchnorm(unet).to(memory_format=torch.channels_last)
     ab = vp_alphas_cumprod(cfg)
     return LabModel(cfg, unet.eval(), None if ab is None else ab.to(device), ckpt.path,
-                    resolve_mixed_precision(precision, torch.device(device)))
+                    resolve_mixed_precision(precision, torch.device(device)), max_batch(device))

@@ -28,7 +28,7 @@ from .config import ConfigError, TrainConfig, TrainingDiverged, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, sample_grid, save_gif, save_grid
 from .objectives import loss_by_t_bins, make_objective
-from .pretrained import FAST_SAMPLER, LabModel, build_unet, vp_alphas_cumprod
+from .pretrained import FAST_SAMPLER, LabModel, build_unet, max_batch, vp_alphas_cumprod
 from .runs import safe_run_dir
 from .schedules import make_scheduler
 from .tracking import Tracker
@@ -216,7 +216,8 @@ class Trainer:
     def _sampling_model(self) -> LabModel:
         net = self.ema.model if self.ema is not None else self.model
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
-        return LabModel(self.cfg, net, ab, precision=self.acc.mixed_precision)
+        return LabModel(self.cfg, net, ab, precision=self.acc.mixed_precision,
+                        max_batch=max_batch(self.device))
 
     @torch.no_grad()
     def _preview(self, period: int, gif: bool) -> tuple[Path, Path | None]:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+from samplers.devices import keep_freed_memory
+
+from .command_bench import command_rows
 from .deepfloyd_bench import IFSizes, deepfloyd_rows
 from .fastpath import FastPath
 from .peak import matmul_peak, native_bf16
@@ -20,7 +23,8 @@ from .report import DEFAULT_OUT, Row, format_table, write_json
 from .sampling_bench import SampleSizes, sampling_rows
 from .training_bench import TrainSizes, preview_share_rows, training_rows
 
-SECTIONS = ("peak", "training", "preview", "sampling", "quality", "deepfloyd")
+SECTIONS = ("peak", "training", "preview", "sampling", "command", "quality", "deepfloyd")
+COMMAND_RUN = Path("training/pretrained_runs/flow-class-d32")  # the bundled run the command samples
 PEAK_N = 2048  # matmul size of the peak rows
 PEAK = "machine peak (GFLOP/s)"
 
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the lab's commands do
     device, start = torch.device(args.device), time.time()
     sections = [s for s in args.sections.split(",") if s]
     if unknown := set(sections) - set(SECTIONS):
@@ -124,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if "sampling" in sections:
             runs = {"ddpm": None, "flow": None} | {run_kind(r): r for r in args.run}
             rows += sampling_rows(runs, pl.sample, device, pl.sample_variants)
+        if "command" in sections:
+            rows += command_rows(COMMAND_RUN, per_class=10 if args.quick else 50)
         if "quality" in sections:
             if args.run:
                 rows += quality_rows(args.run, args.quality_per_class, args.device)

@@ -1,4 +1,5 @@
 """load_lab_model (errors, conventions, samplers) and the MnistBackend plugin."""
+import dataclasses
 import json
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from training import cli
 from training.backend import MnistBackend
 from training.checkpoints import CheckpointError
-from training.pretrained import load_lab_model
+from training.pretrained import CPU_MAX_BATCH, load_lab_model
 
 TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
         "--preview-steps", "2", "--steps", "2", "--wandb-mode", "disabled"]
@@ -75,6 +76,30 @@ def test_chunked_sampling_is_reproducible_at_a_batch_size(runs):
 
     assert torch.equal(draw(4), draw(4)) and draw(4).shape == (10, 1, 28, 28)
     assert not torch.equal(draw(4), draw(None))  # documented: images depend on the batch size
+
+
+def test_network_chunks_change_no_image(runs):
+    lab = load_lab_model(runs / "ddpm-class")
+    assert lab.max_batch == CPU_MAX_BATCH  # loaded on the CPU
+    calls = []
+    lab.unet.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
+    labels = [*range(10)] * 3
+    whole = dataclasses.replace(lab, max_batch=None).sample(
+        labels, steps=3, guidance_scale=5, generator=torch.Generator().manual_seed(0))
+    assert calls == [60] * 3  # one call a step: conditional and unconditional halves batched
+    calls.clear()
+    chunked = dataclasses.replace(lab, max_batch=16).sample(
+        labels, steps=3, guidance_scale=5, generator=torch.Generator().manual_seed(0))
+    assert calls == [15, 15, 15, 15] * 3  # equal chunks of at most 16
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+
+
+def test_keep_freed_memory_applies_on_glibc():
+    import platform
+
+    from samplers.devices import keep_freed_memory
+
+    assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
 
 
 def test_sampling_precision_follows_the_machine(runs):
