@@ -66,6 +66,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or constant rate)")
     add("--time-sampling", choices=TIME_SAMPLINGS, help="flow: density of t (default uniform)")
     add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling (e.g. 0.999)")
+    add("--ema-warmup", type=pos_float, help="EMA warm-up: step n's decay is min(decay, (1 + n) / "
+        "(W + n)), so the EMA spans about the last n / (W - 1) steps (default 10)")
     add("--p-uncond", type=float, help="class dropout probability (default 0.1)")
     add("--sigma", type=pos_float, help="single-step denoiser noise level (default 0.5)")
     add("--sampler", choices=SAMPLERS, help="the run's default sampler (sample, evaluate, figures)")

@@ -61,6 +61,8 @@ class TrainConfig:
     lr_final_ratio: float = 0.1  # "cosine": the last step's rate as a fraction of lr
     warmup_steps: int = 0  # linear learning-rate warm-up from lr / warmup_steps (per-step schedules)
     ema_decay: float | None = None  # EMA of weights used for sampling (set by --no-scheduler)
+    ema_warmup: float = 10.0  # step n's decay is min(ema_decay, (1 + n) / (ema_warmup + n)): the
+    #                           EMA then spans about the last n / (ema_warmup - 1) steps
     no_scheduler_compensation: str | None = None
     epochs: int = 20  # course epochs (period_steps optimizer steps each)
     epochs_explicit: bool = False  # True: --epochs N given, so N passes over the dataset
@@ -224,6 +226,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--p-uncond must be in [0, 1), got {cfg.p_uncond}")
     if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
         raise ConfigError(f"--ema-decay must be in (0, 1), got {cfg.ema_decay}")
+    if cfg.ema_warmup <= 1.0:
+        raise ConfigError(f"--ema-warmup must be > 1, got {cfg.ema_warmup}")
 
 
 def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> TrainConfig:

@@ -30,9 +30,10 @@ SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", 
 # 50-step samplers that score as the course's 300-step ones do (see `make bench`'s quality rows):
 # the dashboard's interactive default, the training previews and the bench's 50-step rows.
 FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
-# The most images one UNet call takes on a CPU: larger batches run slower there (their
-# activations fall out of cache and each op maps fresh pages), see docs/performance.md.
-CPU_MAX_BATCH = 128
+# The most images one UNet call takes on a CPU. Past it, throughput falls (1,000 images a call ran
+# at 0.36x the speed of 128, docs/performance.md); at 64 a D=64 UNet's largest activation (25 MB)
+# stays under the 32 MiB that glibc's malloc can keep for reuse (samplers.devices.keep_freed_memory).
+CPU_MAX_BATCH = 64
 
 
 def max_batch(device: torch.device | str) -> int | None:

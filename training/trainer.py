@@ -45,13 +45,13 @@ def request_stop(*_signal_args) -> None:
 class EMA:
     """Exponential moving average of a model's weights (buffers copied), warmed up over early steps."""
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, warmup: float = 10.0):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
 
     @torch.no_grad()
     def update(self, model: nn.Module, num_updates: int) -> None:
-        d = min(self.decay, (1 + num_updates) / (10 + num_updates))
+        d = min(self.decay, (1 + num_updates) / (self.warmup + num_updates))
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
@@ -127,7 +127,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = build_unet(cfg).to(self.device, memory_format=memory_format(cfg))
-        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scheduler, self.scheduler_per_step = make_scheduler(self.optimizer, cfg)
         self.alphas_cumprod = vp_alphas_cumprod(cfg)

@@ -128,3 +128,22 @@ def test_auto_mixed_precision_picks_the_faster_native_precision(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
         monkeypatch.setattr(devices, "cpu_vendor", lambda: vendor)
         assert devices.cpu_bf16_is_faster() == faster, (amx, avx512_bf16, vendor)
+
+
+@pytest.mark.parametrize("warmup", [10.0, 4.0])
+def test_ema_follows_its_warmup(warmup):
+    from training.trainer import EMA
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = EMA(net, decay=0.999, warmup=warmup)
+    expected = 0.0
+    for n in range(1, 6):
+        with torch.no_grad():
+            net.weight.fill_(float(n))
+        ema.update(net, n)
+        d = min(0.999, (1 + n) / (warmup + n))
+        expected = d * expected + (1 - d) * n
+        assert ema.model.weight.item() == pytest.approx(expected)
+    with pytest.raises(Exception, match="ema-warmup must be > 1"):
+        make_config("flow-class", ema_warmup=1.0)
