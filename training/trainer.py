@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ from .schedules import make_scheduler
 from .tracking import Tracker
 
 GIF_FRAMES = 30
+BN_RECALIBRATION_BATCHES = 32  # training batches whose statistics an EMA model's BatchNorm takes
 STOP = threading.Event()  # set by request_stop (the CLI's SIGTERM handler)
 
 
@@ -55,6 +57,33 @@ class EMA:
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, inputs: Callable[[nn.Module, int], object], batches: int) -> None:
+    """Set every BatchNorm's running statistics to the exact average over `batches` calls of
+    inputs(model, k), which runs the model in train mode on batch k (as a training step would).
+
+    An EMA of the weights is not matched by the live model's statistics (the EMA copies them):
+    activations of the averaged weights are then mis-normalised, which cost a constant-rate run's
+    samples most of their quality (docs/performance.md). Recomputing them is what SWA does.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    try:
+        for k in range(batches):
+            inputs(model, k)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -328,6 +357,8 @@ class Trainer:
         if self.main:
             last = ck.latest_checkpoint(self.run_dir)
             if last is None or last.meta.get("step") != self.step:
+                if self.ema is not None:
+                    self._recalibrate_ema()
                 self._save(self.step // self.cfg.period_steps, partial_step=self.step)
             self.tracker.finish("stopped", gif=None, checkpoint=None,
                                 epoch=round(self.step / self.cfg.period_steps, 4),
@@ -359,8 +390,26 @@ class Trainer:
         self.tracker.log_metrics(row)
         bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{images_per_s:.0f}")
 
+    def _recalibrate_ema(self) -> None:
+        """The EMA model's BatchNorm statistics, recomputed on BN_RECALIBRATION_BATCHES training
+        batches noised as in training, from a generator of their own (training draws nothing here;
+        the next EMA update copies the live statistics back, so resuming stays exact)."""
+        gen = torch.Generator(self.device)
+
+        def step_inputs(model: nn.Module, k: int) -> None:
+            x, y = self.batches.batch(k)
+            x = x.contiguous(memory_format=memory_format(self.cfg))
+            c = F.one_hot(y, self.cfg.num_classes).to(x.dtype) if self.cfg.class_conditional else None
+            gen.manual_seed(derive_seed(self.cfg.seed, "bn-recalibration", self.step, k))
+            with self.acc.autocast():
+                self.objective(model, x, c, gen)
+
+        recalibrate_batchnorm(self.ema.model, step_inputs, BN_RECALIBRATION_BATCHES)
+
     def _end_period(self, period: int, final: bool) -> None:
         if self.main:
+            if self.ema is not None:
+                self._recalibrate_ema()
             start = time.perf_counter()
             png, gif = self._preview(period, gif=final)
             self.preview_seconds += time.perf_counter() - start

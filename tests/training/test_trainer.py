@@ -147,3 +147,30 @@ def test_ema_follows_its_warmup(warmup):
         assert ema.model.weight.item() == pytest.approx(expected)
     with pytest.raises(Exception, match="ema-warmup must be > 1"):
         make_config("flow-class", ema_warmup=1.0)
+
+
+def test_recalibrate_batchnorm_sets_the_exact_average_of_batch_statistics():
+    from training.trainer import recalibrate_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 1), torch.nn.BatchNorm2d(3)).eval()
+    bn = model[1]
+    bn.running_mean.fill_(5.0)
+    batches = [torch.randn(4, 1, 2, 2, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    recalibrate_batchnorm(model, lambda m, k: m(batches[k]), batches=3)
+    with torch.no_grad():
+        feats = [model[0](b) for b in batches]
+    mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    var = torch.stack([f.var((0, 2, 3), unbiased=True) for f in feats]).mean(0)
+    torch.testing.assert_close(bn.running_mean, mean)
+    torch.testing.assert_close(bn.running_var, var)
+    assert bn.momentum == 0.1 and not model.training  # restored
+
+
+def test_ema_checkpoints_carry_recalibrated_batchnorm(tmp_path):
+    from safetensors.torch import load_file
+
+    run = tiny_run(tmp_path, "flow-class", "--recipe", "fast", "--hidden", "8", steps=4)
+    ckpt = list_checkpoints(run)[-1].path
+    live, ema = load_file(ckpt / "model.safetensors"), load_file(ckpt / "ema.safetensors")
+    means = [k for k in ema if k.endswith("running_mean")]
+    assert means and all(not torch.equal(live[k], ema[k]) for k in means)
