@@ -75,7 +75,6 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
-
 def keep_freed_memory() -> bool:
     """Make glibc's malloc serve blocks of up to 32 MiB (its cap) from its heap and keep up to
     1 GiB of freed memory for reuse, instead of mapping fresh pages for every large tensor and

@@ -300,9 +300,7 @@ class Trainer:
         self._bar = bar = tqdm(total=total, initial=self.step, desc=cfg.name, unit="step", disable=not self.main,
                    dynamic_ncols=True)
         while self.step < total:
-            x, y = self.batches.batch(self.step)
-            x = x.contiguous(memory_format=memory_format(cfg))
-            c = F.one_hot(y, cfg.num_classes).to(x.dtype) if cfg.class_conditional else None
+            x, c = self._batch(self.step)
             gen.manual_seed(derive_seed(cfg.seed, "noise", self.step, self.rank))
             with acc.autocast():
                 losses, t = self.objective(self.ddp_model, x, c, gen)
@@ -390,6 +388,13 @@ class Trainer:
         self.tracker.log_metrics(row)
         bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{images_per_s:.0f}")
 
+    def _batch(self, step: int) -> tuple[Tensor, Tensor | None]:
+        """Training batch `step`: images (b, 1, 28, 28) in the training layout, one-hot labels
+        (b, K) for class-conditional models (else None)."""
+        x, y = self.batches.batch(step)
+        x = x.contiguous(memory_format=memory_format(self.cfg))
+        return x, F.one_hot(y, self.cfg.num_classes).to(x.dtype) if self.cfg.class_conditional else None
+
     def _recalibrate_ema(self) -> None:
         """The EMA model's BatchNorm statistics, recomputed on BN_RECALIBRATION_BATCHES training
         batches noised as in training, from a generator of their own (training draws nothing here;
@@ -397,9 +402,7 @@ class Trainer:
         gen = torch.Generator(self.device)
 
         def step_inputs(model: nn.Module, k: int) -> None:
-            x, y = self.batches.batch(k)
-            x = x.contiguous(memory_format=memory_format(self.cfg))
-            c = F.one_hot(y, self.cfg.num_classes).to(x.dtype) if self.cfg.class_conditional else None
+            x, c = self._batch(k)
             gen.manual_seed(derive_seed(self.cfg.seed, "bn-recalibration", self.step, k))
             with self.acc.autocast():
                 self.objective(model, x, c, gen)
