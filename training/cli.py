@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from samplers.devices import keep_freed_memory
+
 from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
 from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION, NO_SCHEDULER_HELP,
@@ -226,8 +228,6 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from samplers.devices import keep_freed_memory
-
     keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
