@@ -3,10 +3,13 @@
 Both use the lab's cached digit classifier (``training.classifier``). The Fréchet distance is
 computed in its penultimate feature space between a set of ``n`` images and the real test split;
 ``frechet_floor`` is the same distance for ``n`` real *train* digits, i.e. what a perfect model
-would score with that many samples. Images are uint8 (N, 28, 28), 0 = black background.
+would score with that many samples: the mean over FLOOR_DRAWS seeded draws, since one draw of 500
+digits varies by about 15% (sd) from the next (the mean of 50: about 2%). Images are uint8
+(N, 28, 28), 0 = black background.
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +18,8 @@ from torch import Tensor
 
 from .classifier import ClassifierConfig, TrainedClassifier, load_classifier
 from .data import Digits, derive_seed, from_signed, load_dataset
+
+FLOOR_DRAWS = 50
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:
@@ -51,11 +56,15 @@ def stratified_subset(data: Digits, per_class: int, seed: int) -> Digits:
     return Digits(data.images[idx], data.labels[idx], data.name, data.class_names)
 
 
-def frechet_floor(classifier: TrainedClassifier, train: Digits, test: Digits, per_class: int,
-                  seed: int = 0) -> float:
-    """Fréchet distance of ``per_class`` real train digits a class against the real test split."""
-    subset = stratified_subset(train, per_class, seed)
-    return frechet_distance(classifier.features(subset.images), classifier.features(test.images))
+def frechet_floor(classifier: TrainedClassifier, train: Digits, reference: Tensor, per_class: int,
+                  seed: int = 0, draws: int = FLOOR_DRAWS) -> tuple[float, float]:
+    """Mean and standard deviation, over `draws` seeded draws of ``per_class`` real train digits a
+    class, of their Fréchet distance to the ``reference`` (M, F) features of the real test split."""
+    fds = []
+    for k in range(draws):
+        real = stratified_subset(train, per_class, derive_seed(seed, "floor", k))
+        fds.append(frechet_distance(classifier.features(real.images), reference))
+    return statistics.mean(fds), statistics.stdev(fds) if draws > 1 else 0.0
 
 
 def score_samples(classifier: TrainedClassifier, images: Tensor, labels: Tensor | None,
@@ -70,7 +79,7 @@ def _guidance_key(g: float | None) -> str:
 
 
 def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = (0, 1, 3, 5, 7), *,
-                 per_class: int = 50, seed: int = 0, sampler: str | None = None,
+                 per_class: int = 50, seed: int = 0, repeats: int = 1, sampler: str | None = None,
                  steps: int | None = None, checkpoint: int | str | None = None,
                  device: str | torch.device = "cpu", precision: str = "auto",
                  runs_dir: str | Path | None = None, batch_size: int = 500,
@@ -78,13 +87,17 @@ def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = (0, 1, 
                  write: bool = True) -> dict[str, Any]:
     """Sample a run's model and score it; merge the result into summary.json["evaluation"].
 
-    Class models: ``per_class`` digits of each class at every guidance scale. Time-only and
+    Class models: ``per_class`` digits of each class at every guidance scale, drawn ``repeats``
+    times (repeat r as ``seed + r`` alone would draw them); the scores are the repeats' means and
+    ``frechet_sd`` their standard deviation (None for one repeat). Time-only and
     single-step models: one unlabeled set of ``10 * per_class`` images under the key "none"
     (accuracy None). The classifier is the cached one for the run's dataset under
     ``runs_dir`` (default: the run folder's parent). `precision`: the UNet's autocast, as in
     load_lab_model.
-    Returns {"accuracy": {g: acc}, "frechet": {g: fd}, "frechet_floor", "classifier_test_accuracy",
-    "dataset", "per_class", "seed", "sampler", "steps", "precision", "checkpoint"}.
+    Returns {"accuracy": {g: acc}, "frechet": {g: fd}, "frechet_sd": {g: sd | None},
+    "frechet_floor" (mean of FLOOR_DRAWS draws), "frechet_floor_sd", "frechet_floor_draws",
+    "classifier_test_accuracy", "dataset", "per_class", "repeats", "seed", "sampler", "steps",
+    "precision", "checkpoint"}.
     """
     from .pretrained import load_lab_model
 
@@ -97,19 +110,24 @@ def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = (0, 1, 
     test = load_dataset(cfg.dataset, cfg.data_root, "test")
     reference = classifier.features(test.images)
     scales: list[float | None] = list(guidance_scales) if lab.class_conditional else [None]
-    result: dict[str, Any] = {"accuracy": {}, "frechet": {}}
+    result: dict[str, Any] = {"accuracy": {}, "frechet": {}, "frechet_sd": {}}
+    labels = torch.arange(train.num_classes).repeat_interleave(per_class)
     for g in scales:
-        gen = torch.Generator(device).manual_seed(derive_seed(seed, "evaluate", _guidance_key(g)))
-        labels = torch.arange(train.num_classes).repeat_interleave(per_class)
-        x = lab.sample(labels if g is not None else torch.full_like(labels, -1), guidance_scale=g,
-                       sampler=sampler, steps=steps, generator=gen, batch_size=batch_size)
-        images = from_signed(x).squeeze(1).cpu()
-        acc, fd = score_samples(classifier, images, labels if g is not None else None, reference)
-        result["accuracy"][_guidance_key(g)] = acc
-        result["frechet"][_guidance_key(g)] = fd
-    result.update(frechet_floor=frechet_floor(classifier, train, test, per_class, seed),
+        key, scores = _guidance_key(g), []
+        for r in range(repeats):
+            gen = torch.Generator(device).manual_seed(derive_seed(seed + r, "evaluate", key))
+            x = lab.sample(labels if g is not None else torch.full_like(labels, -1), guidance_scale=g,
+                           sampler=sampler, steps=steps, generator=gen, batch_size=batch_size)
+            scores.append(score_samples(classifier, from_signed(x).squeeze(1).cpu(),
+                                        labels if g is not None else None, reference))
+        accs, fds = zip(*scores)
+        result["accuracy"][key] = None if g is None else statistics.mean(accs)
+        result["frechet"][key] = statistics.mean(fds)
+        result["frechet_sd"][key] = statistics.stdev(fds) if repeats > 1 else None
+    floor, floor_sd = frechet_floor(classifier, train, reference, per_class, seed)
+    result.update(frechet_floor=floor, frechet_floor_sd=floor_sd, frechet_floor_draws=FLOOR_DRAWS,
                   classifier_test_accuracy=classifier.test_accuracy, dataset=cfg.dataset,
-                  per_class=per_class, seed=seed, sampler=sampler or cfg.sampler,
+                  per_class=per_class, repeats=repeats, seed=seed, sampler=sampler or cfg.sampler,
                   steps=steps or cfg.sample_steps, precision=lab.precision,
                   checkpoint=lab.checkpoint.name if lab.checkpoint else None)
     if write:
@@ -123,10 +141,17 @@ def format_evaluation(result: dict[str, Any]) -> str:
     """Human-readable lines for an ``evaluate_run`` result (what ``python -m training evaluate`` prints)."""
     lines = [f"dataset {result['dataset']}: classifier test accuracy "
              f"{100 * result['classifier_test_accuracy']:.1f}%, real-vs-real Frechet floor "
-             f"{result['frechet_floor']:.3f} ({result['per_class']} a class)"]
+             f"{result['frechet_floor']:.3f} ({result['per_class']} a class; {_floor_spread(result)})"]
     for g, fd in result["frechet"].items():
-        acc = result["accuracy"].get(g)
+        acc, sd = result["accuracy"].get(g), result.get("frechet_sd", {}).get(g)
         head = "unguided samples" if g == "none" else f"guidance {g}"
         acc_text = "n/a (time-only model)" if acc is None else f"{100 * acc:.1f}%"
-        lines.append(f"{head}: class accuracy {acc_text}, Frechet distance {fd:.3f}")
+        spread = "" if sd is None else f"mean of {result['repeats']} repeats, sd {sd:.2f}; "
+        lines.append(f"{head}: class accuracy {acc_text}, Frechet distance {fd:.3f} "
+                     f"({spread}{fd / result['frechet_floor']:.2f}x the floor)")
     return "\n".join(lines)
+
+
+def _floor_spread(result: dict[str, Any]) -> str:
+    draws = result.get("frechet_floor_draws")  # absent in summaries written before the floor was a mean
+    return "one draw" if draws is None else f"mean of {draws} draws, sd {result['frechet_floor_sd']:.2f}"

@@ -93,11 +93,11 @@ def test_evaluate_prints_accuracy_and_frechet_with_floor(runs, capsys, monkeypat
     monkeypatch.setitem(ev.evaluate_run.__kwdefaults__, "classifier_config",
                         ClassifierConfig(passes=0.05, max_steps=3))
     assert cli.main(["evaluate", str(runs / "flow-class"), "--guidance", "0", "5", "--per-class", "2",
-                     "--steps", "2"]) == 0
+                     "--steps", "2", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "guidance 0: class accuracy" in out and "guidance 5:" in out and "Frechet floor" in out
     evaluation = read_summary(runs / "flow-class")["evaluation"]
-    assert set(evaluation["accuracy"]) == {"0", "5"}
+    assert set(evaluation["accuracy"]) == {"0", "5"} and evaluation["repeats"] == 2
     assert f"Frechet floor {evaluation['frechet_floor']:.3f}" in out  # printed = recorded
     assert f"guidance 5: class accuracy {100 * evaluation['accuracy']['5']:.1f}%" in out
 
