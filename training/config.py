@@ -23,13 +23,13 @@ from .models import ARCHS
 
 Kind = Literal["denoiser", "pure-noise", "ddpm", "flow"]
 COURSE_TRAIN_SIZE = 60_000  # MNIST train split: the course's epochs are passes over it
-NO_SCHEDULER_LR_FACTOR = 10 ** -0.5  # geometric middle of the scheduled range lr0 .. lr0/10
 NO_SCHEDULER_EMA_DECAY = 0.999
 NO_SCHEDULER_HELP = (
-    "constant learning rate instead of the ExponentialLR. Compensation: the constant rate is "
-    "lr0 * 10**-0.5 (the geometric middle of the scheduled range lr0 -> lr0/10; an explicit --lr "
-    "is used as given) and samples use an exponential moving average of the weights "
-    f"(decay {NO_SCHEDULER_EMA_DECAY}), which does the smoothing the decaying rate did."
+    "constant learning rate instead of the schedule. Compensation: the constant rate is the "
+    "geometric middle of the range the schedule spans, lr0 * sqrt(last rate / lr0): lr0 * 10**-0.5 "
+    "for the course's ExponentialLR (lr0 -> lr0/10), lr0 * sqrt(lr_final_ratio) for the cosine of "
+    "--recipe fast; an explicit --lr is used as given. Samples use an exponential moving average "
+    f"of the weights (decay {NO_SCHEDULER_EMA_DECAY}), which does the smoothing the decaying rate did."
 )
 
 
@@ -171,6 +171,12 @@ def recipe_defaults(experiment: str, recipe: str = "course") -> TrainConfig:
     return replace(base, recipe=recipe, **RECIPE_OVERRIDES[recipe].get(base.kind, {}))
 
 
+def constant_lr_factor(cfg: TrainConfig) -> float:
+    """The --no-scheduler rate as a fraction of lr0: the geometric middle of the range lr0 -> last
+    rate that cfg's schedule spans (ExponentialLR: x0.1 over the run; cosine: lr_final_ratio)."""
+    return math.sqrt(cfg.lr_final_ratio if cfg.lr_schedule == "cosine" else 0.1)
+
+
 def make_config(experiment: str, *, no_scheduler: bool = False, recipe: str | None = None,
                 **overrides: Any) -> TrainConfig:
     """Defaults of `experiment` under `recipe` (default "course") with `overrides` (None values
@@ -185,7 +191,7 @@ def make_config(experiment: str, *, no_scheduler: bool = False, recipe: str | No
         overrides["epochs_explicit"] = True
         overrides.setdefault("steps", None)
     if no_scheduler and base.scheduler:
-        overrides.setdefault("lr", base.lr * NO_SCHEDULER_LR_FACTOR)
+        overrides.setdefault("lr", base.lr * constant_lr_factor(base))
         overrides.setdefault("ema_decay", base.ema_decay or NO_SCHEDULER_EMA_DECAY)
         overrides.setdefault("warmup_steps", 0)
         overrides["no_scheduler_compensation"] = NO_SCHEDULER_HELP

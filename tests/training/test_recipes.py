@@ -36,6 +36,8 @@ def test_fast_recipe_applies_its_overrides_and_explicit_options_win(experiment):
 def test_fast_no_scheduler_is_a_constant_rate():
     cfg = make_config("flow-class", recipe="fast", no_scheduler=True)
     assert not cfg.scheduler and cfg.warmup_steps == 0 and cfg.ema_decay
+    assert cfg.lr == pytest.approx(1e-2 * 0.02 ** 0.5)  # the middle of the cosine's 1e-2 -> 2e-4
+    assert make_config("flow-class", recipe="fast", no_scheduler=True, lr=3e-3).lr == 3e-3  # explicit wins
     cfg = resolve_length(cfg, 4500, 71)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     sched, per_step = make_scheduler(opt, cfg)
