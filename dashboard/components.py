@@ -68,15 +68,19 @@ def evaluate_controls(run_dir: Path, key: str) -> bool:
         st.code(jobs.tail(job.log, 8) or "(starting)", language=None)
         return True
     with st.expander(f"Evaluate {run_dir.name}"):
-        c = st.columns(3)
+        c = st.columns(4)
         per_class = c[0].number_input("Samples per class", 1, 1000, 50, key=f"{key}_per_class")
-        steps = c[1].number_input("Sampler steps (0: the run's)", 0, 1000, 0, key=f"{key}_steps")
+        repeats = c[1].number_input("Repeats", 1, 20, 1, key=f"{key}_repeats",
+                                    help="sample sets a guidance scale, scored by their mean: one "
+                                         "set of 500 digits varies by about 15%, so compare runs "
+                                         "with 4")
+        steps = c[2].number_input("Sampler steps (0: the run's)", 0, 1000, 0, key=f"{key}_steps")
         st.caption("Class accuracy and Fréchet distance at guidance 0, 1, 3, 5 and 7, against "
                    "real digits (a classifier is trained once per dataset and cached).")
-        if c[2].button("Evaluate", key=f"{key}_start"):
+        if c[3].button("Evaluate", key=f"{key}_start"):
             with user_errors("Cannot evaluate"):
                 job = jobs.start_evaluation(jobs.EvalRequest(run_dir, int(per_class),
-                                                             int(steps) or None))
+                                                             int(steps) or None, int(repeats)))
                 st.toast(f"Evaluating {run_dir.name} (pid {job.pid}).")
                 return True
     last = jobs.find(run_dir, "evaluate")

@@ -130,11 +130,13 @@ class TrainRequest:
 
 @dataclass(frozen=True)
 class EvalRequest:
-    """`python -m training evaluate RUN_DIR` with the page's sample count and sampler steps."""
+    """`python -m training evaluate RUN_DIR` with the page's sample count, repeats and sampler
+    steps."""
 
     run_dir: Path
     per_class: int = 50
     steps: int | None = None  # None: the run's
+    repeats: int = 1  # sample sets a scale, scored by their mean
     guidance: tuple[float, ...] = (0, 1, 3, 5, 7)
 
     def validate(self) -> Path:
@@ -143,6 +145,7 @@ class EvalRequest:
         if not list_checkpoints(self.run_dir):
             raise JobError(f"run {self.run_dir.name!r} has no checkpoint to evaluate yet")
         _int("samples per class", self.per_class, 1, 1000)
+        _int("repeats", self.repeats, 1, 20)
         if self.steps is not None:
             _int("sampler steps", self.steps, 1, 1000)
         if not self.guidance or not all(isinstance(g, (int, float)) and 0 <= g <= 20
@@ -154,6 +157,7 @@ class EvalRequest:
         args = ["evaluate", str(self.run_dir.resolve()), f"--per-class={self.per_class}",
                 "--guidance", *[f"{g:g}" for g in self.guidance]]
         args += [f"--steps={self.steps}"] if self.steps is not None else []
+        args += [f"--repeats={self.repeats}"] if self.repeats != 1 else []
         return [sys.executable, "-m", "training", *args]
 
 

@@ -130,10 +130,12 @@ def evaluation_table(runs: list[Run]) -> None:
     for label, ev in evals.items():
         g = min(ev["frechet"], key=ev["frechet"].get)
         acc = ev.get("accuracy", {}).get(g)
+        floor = ev.get("frechet_floor")
         rows.append({"run": label, "best Fréchet": round(ev["frechet"][g], 2), "at guidance": g,
+                     "x floor": round(ev["frechet"][g] / floor, 2) if floor else None,
                      "class accuracy": None if acc is None else f"{100 * acc:.1f}%",
-                     "Fréchet floor (real vs real)": ev.get("frechet_floor"),
-                     "samples": ev.get("per_class", 0) * 10 or None,
+                     "Fréchet floor (real vs real)": floor,
+                     "samples": ev.get("per_class", 0) * 10 * ev.get("repeats", 1) or None,
                      "checkpoint": ev.get("checkpoint")})
     left, right = st.columns([3, 2])
     left.plotly_chart(charts.evaluation_figure(evals), width="stretch", key="evaluation_chart")

@@ -32,6 +32,8 @@ def test_evaluation_plot_and_table(app, lab_runs):
     assert table["at guidance"][0] in ("0", "5")
     assert {"best Fréchet", "class accuracy", "Fréchet floor (real vs real)"} <= set(table)
     assert table["Fréchet floor (real vs real)"].notna().all()
+    ev = read_summary(lab_runs / "flow-class")["evaluation"]
+    assert table["x floor"][0] == round(min(ev["frechet"].values()) / ev["frechet_floor"], 2)
     spec = json.loads(at.get("plotly_chart")[3].proto.spec)
     traces = [(t["name"], t["x"]) for t in spec["data"]]
     assert traces == [("flow-class", [0.0, 5.0])] * 2  # accuracy and Fréchet against guidance
@@ -51,11 +53,12 @@ def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     assert sorted(at.selectbox(key="runs_eval_run").options) == ["ddpm-class", "flow-class"]
     at.selectbox(key="runs_eval_run").set_value("ddpm-class")
     at.number_input(key="runs_eval_per_class").set_value(5)
+    at.number_input(key="runs_eval_repeats").set_value(4)
     at.button(key="runs_eval_start").click().run()
     assert not at.exception
     assert started == [[sys.executable, "-m", "training", "evaluate",
                         str((lab_runs / "ddpm-class").resolve()), "--per-class=5", "--guidance",
-                        "0", "1", "3", "5", "7"]]
+                        "0", "1", "3", "5", "7", "--repeats=4"]]
 
 
 def test_runs_page_filters_and_config_diff(app, lab_runs):
