@@ -23,6 +23,7 @@ from .models import ARCHS
 
 Kind = Literal["denoiser", "pure-noise", "ddpm", "flow"]
 COURSE_TRAIN_SIZE = 60_000  # MNIST train split: the course's epochs are passes over it
+COURSE_LR_DECAY = 0.1  # the course's ExponentialLR: the rate falls x0.1 over the run
 NO_SCHEDULER_EMA_DECAY = 0.999
 NO_SCHEDULER_HELP = (
     "constant learning rate instead of the schedule. Compensation: the constant rate is the "
@@ -174,7 +175,7 @@ def recipe_defaults(experiment: str, recipe: str = "course") -> TrainConfig:
 def constant_lr_factor(cfg: TrainConfig) -> float:
     """The --no-scheduler rate as a fraction of lr0: the geometric middle of the range lr0 -> last
     rate that cfg's schedule spans (ExponentialLR: x0.1 over the run; cosine: lr_final_ratio)."""
-    return math.sqrt(cfg.lr_final_ratio if cfg.lr_schedule == "cosine" else 0.1)
+    return math.sqrt(cfg.lr_final_ratio if cfg.lr_schedule == "cosine" else COURSE_LR_DECAY)
 
 
 def make_config(experiment: str, *, no_scheduler: bool = False, recipe: str | None = None,
@@ -251,7 +252,7 @@ def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> Trai
         epoch_steps = math.ceil(COURSE_TRAIN_SIZE / cfg.batch_size) if scaled else pass_steps
     total = cfg.steps if cfg.steps is not None else cfg.epochs * epoch_steps
     epochs = math.ceil(total / epoch_steps)
-    gamma = 0.1 ** (1.0 / epochs) if cfg.scheduler and cfg.lr_schedule == "exponential" else 1.0
+    gamma = COURSE_LR_DECAY ** (1.0 / epochs) if cfg.scheduler and cfg.lr_schedule == "exponential" else 1.0
     return replace(cfg, period_steps=epoch_steps, total_steps=total, lr_gamma=gamma)
 
 
