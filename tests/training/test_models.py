@@ -141,3 +141,20 @@ def test_fold_batchnorm_is_the_same_function(conditioning):
     x, t, c = torch.randn(4, 1, 28, 28), torch.rand(4), torch.eye(10)[:4]
     with torch.no_grad():
         torch.testing.assert_close(folded(x, t, c), model(x, t, c), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_embeddings_tell_apart_timesteps_that_bf16_merges(arch):
+    """Under bf16 autocast the time embedding still runs in fp32: two DDPM timesteps (i + 1) / 300
+    that round to the same bf16 number give different outputs (in bf16 they would be identical)."""
+    steps = torch.arange(1, 301) / 300
+    rounded = steps.bfloat16().float()
+    i = int(torch.nonzero(rounded[1:] == rounded[:-1])[0])
+    torch.manual_seed(0)
+    model = build_model(arch, hidden=16, conditioning="class").eval()
+    x, _, c = _inputs(b=2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = (model(x, steps[j].expand(2), c) for j in (i, i + 1))
+        merged = (model(x, rounded[j].expand(2), c) for j in (i, i + 1))
+        assert torch.equal(*merged)
+    assert a.dtype == torch.bfloat16 and not torch.equal(a, b)
