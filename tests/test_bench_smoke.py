@@ -8,7 +8,7 @@ import torch
 from tests.bench.__main__ import main, plan
 from tests.bench.deepfloyd_bench import IFSizes, deepfloyd_rows
 from tests.bench.fastpath import FastPath
-from tests.bench.peak import count_flops, matmul_peak
+from tests.bench.peak import count_flops, gemm_peak
 from tests.bench.report import Row, format_table, write_json
 from tests.bench.sampling_bench import SampleSizes, sampling_rows
 from tests.bench.timing import interleaved
@@ -27,11 +27,12 @@ def test_interleaved_runs_round_robin_and_uses_reported_seconds():
         interleaved(works, repeats=0)
 
 
-def test_flop_count_and_matmul_peak():
+def test_flop_count_and_gemm_peak():
     lin = torch.nn.Linear(16, 8, bias=False)
     assert count_flops(lambda: lin(torch.randn(4, 16))) == 2 * 4 * 16 * 8
-    peak = matmul_peak(CPU, n=64, repeats=1)
-    assert set(peak) == {"fp32", "bf16"} and all(v > 0 for v in peak.values())
+    peak = gemm_peak(CPU, n=64, repeats=1)
+    assert set(peak) == {"matmul", "1x1 conv"}
+    assert all(set(v) == {"fp32", "bf16"} and min(v.values()) > 0 for v in peak.values())
 
 
 def test_training_rows_compare_reference_trainer_and_variants():

@@ -2,12 +2,13 @@
 
     lab:       python -m training sample RUN --per-class N --guidance-scale 5 --sampler heun --steps 50
     reference: python -m tests.bench.command_bench RUN N OUT: the same model, sampler, seed and
-               batch (500 digits, so 1,000 images a CFG call), in one UNet call a step and with
-               glibc's default allocator (what `sample` did before LabModel.max_batch and
-               samplers.devices.keep_freed_memory)
+               batch (500 digits, so 1,000 images a CFG call), in fp32, in one UNet call a step and
+               with glibc's default allocator (what `sample` did before LabModel.max_batch,
+               samplers.devices.keep_freed_memory and sampling in `--mixed-precision auto`)
 
 Each is a fresh process (start-up and model load included), timed by wall clock, interleaved;
-the two .npz files are compared image for image.
+the two .npz files are compared image for image (in a lower precision they differ by rounding;
+`evaluate --mixed-precision no` against the default says whether quality moved).
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from samplers.devices import resolve_mixed_precision
 
 from .report import Row
 from .sampling_bench import GUIDANCE
@@ -44,8 +48,8 @@ def timed(command: list[str]) -> float:
 
 
 def command_rows(run: Path, per_class: int, repeats: int = 1) -> list[Row]:
-    """Median wall seconds of the lab's `sample` command and of the reference, and whether their
-    images agree (the chunks change float rounding only)."""
+    """Median wall seconds of the lab's `sample` command and of the reference, and how far their
+    images agree (the chunks change float rounding only; bf16 changes more pixels)."""
     with tempfile.TemporaryDirectory() as tmp:
         outs = {k: Path(tmp) / f"{k}.npz" for k in ("lab", "reference")}
         commands = {"lab": lab_command(run, per_class, outs["lab"]),
@@ -59,21 +63,22 @@ def command_rows(run: Path, per_class: int, repeats: int = 1) -> list[Row]:
     ref, lab = (float(np.median(seconds[k])) for k in ("reference", "lab"))
     n = 10 * per_class
     what = f"{run.name}, {n} digits, {SAMPLER} {STEPS}, guidance {GUIDANCE:g}"
+    precision = resolve_mixed_precision("auto", torch.device("cpu"))
     return [Row(SECTION, f"{what}: reference (one call a step, default malloc)", ref, "s", 1.0,
                 f"{100 * ref / n:.1f} s per 100 digits"),
-            Row(SECTION, f"{what}: python -m training sample", lab, "s", ref / lab,
+            Row(SECTION, f"{what}: python -m training sample ({precision} by --mixed-precision auto)",
+                lab, "s", ref / lab,
                 f"{100 * lab / n:.1f} s per 100 digits; {differing} pixels differ by more than 1 "
                 f"of 255 from the reference")]
 
 
 def _reference(run: str, per_class: int, out: str) -> None:
-    """What `sample` did before: no chunking, glibc's default malloc (keep_freed_memory not called)."""
-    import torch
-
+    """What `sample` did before: fp32, no chunking, glibc's default malloc (keep_freed_memory
+    not called)."""
     from training.data import from_signed
     from training.pretrained import load_lab_model
 
-    lab = dataclasses.replace(load_lab_model(run), max_batch=None)
+    lab = dataclasses.replace(load_lab_model(run, precision="no"), max_batch=None)
     labels = torch.arange(lab.config.num_classes).repeat_interleave(per_class)
     x = lab.sample(labels, guidance_scale=GUIDANCE, sampler=SAMPLER, steps=STEPS,
                    generator=torch.Generator().manual_seed(0), batch_size=500)

@@ -1,4 +1,4 @@
-"""The machine's matmul peak and a step's FLOP count."""
+"""The machine's GEMM peak and a step's FLOP count."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .timing import Timing, interleaved
+from .timing import interleaved
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -20,23 +20,38 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def matmul_peak(device: torch.device, n: int = 1024, repeats: int = 5) -> dict[str, Timing | float]:
-    """Median GFLOP/s of an n x n matmul in fp32 and bf16 (interleaved), as {"fp32": .., "bf16": ..}.
+GEMM_PATHS = ("matmul", "1x1 conv")
 
-    bf16 uses a smaller matrix when it has no native kernels (it would take minutes otherwise);
+
+def gemm_peak(device: torch.device, n: int = 1024, repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Median GFLOP/s of an n x n x n GEMM in fp32 and bf16 (interleaved), taken two ways:
+    `torch.matmul`, and a 1x1 convolution over n pixels, the library path the UNet's convolutions
+    take (oneDNN on a CPU, where fp32 `matmul` may go through another BLAS; cuDNN on CUDA).
+    Returns {"matmul": {"fp32": .., "bf16": ..}, "1x1 conv": {...}}.
+
+    bf16 uses a smaller size when it has no native kernels (it would take minutes otherwise);
     GFLOP/s stays comparable.
     """
     sizes = {torch.float32: n, torch.bfloat16: n if native_bf16(device) else max(n // 4, 64)}
     mats = {dt: torch.randn(s, s, device=device).to(dt) for dt, s in sizes.items()}
+    # the same GEMM as a convolution: n pixels (1 x n) of n channels through n 1x1 filters
+    images = {dt: m.T.reshape(1, s, 1, s).contiguous(memory_format=torch.channels_last)
+              for (dt, s), m in zip(sizes.items(), mats.values())}
+    filters = {dt: m.reshape(s, s, 1, 1).contiguous(memory_format=torch.channels_last)
+               for (dt, s), m in zip(sizes.items(), mats.values())}
+    calls = {"matmul": lambda dt: mats[dt] @ mats[dt],
+             "1x1 conv": lambda dt: torch.nn.functional.conv2d(images[dt], filters[dt])}
 
-    def work(dt: torch.dtype) -> Callable[[], None]:
+    def work(path: str, dt: torch.dtype) -> Callable[[], None]:
         def run() -> None:
-            (mats[dt] @ mats[dt]).sum().item()  # .item() syncs a GPU
+            calls[path](dt).sum().item()  # .item() syncs a GPU
         return run
 
-    t = interleaved({str(dt): work(dt) for dt in mats}, repeats=repeats)
-    return {name: 2 * sizes[dt] ** 3 / t[str(dt)].median / 1e9
-            for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    dtypes = (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    t = interleaved({f"{path} {name}": work(path, dt) for path in GEMM_PATHS for name, dt in dtypes},
+                    repeats=repeats)
+    return {path: {name: 2 * sizes[dt] ** 3 / t[f"{path} {name}"].median / 1e9 for name, dt in dtypes}
+            for path in GEMM_PATHS}
 
 
 def count_flops(fn: Callable[[], object]) -> int:
