@@ -35,10 +35,10 @@ def gemm_peak(device: torch.device, n: int = 1024, repeats: int = 5) -> dict[str
     sizes = {torch.float32: n, torch.bfloat16: n if native_bf16(device) else max(n // 4, 64)}
     mats = {dt: torch.randn(s, s, device=device).to(dt) for dt, s in sizes.items()}
     # the same GEMM as a convolution: n pixels (1 x n) of n channels through n 1x1 filters
-    images = {dt: m.T.reshape(1, s, 1, s).contiguous(memory_format=torch.channels_last)
-              for (dt, s), m in zip(sizes.items(), mats.values())}
-    filters = {dt: m.reshape(s, s, 1, 1).contiguous(memory_format=torch.channels_last)
-               for (dt, s), m in zip(sizes.items(), mats.values())}
+    images = {dt: m.T.reshape(1, len(m), 1, len(m)).contiguous(memory_format=torch.channels_last)
+              for dt, m in mats.items()}
+    filters = {dt: m[:, :, None, None].contiguous(memory_format=torch.channels_last)
+               for dt, m in mats.items()}
     calls = {"matmul": lambda dt: mats[dt] @ mats[dt],
              "1x1 conv": lambda dt: torch.nn.functional.conv2d(images[dt], filters[dt])}
 
