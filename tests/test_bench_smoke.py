@@ -1,10 +1,12 @@
 """Smoke tests of the benchmark (`python -m tests.bench`): every function at tiny sizes, one repeat,
 so the code cannot rot. They check the shape of the results, not the speed."""
 import json
+import re
 
 import pytest
 import torch
 
+from samplers.devices import resolve_mixed_precision
 from tests.bench.__main__ import main, plan
 from tests.bench.deepfloyd_bench import IFSizes, deepfloyd_rows
 from tests.bench.fastpath import FastPath
@@ -87,4 +89,8 @@ def test_command_rows_time_the_real_sample_command_against_the_reference():
     rows = command_rows(COMMAND_RUN, per_class=1)
     assert [r.ratio for r in rows][0] == 1.0 and all(r.value > 0 for r in rows)
     assert "python -m training sample" in rows[1].name
-    assert "0 pixels differ" in rows[1].note  # chunking changes float rounding, not the images
+    differing = int(re.search(r"(\d+) pixels differ", rows[1].note)[1])
+    if resolve_mixed_precision("auto", CPU) == "no":
+        assert differing == 0  # chunking changes float rounding, not the images
+    else:  # the lab samples in bf16 here: rounding moves a few pixels, not the digits
+        assert differing < 0.05 * 10 * 28 * 28
