@@ -23,6 +23,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 Conditioning = Literal["none", "time-add", "time-mul", "class"]
@@ -31,8 +32,45 @@ ARCHS: tuple[str, ...] = ("course", "improved")
 
 
 # ----------------------------------------------------------------------------- course ops (docs/course.md 3.2)
+class GELU(nn.GELU):
+    """nn.GELU that runs a channels_last (B, C, H, W) map as its dense (B, H, W, C) view.
+
+    PyTorch hands only contiguous CPU tensors to oneDNN's GELU; a channels_last map otherwise takes
+    ATen's own kernel, half as fast in bf16 (docs/performance.md). Same function either way.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+class PointExpand(nn.ConvTranspose2d):
+    """ConvTranspose2d(cin, cout, k, stride k) on a 1x1 map, computed as one matrix product.
+
+    (B, cin, 1, 1) -> (B, cout, k, k): each output pixel is a linear map of the input vector, so
+    the layer is a Linear(cin, k * k * cout) over the same weight and bias. oneDNN's transposed
+    convolution of this shape takes about ten times as long forward and backward (its weight
+    gradient most; docs/performance.md). Other input sizes run as the transposed convolution.
+    """
+
+    def __init__(self, cin: int, cout: int, k: int):
+        super().__init__(cin, cout, k, k, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] != (1, 1):
+            return super().forward(x)
+        (k, _), cout = self.kernel_size, self.out_channels
+        w = self.weight  # (cin, cout, k, k)
+        if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+            y = F.linear(x.flatten(1), w.permute(0, 2, 3, 1).flatten(1).t(), self.bias.repeat(k * k))
+            return y.view(-1, k, k, cout).permute(0, 3, 1, 2)  # channels_last, like the weight
+        y = F.linear(x.flatten(1), w.flatten(1).t(), self.bias.repeat_interleave(k * k))
+        return y.view(-1, cout, k, k)
+
+
 def _conv_bn_gelu(conv: nn.Module, channels: int) -> nn.Sequential:
-    return nn.Sequential(conv, nn.BatchNorm2d(channels), nn.GELU())
+    return nn.Sequential(conv, nn.BatchNorm2d(channels), GELU())
 
 
 def Conv(cin: int, cout: int) -> nn.Sequential:
@@ -52,12 +90,12 @@ def UpConv(cin: int, cout: int) -> nn.Sequential:
 
 def Flatten() -> nn.Sequential:
     """AvgPool2d(7) + GELU; 7x7 -> 1x1."""
-    return nn.Sequential(nn.AvgPool2d(7), nn.GELU())
+    return nn.Sequential(nn.AvgPool2d(7), GELU())
 
 
 def Unflatten(channels: int) -> nn.Sequential:
     """ConvTranspose2d(D, D, k7, s7, p0) + BN + GELU; 1x1 -> 7x7."""
-    return _conv_bn_gelu(nn.ConvTranspose2d(channels, channels, 7, 7, 0), channels)
+    return _conv_bn_gelu(PointExpand(channels, channels, 7), channels)
 
 
 def ConvBlock(cin: int, cout: int) -> nn.Sequential:

@@ -120,6 +120,42 @@ def test_channels_last_matches(arch):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_point_expand_is_the_transposed_convolution(channels_last):
+    """PointExpand's matrix product gives ConvTranspose2d(k, stride k)'s values and gradients on a
+    1x1 map, its output in the weight's memory format; other sizes take the convolution itself."""
+    from training.models import PointExpand
+
+    torch.manual_seed(0)
+    layer = PointExpand(6, 5, 7)
+    conv = torch.nn.ConvTranspose2d(6, 5, 7, 7, 0)
+    conv.load_state_dict(layer.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    layer, conv = layer.to(memory_format=fmt), conv.to(memory_format=fmt)
+    x = torch.randn(3, 6, 1, 1, requires_grad=True)
+    y, ref = layer(x), conv(x)
+    torch.testing.assert_close(y, ref)
+    assert y.is_contiguous(memory_format=fmt) and y.shape == (3, 5, 7, 7)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(y, (x, layer.weight, layer.bias), g)
+    for got, want in zip(grads, torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)):
+        torch.testing.assert_close(got, want)
+    wide = torch.randn(2, 6, 2, 3)
+    torch.testing.assert_close(layer(wide), conv(wide))
+
+
+def test_gelu_on_channels_last_keeps_values_and_layout():
+    from training.models import GELU
+
+    x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last).requires_grad_()
+    y = GELU()(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    torch.testing.assert_close(y, torch.nn.functional.gelu(x))
+    g = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0],
+                               torch.autograd.grad(torch.nn.functional.gelu(x), x, g)[0])
+
+
 def test_improved_is_bigger_but_reasonable():
     n = count_parameters(ImprovedUNet(hidden=64, conditioning="class"))
     assert 2_019_201 < n < 10_000_000
