@@ -67,6 +67,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     add("--lr-final-ratio", type=pos_float, help="cosine: last learning rate / --lr (default 0.1)")
     add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or constant rate)")
     add("--time-sampling", choices=TIME_SAMPLINGS, help="flow: density of t (default uniform)")
+    add("--min-snr-gamma", type=pos_float, help="DDPM: weight each sample's loss by min(SNR, G) / "
+        "SNR, so low-noise steps count less (default: unweighted, as the course)")
     add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling (e.g. 0.999)")
     add("--ema-warmup", type=pos_float, help="EMA warm-up: step n's decay is min(decay, (1 + n) / "
         "(W + n)), so the EMA spans about the last n / (W - 1) steps (default 10)")

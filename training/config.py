@@ -76,6 +76,8 @@ class TrainConfig:
     num_timesteps: int = 300  # DDPM T
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    min_snr_gamma: float | None = None  # DDPM: a sample's noise loss times min(SNR, gamma) / SNR
+    #                                     (min-SNR weighting); None: unweighted, as the course
     p_uncond: float = 0.1  # class dropout probability (zero one-hot = null class)
     time_sampling: str = "uniform"  # flow t: "uniform" U[0, 1) or "logit-normal" sigmoid(N(0, 1))
     # sampling
@@ -212,8 +214,11 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
     for name in ("epochs", "steps", "period_steps", "batch_size", "lr", "hidden", "sample_steps",
-                 "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps", "lr_final_ratio"):
+                 "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps", "lr_final_ratio",
+                 "min_snr_gamma"):
         positive(name, getattr(cfg, name))
+    if cfg.min_snr_gamma is not None and cfg.kind != "ddpm":
+        raise ConfigError(f"--min-snr-gamma weights the DDPM noise loss; {cfg.experiment} is a {cfg.kind} model")
     if cfg.warmup_steps < 0:
         raise ConfigError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
     if cfg.warmup_steps and cfg.scheduler and cfg.lr_schedule == "exponential":

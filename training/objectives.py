@@ -48,9 +48,13 @@ def pure_noise_loss(model: nn.Module, x: Tensor, *, generator: torch.Generator,
 
 
 def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod: Tensor,
-              generator: torch.Generator, noise: Tensor | None = None,
-              i: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """||eps - eps_theta(x_i, (i+1)/T, c)||^2 with i ~ U{0..T-1}, x_i = sqrt(ab_i) x0 + sqrt(1-ab_i) eps."""
+              generator: torch.Generator, noise: Tensor | None = None, i: Tensor | None = None,
+              min_snr_gamma: float | None = None) -> tuple[Tensor, Tensor]:
+    """||eps - eps_theta(x_i, (i+1)/T, c)||^2 with i ~ U{0..T-1}, x_i = sqrt(ab_i) x0 + sqrt(1-ab_i) eps.
+
+    `min_snr_gamma` g scales each sample's loss by min(SNR_i, g) / SNR_i, SNR_i = ab_i / (1 - ab_i)
+    (min-SNR weighting, Hang et al. 2023): steps with little noise, whose noise is hard to tell and
+    easy to denoise, count less; None leaves the course's unweighted loss."""
     T = alphas_cumprod.shape[0]
     if i is None:
         i = torch.randint(0, T, (x0.shape[0],), generator=generator, device=x0.device)
@@ -58,7 +62,11 @@ def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = add_noise(x0, i, alphas_cumprod, noise)
     t = unet_time(i, T)
-    return _mse(model(x_t, t, c), noise), t
+    losses = _mse(model(x_t, t, c), noise)
+    if min_snr_gamma is not None:
+        snr = alphas_cumprod[i].float() / (1 - alphas_cumprod[i].float())
+        losses = losses * snr.clamp(max=min_snr_gamma) / snr
+    return losses, t
 
 
 def sample_flow_time(n: int, generator: torch.Generator, device, dtype=torch.float32,
@@ -97,7 +105,8 @@ def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective
         if cfg.kind == "pure-noise":
             return pure_noise_loss(model, x, generator=generator)
         if cfg.kind == "ddpm":
-            return ddpm_loss(model, x, c, alphas_cumprod=alphas_cumprod, generator=generator)
+            return ddpm_loss(model, x, c, alphas_cumprod=alphas_cumprod, generator=generator,
+                             min_snr_gamma=cfg.min_snr_gamma)
         return flow_loss(model, x, c, generator=generator, time_sampling=cfg.time_sampling)
 
     return objective

@@ -157,7 +157,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_unet(cfg).to(self.device, memory_format=memory_format(cfg))
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # fused: one kernel over all parameters instead of six small ops each (CPU and CUDA have it)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
+                                          fused=self.device.type in ("cpu", "cuda") or None)
         self.scheduler, self.scheduler_per_step = make_scheduler(self.optimizer, cfg)
         self.alphas_cumprod = vp_alphas_cumprod(cfg)
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)

@@ -50,6 +50,28 @@ def test_ddpm_loss_targets_the_noise_at_the_agreed_indexing():
     assert drawn_t.min() >= 1 / 300 and drawn_t.max() <= 1 and drawn_loss.shape == (6,)
 
 
+def test_min_snr_weighting_scales_only_the_low_noise_steps():
+    x0, eps, g = _data()
+    ab = torch.linspace(0.99, 0.01, 300)
+    i = torch.tensor([0, 10, 50, 150, 298, 299])
+    zero = lambda x, t, c: torch.zeros_like(x)  # noqa: E731
+    plain, _ = ddpm_loss(zero, x0, None, alphas_cumprod=ab, generator=g, noise=eps, i=i)
+    weighted, _ = ddpm_loss(zero, x0, None, alphas_cumprod=ab, generator=g, noise=eps, i=i, min_snr_gamma=5.0)
+    snr = ab[i] / (1 - ab[i])
+    torch.testing.assert_close(weighted, plain * torch.where(snr > 5, 5 / snr, torch.ones_like(snr)))
+    assert weighted[0] < plain[0] / 10 and torch.equal(weighted[3:], plain[3:])  # SNR 99 vs < 1
+
+
+def test_min_snr_gamma_is_for_ddpm_only():
+    from training.config import ConfigError, validate
+
+    assert make_config("ddpm-class", min_snr_gamma=5.0).min_snr_gamma == 5.0
+    with pytest.raises(ConfigError, match="DDPM"):
+        validate(make_config("flow-class", min_snr_gamma=5.0))
+    with pytest.raises(ConfigError, match="positive"):
+        validate(make_config("ddpm-class", min_snr_gamma=0.0))
+
+
 def test_single_step_denoiser_and_pure_noise_losses():
     x, eps, g = _data(lo=0.0)
     loss, t = denoiser_loss(lambda z: z, x, sigma=0.5, generator=g, noise=eps)
