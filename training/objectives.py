@@ -53,8 +53,8 @@ def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod:
     """||eps - eps_theta(x_i, (i+1)/T, c)||^2 with i ~ U{0..T-1}, x_i = sqrt(ab_i) x0 + sqrt(1-ab_i) eps.
 
     `min_snr_gamma` g scales each sample's loss by min(SNR_i, g) / SNR_i, SNR_i = ab_i / (1 - ab_i)
-    (min-SNR weighting, Hang et al. 2023): steps with little noise, whose noise is hard to tell and
-    easy to denoise, count less; None leaves the course's unweighted loss."""
+    (min-SNR weighting, Hang et al. 2023), so the low-noise steps count less; None leaves the
+    course's unweighted loss."""
     T = alphas_cumprod.shape[0]
     if i is None:
         i = torch.randint(0, T, (x0.shape[0],), generator=generator, device=x0.device)
