@@ -64,7 +64,8 @@ def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod:
     t = unet_time(i, T)
     losses = _mse(model(x_t, t, c), noise)
     if min_snr_gamma is not None:
-        snr = alphas_cumprod[i].float() / (1 - alphas_cumprod[i].float())
+        ab = alphas_cumprod[i].float()
+        snr = ab / (1 - ab)
         losses = losses * snr.clamp(max=min_snr_gamma) / snr
     return losses, t
 
