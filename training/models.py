@@ -32,6 +32,11 @@ ARCHS: tuple[str, ...] = ("course", "improved")
 
 
 # ----------------------------------------------------------------------------- course ops (docs/course.md 3.2)
+def _is_nhwc(t: Tensor) -> bool:
+    """Whether a 4-D tensor is laid out channels_last (dense (B, H, W, C)) and not also NCHW."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
 class GELU(nn.GELU):
     """nn.GELU that runs a channels_last (B, C, H, W) map as its dense (B, H, W, C) view.
 
@@ -40,7 +45,7 @@ class GELU(nn.GELU):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        if _is_nhwc(x):
             return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return super().forward(x)
 
@@ -62,7 +67,7 @@ class PointExpand(nn.ConvTranspose2d):
             return super().forward(x)
         (k, _), cout = self.kernel_size, self.out_channels
         w = self.weight  # (cin, cout, k, k)
-        if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+        if _is_nhwc(w):
             y = F.linear(x.flatten(1), w.permute(0, 2, 3, 1).flatten(1).t(), self.bias.repeat(k * k))
             return y.view(-1, k, k, cout).permute(0, 3, 1, 2)  # channels_last, like the weight
         y = F.linear(x.flatten(1), w.flatten(1).t(), self.bias.repeat_interleave(k * k))
