@@ -18,7 +18,7 @@ from samplers.devices import keep_freed_memory
 from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
 from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION, NO_SCHEDULER_HELP,
-                     RECIPE_HELP, RECIPES, SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
+                     LOSS_WEIGHTINGS, RECIPE_HELP, RECIPES, SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
                      TrainConfig, TrainingDiverged, make_config, resume_config)
 
 PROG = "python -m training"
@@ -66,9 +66,12 @@ def _train_options(p: argparse.ArgumentParser) -> None:
         "per epoch) or cosine (per step, down to --lr-final-ratio)")
     add("--lr-final-ratio", type=pos_float, help="cosine: last learning rate / --lr (default 0.1)")
     add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or constant rate)")
-    add("--time-sampling", choices=TIME_SAMPLINGS, help="flow: density of t (default uniform)")
-    add("--min-snr-gamma", type=pos_float, help="DDPM: weight each sample's loss by min(SNR, G) / "
-        "SNR, so low-noise steps count less (default: unweighted, as the course)")
+    add("--time-sampling", choices=TIME_SAMPLINGS, help="density of the flow time or DDPM step (default uniform; logit-normal: more "
+        "mid-noise draws)")
+    add("--loss-weighting", choices=LOSS_WEIGHTINGS, help="DDPM: weight each step's noise loss: "
+        "none (the course), min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow "
+        "matching's (1 + SNR^-1/2)^2: high noise counts more)")
+    add("--min-snr-gamma", type=pos_float, help="G of --loss-weighting min-snr (default 5)")
     add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling (e.g. 0.999)")
     add("--ema-warmup", type=pos_float, help="EMA warm-up: step n's decay is min(decay, (1 + n) / "
         "(W + n)), so the EMA spans about the last n / (W - 1) steps (default 10)")

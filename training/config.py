@@ -76,10 +76,11 @@ class TrainConfig:
     num_timesteps: int = 300  # DDPM T
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    min_snr_gamma: float | None = None  # DDPM: a sample's noise loss times min(SNR, gamma) / SNR
-    #                                     (min-SNR weighting); None: unweighted, as the course
+    loss_weighting: str = "none"  # DDPM noise loss per step: "none" (the course), "min-snr", "flow"
+    min_snr_gamma: float = 5.0  # "min-snr": step i's weight is min(SNR_i, gamma) / SNR_i
     p_uncond: float = 0.1  # class dropout probability (zero one-hot = null class)
-    time_sampling: str = "uniform"  # flow t: "uniform" U[0, 1) or "logit-normal" sigmoid(N(0, 1))
+    time_sampling: str = "uniform"  # flow t / DDPM step: "uniform" (the course) or "logit-normal"
+    #                                 (flow: sigmoid(N(0, 1)); DDPM: the same noise levels)
     # sampling
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "euler" | "heun" | "direct" (denoisers)
     sample_steps: int = 300  # DDPM: T steps; flow: the course's num_ts Euler steps
@@ -140,6 +141,7 @@ EXPERIMENTS: dict[str, TrainConfig] = {
 }
 LR_SCHEDULES = ("exponential", "cosine")
 TIME_SAMPLINGS = ("uniform", "logit-normal")
+LOSS_WEIGHTINGS = ("none", "min-snr", "flow")
 SAMPLERS = (*SAMPLER_TABLE, "direct")  # the samplers table, and the denoisers' one call
 WANDB_MODES = ("online", "offline", "disabled")
 MIXED_PRECISION = PRECISIONS
@@ -203,6 +205,8 @@ def make_config(experiment: str, *, no_scheduler: bool = False, recipe: str | No
     if not overrides.get("name"):
         overrides["name"] = experiment + ("-no-scheduler" if no_scheduler else "")
     cfg = replace(base, **overrides)
+    if "min_snr_gamma" in overrides and cfg.loss_weighting != "min-snr":
+        raise ConfigError("--min-snr-gamma is the G of --loss-weighting min-snr; add that option")
     validate(cfg)
     return cfg
 
@@ -217,8 +221,10 @@ def validate(cfg: TrainConfig) -> None:
                  "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps", "lr_final_ratio",
                  "min_snr_gamma"):
         positive(name, getattr(cfg, name))
-    if cfg.min_snr_gamma is not None and cfg.kind != "ddpm":
-        raise ConfigError(f"--min-snr-gamma weights the DDPM noise loss; {cfg.experiment} is a {cfg.kind} model")
+    if cfg.loss_weighting != "none" and cfg.kind != "ddpm":
+        raise ConfigError(f"--loss-weighting weights the DDPM noise loss; {cfg.experiment} is a {cfg.kind} model")
+    if cfg.time_sampling != "uniform" and cfg.kind not in ("ddpm", "flow"):
+        raise ConfigError(f"--time-sampling draws DDPM and flow times; {cfg.experiment} has no time")
     if cfg.warmup_steps < 0:
         raise ConfigError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
     if cfg.warmup_steps and cfg.scheduler and cfg.lr_schedule == "exponential":
@@ -227,6 +233,7 @@ def validate(cfg: TrainConfig) -> None:
     checks = [(cfg.arch, ARCHS, "arch"), (cfg.sampler, SAMPLERS, "sampler"),
               (cfg.recipe, RECIPES, "recipe"), (cfg.lr_schedule, LR_SCHEDULES, "lr-schedule"),
               (cfg.time_sampling, TIME_SAMPLINGS, "time-sampling"),
+              (cfg.loss_weighting, LOSS_WEIGHTINGS, "loss-weighting"),
               (cfg.mixed_precision, MIXED_PRECISION, "mixed-precision"), (cfg.device, DEVICES, "device")]
     if cfg.preview_sampler is not None:
         checks.append((cfg.preview_sampler, SAMPLERS, "preview-sampler"))

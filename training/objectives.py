@@ -47,26 +47,52 @@ def pure_noise_loss(model: nn.Module, x: Tensor, *, generator: torch.Generator,
     return _mse(model(noise), x), None
 
 
+def sample_ddpm_step(n: int, alphas_cumprod: Tensor, generator: torch.Generator,
+                     density: str = "uniform") -> Tensor:
+    """(n,) step indices in [0, T): "uniform" U{0..T-1} (the course), or "logit-normal": flow's
+    logit-normal noise levels on this schedule. A flow state at time tau is a VP state with
+    log-SNR 2 logit(tau), so logit(tau) ~ N(0, 1) is log-SNR ~ N(0, 2^2); step i is drawn with
+    that density times the width of its log-SNR interval (truncated to the schedule's range)."""
+    T = alphas_cumprod.shape[0]
+    if density == "uniform":
+        return torch.randint(0, T, (n,), generator=generator, device=alphas_cumprod.device)
+    ab = alphas_cumprod.double()
+    log_snr = (ab / (1 - ab)).log()
+    weights = torch.exp(-log_snr.square() / 8) * torch.gradient(log_snr)[0].abs()
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
+def ddpm_loss_weights(alphas_cumprod: Tensor, weighting: str = "none",
+                      min_snr_gamma: float = 5.0) -> Tensor | None:
+    """(T,) weights of step i's noise loss, mean 1 over the T steps (so the loss keeps the course's
+    scale), or None for "none" (the course's unweighted loss). With SNR_i = ab_i / (1 - ab_i):
+    "min-snr": min(SNR_i, gamma) / SNR_i (Hang et al. 2023): the low-noise steps count less.
+    "flow": (1 + SNR_i^-1/2)^2, the weight flow matching's velocity loss puts on the same noise
+    level (a VP state is a flow state at tau = sqrt(ab) / (sqrt(ab) + sqrt(1 - ab)), and a velocity
+    error is a noise error / tau): the high-noise steps count more."""
+    if weighting == "none":
+        return None
+    snr = alphas_cumprod.float() / (1 - alphas_cumprod.float())
+    w = snr.clamp(max=min_snr_gamma) / snr if weighting == "min-snr" else (1 + snr.rsqrt()) ** 2
+    return w / w.mean()
+
+
 def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod: Tensor,
               generator: torch.Generator, noise: Tensor | None = None, i: Tensor | None = None,
-              min_snr_gamma: float | None = None) -> tuple[Tensor, Tensor]:
-    """||eps - eps_theta(x_i, (i+1)/T, c)||^2 with i ~ U{0..T-1}, x_i = sqrt(ab_i) x0 + sqrt(1-ab_i) eps.
-
-    `min_snr_gamma` g scales each sample's loss by min(SNR_i, g) / SNR_i, SNR_i = ab_i / (1 - ab_i)
-    (min-SNR weighting, Hang et al. 2023), so the low-noise steps count less; None leaves the
-    course's unweighted loss."""
+              weights: Tensor | None = None, time_sampling: str = "uniform") -> tuple[Tensor, Tensor]:
+    """||eps - eps_theta(x_i, (i+1)/T, c)||^2, x_i = sqrt(ab_i) x0 + sqrt(1-ab_i) eps, i drawn by
+    `time_sampling` (sample_ddpm_step; the course: U{0..T-1}), times weights[i] when `weights`
+    (ddpm_loss_weights) is given."""
     T = alphas_cumprod.shape[0]
     if i is None:
-        i = torch.randint(0, T, (x0.shape[0],), generator=generator, device=x0.device)
+        i = sample_ddpm_step(x0.shape[0], alphas_cumprod, generator, time_sampling)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = add_noise(x0, i, alphas_cumprod, noise)
     t = unet_time(i, T)
     losses = _mse(model(x_t, t, c), noise)
-    if min_snr_gamma is not None:
-        ab = alphas_cumprod[i].float()
-        snr = ab / (1 - ab)
-        losses = losses * snr.clamp(max=min_snr_gamma) / snr
+    if weights is not None:
+        losses = losses * weights[i]
     return losses, t
 
 
@@ -98,6 +124,9 @@ def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective
 
     c is the clean one-hot (or None); class dropout (p_uncond) is applied here.
     """
+    weights = (ddpm_loss_weights(alphas_cumprod, cfg.loss_weighting, cfg.min_snr_gamma)
+               if cfg.kind == "ddpm" else None)
+
     def objective(model: nn.Module, x: Tensor, c: Tensor | None, generator: torch.Generator):
         if c is not None and cfg.p_uncond > 0:
             c = drop_classes(c, cfg.p_uncond, generator)
@@ -107,7 +136,7 @@ def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective
             return pure_noise_loss(model, x, generator=generator)
         if cfg.kind == "ddpm":
             return ddpm_loss(model, x, c, alphas_cumprod=alphas_cumprod, generator=generator,
-                             min_snr_gamma=cfg.min_snr_gamma)
+                             weights=weights, time_sampling=cfg.time_sampling)
         return flow_loss(model, x, c, generator=generator, time_sampling=cfg.time_sampling)
 
     return objective

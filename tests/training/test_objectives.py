@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from training.config import make_config
-from training.objectives import (denoiser_loss, ddpm_loss, drop_classes, flow_loss, loss_by_t_bins,
-                                 make_objective, pure_noise_loss)
+from training.objectives import (denoiser_loss, ddpm_loss, ddpm_loss_weights, drop_classes, flow_loss,
+                                 loss_by_t_bins, make_objective, pure_noise_loss)
 
 
 def _data(b=6, lo=-1.0):
@@ -55,21 +55,55 @@ def test_min_snr_weighting_scales_only_the_low_noise_steps():
     ab = torch.linspace(0.99, 0.01, 300)
     i = torch.tensor([0, 10, 50, 150, 298, 299])
     zero = lambda x, t, c: torch.zeros_like(x)  # noqa: E731
+    weights = ddpm_loss_weights(ab, "min-snr", 5.0)
     plain, _ = ddpm_loss(zero, x0, None, alphas_cumprod=ab, generator=g, noise=eps, i=i)
-    weighted, _ = ddpm_loss(zero, x0, None, alphas_cumprod=ab, generator=g, noise=eps, i=i, min_snr_gamma=5.0)
-    snr = ab[i] / (1 - ab[i])
-    torch.testing.assert_close(weighted, plain * torch.where(snr > 5, 5 / snr, torch.ones_like(snr)))
-    assert weighted[0] < plain[0] / 10 and torch.equal(weighted[3:], plain[3:])  # SNR 99 vs < 1
+    weighted, _ = ddpm_loss(zero, x0, None, alphas_cumprod=ab, generator=g, noise=eps, i=i, weights=weights)
+    snr = ab / (1 - ab)
+    raw = torch.where(snr > 5, 5 / snr, torch.ones_like(snr))
+    torch.testing.assert_close(weights, raw / raw.mean())
+    torch.testing.assert_close(weighted, plain * weights[i])
+    assert weighted[0] < plain[0] / 10 and weights[150] == weights[299]  # SNR 99 vs < 1
+    assert ddpm_loss_weights(ab, "none") is None
 
 
-def test_min_snr_gamma_is_for_ddpm_only():
+def test_flow_weighting_makes_the_noise_loss_flow_matchings_velocity_loss():
+    """A velocity model u, read as a noise model, has weighted DDPM loss = flow loss at the same
+    noise level, up to the weights' mean: the flow weighting is flow matching's, step for step."""
+    x1, noise, g = _data()
+    ab = torch.linspace(0.99, 0.01, 300)
+    i = torch.tensor([0, 10, 50, 150, 298, 299])
+    u = lambda x, tau, c: 0.3 * x + tau.view(-1, 1, 1, 1) * x.flip(-1)  # noqa: E731  any velocity
+    scale = ab[i].sqrt() + (1 - ab[i]).sqrt()
+    tau = ab[i].sqrt() / scale
+
+    def as_eps(x_vp, t, c):  # samplers' VelocityAsEps at the drawn steps: eps = x_flow - tau u
+        x_flow = x_vp / scale.view(-1, 1, 1, 1)
+        return x_flow - tau.view(-1, 1, 1, 1) * u(x_flow, tau, c)
+
+    snr = ab / (1 - ab)
+    raw = (1 + snr.rsqrt()) ** 2
+    weights = ddpm_loss_weights(ab, "flow")
+    torch.testing.assert_close(weights, raw / raw.mean())
+    weighted, _ = ddpm_loss(as_eps, x1, None, alphas_cumprod=ab, generator=g, noise=noise, i=i,
+                            weights=weights)
+    velocity, _ = flow_loss(u, x1, None, generator=g, noise=noise, t=tau)
+    torch.testing.assert_close(weighted * raw.mean(), velocity, rtol=1e-4, atol=1e-6)
+    assert weights[299] > 10 * weights[0]  # the noisiest step counts most
+
+
+def test_loss_weighting_is_for_ddpm_only():
     from training.config import ConfigError, validate
 
-    assert make_config("ddpm-class", min_snr_gamma=5.0).min_snr_gamma == 5.0
+    cfg = make_config("ddpm-class", loss_weighting="min-snr", min_snr_gamma=2.0)
+    assert (cfg.loss_weighting, cfg.min_snr_gamma) == ("min-snr", 2.0)
     with pytest.raises(ConfigError, match="DDPM"):
-        validate(make_config("flow-class", min_snr_gamma=5.0))
+        validate(make_config("flow-class", loss_weighting="flow"))
     with pytest.raises(ConfigError, match="positive"):
-        validate(make_config("ddpm-class", min_snr_gamma=0.0))
+        make_config("ddpm-class", loss_weighting="min-snr", min_snr_gamma=0.0)
+    with pytest.raises(ConfigError, match="loss-weighting min-snr"):
+        make_config("ddpm-class", min_snr_gamma=2.0)
+    with pytest.raises(ConfigError, match="not one of"):
+        make_config("ddpm-class", loss_weighting="p2")
 
 
 def test_single_step_denoiser_and_pure_noise_losses():

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from training import cli
+from samplers.schedules import linear_alphas_cumprod
 from training.config import (EXPERIMENTS, FAST_RECIPE, RECIPES, ConfigError, make_config,
-                             resolve_length)
-from training.objectives import sample_flow_time
+                             resolve_length, validate)
+from training.objectives import sample_ddpm_step, sample_flow_time
 from training.runs import read_config, read_metrics
 from training.schedules import WarmupCosine, make_scheduler
 
@@ -70,6 +71,26 @@ def test_logit_normal_time_is_inside_the_unit_interval_and_seeded():
     assert 0 < t.min() and t.max() < 1 and abs(float(t.mean()) - 0.5) < 0.01
     assert float(((t > 0.25) & (t < 0.75)).float().mean()) > 0.6  # uniform: 0.5
     assert torch.equal(t, sample_flow_time(20_000, g(), "cpu", density="logit-normal"))
+
+
+def test_logit_normal_ddpm_steps_are_flow_noise_levels_and_seeded():
+    ab = linear_alphas_cumprod(300, 1e-4, 0.02)
+    g = lambda: torch.Generator().manual_seed(3)
+    i = sample_ddpm_step(50_000, ab, g(), density="logit-normal")
+    assert i.dtype == torch.int64 and 0 <= i.min() and i.max() < 300
+    assert torch.equal(i, sample_ddpm_step(50_000, ab, g(), density="logit-normal"))
+    # flow's draws: log-SNR = 2 logit(tau) ~ N(0, 2^2), so P(|log-SNR| < 2) = P(|z| < 1) = 0.683
+    # of the mass inside the schedule's log-SNR range [-2.99, 9.21] (0.932): 0.733
+    log_snr = (ab / (1 - ab)).log()
+    assert abs(float((log_snr[i].abs() < 2).float().mean()) - 0.683 / 0.932) < 0.01
+    uniform = sample_ddpm_step(50_000, ab, g())  # the course: 191 of the 300 steps, 0.637
+    assert abs(float((log_snr[uniform].abs() < 2).float().mean()) - 191 / 300) < 0.01
+
+
+def test_time_sampling_is_for_models_with_a_time():
+    assert make_config("ddpm-class", time_sampling="logit-normal").time_sampling == "logit-normal"
+    with pytest.raises(ConfigError, match="no time"):
+        validate(make_config("denoiser", time_sampling="logit-normal"))
 
 
 def test_recipe_is_written_into_the_run_record(tmp_path):
