@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from training import cli
 from samplers.schedules import linear_alphas_cumprod
+from training import cli
 from training.config import (EXPERIMENTS, FAST_RECIPE, RECIPES, ConfigError, make_config,
                              resolve_length, validate)
 from training.objectives import sample_ddpm_step, sample_flow_time
