@@ -160,8 +160,10 @@ FAST_RECIPE: dict[str, dict[str, Any]] = {
     "flow": dict(lr_schedule="cosine", warmup_steps=100, lr_final_ratio=0.02, ema_decay=0.999,
                  ema_warmup=4.0, time_sampling="logit-normal", steps=1400, hidden=32, sampler="heun",
                  sample_steps=50),
+    # DDPM trains on flow matching's noise levels (logit-normal) with its weights (loss_weighting)
     "ddpm": dict(lr_schedule="cosine", warmup_steps=50, lr_final_ratio=0.02, ema_decay=0.999,
-                 steps=1400, hidden=32, batch_size=64, lr=3e-3, sampler="ddpm", sample_steps=50),
+                 time_sampling="logit-normal", loss_weighting="flow", steps=1400, hidden=32,
+                 batch_size=64, lr=3e-3, sampler="ddpm", sample_steps=100),
 }
 RECIPE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"course": {}, "fast": FAST_RECIPE}
 

@@ -114,5 +114,8 @@ def test_previews_default_to_the_50_step_sampler_and_options_win():
 
     assert preview_sampler(make_config("flow-class")) == FAST_SAMPLER["flow"] == ("heun", 50)
     assert preview_sampler(make_config("ddpm-class")) == FAST_SAMPLER["ddpm"] == ("ddpm", 50)
+    fast_ddpm = make_config("ddpm-class", recipe="fast")  # its own sampler: DDPM 100; previews: 50
+    assert (fast_ddpm.sampler, fast_ddpm.sample_steps) == ("ddpm", 100)
+    assert preview_sampler(fast_ddpm) == ("ddpm", 50)
     assert preview_sampler(make_config("flow-class", preview_sampler="euler", preview_steps=7)) == (
         "euler", 7)
