@@ -11,6 +11,7 @@ from tests.bench.__main__ import main, plan
 from tests.bench.deepfloyd_bench import IFSizes, deepfloyd_rows
 from tests.bench.fastpath import FastPath
 from tests.bench.peak import count_flops, gemm_peak
+from tests.bench.quality import TTQSettings
 from tests.bench.report import Row, format_table, write_json
 from tests.bench.sampling_bench import SampleSizes, sampling_rows
 from tests.bench.timing import interleaved
@@ -69,6 +70,11 @@ def test_deepfloyd_rows_batched_and_unbatched():
     assert rows[0].name.startswith("IF step, unbatched") and rows[1].ratio > 0
     assert rows[2].value > 0
     assert "cache hit" in rows[3].name and rows[3].value > 0 and rows[3].ratio > 0
+
+
+def test_time_to_quality_scores_each_kind_with_its_50_step_sampler():
+    assert TTQSettings("flow-class").scorer == ("heun", 50)
+    assert TTQSettings("ddpm-class", recipe="fast").scorer == ("ddpm", 50)
 
 
 def test_table_json_and_plans(tmp_path):

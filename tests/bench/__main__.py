@@ -91,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="a trained ddpm-class or flow-class run: its weights for sampling, plus quality rows")
     p.add_argument("--quality-per-class", type=int, default=10, help="digits a class for quality rows")
     p.add_argument("--time-to-quality", action="store_true",
-                   help="only the (hours-long) time-to-quality measurement: train flow-class on mnist-5k")
+                   help="only the time-to-quality measurement: train --ttq-experiment on mnist-5k "
+                        "(hours with the course recipe, minutes with --recipe fast)")
     p.add_argument("--ttq-max-minutes", type=float, default=None,
                    help="give up after this long (default: 240; 15 with --recipe fast)")
     p.add_argument("--recipe", choices=("course", "fast"), default="course",
                    help="training recipe of --time-to-quality (fast: scored every 200 steps)")
-    p.add_argument("--ttq-experiment", choices=("flow-class", "ddpm-class"), default="flow-class")
+    p.add_argument("--ttq-experiment", choices=("flow-class", "ddpm-class"), default="flow-class",
+                   help="the experiment --time-to-quality trains (default: flow-class)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)

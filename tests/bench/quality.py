@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Sequence
 
 from training.checkpoints import list_checkpoints
+from training.config import recipe_defaults
 from training.evaluation import evaluate_run
+from training.pretrained import FAST_SAMPLER
 from training.runs import read_config
 
 from .report import Row
@@ -52,10 +54,14 @@ class TTQSettings:
     period_steps: int | None = None  # checkpoint (and score) every N steps; None: every course epoch
     target: float = 0.98
     per_class: int = 20
-    sampler: str = "heun"   # the 50-step sampler (issue 5: within 1 point of Euler 300)
-    steps: int = 50
     max_minutes: float = 240.0
     device: str = "cpu"
+
+    @property
+    def scorer(self) -> tuple[str, int]:
+        """(sampler, steps) each checkpoint is scored with: the 50-step sampler of the experiment's
+        kind (Heun 50 for flow, within a point of Euler 300; strided DDPM 50)."""
+        return FAST_SAMPLER[recipe_defaults(self.experiment).kind]
 
 
 def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = ()) -> list[Row]:
@@ -70,6 +76,7 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
            "--keep-checkpoints", "1000", "--preview-steps", "1", "--device", s.device, *every,
            *extra_args]
     label = f"{s.experiment} --recipe {s.recipe}"
+    sampler, steps = s.scorer
     run_dir, rows, seen = runs_dir / name, [], set()
     pauses: list[tuple[float, float]] = []   # (end time, seconds): evaluation while SIGSTOPped
     log = runs_dir / f"{name}.log"
@@ -89,15 +96,15 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
                 if not done:
                     proc.send_signal(signal.SIGSTOP)
                 try:
-                    r = evaluate_run(run_dir, (GUIDANCE,), per_class=s.per_class, sampler=s.sampler,
-                                     steps=s.steps, checkpoint=ckpt.period, device=s.device, write=False)
+                    r = evaluate_run(run_dir, (GUIDANCE,), per_class=s.per_class, sampler=sampler,
+                                     steps=steps, checkpoint=ckpt.period, device=s.device, write=False)
                 finally:
                     if not done:
                         proc.send_signal(signal.SIGCONT)
                         pauses.append((time.time(), time.time() - start))
                 acc = r["accuracy"][f"{GUIDANCE:g}"]
                 rows.append(Row(TTQ, f"{label}: period {ckpt.period} (step {ckpt.meta.get('step')})", minutes,
-                                "min", None, f"class acc {acc:.1%} ({s.sampler} {s.steps}, "
+                                "min", None, f"class acc {acc:.1%} ({sampler} {steps}, "
                                 f"{s.per_class * 10} digits)"))
                 if acc >= s.target:
                     return rows + [Row(TTQ, f"{label}: reached {s.target:.0%}", minutes, "min")]
