@@ -2,10 +2,9 @@
 
 Draws on the canvas with mouse events, runs SDEdit on a sketch and an inpainting on the MNIST
 backend, trains a tiny run from the Train page (live, stopped, resumed, then sampled), and saves a
-screenshot of each page into $DIFFUSION_LAB_SCREENSHOTS (default test-artifacts/screenshots). The server lists the tiny fixture runs, or $DIFFUSION_LAB_BROWSER_RUNS
-when set; README screenshots of trained models, e.g.:
-    DIFFUSION_LAB_BROWSER_RUNS=runs DIFFUSION_LAB_SCREENSHOTS=docs/screenshots \
-        .venv/bin/pytest -m browser tests/dashboard
+screenshot of each page into $DIFFUSION_LAB_SCREENSHOTS (default test-artifacts/screenshots). The
+server lists the tiny fixture runs, or $DIFFUSION_LAB_BROWSER_RUNS when set; `make screenshots`
+takes the README's on the bundled runs (into dashboard/screenshots).
 """
 from __future__ import annotations
 
