@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import charts, jobs, settings
 from dashboard.components import evaluate_controls, user_errors
-from training.config import EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES
+from training.config import EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES, recipe_defaults
 from training.curves import SMOOTHING
 from training.data import DATASETS
 from training.runs import read_config, read_metrics, read_summary
@@ -27,24 +27,36 @@ def free_name(root, experiment: str) -> str:
     return experiment
 
 
+def _default_width() -> int:
+    """The UNet width (D) the chosen experiment defaults to under the chosen recipe."""
+    return recipe_defaults(st.session_state["train_experiment"], st.session_state["train_recipe"]).hidden
+
+
 def _experiment_changed(root) -> None:
-    experiment = st.session_state["train_experiment"]
-    st.session_state["train_name"] = free_name(root, experiment)
-    st.session_state["train_hidden"] = EXPERIMENTS[experiment].hidden
+    st.session_state["train_name"] = free_name(root, st.session_state["train_experiment"])
+    st.session_state["train_hidden"] = _default_width()
+
+
+def _recipe_changed() -> None:
+    st.session_state["train_hidden"] = _default_width()
 
 
 def request_form(root) -> jobs.TrainRequest:
-    """The new-run widgets; returns the request they describe (validated on start)."""
+    """The new-run widgets; returns the request they describe (validated on start). The recipe
+    starts at fast (minutes on a CPU; the CLI's default is the course's), and the width follows
+    the experiment and recipe until set."""
     st.session_state.setdefault("train_experiment", "flow-class")
+    st.session_state.setdefault("train_recipe", "fast")
     if st.session_state.pop("train_started", False):  # the last name is taken now
         st.session_state["train_name"] = free_name(root, st.session_state["train_experiment"])
     st.session_state.setdefault("train_name", free_name(root, st.session_state["train_experiment"]))
-    st.session_state.setdefault("train_hidden", EXPERIMENTS[st.session_state["train_experiment"]].hidden)
+    st.session_state.setdefault("train_hidden", _default_width())
     c = st.columns(3)
     experiment = c[0].selectbox("Experiment", list(EXPERIMENTS), key="train_experiment",
                                 on_change=_experiment_changed, args=(root,))
-    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe",
+    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", on_change=_recipe_changed,
                             help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
+    width = recipe_defaults(experiment, recipe).hidden
     dataset = c[2].selectbox("Dataset", DATASETS, index=DATASETS.index("mnist-5k"),
                              key="train_dataset", help="mnist-5k ships with the lab (offline)")
     c = st.columns(4)
@@ -54,7 +66,7 @@ def request_form(root) -> jobs.TrainRequest:
                                help="passes over the dataset; 0: the recipe's length")
     seed = c[2].number_input("Seed", 0, jobs.MAX_SEED, 0, key="train_seed")
     hidden = c[3].number_input("Width (--hidden)", 1, jobs.MAX_HIDDEN, key="train_hidden",
-                               help=f"the UNet's D (course: {EXPERIMENTS[experiment].hidden})")
+                               help=f"the UNet's D (the {recipe} recipe's: {width})")
     c = st.columns(3)
     wandb_mode = c[0].selectbox("W&B mode", WANDB_MODES, index=WANDB_MODES.index("offline"),
                                 key="train_wandb", help="offline: logged locally; upload later "
@@ -66,7 +78,7 @@ def request_form(root) -> jobs.TrainRequest:
     return jobs.TrainRequest(
         experiment=experiment, name=name.strip(), recipe=recipe, dataset=dataset,
         steps=int(steps) or None, epochs=int(epochs) or None, seed=int(seed),
-        hidden=None if hidden == EXPERIMENTS[experiment].hidden else int(hidden),
+        hidden=None if hidden == width else int(hidden),
         wandb_mode=wandb_mode, device=device, log_every=None if log_every == 25 else int(log_every))
 
 

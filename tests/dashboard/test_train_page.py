@@ -25,18 +25,31 @@ def test_the_page_shows_the_exact_command(app, tmp_path):
     assert at.selectbox(key="train_experiment").options == [
         "denoiser", "pure-noise", "ddpm-time", "ddpm-class", "flow-time", "flow-class"]
     assert at.selectbox(key="train_recipe").options == ["course", "fast"]
+    assert at.selectbox(key="train_recipe").value == "fast"  # minutes on a CPU
     at.selectbox(key="train_experiment").set_value("ddpm-class").run()
     assert at.text_input(key="train_name").value == "ddpm-class"
-    assert at.number_input(key="train_hidden").value == 64  # the experiment's D
+    assert at.number_input(key="train_hidden").value == 32  # the fast recipe's D
     at.number_input(key="train_steps").set_value(10)
     at.number_input(key="train_hidden").set_value(8)
-    at.selectbox(key="train_recipe").set_value("fast")
     at.selectbox(key="train_wandb").set_value("disabled").run()
     no_errors(at)
     assert command(at) == (f"python -m training ddpm-class --runs-dir={tmp_path.resolve()} "
                            "--name=ddpm-class --recipe=fast --dataset=mnist-5k --seed=0 "
                            "--wandb-mode=disabled --device=auto --steps=10 --hidden=8")
     assert not at.warning
+
+
+def test_the_width_follows_the_recipe_and_the_recipe_default_is_left_out(app, tmp_path):
+    at = train_page(app, tmp_path)
+    assert at.number_input(key="train_hidden").value == 32
+    assert "--hidden" not in command(at) and "--recipe=fast" in command(at)
+    at.selectbox(key="train_recipe").set_value("course").run()
+    assert at.number_input(key="train_hidden").value == 64  # the course's D
+    assert "--hidden" not in command(at) and "--recipe=course" in command(at)
+    at.selectbox(key="train_recipe").set_value("fast").run()
+    at.number_input(key="train_hidden").set_value(64).run()  # the course's width, fast recipe
+    no_errors(at)
+    assert "--recipe=fast" in command(at) and "--hidden=64" in command(at)
 
 
 def test_a_name_that_escapes_the_runs_folder_is_refused(app, tmp_path):
