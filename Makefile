@@ -3,12 +3,13 @@
 #   make test        set up (first time) and run the whole test suite
 #   make screenshots  README screenshots (dashboard/screenshots/)
 #   make bench       benchmarks: prints a table, writes test-artifacts/bench/latest.json
+#   make gpu-check   on a CUDA machine: CUDA tests, bench and fast-recipe runs (test-artifacts/device)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser dashboard test bench screenshots clean
+.PHONY: setup browser dashboard test bench gpu-check screenshots clean
 
 setup: $(STAMP)
 
@@ -33,6 +34,9 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	$(PY) -m tests.bench
+
+gpu-check: $(STAMP)
+	PYTHON=$(PY) bash tests/device_check.sh
 
 # README screenshots of every page, taken by the real-browser test on the bundled runs.
 screenshots: $(STAMP) browser

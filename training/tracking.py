@@ -87,15 +87,15 @@ class WandbRun:
     """A thin wrapper over a wandb run that falls back from online to offline, and never hangs."""
 
     def __init__(self, run_dir: Path, cfg: TrainConfig, run_id: str | None, mode: str):
-        import wandb
-
-        self._wandb = wandb
         self.run_dir = run_dir
         self.mode = mode
         self.run = None
         self.error: str | None = None  # why W&B stopped mid-run (the local record goes on)
-        if mode == "disabled":
+        if mode == "disabled":  # needs no wandb installed
             return
+        import wandb
+
+        self._wandb = wandb
         self.run_id = run_id or uuid.uuid4().hex[:8]
         kwargs = dict(
             project=cfg.wandb_project, group=cfg.experiment, name=cfg.name, id=self.run_id,

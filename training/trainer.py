@@ -93,6 +93,8 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     except ValueError as e:
         raise ConfigError(str(e)) from e
     device = PartialState(cpu=cfg.device == "cpu").device
+    if device.type == "cuda":  # deterministic cuDNN algorithms, so a resumed run stays bit-exact
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     return Accelerator(cpu=cfg.device == "cpu",
                        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
 
