@@ -56,7 +56,7 @@ def request_form(root) -> jobs.TrainRequest:
                                 on_change=_experiment_changed, args=(root,))
     recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", on_change=_recipe_changed,
                             help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
-    width = recipe_defaults(experiment, recipe).hidden
+    width = _default_width()
     dataset = c[2].selectbox("Dataset", DATASETS, index=DATASETS.index("mnist-5k"),
                              key="train_dataset", help="mnist-5k ships with the lab (offline)")
     c = st.columns(4)
