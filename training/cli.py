@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from samplers.devices import keep_freed_memory
+from samplers.files import atomic_path
 
 from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
@@ -104,8 +105,10 @@ def build_parser() -> Parser:
     s.add_argument("run_dir", type=Path)
     s.add_argument("--per-class", type=_positive(int), default=10, help="images per class (default 10)")
     s.add_argument("--guidance-scale", type=float, help="CFG scale (default: the run's, 5)")
-    s.add_argument("--sampler", choices=SAMPLERS, help="default: the run's (ddpm / euler)")
-    s.add_argument("--steps", type=_positive(int), help="sampler steps (default: the run's, 300)")
+    s.add_argument("--sampler", choices=SAMPLERS, help="default: the run's own (course: ddpm / "
+                   "euler; fast recipe: ddpm / heun)")
+    s.add_argument("--steps", type=_positive(int), help="sampler steps (default: the run's own; "
+                   "course: 300; fast recipe: 100 / 50)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
     s.add_argument("--device", default="cpu")
@@ -115,7 +118,8 @@ def build_parser() -> Parser:
         p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
                        help="the UNet's precision: auto (default: bf16 where the device runs it "
                             "natively, else fp32), no (fp32), fp16 or bf16")
-    s.add_argument("--out", type=Path, required=True, help="output .npz file")
+    s.add_argument("--out", type=Path, required=True, help="output .npz file (.npz is added "
+                   "when missing)")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 3, 5, 7],
                    help="guidance scales of class models (default 0 1 3 5 7)")
@@ -203,12 +207,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = lab.sample(labels, guidance_scale=args.guidance_scale, sampler=sampler, steps=steps,
                    generator=g, batch_size=args.batch)
     images = from_signed(x)[:, 0].cpu().numpy()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, images=images, labels=labels.numpy().astype(np.int64),
-                        sampler=sampler, steps=steps, precision=lab.precision, seed=args.seed,
-                        batch=args.batch, guidance_scale=args.guidance_scale
-                        if args.guidance_scale is not None else lab.config.guidance_scale)
-    print(f"wrote {len(images)} images ({lab.kind}, {lab.checkpoint.name}) to {args.out}")
+    out = args.out if args.out.suffix == ".npz" else args.out.with_name(args.out.name + ".npz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, images=images, labels=labels.numpy().astype(np.int64),
+                            sampler=sampler, steps=steps, precision=lab.precision, seed=args.seed,
+                            batch=args.batch, guidance_scale=args.guidance_scale
+                            if args.guidance_scale is not None else lab.config.guidance_scale)
+    print(f"wrote {len(images)} images ({lab.kind}, {lab.checkpoint.name}, {sampler} {steps}, "
+          f"{lab.precision}) to {out}")
     return 0
 
 

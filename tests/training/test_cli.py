@@ -75,6 +75,16 @@ def test_sample_class_model_writes_labelled_uint8_digits(runs, tmp_path):
     assert np.array_equal(np.load(again)["images"], z["images"])  # seeded, batch-size independent
 
 
+def test_sample_names_the_file_it_wrote_and_records_how(runs, tmp_path, capsys):
+    assert cli.main(["sample", str(runs / "flow-class"), "--per-class", "1", "--steps", "2",
+                     "--out", str(tmp_path / "digits")]) == 0
+    out = tmp_path / "digits.npz"  # .npz added, and said
+    assert f"to {out}" in capsys.readouterr().out and not (tmp_path / "digits").exists()
+    z = np.load(out)
+    assert (str(z["sampler"]), int(z["steps"]), int(z["seed"])) == ("euler", 2, 0)
+    assert str(z["precision"]) in ("no", "bf16") and not list(tmp_path.glob(".*tmp"))
+
+
 def test_sample_time_only_model_has_labels_minus_one(runs, tmp_path, capsys):
     out = tmp_path / "t.npz"
     assert cli.main(["sample", str(runs / "ddpm-time"), "--per-class", "1", "--guidance-scale", "5",
