@@ -124,8 +124,8 @@ def build_parser() -> Parser:
     e.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 3, 5, 7],
                    help="guidance scales of class models (default 0 1 3 5 7)")
     e.add_argument("--per-class", type=_positive(int), default=50, help="samples a class (default 50)")
-    e.add_argument("--sampler", choices=SAMPLERS)
-    e.add_argument("--steps", type=_positive(int))
+    e.add_argument("--sampler", choices=SAMPLERS, help="default: the run's own, as for sample")
+    e.add_argument("--steps", type=_positive(int), help="default: the run's own, as for sample")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--repeats", type=_positive(int), default=1,
                    help="sample sets a scale, drawn as --seed S, S+1, ... would; scores are their "
