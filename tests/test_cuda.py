@@ -1,7 +1,8 @@
 """The lab on a CUDA GPU: precision choice, a fast-recipe run, exact resume, sampling.
 
-`tests/device_check.sh` runs these on a GPU machine. Everywhere else they are skipped with that
-reason: tests/conftest.py hides GPUs from the suite unless CUDA_VISIBLE_DEVICES is set.
+`make gpu-check` (tests/device_check.sh) runs these on a GPU machine. Everywhere else they are
+skipped with that reason: tests/conftest.py hides GPUs from the suite unless CUDA_VISIBLE_DEVICES
+is set.
 """
 import pytest
 import torch
@@ -17,7 +18,8 @@ from training.runs import read_config, read_metrics, read_summary
 from .training.test_bundled_runs import BUNDLED, QUICK_SAMPLER, RUNS, nearest_neighbour_labels
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device (tests/device_check.sh runs these on one)")]
+    not torch.cuda.is_available(), reason="needs a visible CUDA device (the suite hides GPUs unless "
+    "CUDA_VISIBLE_DEVICES is set; make gpu-check sets it)")]
 
 TINY = ["--dataset", "mnist-5k", "--hidden", "8", "--batch-size", "16", "--period-steps", "3",
         "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "disabled", "--steps", "9",
