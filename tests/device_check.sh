@@ -26,7 +26,8 @@ part() {  # part NAME FILE COMMAND...: COMMAND's output appended to $out/FILE, w
 part "GPU" gpu.txt nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 part "torch" gpu.txt "$py" -c "import torch; print('torch', torch.__version__, 'CUDA', \
 torch.version.cuda, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())"
-part "CUDA tests" pytest-cuda.txt "$py" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py
+part "CUDA tests" pytest-cuda.txt "$py" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py \
+  tests/training/test_resume.py tests/training/test_bundled_runs.py
 part "bench" bench.txt "$py" -m tests.bench --quick --device cuda --sections peak,training,sampling \
   --out "$out/bench.json"
 for experiment in flow-class ddpm-class; do

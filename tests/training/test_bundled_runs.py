@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from samplers.devices import resolve_mixed_precision
 from training.data import load_dataset
 from training.pretrained import load_lab_model
 
@@ -27,15 +28,18 @@ def test_the_first_run_has_both_model_kinds():
     assert {"flow-class-d32", "ddpm-class-d32"} <= set(RUNS)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("run", RUNS)
-def test_bundled_run_draws_the_requested_digits(run):
-    lab = load_lab_model(BUNDLED / run)   # raises on a checksum mismatch or a missing file
+def test_bundled_run_draws_the_requested_digits(run, device):
+    lab = load_lab_model(BUNDLED / run, device=device)   # raises on a checksum mismatch or a missing file
+    assert lab.precision == resolve_mixed_precision("auto", torch.device(device))
     sampler, steps = QUICK_SAMPLER[lab.kind]
     labels = torch.arange(10).repeat(3)
     x = lab.sample(labels, guidance_scale=5, sampler=sampler, steps=steps,
                    generator=torch.Generator().manual_seed(0))
-    assert x.shape == (30, 1, 28, 28) and torch.isfinite(x).all()
+    assert x.device.type == device and x.shape == (30, 1, 28, 28) and torch.isfinite(x).all()
     train = load_dataset("mnist-5k", split="train")
-    predicted = nearest_neighbour_labels((x.squeeze(1) + 1) / 2, train.images, train.labels)
+    predicted = nearest_neighbour_labels((x.float().cpu().squeeze(1) + 1) / 2, train.images,
+                                         train.labels)
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy >= 0.8, f"{run}: only {accuracy:.0%} of 30 samples look like their class"

@@ -11,21 +11,23 @@ TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period
         "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "disabled", "--steps", "6"]
 
 
-def _train(runs, experiment, name, *extra):
-    return cli.main([experiment, *TINY, "--runs-dir", str(runs), "--name", name, *extra])
+def _train(runs, experiment, name, *extra, device="cpu"):
+    return cli.main([experiment, *TINY, "--device", device, "--runs-dir", str(runs), "--name", name,
+                     *extra])
 
 
 def _files(run, name):
     return {c.period: (c.path / name).read_bytes() for c in list_checkpoints(run)}
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("experiment, extra", [
     ("flow-class", []), ("ddpm-time", ["--no-scheduler"]),
     ("ddpm-class", ["--recipe", "fast", "--warmup-steps", "2"]),  # per-step LambdaLR + EMA
 ])
-def test_stopped_and_resumed_run_is_bit_identical(tmp_path, experiment, extra):
-    assert _train(tmp_path, experiment, "full", *extra) == 0
-    assert _train(tmp_path, experiment, "cut", *extra, "--stop-after", "1") == 0
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, experiment, extra, device):
+    assert _train(tmp_path, experiment, "full", *extra, device=device) == 0
+    assert _train(tmp_path, experiment, "cut", *extra, "--stop-after", "1", device=device) == 0
     cut = tmp_path / "cut"
     assert latest_checkpoint(cut).period == 1 and read_summary(cut)["status"] == "running"
     # a kill mid-write leaves a partial metrics line and a temporary checkpoint folder behind
@@ -34,7 +36,7 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path, experiment, extra):
     (cut / "checkpoints" / ".tmp-epoch-0002-99999").mkdir()
     assert len(read_metrics(cut)) == 2
 
-    assert _train(tmp_path, experiment, "cut", *extra, "--resume") == 0
+    assert _train(tmp_path, experiment, "cut", *extra, "--resume", device=device) == 0
     full = tmp_path / "full"
     assert read_summary(cut)["status"] == "finished"
     assert _files(cut, "model.safetensors")[3] == _files(full, "model.safetensors")[3]
