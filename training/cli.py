@@ -73,7 +73,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
         "none (the course), min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow "
         "matching's (1 + SNR^-1/2)^2: high noise counts more)")
     add("--min-snr-gamma", type=pos_float, help="G of --loss-weighting min-snr (default 5)")
-    add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling (e.g. 0.999)")
+    add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling, its decay "
+        "capped at this value (e.g. 0.999; before step 999 W - 1000 the --ema-warmup term is "
+        "lower and sets it)")
     add("--ema-warmup", type=pos_float, help="EMA warm-up: step n's decay is min(decay, (1 + n) / "
         "(W + n)), so the EMA spans about the last n / (W - 1) steps (default 10)")
     add("--p-uncond", type=float, help="class dropout probability (default 0.1)")
