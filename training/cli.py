@@ -20,7 +20,7 @@ from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
 from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION, NO_SCHEDULER_HELP,
                      LOSS_WEIGHTINGS, RECIPE_HELP, RECIPES, SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
-                     TrainConfig, TrainingDiverged, make_config, resume_config)
+                     TrainConfig, TrainingDiverged, make_config, recipe_defaults, resume_config)
 
 PROG = "python -m training"
 
@@ -95,6 +95,13 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     add("--stop-after", type=pos_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
 
 
+def _recipe_values(field: str) -> str:
+    """What each recipe sets `field` to for DDPM / flow runs, for help texts: "course: a / b; ..."."""
+    return "; ".join(f"{recipe}: " + " / ".join(dict.fromkeys(
+        str(getattr(recipe_defaults(e, recipe), field)) for e in ("ddpm-class", "flow-class")))
+        for recipe in RECIPES)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Train, sample and evaluate the Part B MNIST models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -107,10 +114,10 @@ def build_parser() -> Parser:
     s.add_argument("run_dir", type=Path)
     s.add_argument("--per-class", type=_positive(int), default=10, help="images per class (default 10)")
     s.add_argument("--guidance-scale", type=float, help="CFG scale (default: the run's, 5)")
-    s.add_argument("--sampler", choices=SAMPLERS, help="default: the run's own (course: ddpm / "
-                   "euler; fast recipe: ddpm / heun)")
-    s.add_argument("--steps", type=_positive(int), help="sampler steps (default: the run's own; "
-                   "course: 300; fast recipe: 100 / 50)")
+    s.add_argument("--sampler", choices=SAMPLERS,
+                   help=f"default: the run's own ({_recipe_values('sampler')})")
+    s.add_argument("--steps", type=_positive(int),
+                   help=f"sampler steps (default: the run's own; {_recipe_values('sample_steps')})")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
     s.add_argument("--device", default="cpu")
