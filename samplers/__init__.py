@@ -16,7 +16,8 @@ The sampler table (samplers.sampling), one signature for all:
 Model wrappers bind what the table does not carry: `Guided(model, cond, uncond, scale)` (CFG in
 one batched call), `anagram_noise` / `hybrid_noise` / `three_band_noise` (illusions.CombinedNoise)
 and `VelocityAsEps` (a flow model on the VP samplers). Tasks built on the table: `sdedit`
-(`schedule[i_start:]`), `inpaint`, `one_step_denoise`, `blur_denoise`.
+(`schedule[i_start:]`) and `inpaint`; beside it, the course's two denoisers that are not samplers,
+`one_step_denoise` and `blur_denoise`.
 
 Application code lives beside the algorithms: `tasks` (the course's Part A deliverables on any
 `backends.Backend`), `images` (loading, grids, GIFs) and the CLI `python -m samplers`.

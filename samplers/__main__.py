@@ -35,7 +35,8 @@ def _common() -> argparse.ArgumentParser:
                    help="deepfloyd stage 2: a hub id or a local folder (default: IF-II-L)")
     b.add_argument("--run", help="mnist: the run directory (a ddpm-* or flow-* run)")
     b.add_argument("--checkpoint", help="mnist: epoch or checkpoint folder (default: latest)")
-    b.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    b.add_argument("--device", help="cpu, cuda, mps (default: cpu for mnist, the best available "
+                   "for deepfloyd)")
     b.add_argument("--cpu-offload", action="store_true",
                    help="deepfloyd: keep models on the CPU until used")
     b.add_argument("--cache-dir", help="deepfloyd: prompt-embedding cache root")

@@ -52,6 +52,10 @@ def cpu_bf16_is_faster() -> bool:
     return torch.cpu._is_avx512_bf16_supported() and cpu_vendor() == "AuthenticAMD"
 
 
+AUTO_PRECISION_HELP = ("bf16 on CUDA where supported, else fp16; bf16 on a CPU where it beats fp32 "
+                       "(AMX, or AMD's AVX-512 bf16); else fp32")
+
+
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     """`requested`, with "auto" resolved to the fastest precision `device` runs natively.
 

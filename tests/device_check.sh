@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check: the CUDA tests, the benchmark on CUDA, and the README's two fast-recipe training
-# commands on the GPU, each scored by `evaluate`. Run from the repository root on a CUDA machine
-# with a Python that has the lab's requirements (W&B, diffusers and Streamlit are not needed):
+# The GPU check: the CUDA tests, the benchmark on CUDA, and the README's flow-class and ddpm-class
+# fast-recipe training commands on the GPU, each scored by `evaluate`. Run from the repository root
+# on a CUDA machine with a Python that has the lab's requirements (W&B, diffusers and Streamlit
+# are not needed):
 #   make gpu-check     (or, with any Python: PYTHON=python3 bash tests/device_check.sh)
 # Every part runs even when one fails; the exit status says whether any did. Text and JSON (seven
 # files) go to $OUT (default test-artifacts/device), the runs to a temporary folder. A few minutes

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from samplers.devices import keep_freed_memory
+from samplers.devices import AUTO_PRECISION_HELP, keep_freed_memory
 from samplers.files import atomic_path
 
 from .checkpoints import CheckpointError
@@ -42,9 +42,13 @@ def _positive(kind):
     return parse
 
 
-def _train_options(p: argparse.ArgumentParser) -> None:
-    """Options of every experiment; None means "the experiment's course default"."""
+def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
+    """Options of every experiment; None means "the default of the experiment under --recipe"."""
     pos_int, pos_float = _positive(int), _positive(float)
+
+    def default(field: str) -> str:
+        return _recipe_values(field, (experiment,))
+
     add = p.add_argument
     add("--recipe", choices=RECIPES, help="defaults to start from; explicit options still win: "
         + "; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()) + " (default course)")
@@ -57,31 +61,39 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     add("--data-root", help="dataset folder (default: data)")
     add("--seed", type=int, help="seed of the weights, batch order and noise (default 0)")
     add("--device", choices=DEVICES, help="auto (default), cpu, cuda or mps")
-    add("--mixed-precision", choices=MIXED_PRECISION, help="auto (default: bf16 on GPUs that have it, else fp16; bf16 on CPUs with native bf16; else no), no, fp16 or bf16")
+    add("--mixed-precision", choices=MIXED_PRECISION, help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16")
     add("--arch", choices=ARCHS, help="course UNet (default) or the improved UNet")
-    add("--hidden", type=pos_int, help="UNet width D")
-    add("--batch-size", type=pos_int, help="global batch size (split over processes)")
-    add("--lr", type=pos_float, help="Adam learning rate (initial one with the scheduler)")
+    add("--hidden", type=pos_int, help=f"UNet width D (default {default('hidden')})")
+    add("--batch-size", type=pos_int, help="global batch size, split over processes (default "
+        f"{default('batch_size')})")
+    add("--lr", type=pos_float, help="Adam learning rate, the initial one with the scheduler "
+        f"(default {default('lr')})")
     add("--no-scheduler", action="store_true", help=NO_SCHEDULER_HELP)
     add("--lr-schedule", choices=LR_SCHEDULES, help="exponential (course: x0.1 over the run, a step "
         "per epoch) or cosine (per step, down to --lr-final-ratio)")
-    add("--lr-final-ratio", type=pos_float, help="cosine: last learning rate / --lr (default 0.1)")
-    add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or constant rate)")
-    add("--time-sampling", choices=TIME_SAMPLINGS, help="density of the flow time or DDPM step (default uniform; logit-normal: more "
-        "mid-noise draws)")
+    add("--lr-final-ratio", type=pos_float, help="cosine: last learning rate / --lr "
+        f"(default {default('lr_final_ratio')})")
+    add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or "
+        f"constant rate; default {default('warmup_steps')})")
+    add("--time-sampling", choices=TIME_SAMPLINGS, help="density of the flow time or DDPM step (logit-normal: "
+        f"more mid-noise draws; default {default('time_sampling')})")
     add("--loss-weighting", choices=LOSS_WEIGHTINGS, help="DDPM: weight each step's noise loss: "
         "none (the course), min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow "
-        "matching's (1 + SNR^-1/2)^2: high noise counts more)")
+        "matching's (1 + SNR^-1/2)^2: high noise counts more; default "
+        f"{default('loss_weighting')})")
     add("--min-snr-gamma", type=pos_float, help="G of --loss-weighting min-snr (default 5)")
     add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling, its decay "
-        "capped at this value (e.g. 0.999; before step 999 W - 1000 the --ema-warmup term is "
-        "lower and sets it)")
+        "capped at this value D (e.g. 0.999); the --ema-warmup term is lower, and sets it, until "
+        "step (D W - 1) / (1 - D): 8,990 for D = 0.999, W = 10")
     add("--ema-warmup", type=pos_float, help="EMA warm-up: step n's decay is min(decay, (1 + n) / "
-        "(W + n)), so the EMA spans about the last n / (W - 1) steps (default 10)")
+        "(W + n)), so the EMA spans about the last n / (W - 1) steps (default "
+        f"{default('ema_warmup')})")
     add("--p-uncond", type=float, help="class dropout probability (default 0.1)")
     add("--sigma", type=pos_float, help="single-step denoiser noise level (default 0.5)")
-    add("--sampler", choices=SAMPLERS, help="the run's default sampler (sample, evaluate, figures)")
-    add("--sample-steps", type=pos_int, help="sampler steps (default: 300 = course T / num_ts)")
+    add("--sampler", choices=SAMPLERS, help="the run's default sampler (sample, evaluate, "
+        f"figures; default {default('sampler')})")
+    add("--sample-steps", type=pos_int, help="sampler steps (default "
+        f"{default('sample_steps')})")
     add("--preview-sampler", choices=SAMPLERS, help="sampler of the per-epoch grids and the GIF "
         "(default: heun for flow, ddpm for DDPM)")
     add("--preview-steps", type=pos_int, help="its steps (default 50)")
@@ -95,11 +107,18 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     add("--stop-after", type=pos_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
 
 
-def _recipe_values(field: str) -> str:
-    """What each recipe sets `field` to for DDPM / flow runs, for help texts: "course: a / b; ..."."""
-    return "; ".join(f"{recipe}: " + " / ".join(dict.fromkeys(
-        str(getattr(recipe_defaults(e, recipe), field)) for e in ("ddpm-class", "flow-class")))
-        for recipe in RECIPES)
+def _recipe_values(field: str, experiments: Sequence[str] = ("ddpm-class", "flow-class")) -> str:
+    """What each recipe sets `field` to, for help texts: "course: 300; fast: ddpm-class 100,
+    flow-class 50", one value where experiments (or recipes) agree."""
+    def values(recipe: str) -> str:
+        by_experiment = {e: getattr(recipe_defaults(e, recipe), field) for e in experiments}
+        if len(set(by_experiment.values())) == 1:
+            return str(next(iter(by_experiment.values())))
+        return ", ".join(f"{e} {v}" for e, v in by_experiment.items())
+    by_recipe = {recipe: values(recipe) for recipe in RECIPES}
+    if len(set(by_recipe.values())) == 1:
+        return next(iter(by_recipe.values()))
+    return "; ".join(f"{recipe}: {v}" for recipe, v in by_recipe.items())
 
 
 def build_parser() -> Parser:
@@ -109,7 +128,7 @@ def build_parser() -> Parser:
     for name, cfg in EXPERIMENTS.items():
         p = sub.add_parser(name, help=f"train {name} ({cfg.kind}, D={cfg.hidden}, batch "
                                       f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)")
-        _train_options(p)
+        _train_options(p, name)
     s = sub.add_parser("sample", help="write samples of a run to an .npz (images uint8, labels)")
     s.add_argument("run_dir", type=Path)
     s.add_argument("--per-class", type=_positive(int), default=10, help="images per class (default 10)")
@@ -125,8 +144,8 @@ def build_parser() -> Parser:
     e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
     for p in (s, e):
         p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
-                       help="the UNet's precision: auto (default: bf16 where the device runs it "
-                            "natively, else fp32), no (fp32), fp16 or bf16")
+                       help=f"the UNet's precision: auto (default: {AUTO_PRECISION_HELP}), "
+                            "no (fp32), fp16 or bf16")
     s.add_argument("--out", type=Path, required=True, help="output .npz file (.npz is added "
                    "when missing)")
     e.add_argument("run_dir", type=Path)

@@ -30,7 +30,8 @@ NO_SCHEDULER_HELP = (
     "geometric middle of the range the schedule spans, lr0 * sqrt(last rate / lr0): lr0 * 10**-0.5 "
     "for the course's ExponentialLR (lr0 -> lr0/10), lr0 * sqrt(lr_final_ratio) for the cosine of "
     "--recipe fast; an explicit --lr is used as given. Samples use an exponential moving average "
-    f"of the weights (decay {NO_SCHEDULER_EMA_DECAY}), which does the smoothing the decaying rate did."
+    f"of the weights (decay capped at {NO_SCHEDULER_EMA_DECAY}; see --ema-warmup), which does the "
+    "smoothing the decaying rate did."
 )
 
 
@@ -61,7 +62,7 @@ class TrainConfig:
     #                                  "cosine": per-step cosine from lr to lr * lr_final_ratio
     lr_final_ratio: float = 0.1  # "cosine": the last step's rate as a fraction of lr
     warmup_steps: int = 0  # linear learning-rate warm-up from lr / warmup_steps (per-step schedules)
-    ema_decay: float | None = None  # EMA of weights used for sampling (set by --no-scheduler)
+    ema_decay: float | None = None  # EMA cap; set by --no-scheduler and --recipe fast
     ema_warmup: float = 10.0  # step n's decay is min(ema_decay, (1 + n) / (ema_warmup + n)): the
     #                           EMA then spans about the last n / (ema_warmup - 1) steps
     no_scheduler_compensation: str | None = None
@@ -153,7 +154,8 @@ MIXED_PRECISION = PRECISIONS
 RECIPES: tuple[str, ...] = ("course", "fast")
 RECIPE_HELP = {
     "course": "the course's hyperparameters, unchanged",
-    "fast": "warm-up + cosine learning rate, EMA weights, bf16 where native; a few minutes on a CPU",
+    "fast": "warm-up + cosine learning rate, EMA weights, logit-normal time draws, D=32; a few "
+            "minutes on a CPU",
 }
 # Per kind of model: the fields "fast" changes (kinds not listed keep the course's).
 FAST_RECIPE: dict[str, dict[str, Any]] = {

@@ -5,8 +5,8 @@ writes the same mapping); flow time t in [0, 1] follows the course (x_t = (1-t) 
 the UNet predicts data - noise). Class conditioning is a one-hot (B, 10); label -1 (and the
 all-zero row) is the null class. Samples are (B, 1, 28, 28) in [-1, 1] (background -1). All
 sampling goes through the samplers' table (samplers.SAMPLERS); the UNet runs in the precision
-the machine runs fastest (bf16 autocast on CPUs with native bf16 and on CUDA), the samplers'
-arithmetic in float32.
+the machine runs fastest (`--mixed-precision auto`: samplers.devices.resolve_mixed_precision), the
+samplers' arithmetic in float32.
 """
 from __future__ import annotations
 

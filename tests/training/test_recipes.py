@@ -34,6 +34,20 @@ def test_fast_recipe_applies_its_overrides_and_explicit_options_win(experiment):
     assert by_epochs.steps is None and by_epochs.epochs_explicit
 
 
+@pytest.mark.parametrize("experiment", ["flow-class", "ddpm-class"])
+def test_help_quotes_each_recipes_defaults_of_that_experiment(experiment, capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([experiment, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    course, fast = make_config(experiment), make_config(experiment, recipe="fast")
+    for option, field in (("hidden", "hidden"), ("batch-size", "batch_size"),
+                          ("sample-steps", "sample_steps"), ("time-sampling", "time_sampling")):
+        quoted = (f"course: {getattr(course, field)}; fast: {getattr(fast, field)}"
+                  if getattr(course, field) != getattr(fast, field) else f"{getattr(course, field)}")
+        help_text = text.split(f"--{option} ")[2].split(" --")[0]  # [1] is the usage line
+        assert f"default {quoted}" in help_text, (option, help_text)
+
+
 def test_fast_no_scheduler_is_a_constant_rate():
     cfg = make_config("flow-class", recipe="fast", no_scheduler=True)
     assert not cfg.scheduler and cfg.warmup_steps == 0 and cfg.ema_decay
