@@ -9,19 +9,27 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
+class DeviceUnavailable(ValueError):
+    """A device name that is not a device, or an accelerator this machine does not have."""
+
+
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """"auto" (or None): CUDA, else MPS, else the CPU; any other name as given. ValueError when
-    the named accelerator is not available here."""
+    """"auto" (or None): CUDA, else MPS, else the CPU; any other name as given. DeviceUnavailable
+    when the name is not a device or the named accelerator is not available here."""
     name = "auto" if name is None else str(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceUnavailable(f"device {name!r} is not a device name; use one of "
+                                f"{', '.join(DEVICES)}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: no CUDA device is available here")
+        raise DeviceUnavailable(f"device {name!r}: no CUDA device is available here")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: no MPS device is available here")
+        raise DeviceUnavailable(f"device {name!r}: no MPS device is available here")
     return device
 
 

@@ -117,26 +117,37 @@ def cache_path(runs_dir: str | Path, dataset: str) -> Path:
     return Path(runs_dir) / ".cache" / f"classifier-{dataset}.safetensors"
 
 
+def _load_cached(path: Path, recipe: str, cfg: ClassifierConfig,
+                 device: str | torch.device) -> TrainedClassifier | None:
+    """The classifier cached at `path` if it was trained with `recipe` and loads, else None."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("config") != recipe:
+            return None
+        model = DigitClassifier(int(meta["num_classes"]), cfg.width, cfg.feature_dim)
+        model.load_state_dict(load_file(str(path)))
+        return TrainedClassifier(model.to(device).eval(), meta["dataset"],
+                                 float(meta["test_accuracy"]), float(meta["train_seconds"]))
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
+        return None  # truncated, corrupt or foreign: retrain and overwrite it
+
+
 def load_classifier(dataset: str, runs_dir: str | Path = "runs", *, data_root: str | Path = "data",
                     cfg: ClassifierConfig = ClassifierConfig(),
                     device: str | torch.device = "cpu") -> TrainedClassifier:
     """The cached classifier for a (resolved) dataset name, training and caching it if needed.
 
     Cache: ``<runs_dir>/.cache/classifier-<dataset>.safetensors`` (written atomically); a cache made
-    with a different ``ClassifierConfig`` is retrained.
+    with a different ``ClassifierConfig``, or one that does not load, is retrained.
     """
     path = cache_path(runs_dir, dataset)
     recipe = json.dumps(asdict(cfg), sort_keys=True)
-    if path.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("config") == recipe:
-            model = DigitClassifier(int(meta["num_classes"]), cfg.width, cfg.feature_dim)
-            model.load_state_dict(load_file(str(path)))
-            return TrainedClassifier(model.to(device).eval(), dataset, float(meta["test_accuracy"]),
-                                     float(meta["train_seconds"]))
+    cached = _load_cached(path, recipe, cfg, device) if path.is_file() else None
+    if cached is not None:
+        return cached
     train = load_dataset(dataset, data_root, "train")
     test = load_dataset(train.name, data_root, "test")
     trained = train_classifier(train, test, cfg, device)

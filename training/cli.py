@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from samplers.devices import AUTO_PRECISION_HELP, keep_freed_memory
+from samplers.devices import AUTO_PRECISION_HELP, DeviceUnavailable, keep_freed_memory
 from samplers.files import atomic_path
 
 from .checkpoints import CheckpointError
@@ -21,6 +21,7 @@ from .data import DATASETS, DatasetUnavailableError
 from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION, NO_SCHEDULER_HELP,
                      LOSS_WEIGHTINGS, RECIPE_HELP, RECIPES, SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
                      TrainConfig, TrainingDiverged, make_config, recipe_defaults, resume_config)
+from .runs import RunFileError
 
 PROG = "python -m training"
 
@@ -139,7 +140,7 @@ def build_parser() -> Parser:
                    help=f"sampler steps (default: the run's own; {_recipe_values('sample_steps')})")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     s.add_argument("--batch", type=_positive(int), default=500, help="images per model batch")
     e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
     for p in (s, e):
@@ -159,7 +160,7 @@ def build_parser() -> Parser:
                    help="sample sets a scale, drawn as --seed S, S+1, ... would; scores are their "
                         "mean (default 1; one set of 500 digits varies by about 15%%)")
     e.add_argument("--checkpoint")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="cpu", help="as for sample")
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
     f.add_argument("run_dir", type=Path)
     f.add_argument("--steps", type=_positive(int), help="sampler steps (default: the run's)")
@@ -173,19 +174,19 @@ _NOT_CONFIG = ("command", "runs_dir", "resume", "stop_after", "no_scheduler")
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run config: course defaults + options, or (--resume) the stored config + allowed changes."""
-    from .runs import read_config, safe_run_dir
+    from .runs import load_run_config, safe_run_dir
 
     given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
     if not args.resume:
         return make_config(args.command, no_scheduler=args.no_scheduler, **given)
     name = args.name or args.command + ("-no-scheduler" if args.no_scheduler else "")
-    stored = read_config(safe_run_dir(args.runs_dir, name))
-    if not stored:
+    run_dir = safe_run_dir(args.runs_dir, name)
+    if not (run_dir / "config.json").is_file():
         raise ConfigError(f"--resume: there is no run {name!r} in {args.runs_dir}")
     given.update(experiment=args.command, name=name)
     if args.no_scheduler:
         given["scheduler"] = False
-    return resume_config(TrainConfig.from_dict(stored), given)
+    return resume_config(load_run_config(run_dir), given)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -219,13 +220,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .data import from_signed
-    from .pretrained import SAMPLERS_BY_KIND, load_lab_model
+    from .pretrained import load_lab_model
 
     lab = load_lab_model(args.run_dir, _checkpoint(args.checkpoint), args.device,
                          args.mixed_precision)
-    if args.sampler and args.sampler not in SAMPLERS_BY_KIND[lab.kind]:
-        raise ConfigError(f"--sampler {args.sampler} does not apply to a {lab.kind} model; "
-                          f"choose from {', '.join(SAMPLERS_BY_KIND[lab.kind])}")
     labels = torch.arange(lab.config.num_classes).repeat_interleave(args.per_class)
     if not lab.class_conditional:
         labels = torch.full_like(labels, -1)
@@ -278,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command, cmd_train)
     try:
         return command(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, DatasetUnavailableError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, DatasetUnavailableError,
+            DeviceUnavailable, RunFileError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except (TrainingDiverged, OSError) as e:  # OSError: a failed write (disk full, read-only)

@@ -13,11 +13,11 @@ dataset (full MNIST, or an explicit ``--epochs N``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from samplers.devices import DEVICES, PRECISIONS
-from samplers.sampling import SAMPLERS as SAMPLER_TABLE
+from samplers.sampling import FLOW_SAMPLERS, SAMPLERS as SAMPLER_TABLE
 
 from .models import ARCHS
 
@@ -118,6 +118,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The config that asdict() wrote (unknown keys ignored); ConfigError without the fields
+        every run has."""
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+                   and f.name not in d]
+        if missing:
+            raise ConfigError(f"not a run config: it lacks {', '.join(missing)}")
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         if "milestones" in kw:
@@ -146,6 +152,30 @@ LOSS_WEIGHTINGS = ("none", "min-snr", "flow")
 SAMPLERS = (*SAMPLER_TABLE, "direct")  # the samplers table, and the denoisers' one call
 WANDB_MODES = ("online", "offline", "disabled")
 MIXED_PRECISION = PRECISIONS
+SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", "ddim"),
+                    "denoiser": ("direct",), "pure-noise": ("direct",)}
+# 50-step samplers that score as the course's 300-step ones do (see `make bench`'s quality rows):
+# the dashboard's interactive default, the training previews and the bench's 50-step rows.
+FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
+
+
+def check_sampler(cfg: TrainConfig, sampler: str, steps: int) -> None:
+    """ConfigError unless `sampler` applies to cfg's kind of model and can walk `steps` steps on
+    it (a VP sampler: at most the model's T = cfg.num_timesteps)."""
+    allowed = SAMPLERS_BY_KIND[cfg.kind]
+    if sampler not in allowed:
+        raise ConfigError(f"sampler {sampler!r} does not apply to a {cfg.kind} model; choose from "
+                          f"{', '.join(allowed)}")
+    if sampler not in (*FLOW_SAMPLERS, "direct") and not 1 <= steps <= cfg.num_timesteps:
+        raise ConfigError(f"the {sampler} sampler takes 1 to {cfg.num_timesteps} steps on this "
+                          f"model (its T), got {steps}")
+
+
+def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
+    """(sampler, steps) of the per-period grids and the GIF: the run's preview settings, else the
+    50-step default of its kind (FAST_SAMPLER), else its own sampler and steps."""
+    default_sampler, default_steps = FAST_SAMPLER.get(cfg.kind, (cfg.sampler, cfg.sample_steps))
+    return cfg.preview_sampler or default_sampler, cfg.preview_steps or default_steps
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -246,6 +276,12 @@ def validate(cfg: TrainConfig) -> None:
     for value, allowed, opt in checks:
         if value not in allowed:
             raise ConfigError(f"--{opt} {value!r} is not one of {', '.join(allowed)}")
+    for option, (sampler, steps) in (("--sampler / --sample-steps", (cfg.sampler, cfg.sample_steps)),
+                                     ("--preview-sampler / --preview-steps", preview_sampler(cfg))):
+        try:
+            check_sampler(cfg, sampler, steps)
+        except ConfigError as e:
+            raise ConfigError(f"{option}: {e}") from None
     if not 0.0 <= cfg.p_uncond < 1.0:
         raise ConfigError(f"--p-uncond must be in [0, 1), got {cfg.p_uncond}")
     if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:

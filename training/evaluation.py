@@ -17,7 +17,9 @@ import torch
 from torch import Tensor
 
 from .classifier import ClassifierConfig, TrainedClassifier, load_classifier
+from .config import check_sampler
 from .data import Digits, derive_seed, from_signed, load_dataset
+from .runs import read_summary
 
 FLOOR_DRAWS = 50
 
@@ -103,7 +105,10 @@ def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = (0, 1, 
 
     run_dir = Path(run_dir)
     lab = load_lab_model(run_dir, checkpoint, device, precision)
-    cfg = lab.config
+    cfg, device = lab.config, lab.device
+    check_sampler(cfg, sampler or cfg.sampler, steps or cfg.sample_steps)  # before the classifier
+    if write:
+        read_summary(run_dir)  # RunFileError for a corrupt summary.json now, not after sampling
     classifier = load_classifier(cfg.dataset, runs_dir or run_dir.parent, data_root=cfg.data_root,
                                  cfg=classifier_config, device=device)
     train = load_dataset(cfg.dataset, cfg.data_root, "train")

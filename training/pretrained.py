@@ -18,18 +18,13 @@ import torch
 from torch import Tensor, nn
 
 import samplers
-from samplers.devices import autocast, resolve_mixed_precision
+from samplers.devices import autocast, resolve_device, resolve_mixed_precision
 
 from .checkpoints import Checkpoint, CheckpointError, list_checkpoints, load_weights, verify_checksums
-from .config import TrainConfig
+from .config import TrainConfig, check_sampler
 from .models import build_model, fold_batchnorm
 from .runs import load_run_config
 
-SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", "ddim"),
-                    "denoiser": ("direct",), "pure-noise": ("direct",)}
-# 50-step samplers that score as the course's 300-step ones do (see `make bench`'s quality rows):
-# the dashboard's interactive default, the training previews and the bench's 50-step rows.
-FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
 # The most images one UNet call takes on a CPU. Past it, throughput falls (1,000 images a call ran
 # at 0.36x the speed of 128, docs/performance.md); at 64 a D=64 UNet's largest activation (25 MB)
 # stays under the 32 MiB that glibc's malloc can keep for reuse (samplers.devices.keep_freed_memory).
@@ -160,10 +155,8 @@ class LabModel:
                                           steps=steps, generator=generator, callback=callback)
                               for part in labels.split(batch_size)])
         cfg = self.config
-        sampler = sampler or cfg.sampler
-        if sampler not in SAMPLERS_BY_KIND[cfg.kind]:
-            raise ValueError(f"sampler {sampler!r} does not apply to a {cfg.kind} model; "
-                             f"choose from {', '.join(SAMPLERS_BY_KIND[cfg.kind])}")
+        sampler, steps = sampler or cfg.sampler, steps or cfg.sample_steps
+        check_sampler(cfg, sampler, steps)
         if not self.class_conditional and (labels != -1).any():
             raise ValueError(f"a {cfg.experiment} model is not class-conditional: it draws "
                              f"unconditional samples only (label -1), got {labels.tolist()}")
@@ -174,7 +167,7 @@ class LabModel:
             return (2 * self.network(x) - 1).clamp(-1, 1)
         scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
         model = self.sampling_model(sampler, labels, scale)
-        out = samplers.get_sampler(sampler)(model, x, self.schedule(sampler, steps or cfg.sample_steps),
+        out = samplers.get_sampler(sampler)(model, x, self.schedule(sampler, steps),
                                             generator=generator, callback=callback)
         return out.clamp(-1, 1)
 
@@ -198,13 +191,14 @@ def find_checkpoint(run_dir: Path, checkpoint: int | str | Path | None) -> Check
 def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = None,
                    device: str | torch.device = "cpu", precision: str = "auto") -> LabModel:
     """Load a run's model (EMA weights when the run kept them) in eval mode on `device`, to run
-    in `precision` ("auto": bf16/fp16 where the device runs it natively, else fp32), with its
-    BatchNorm folded into the convolutions (models.fold_batchnorm).
+    in `precision` ("auto": samplers.devices.resolve_mixed_precision), with its BatchNorm folded
+    into the convolutions (models.fold_batchnorm).
 
     Raises FileNotFoundError for a missing run, CheckpointError for a missing, corrupt or
-    mismatched checkpoint (the message names the file).
+    mismatched checkpoint (the message names the file), DeviceUnavailable for a device this
+    machine lacks.
     """
-    run_dir = Path(run_dir)
+    run_dir, device = Path(run_dir), resolve_device(device)
     cfg = load_run_config(run_dir)
     ckpt = find_checkpoint(run_dir, checkpoint)
     if ckpt.meta.get("experiment", cfg.experiment) != cfg.experiment:
@@ -225,4 +219,4 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
     unet = fold_batchnorm(unet).to(memory_format=torch.channels_last)
     ab = vp_alphas_cumprod(cfg)
     return LabModel(cfg, unet.eval(), None if ab is None else ab.to(device), ckpt.path,
-                    resolve_mixed_precision(precision, torch.device(device)), max_batch(device))
+                    resolve_mixed_precision(precision, device), max_batch(device))

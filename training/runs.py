@@ -25,7 +25,7 @@ from samplers.files import write_text_atomic
 from .checkpoints import Checkpoint, list_checkpoints
 from .config import ConfigError, TrainConfig
 
-__all__ = ["RunInfo", "list_runs", "load_run_config", "read_config", "read_metrics", "read_summary",
+__all__ = ["RunFileError", "RunInfo", "list_runs", "load_run_config", "read_config", "read_metrics", "read_summary",
            "list_checkpoints", "safe_run_dir", "write_json",
            "process_identity", "process_alive"]
 
@@ -90,13 +90,21 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
+class RunFileError(ValueError):
+    """A run file (config.json, summary.json) that is not what the lab writes: not JSON, not an
+    object, or a config without the fields every run has."""
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
     except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise RunFileError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise RunFileError(f"{path}: not a JSON object")
+    return obj
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
@@ -105,10 +113,15 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig of a run folder; FileNotFoundError when it has no config.json."""
-    if not (Path(run_dir) / "config.json").is_file():
+    """The TrainConfig of a run folder; FileNotFoundError when it has no config.json, RunFileError
+    when that is not a run config."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    return TrainConfig.from_dict(read_config(run_dir))
+    try:
+        return TrainConfig.from_dict(read_config(run_dir))
+    except ConfigError as e:
+        raise RunFileError(f"{path}: {e}") from None
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from tqdm.auto import tqdm
 from samplers.devices import resolve_device, resolve_mixed_precision
 
 from . import checkpoints as ck
-from .config import ConfigError, TrainConfig, TrainingDiverged, resolve_length
+from .config import ConfigError, TrainConfig, TrainingDiverged, preview_sampler, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, sample_grid, save_gif, save_grid
 from .objectives import loss_by_t_bins, make_objective
-from .pretrained import FAST_SAMPLER, LabModel, build_unet, max_batch, vp_alphas_cumprod
+from .pretrained import LabModel, build_unet, max_batch, vp_alphas_cumprod
 from .runs import safe_run_dir
 from .schedules import make_scheduler
 from .tracking import Tracker
@@ -103,13 +103,6 @@ def memory_format(cfg: TrainConfig) -> torch.memory_format:
     """channels_last (NHWC) when cfg.channels_last: oneDNN's convolutions then skip the layout
     reorders around every call (`make bench`); else torch's default NCHW."""
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
-
-
-def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
-    """(sampler, steps) of the per-period grids and the GIF: the run's preview settings, else the
-    50-step default of its kind (FAST_SAMPLER), else its own sampler and steps."""
-    default_sampler, default_steps = FAST_SAMPLER.get(cfg.kind, (cfg.sampler, cfg.sample_steps))
-    return cfg.preview_sampler or default_sampler, cfg.preview_steps or default_steps
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:

@@ -7,7 +7,8 @@ import torch
 from dashboard import settings, state
 from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
 from dashboard.results import Progress, show_result
-from training.pretrained import FAST_SAMPLER, SAMPLERS_BY_KIND, LabModel
+from training.config import FAST_SAMPLER, SAMPLERS_BY_KIND
+from training.pretrained import LabModel
 
 MAX_STEPS = 1000
 

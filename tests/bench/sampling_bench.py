@@ -17,9 +17,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from training.config import make_config
+from training.config import FAST_SAMPLER, make_config
 from training.checkpoints import load_weights
-from training.pretrained import (FAST_SAMPLER, LabModel, build_unet, find_checkpoint, load_lab_model,
+from training.pretrained import (LabModel, build_unet, find_checkpoint, load_lab_model,
                                  vp_alphas_cumprod)
 
 from .fastpath import FastPath, applied, prepare

@@ -13,7 +13,7 @@ from training.pretrained import load_lab_model
 
 BUNDLED = Path(__file__).resolve().parents[2] / "training" / "pretrained_runs"
 RUNS = sorted(p.name for p in BUNDLED.iterdir() if (p / "config.json").is_file())
-# fewer steps than the lab default (training.pretrained.FAST_SAMPLER): enough for this check
+# fewer steps than the lab default (training.config.FAST_SAMPLER): enough for this check
 QUICK_SAMPLER = {"flow": ("heun", 10), "ddpm": ("ddpm", 20)}
 
 

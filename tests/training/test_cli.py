@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from training import cli
 from training.classifier import ClassifierConfig
@@ -93,6 +94,8 @@ def test_sample_time_only_model_has_labels_minus_one(runs, tmp_path, capsys):
     assert z["images"].shape == (10, 28, 28) and set(z["labels"].tolist()) == {-1}
     assert cli.main(["sample", str(runs / "ddpm-time"), "--sampler", "euler", "--out", str(out)]) == 2
     assert "does not apply to a ddpm model" in capsys.readouterr().err
+    assert cli.main(["sample", str(runs / "ddpm-time"), "--steps", "301", "--out", str(out)]) == 2
+    assert "takes 1 to 300 steps on this model" in capsys.readouterr().err
     assert cli.main(["sample", str(runs / "missing"), "--out", str(out)]) == 2
     assert "not a run directory" in capsys.readouterr().err
 
@@ -110,6 +113,25 @@ def test_evaluate_prints_accuracy_and_frechet_with_floor(runs, capsys, monkeypat
     assert set(evaluation["accuracy"]) == {"0", "5"} and evaluation["repeats"] == 2
     assert f"Frechet floor {evaluation['frechet_floor']:.3f}" in out  # printed = recorded
     assert f"guidance 5: class accuracy {100 * evaluation['accuracy']['5']:.1f}%" in out
+
+    def no_classifier(*args, **kwargs):
+        raise AssertionError("a refused sampler must not reach the classifier")
+
+    monkeypatch.setattr(ev, "load_classifier", no_classifier)
+    assert cli.main(["evaluate", str(runs / "ddpm-time"), "--sampler", "heun"]) == 2
+    assert "does not apply to a ddpm model" in capsys.readouterr().err
+
+
+def test_a_device_that_is_not_here_is_one_line_and_status_2(runs, tmp_path, capsys):
+    for argv in (["sample", str(runs / "flow-class"), "--out", str(tmp_path / "x.npz")],
+                 ["evaluate", str(runs / "flow-class")], ["figures", str(runs / "flow-class")]):
+        assert cli.main([*argv, "--device", "gpu0"]) == 2
+        assert capsys.readouterr().err.strip() == ("python -m training: error: device 'gpu0' is not "
+                                                   "a device name; use one of auto, cpu, cuda, mps")
+    if not torch.backends.mps.is_available():  # the Apple GPU: absent on Linux and Windows
+        assert cli.main(["flow-class", "--device", "mps", "--runs-dir", str(tmp_path)]) == 2
+        assert "no MPS device is available here" in capsys.readouterr().err
+        assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_figures_command(runs, capsys):

@@ -71,6 +71,18 @@ def test_unknown_recipe_and_bad_combinations_raise():
         make_config("flow-class", warmup_steps=10)  # the course's ExponentialLR has none
 
 
+def test_samplers_that_cannot_run_on_the_model_are_refused_before_training():
+    with pytest.raises(ConfigError, match="--preview-sampler / --preview-steps: sampler 'heun' "
+                                          "does not apply to a ddpm model"):
+        make_config("ddpm-class", preview_sampler="heun")
+    with pytest.raises(ConfigError, match="--sampler / --sample-steps: the ddpm sampler takes 1 to "
+                                          "300 steps on this model"):
+        make_config("ddpm-class", sample_steps=301)
+    with pytest.raises(ConfigError, match="--preview-steps: the ddim sampler takes 1 to 300"):
+        make_config("flow-class", preview_sampler="ddim", preview_steps=500)
+    assert make_config("flow-class", preview_steps=500).preview_steps == 500  # heun: any count
+
+
 def test_warmup_cosine_shape():
     f = WarmupCosine(total=110, warmup=10, final_ratio=0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
@@ -123,8 +135,7 @@ def test_recipe_is_written_into_the_run_record(tmp_path):
 
 
 def test_previews_default_to_the_50_step_sampler_and_options_win():
-    from training.pretrained import FAST_SAMPLER
-    from training.trainer import preview_sampler
+    from training.config import FAST_SAMPLER, preview_sampler
 
     assert preview_sampler(make_config("flow-class")) == FAST_SAMPLER["flow"] == ("heun", 50)
     assert preview_sampler(make_config("ddpm-class")) == FAST_SAMPLER["ddpm"] == ("ddpm", 50)
