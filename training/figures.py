@@ -148,7 +148,7 @@ def _denoiser_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: 
                               title="z = x + σε")]
     lab = None
     for ckpt in _pick_checkpoints(run_dir, DENOISER_EPOCHS):
-        lab = load_lab_model(run_dir, ckpt.period, device)
+        lab = load_lab_model(run_dir, ckpt.path, device)
         with torch.no_grad():
             z = _noisy(test, cfg.sigma, seed)
             tiles = torch.cat([test, z, lab.unet(z)])
@@ -171,7 +171,7 @@ def _pure_noise_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed
     mean = to_unit(load_dataset(cfg.dataset, cfg.data_root, "train").images).mean(0, keepdim=True)
     paths = []
     for ckpt in _pick_checkpoints(run_dir, DENOISER_EPOCHS):
-        lab = load_lab_model(run_dir, ckpt.period, device)
+        lab = load_lab_model(run_dir, ckpt.path, device)
         g = torch.Generator(device).manual_seed(derive_seed(seed, "figures-pure-noise"))
         samples = (lab.sample([-1] * 16, generator=g) + 1) / 2
         fig = Figure(figsize=(7.5, 3.6), dpi=120)
@@ -192,7 +192,7 @@ def _sample_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: in
     classes = load_dataset(cfg.dataset, cfg.data_root, "test").class_names if cfg.class_conditional else ()
     paths, ckpts = [], _pick_checkpoints(run_dir, cfg.milestones)
     for i, ckpt in enumerate(ckpts):
-        lab = load_lab_model(run_dir, ckpt.period, device)
+        lab = load_lab_model(run_dir, ckpt.path, device)
         final = i == len(ckpts) - 1
         g = torch.Generator(device).manual_seed(derive_seed(seed, "figures-samples"))
         x, frames = sample_grid(lab, g, steps=steps, gif_frames=gif_frames if final else 0, scale=2)

@@ -55,6 +55,14 @@ def test_sample_figures_and_gif(fake_run, experiment):
         assert im.n_frames == 4 and im.size == (2 * (10 * 30 + 2), 2 * (4 * 30 + 2))
 
 
+def test_figures_of_a_run_stopped_in_its_first_epoch(fake_run):
+    run = fake_run("ddpm-class", periods=(1,))
+    # its only checkpoint as a SIGTERM after step 5 of epoch 1 names it
+    (run / "checkpoints/epoch-0001").rename(run / "checkpoints/epoch-0000-step-00000005")
+    paths = make_figures(run, device="cpu", steps=3)
+    assert _names(paths) == ["loss.png", "samples-epoch-0000.png", "sampling.gif"]
+
+
 def test_not_a_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         make_figures(tmp_path)
