@@ -24,8 +24,9 @@ def image_input(backend, key: str, examples: dict, *, sketch: bool = False) -> t
     """Pick an example, upload a file or (sketch=True) draw one; (PNG bytes, tensor) or None.
 
     The tensor is (1, C, S, S) in [-1, 1] at the backend's size; a bad upload is an st.error.
+    Without `examples` (the backend could not provide them) only upload and sketch are offered.
     """
-    sources = ["Example", "Upload"] + (["Sketch"] if sketch else [])
+    sources = (["Example"] if examples else []) + ["Upload"] + (["Sketch"] if sketch else [])
     source = st.radio("Input image", sources, horizontal=True, key=f"{key}_source")
     size, channels = backend.image_size, backend.channels
     if source == "Example":

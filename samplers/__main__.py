@@ -25,6 +25,13 @@ UPSAMPLE_PROMPTS = (
     "an oil painting of a snowy mountain village", "a man wearing a hat", "a rocket ship")
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     b = common.add_argument_group("backend")
@@ -49,7 +56,8 @@ def _common() -> argparse.ArgumentParser:
     steps.add_argument("--stride", type=int,
                        help="strided schedule from the first timestep to 0 (IF: 30)")
     steps.add_argument("--steps", type=int, help="this many evenly spaced timesteps instead")
-    s.add_argument("--guidance-scale", type=float, default=7.0, help="CFG scale (course: 7)")
+    s.add_argument("--guidance-scale", type=float,
+                   help="CFG scale (default: the backend's; IF 7 as in the course, MNIST the run's)")
     s.add_argument("--prompt", help="the condition (default: IF 'a high quality photo', MNIST '')")
     return common
 
@@ -82,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-size", type=int, default=5)
     p.add_argument("--sigma", type=float, default=2.0)
     p = add("sample", "1.5-1.6 samples without and with CFG")
-    p.add_argument("--n", type=int, default=5)
+    p.add_argument("--n", type=_count, default=5)
     for name, help_ in (("sdedit", "1.7 SDEdit at course levels i_start"),
                         ("img2img", "1.7.3 text-conditioned image-to-image (needs --prompt)")):
         p = add(name, help_, inputs)
@@ -91,20 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
             inputs)
     p.add_argument("--mask", nargs="+", default=[],
                    help="one mask per --image: white or painted pixels are regenerated")
-    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--n", type=_count, default=1)
     p.add_argument("--jump-length", type=int, default=0, help="RePaint resampling (course: 0)")
     p.add_argument("--jump-n-sample", type=int, default=1)
     p = add("anagram", "1.8 visual anagrams")
     p.add_argument("--prompts", nargs="+", default=list(tasks.ANAGRAM_PROMPTS))
     p.add_argument("--views", nargs="+", default=["flip"],
                    help="one view per prompt, or one per prompt after the first (identity first)")
-    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--n", type=_count, default=1)
     p = add("hybrid", "1.9 hybrid images (factorized diffusion)")
     p.add_argument("--far", default=tasks.HYBRID_PROMPTS[0])
     p.add_argument("--near", default=tasks.HYBRID_PROMPTS[1])
     p.add_argument("--kernel-size", type=int, default=33)
     p.add_argument("--sigma", type=float, default=2.0)
-    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--n", type=_count, default=1)
     p = add("upsample", "stage-2 super-resolution of CFG samples (IF only)")
     p.add_argument("--prompts", nargs="+", default=list(UPSAMPLE_PROMPTS))
     p.add_argument("--upsample-steps", type=int, help="stage-2 steps (IF default: 30)")
@@ -227,12 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         backend = make_backend(args)
+        if args.guidance_scale is None:
+            args.guidance_scale = backend.default_guidance_scale
         figures = run_task(args, backend)
         record = {k: v for k, v in vars(args).items() if k != "out"}
         record["timesteps"] = list(tasks.backend_schedule(backend, args.stride, args.steps).times)
         for path in save(figures, args.out, record):
             print(path)
-    except (ValueError, BackendUnavailable, NotImplementedError, FileNotFoundError) as err:
+    except (ValueError, BackendUnavailable, NotImplementedError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -68,6 +68,8 @@ def open_image(source: ImageSource, *, min_side: int | None = None) -> Image.Ima
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageLoadError(f"{name} is too large to load safely (over {MAX_PIXELS:,} pixels; "
                              "possible decompression bomb): downscale it first") from err
+    except (IsADirectoryError, PermissionError) as err:
+        raise ImageLoadError(f"cannot read {name}: {err.strerror}") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"{name} is truncated or corrupt: {err}") from err
     return ImageOps.exif_transpose(img)

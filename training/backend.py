@@ -14,7 +14,7 @@ from torch import Tensor
 
 import samplers
 
-from .data import load_dataset, resolve_dataset_name, to_signed
+from .data import DatasetUnavailableError, load_dataset, resolve_dataset_name, to_signed
 from .pretrained import load_lab_model
 
 DEFAULT_STEPS = 30  # the default spaced schedule: quick Part A tricks on a laptop
@@ -28,7 +28,6 @@ class MnistBackend:
     channels = 1
     default_prompt = ""
     prompts = ("", *map(str, range(10)))
-    default_guidance_scale = 5.0
     can_upsample = False
 
     def __init__(self, run_dir: str | Path, checkpoint: int | str | None = None,
@@ -38,6 +37,7 @@ class MnistBackend:
             raise ValueError(f"{run_dir}: a {self.lab.kind} model is not a diffusion model; "
                              "the mnist backend needs a ddpm-* or flow-* run")
         self.device = self.lab.device
+        self.default_guidance_scale = self.lab.config.guidance_scale  # the run's (course: 5)
         self.dtype = torch.float32
         self.alphas_cumprod = self.lab.alphas_cumprod
         self.timesteps = samplers.spaced_timesteps(self.lab.config.num_timesteps, num_steps)
@@ -61,7 +61,12 @@ class MnistBackend:
     def example_images(self) -> dict[str, Tensor]:
         """One test digit of each class, name "digit-k" -> (1, 1, 28, 28) in [-1, 1]."""
         cfg = self.lab.config
-        test = load_dataset(resolve_dataset_name(cfg.dataset, cfg.data_root), cfg.data_root, "test")
+        try:
+            test = load_dataset(resolve_dataset_name(cfg.dataset, cfg.data_root), cfg.data_root,
+                                "test")
+        except DatasetUnavailableError as e:
+            raise ValueError(f"the built-in examples are test digits of the run's dataset: {e}; "
+                             "pass your own images (--image)") from e
         out = {}
         for k in range(10):
             idx = int((test.labels == k).nonzero()[0])

@@ -248,7 +248,9 @@ def page() -> None:
     c[0].number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed")
     c[1].slider("CFG scale", 1.0, 15.0, float(backend.default_guidance_scale), 0.5,
                 key="lab_cfg")
-    examples = backends.examples(shared)
+    examples: dict = {}
+    with user_errors("No built-in example images (upload or sketch one)"):
+        examples = backends.examples(shared)
     tabs = st.tabs(TABS, key="lab_tab", on_change="rerun")
     body = [lambda: forward_tab(shared, examples), lambda: denoise_tab(shared, examples),
             lambda: sample_tab(shared),

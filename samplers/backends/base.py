@@ -29,7 +29,7 @@ class Backend(Protocol):
     timesteps: list[int]       # default sampling schedule, descending (IF [990, ..., 0])
     default_prompt: str        # the course's weak condition: IF "a high quality photo", MNIST ""
     prompts: tuple[str, ...] | None  # the prompts it understands (MNIST "", "0".."9"); None: any text
-    default_guidance_scale: float    # CFG scale of its course tasks (IF 7, MNIST 5)
+    default_guidance_scale: float    # CFG scale of its course tasks (IF 7, MNIST the run's: 5)
     can_upsample: bool         # has a super-resolution stage (IF stage 2)
 
     def __call__(self, x: Tensor, t: int | Tensor, cond: Tensor | None) -> Tensor:

@@ -112,3 +112,24 @@ def test_corrupt_checkpoint_in_the_lab(app, corrupt_runs):
     at.switch_page(LAB).run()
     assert not at.exception
     assert "Cannot load broken" in at.error[0].value
+
+
+def test_without_the_runs_dataset_examples_give_way_to_uploads(app, lab_runs, tmp_path):
+    import json
+    import shutil
+
+    from training.runs import write_json
+
+    run = shutil.copytree(lab_runs / "flow-class", tmp_path / "elsewhere")
+    cfg = json.loads((run / "config.json").read_text())
+    write_json(run / "config.json", {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none")})
+    at = app(tmp_path).run()
+    at.switch_page(LAB).run()
+    at = open_tab(at, "Forward process")
+    assert not at.exception
+    assert at.error[0].value.startswith("No built-in example images (upload or sketch one): the "
+                                        "built-in examples are test digits of the run's dataset")
+    assert at.radio(key="fwd_source").options == ["Upload"]
+    at = open_tab(at, "Sampling & CFG")  # tabs without an input image still work
+    at.button(key="smp_go").click().run()
+    assert not at.exception and at.image

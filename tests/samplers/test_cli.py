@@ -142,6 +142,16 @@ def test_every_task_on_an_mnist_backend(task, mnist, tmp_path, capsys):
     assert f"{task}.json" in names and any(n.endswith(".png") for n in names)
 
 
+def test_guidance_defaults_to_the_backends_own(mnist, tiny, tmp_path, capsys):
+    from training.runs import load_run_config
+
+    run(["sample", *mnist, "--n", "1"], tmp_path / "mnist", capsys)
+    recorded = json.loads((tmp_path / "mnist/sample.json").read_text())["guidance_scale"]
+    assert recorded == load_run_config(BUNDLED / "ddpm-class-d32").guidance_scale == 5.0
+    run(["sample", *tiny, "--n", "1"], tmp_path / "if", capsys)
+    assert json.loads((tmp_path / "if/sample.json").read_text())["guidance_scale"] == 7.0
+
+
 def test_mnist_sample_follows_the_class():
     backend = GaussianDigits("x")
     assert isinstance(backend, Backend)
@@ -195,6 +205,29 @@ def test_bad_inputs_and_backends(tiny, mnist, tmp_path, capsys):
     assert "no super-resolution stage" in capsys.readouterr().err
     assert main(["sample", *mnist, "--prompt", "a cat", "--out", str(tmp_path)]) == 2
     assert "MNIST prompts are the digits" in capsys.readouterr().err
+    assert main(["sdedit", *mnist, "--image", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"cannot read {tmp_path}: Is a directory" in capsys.readouterr().err
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    assert main(["sample", *mnist, "--out", str(tmp_path / "taken")]) == 2
+    assert "File exists" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text().startswith("a file")  # untouched
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", *mnist, "--n", "0", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "expected a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys):
+    import shutil
+
+    from training.runs import write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(BUNDLED / "ddpm-class-d32", run)
+    cfg = json.loads((run / "config.json").read_text())
+    write_json(run / "config.json", {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none")})
+    assert main(["forward", "--backend", "mnist", "--run", str(run), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the built-in examples are test digits of the run's dataset" in err and "--image" in err
 
 
 def test_no_weights_fails_fast_with_the_access_message(tmp_path, capsys):
