@@ -25,8 +25,8 @@ from typing import Any, Iterator
 from training.checkpoints import list_checkpoints
 from training.config import DEVICES, EXPERIMENTS, RECIPES, WANDB_MODES, ConfigError
 from training.data import DATASETS
-from training.runs import (process_alive, process_identity, read_config, read_summary,
-                           safe_run_dir, write_json)
+from training.runs import (RunFileError, process_alive, process_identity, read_config,
+                           read_summary, safe_run_dir, write_json)
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_FILES = {"train": "job.json", "evaluate": "evaluate-job.json"}
@@ -219,9 +219,13 @@ def live_job(run_dir: str | Path, kind: str = "train") -> Job | None:
 def run_status(run_dir: str | Path) -> str:
     """running, starting (launched, no record yet), interrupted (its process died while it was
     running: resumable), failed to start (its process ended before writing a record: see its
-    log), or the status summary.json records (finished, stopped, failed...)."""
+    log), unreadable (summary.json is not what the trainer writes), or the status summary.json
+    records (finished, stopped, failed...)."""
     run_dir = Path(run_dir)
-    summary = read_summary(run_dir) if (run_dir / "summary.json").exists() else {}
+    try:
+        summary = read_summary(run_dir)
+    except RunFileError:
+        return "unreadable"
     status = summary.get("status", "unknown")
     job = find(run_dir)
     if job is not None and job.alive():  # "running" once the trainer has rewritten its summary

@@ -1,4 +1,7 @@
 """AppTest of the MNIST studio on real tiny runs."""
+import pytest
+import torch
+
 from .conftest import no_errors
 
 
@@ -48,6 +51,16 @@ def test_studio_corrupt_checkpoint_is_a_message(app, corrupt_runs):
     assert not at.exception
     assert "Cannot load broken" in at.error[0].value
     assert "not a readable safetensors file" in at.error[0].value
+
+
+def test_studio_on_a_device_this_machine_lacks_is_a_message(app, lab_runs):
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has the Apple GPU that the test asks for as the absent device")
+    at = app(lab_runs).run()
+    at.selectbox(key="settings_device").set_value("mps").run()
+    at.switch_page("screens/studio.py").run()
+    assert not at.exception
+    assert "no MPS device is available here" in at.error[0].value
 
 
 def test_studio_no_runs(app, tmp_path):

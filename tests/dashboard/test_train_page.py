@@ -134,3 +134,12 @@ def test_a_run_whose_process_died_is_interrupted_and_resumable(app, lab_runs, tm
     no_errors(at)
     assert {m.label: m.value for m in at.metric}["Status"] == "interrupted"
     assert at.button(key="train_resume").label == "Resume"
+
+
+def test_a_run_with_a_corrupt_summary_is_a_message(app, lab_runs, tmp_path):
+    run = shutil.copytree(lab_runs / "flow-class", tmp_path / "flow-class")
+    (run / "summary.json").write_text('{"status": "fini')  # cut short by hand or by a full disk
+    assert jobs.run_status(run) == "unreadable"
+    at = train_page(app, tmp_path)
+    assert not at.exception
+    assert at.error[0].value.startswith(f"Run flow-class: {run / 'summary.json'}: not valid JSON")
