@@ -19,6 +19,7 @@ from pathlib import Path
 from . import tasks
 from .backends import Backend, BackendUnavailable, available_backends, load_backend
 from .devices import keep_freed_memory
+from .files import atomic_path, write_text_atomic
 from .images import figure, load_image, load_mask, save_gif
 
 UPSAMPLE_PROMPTS = (
@@ -219,13 +220,14 @@ def save(figures: list[tasks.Figure], out: Path, record: dict) -> list[Path]:
     written = []
     for fig in figures:
         path = out / f"{fig.name}.png"
-        figure(fig.rows, fig.row_labels, fig.col_labels).save(path)
+        with atomic_path(path) as tmp:
+            figure(fig.rows, fig.row_labels, fig.col_labels).save(tmp, format="PNG")
         written.append(path)
         if fig.frames:
             written.append(save_gif(fig.frames, out / f"{fig.name}.gif"))
     manifest = out / f"{record['task']}.json"
     record = {**record, "files": [p.name for p in written]}
-    manifest.write_text(json.dumps(record, indent=2, default=str))
+    write_text_atomic(manifest, json.dumps(record, indent=2, default=str))
     return [*written, manifest]
 
 

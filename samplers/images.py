@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from .files import atomic_path
+
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
 ASSETS = Path(__file__).parent / "assets"
@@ -226,5 +228,6 @@ def save_gif(frames: Sequence[Frame], path: str | os.PathLike, duration_ms: int 
     """An endlessly looping GIF of `frames`: tensors (B, C, H, W) in [-1, 1] (each shown as one
     `figure` row) or ready images (uint8 arrays, PIL); the last frame is held `hold_ms` if given."""
     path = Path(path)
-    _write_gif(frames, path, duration_ms, hold_ms, min_tile)
+    with atomic_path(path) as tmp:
+        _write_gif(frames, tmp, duration_ms, hold_ms, min_tile)
     return path

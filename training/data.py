@@ -18,6 +18,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from samplers.files import atomic_path
+
 DATASETS: tuple[str, ...] = ("mnist", "mnist-5k", "fashion-mnist", "auto")
 DIGIT_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
 FASHION_NAMES: tuple[str, ...] = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -121,10 +123,8 @@ def _stage_debian_fashion(root: str | Path) -> None:
         dest = raw / gz.name[:-3]
         if not dest.exists():
             raw.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(".tmp")
-            with gzip.open(gz, "rb") as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out)
-            tmp.replace(dest)
+            with atomic_path(dest) as tmp, gzip.open(gz, "rb") as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out)  # a per-process temporary name: DDP ranks may race
 
 
 def mnist_available(root: str | Path = "data") -> bool:

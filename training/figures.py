@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from samplers.devices import resolve_device
+from samplers.files import atomic_path
 from samplers.images import grid, save_gif
 
 from .checkpoints import list_checkpoints
@@ -43,7 +44,8 @@ def grid_array(images: Tensor, nrow: int, scale: int = 1) -> np.ndarray:
 
 def save_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
     """Write (B, 1, H, W) images in [-1, 1] as one PNG grid (grid_array; black background)."""
-    Image.fromarray(grid_array(images, nrow)).save(path)
+    with atomic_path(path) as tmp:  # the dashboard shows it while the run trains
+        Image.fromarray(grid_array(images, nrow)).save(tmp, format="PNG")
     return path
 
 
@@ -81,6 +83,13 @@ def _show_grid(ax, images: Tensor, nrow: int, col_labels: Sequence[str] = (),
         ax.set_title(title)
 
 
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write a matplotlib figure as a PNG, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
 def save_grid_figure(path: Path, images: Tensor, nrow: int, *, col_labels: Sequence[str] = (),
                      row_labels: Sequence[str] = (), title: str = "") -> Path:
     """One labelled grid as a PNG (tiles (B, 1, 28, 28) in [0, 1])."""
@@ -88,8 +97,7 @@ def save_grid_figure(path: Path, images: Tensor, nrow: int, *, col_labels: Seque
     fig = Figure(figsize=(0.45 * nrow + 1.2, 0.45 * rows + 0.8), dpi=120)
     _show_grid(fig.add_subplot(), images, nrow, col_labels, row_labels, title)
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
@@ -116,8 +124,7 @@ def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
         bx.plot(centers, means, marker="o")
         bx.set(yscale="log", xlabel="t (0 to 1)", ylabel="loss", title="loss by t, last 10% of training")
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- per-kind figures
@@ -179,9 +186,7 @@ def _pure_noise_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed
         _show_grid(left, samples, 4, title=f"outputs from pure noise, epoch {ckpt.period}")
         _show_grid(right, mean, 1, title="mean training image")
         fig.tight_layout()
-        path = out / f"pure-noise-epoch-{ckpt.period:04d}.png"
-        fig.savefig(path)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"pure-noise-epoch-{ckpt.period:04d}.png"))
     return paths
 
 

@@ -80,6 +80,20 @@ def test_fashion_mnist_from_debian(tmp_path):
     assert (Path(tmp_path) / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
 
 
+def test_debian_fashion_files_are_staged_whole(tmp_path, monkeypatch):
+    import gzip
+
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    with gzip.open(debian / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(bytes(range(256)) * 40)
+    monkeypatch.setattr(D, "DEBIAN_FASHION", debian)
+    D._stage_debian_fashion(tmp_path / "data")
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert [p.name for p in raw.iterdir()] == ["t10k-labels-idx1-ubyte"]  # no temporary left
+    assert (raw / "t10k-labels-idx1-ubyte").read_bytes() == bytes(range(256)) * 40
+
+
 def test_normalizers():
     x = torch.tensor([0, 255, 51], dtype=torch.uint8)
     torch.testing.assert_close(to_unit(x), torch.tensor([0.0, 1.0, 0.2]))
