@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from training.runs import RunInfo, list_runs, read_config
+from training.tracking import run_tags
 
 
 @dataclass(frozen=True)
@@ -20,11 +21,9 @@ class Run:
         return self.info.path
 
 
-def run_tags(config: dict[str, Any], bundled: bool) -> tuple[str, ...]:
-    """The tags W&B gets for a run (scheduler, dataset, arch), its own `tags`, and 'bundled'."""
-    tags = ["scheduler" if config.get("scheduler", True) else "no-scheduler",
-            config.get("dataset", "?"), config.get("arch", "course"), *config.get("tags", [])]
-    return tuple(dict.fromkeys(tags + (["bundled"] if bundled else [])))
+def tags(config: dict[str, Any], bundled: bool) -> tuple[str, ...]:
+    """The tags W&B gets for a run (training.tracking.run_tags), and 'bundled'."""
+    return tuple(dict.fromkeys(run_tags(config) + (["bundled"] if bundled else [])))
 
 
 def find_runs(roots: tuple[Path, ...], bundled_root: Path | None = None) -> list[Run]:
@@ -40,7 +39,7 @@ def find_runs(roots: tuple[Path, ...], bundled_root: Path | None = None) -> list
             found.append((info, config, bundled))
     names = [info.name for info, _, _ in found]
     return [Run(info, config, info.name if names.count(info.name) == 1
-                else f"{info.name} ({info.path.parent})", run_tags(config, bundled))
+                else f"{info.name} ({info.path.parent})", tags(config, bundled))
             for info, config, bundled in found]
 
 

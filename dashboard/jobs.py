@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -171,7 +171,6 @@ class Job:
     process: dict[str, Any]  # training.runs.process_identity
     started: float
     stop_requested: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -206,7 +205,7 @@ def find(run_dir: str | Path, kind: str = "train") -> Job | None:
 
         d = json.loads(path.read_text())
         return Job(kind, Path(run_dir), list(d["argv"]), dict(d["process"]), float(d["started"]),
-                   d.get("stop_requested"), d.get("extra") or {})
+                   d.get("stop_requested"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -283,7 +282,7 @@ def _locked(runs_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _spawn(kind: str, run_dir: Path, argv: list[str], extra: dict[str, Any]) -> Job:
+def _spawn(kind: str, run_dir: Path, argv: list[str]) -> Job:
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -298,7 +297,7 @@ def _spawn(kind: str, run_dir: Path, argv: list[str], extra: dict[str, Any]) -> 
         identity = {"pid": proc.pid, "started": 0.0, "host": ""}
     # reap it when it exits, so a finished job is not left as a zombie of this server
     threading.Thread(target=proc.wait, daemon=True, name=f"reap-{proc.pid}").start()
-    job = Job(kind, run_dir, argv, identity, time.time(), extra=extra)
+    job = Job(kind, run_dir, argv, identity, time.time())
     job.save()
     return job
 
@@ -322,7 +321,7 @@ def _start_locked(request: TrainRequest, runs_dir: Path, limit: int) -> Job:
         names = ", ".join(p.name for p in busy)
         raise Busy(f"{len(busy)} run{'s' * (len(busy) > 1)} already training ({names}); the limit "
                    f"is {limit} at a time")
-    return _spawn("train", run_dir, request.argv(runs_dir), {"resume": request.resume})
+    return _spawn("train", run_dir, request.argv(runs_dir))
 
 
 def start_evaluation(request: EvalRequest) -> Job:
@@ -333,7 +332,7 @@ def start_evaluation(request: EvalRequest) -> Job:
             raise JobError(f"run {run_dir.name!r} is being evaluated already")
         if run_status(run_dir) in ("running", "starting"):
             raise JobError(f"run {run_dir.name!r} is training; evaluate it once it has finished")
-        return _spawn("evaluate", run_dir, request.argv(), {})
+        return _spawn("evaluate", run_dir, request.argv())
 
 
 def stop(run_dir: str | Path) -> Job:

@@ -18,6 +18,7 @@ import streamlit as st
 from samplers.files import replace_folder
 
 from training.checkpoints import checkpoint_name
+from training.config import TrainConfig
 from training.runs import safe_run_dir, write_json
 from training.tracking import key_configured
 
@@ -50,11 +51,13 @@ def list_wandb_runs(project: str) -> list[dict[str, Any]]:
 
 
 def _period(artifact) -> int:
-    period = artifact.metadata.get("period")
-    if period is None:
-        alias = next((a for a in artifact.aliases if re.fullmatch(r"epoch-\d+", a)), "epoch-0")
-        period = int(alias.split("-")[1])
-    return int(period)
+    """The epoch of a checkpoint artifact, from the `epoch-N` alias the trainer gives it
+    (training.tracking.WandbRun.log_checkpoint); ValueError without one."""
+    alias = next((a for a in artifact.aliases if re.fullmatch(r"epoch-\d+", a)), None)
+    if alias is None:
+        raise ValueError(f"W&B artifact {getattr(artifact, 'name', '?')!r} has no epoch-N alias: "
+                         "not a checkpoint the lab logged")
+    return int(alias.split("-")[1])
 
 
 def pull_checkpoint(project: str, run_id: str, runs_root: Path) -> Path:
@@ -68,6 +71,7 @@ def pull_checkpoint(project: str, run_id: str, runs_root: Path) -> Path:
     if not models:
         raise ValueError(f"W&B run {run.name!r} has no model artifact to pull")
     artifact = next((a for a in models if "latest" in a.aliases), models[-1])
+    TrainConfig.from_dict(dict(run.config))  # ConfigError for a run the lab did not train
     run_dir = safe_run_dir(runs_root, run.name)
     final = run_dir / "checkpoints" / checkpoint_name(_period(artifact))
     tmp = final.parent / f".tmp-pull-{final.name}"

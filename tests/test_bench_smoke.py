@@ -84,6 +84,7 @@ def test_table_json_and_plans(tmp_path):
     assert doc["rows"][0]["value"] == 1.5 and doc["machine"]["cores"] and doc["settings"]["mode"] == "t"
     quick, full = plan(True, CPU), plan(False, CPU)
     assert quick.train_variants[0] == FastPath() and any(v.compile for v in full.train_variants)
+    assert all(any(v.fold_bn for v in p.sample_variants) for p in (quick, full))  # the lab's own
     with pytest.raises(SystemExit):
         main(["--sections", "nope"])
 

@@ -20,7 +20,8 @@ from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
 from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION, NO_SCHEDULER_HELP,
                      LOSS_WEIGHTINGS, RECIPE_HELP, RECIPES, SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
-                     TrainConfig, TrainingDiverged, make_config, recipe_defaults, resume_config)
+                     TrainConfig, TrainingDiverged, make_config, preview_sampler, recipe_defaults,
+                     resume_config)
 from .runs import RunFileError
 
 PROG = "python -m training"
@@ -62,7 +63,8 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add("--data-root", help="dataset folder (default: data)")
     add("--seed", type=int, help="seed of the weights, batch order and noise (default 0)")
     add("--device", choices=DEVICES, help="auto (default), cpu, cuda or mps")
-    add("--mixed-precision", choices=MIXED_PRECISION, help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16")
+    add("--mixed-precision", choices=MIXED_PRECISION,
+        help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16")
     add("--arch", choices=ARCHS, help="course UNet (default) or the improved UNet")
     add("--hidden", type=pos_int, help=f"UNet width D (default {default('hidden')})")
     add("--batch-size", type=pos_int, help="global batch size, split over processes (default "
@@ -76,34 +78,40 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
         f"(default {default('lr_final_ratio')})")
     add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or "
         f"constant rate; default {default('warmup_steps')})")
-    add("--time-sampling", choices=TIME_SAMPLINGS, help="density of the flow time or DDPM step (logit-normal: "
-        f"more mid-noise draws; default {default('time_sampling')})")
+    add("--time-sampling", choices=TIME_SAMPLINGS, help="density of the flow time or DDPM step "
+        f"(logit-normal: more mid-noise draws; default {default('time_sampling')})")
     add("--loss-weighting", choices=LOSS_WEIGHTINGS, help="DDPM: weight each step's noise loss: "
         "none (the course), min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow "
         "matching's (1 + SNR^-1/2)^2: high noise counts more; default "
         f"{default('loss_weighting')})")
-    add("--min-snr-gamma", type=pos_float, help="G of --loss-weighting min-snr (default 5)")
+    add("--min-snr-gamma", type=pos_float, help="G of --loss-weighting min-snr "
+        f"(default {default('min_snr_gamma')})")
     add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling, its decay "
         "capped at this value D (e.g. 0.999); the --ema-warmup term is lower, and sets it, until "
         "step (D W - 1) / (1 - D): 8,990 for D = 0.999, W = 10")
     add("--ema-warmup", type=pos_float, help="EMA warm-up: step n's decay is min(decay, (1 + n) / "
         "(W + n)), so the EMA spans about the last n / (W - 1) steps (default "
         f"{default('ema_warmup')})")
-    add("--p-uncond", type=float, help="class dropout probability (default 0.1)")
-    add("--sigma", type=pos_float, help="single-step denoiser noise level (default 0.5)")
+    add("--p-uncond", type=float, help=f"class dropout probability (default {default('p_uncond')})")
+    add("--sigma", type=pos_float, help="single-step denoiser noise level "
+        f"(default {default('sigma')})")
     add("--sampler", choices=SAMPLERS, help="the run's default sampler (sample, evaluate, "
         f"figures; default {default('sampler')})")
     add("--sample-steps", type=pos_int, help="sampler steps (default "
         f"{default('sample_steps')})")
+    preview, preview_steps = preview_sampler(recipe_defaults(experiment))
     add("--preview-sampler", choices=SAMPLERS, help="sampler of the per-epoch grids and the GIF "
-        "(default: heun for flow, ddpm for DDPM)")
-    add("--preview-steps", type=pos_int, help="its steps (default 50)")
-    add("--guidance-scale", type=float, help="CFG scale of the class grids (default 5)")
-    add("--log-every", type=pos_int, help="steps between logged metrics (default 25)")
-    add("--checkpoint-every", type=pos_int, help="epochs between checkpoints (default 1)")
+        f"(default {preview})")
+    add("--preview-steps", type=pos_int, help=f"its steps (default {preview_steps})")
+    add("--guidance-scale", type=float, help="CFG scale of the class grids "
+        f"(default {default('guidance_scale')})")
+    add("--log-every", type=pos_int, help="steps between logged metrics "
+        f"(default {default('log_every')})")
+    add("--checkpoint-every", type=pos_int, help="epochs between checkpoints "
+        f"(default {default('checkpoint_every')})")
     add("--keep-checkpoints", type=pos_int, help="recent checkpoints kept besides epochs 1,5,10,15,20")
     add("--wandb-mode", choices=WANDB_MODES, help="default: online when a W&B key is configured, else offline")
-    add("--wandb-project", help="W&B project (default diffusion-lab)")
+    add("--wandb-project", help=f"W&B project (default {default('wandb_project')})")
     add("--period-steps", type=pos_int, help=argparse.SUPPRESS)  # tests: steps per period
     add("--stop-after", type=pos_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
 

@@ -25,9 +25,9 @@ from samplers.files import write_text_atomic
 from .checkpoints import Checkpoint, list_checkpoints
 from .config import ConfigError, TrainConfig
 
-__all__ = ["RunFileError", "RunInfo", "list_runs", "load_run_config", "read_config", "read_metrics", "read_summary",
-           "list_checkpoints", "safe_run_dir", "write_json",
-           "process_identity", "process_alive"]
+__all__ = ["RunFileError", "RunInfo", "list_runs", "load_run_config", "read_config", "read_metrics",
+           "read_summary", "list_checkpoints", "safe_run_dir", "write_json", "process_identity",
+           "process_alive"]
 
 
 @dataclass
@@ -37,7 +37,7 @@ class RunInfo:
     experiment: str
     dataset: str
     scheduler: bool
-    status: str  # "running" | "finished" | "failed" | "unknown"
+    status: str  # "running" | "finished" | "stopped" | "failed" | "unknown"
     epoch: float | None
     step: int | None
     total_steps: int | None

@@ -100,7 +100,7 @@ class WandbRun:
         kwargs = dict(
             project=cfg.wandb_project, group=cfg.experiment, name=cfg.name, id=self.run_id,
             resume="allow", dir=str(run_dir), config=cfg.to_dict(),
-            tags=["scheduler" if cfg.scheduler else "no-scheduler", cfg.dataset, cfg.arch],
+            tags=run_tags(cfg.to_dict()),
         )
         try:
             self.run = wandb.init(mode=mode, settings=self._settings(), **kwargs)
@@ -196,6 +196,12 @@ class WandbRun:
         if self.run is not None:
             self._call("finish", self.run.finish, exit_code=exit_code)
             self.run = None
+
+
+def run_tags(config: dict[str, Any]) -> list[str]:
+    """A run's W&B tags from its config.json: scheduler or no-scheduler, dataset, arch."""
+    return ["scheduler" if config.get("scheduler", True) else "no-scheduler",
+            config.get("dataset", "?"), config.get("arch", "course")]
 
 
 class Tracker:

@@ -1,4 +1,4 @@
-"""The training loop: one objective, one UNet, Adam (+ ExponentialLR per period), on Accelerate.
+"""The training loop: one objective, one UNet, Adam and its learning-rate schedule, on Accelerate.
 
 `train(cfg, runs_dir)` runs an experiment end to end and returns the run directory. The dataset
 sits on the device as uint8 and each step fetches its batch by index (`training.data.Batches`);
@@ -257,7 +257,7 @@ class Trainer:
         g = torch.Generator(self.device).manual_seed(derive_seed(self.cfg.seed, "preview"))
         try:
             if self.cfg.kind == "denoiser":
-                clean = self._test_batch(10)
+                clean = self._test_batch()
                 noisy = clean + self.cfg.sigma * torch.randn(clean.shape, generator=g, device=self.device)
                 rows = torch.cat([clean, noisy.clamp(0, 1), lab.unet(noisy).clamp(0, 1)])
                 return save_grid(rows * 2 - 1, out / f"epoch-{period:04d}.png"), None
@@ -269,10 +269,11 @@ class Trainer:
         finally:
             lab.unet.train(was_training)
 
-    def _test_batch(self, n: int) -> Tensor:
+    def _test_batch(self) -> Tensor:
+        """The first 10 test images (10, 1, 28, 28) in [0, 1]: the denoiser's preview, loaded once."""
         if self._test_images is None:
             test = load_dataset(self.cfg.dataset, self.cfg.data_root, "test")
-            self._test_images = to_unit(test.images[:n]).to(self.device)
+            self._test_images = to_unit(test.images[:10]).to(self.device)
         return self._test_images
 
     # ------------------------------------------------------------------ loop

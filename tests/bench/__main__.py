@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from samplers.devices import keep_freed_memory
+from training.config import RECIPES
 
 from .command_bench import command_rows
 from .deepfloyd_bench import IFSizes, deepfloyd_rows
@@ -41,7 +42,9 @@ class Plan:
 
 
 def plan(quick: bool, device: torch.device) -> Plan:
-    """Quick: fewer repeats and variants (~5 min on 2 idle cores); full adds threads and compile."""
+    """Quick: fewer repeats and variants (~5 min on 2 idle cores); full adds compile and the
+    one-thread variants without channels_last. The last sampling variant is the lab's own
+    (load_lab_model: BatchNorm folded, channels_last, bf16 where native)."""
     one = (1,) if device.type == "cpu" and (os.cpu_count() or 1) > 1 else ()
     bf16 = (FastPath(bf16=True), FastPath(bf16=True, channels_last=True)) if native_bf16(device) else ()
     fast = FastPath(bf16=True, channels_last=True) if bf16 else FastPath(channels_last=True)
@@ -52,7 +55,8 @@ def plan(quick: bool, device: torch.device) -> Plan:
     sample = [FastPath(), FastPath(channels_last=True, inference_mode=True),
               *[FastPath(threads=n) for n in one],
               *[FastPath(channels_last=True, inference_mode=True, threads=n) for n in one],
-              *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]]]
+              *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]],
+              FastPath(bf16=fast.bf16, channels_last=True, inference_mode=True, fold_bn=True)]
     if quick:
         return Plan(TrainSizes(steps=1, repeats=2), SampleSizes(steps=1, repeats=3),
                     IFSizes(steps=1, repeats=2), (train[0], fast), bare,
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(hours with the course recipe, minutes with --recipe fast)")
     p.add_argument("--ttq-max-minutes", type=float, default=None,
                    help="give up after this long (default: 240; 15 with --recipe fast)")
-    p.add_argument("--recipe", choices=("course", "fast"), default="course",
+    p.add_argument("--recipe", choices=RECIPES, default="course",
                    help="training recipe of --time-to-quality (fast: scored every 200 steps)")
     p.add_argument("--ttq-experiment", choices=("flow-class", "ddpm-class"), default="flow-class",
                    help="the experiment --time-to-quality trains (default: flow-class)")

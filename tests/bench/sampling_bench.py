@@ -1,4 +1,4 @@
-"""Sampling 40 class-conditional digits: the lab's sampler against a two-call fp32 loop.
+"""Sampling 100 class-conditional digits: the lab's sampler against a two-call fp32 loop.
 
 Per-step times are medians over a few steps (interleaved repeats) and scaled to the full step
 counts; the sampler's overhead is the loop's time minus the time spent inside the model, both

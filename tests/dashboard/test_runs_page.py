@@ -44,7 +44,7 @@ def test_evaluation_plot_and_table(app, lab_runs):
 
 def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     started = []
-    def spawn(kind, run_dir, argv, extra):  # records the command instead of running it
+    def spawn(kind, run_dir, argv):  # records the command instead of running it
         started.append(argv)
         return jobs.Job(kind, run_dir, argv, {"pid": 0, "started": 0.0, "host": ""}, 0.0)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +24,6 @@ from training.runs import ConfigError
 class FakeArtifact:
     source: Path                      # a checkpoint folder that plays the artifact's files
     aliases: list[str]
-    metadata: dict = field(default_factory=dict)
     type: str = "model"
 
     def download(self, root: str) -> str:
@@ -91,3 +90,19 @@ def test_a_remote_run_name_cannot_leave_the_runs_folder(wandb_run, tmp_path, nam
     with pytest.raises(ConfigError, match="invalid run name"):
         wandb_source.pull_checkpoint("lab/diffusion-lab", run.id, tmp_path / "runs")
     assert not (tmp_path / "escape").exists()
+
+
+def test_a_run_the_lab_did_not_train_is_refused_before_any_download(wandb_run, tmp_path):
+    run, _ = wandb_run
+    run.config = {"learning_rate": 0.1}  # another project's run
+    with pytest.raises(ConfigError, match="not a run config: it lacks experiment, kind"):
+        wandb_source.pull_checkpoint("lab/diffusion-lab", run.id, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_artifact_without_its_epoch_alias_is_refused(wandb_run, tmp_path):
+    run, _ = wandb_run
+    run.artifacts[0].aliases = ["latest"]
+    with pytest.raises(ValueError, match="has no epoch-N alias"):
+        wandb_source.pull_checkpoint("lab/diffusion-lab", run.id, tmp_path)
+    assert list(tmp_path.iterdir()) == []
