@@ -13,6 +13,8 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from samplers.images import png_bytes
+
 DISPLAY = 280  # canvas side in CSS pixels
 
 
@@ -31,12 +33,6 @@ def _strokes(key: str, *, stroke: str, width: int, background: Image.Image | Non
     return np.asarray(rgba.resize((DISPLAY, DISPLAY), Image.Resampling.BILINEAR))
 
 
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def sketch(key: str, *, color: bool) -> bytes | None:
     """A sketch pad: white strokes on black (MNIST digits) or colored strokes on white (photos)."""
     c = st.columns(2)
@@ -49,7 +45,7 @@ def sketch(key: str, *, color: bool) -> bytes | None:
         return None
     alpha = drawn[..., 3:4].astype(np.float32) / 255
     rgb = drawn[..., :3] * alpha + np.array(paper, np.float32) * (1 - alpha)
-    return _png(rgb.round().astype(np.uint8))
+    return png_bytes(rgb.round().astype(np.uint8))
 
 
 def mask_painter(key: str, image_png: bytes) -> bytes | None:
@@ -61,4 +57,4 @@ def mask_painter(key: str, image_png: bytes) -> bytes | None:
                      background=background)
     if drawn is None:
         return None
-    return _png(np.where(drawn[..., 3] > 0, 255, 0).astype(np.uint8))
+    return png_bytes(np.where(drawn[..., 3] > 0, 255, 0).astype(np.uint8))

@@ -8,6 +8,7 @@ from typing import Iterator, Sequence
 import streamlit as st
 
 from training.checkpoints import Checkpoint, list_checkpoints
+from training.evaluation import GUIDANCE_SCALES, PER_CLASS
 from training.runs import read_summary
 
 from . import jobs
@@ -69,13 +70,15 @@ def evaluate_controls(run_dir: Path, key: str) -> bool:
         return True
     with st.expander(f"Evaluate {run_dir.name}"):
         c = st.columns(4)
-        per_class = c[0].number_input("Samples per class", 1, 1000, 50, key=f"{key}_per_class")
+        per_class = c[0].number_input("Samples per class", 1, 1000, PER_CLASS,
+                                      key=f"{key}_per_class")
         repeats = c[1].number_input("Repeats", 1, 20, 1, key=f"{key}_repeats",
                                     help="sample sets a guidance scale, scored by their mean: one "
                                          "set of 500 digits varies by about 15%, so compare runs "
                                          "with 4")
         steps = c[2].number_input("Sampler steps (0: the run's)", 0, 1000, 0, key=f"{key}_steps")
-        st.caption("Class accuracy and Fréchet distance at guidance 0, 1, 3, 5 and 7, against "
+        st.caption(f"Class accuracy and Fréchet distance at guidance "
+                   f"{', '.join(map(str, GUIDANCE_SCALES))}, against "
                    "real digits (a classifier is trained once per dataset and cached).")
         if c[3].button("Evaluate", key=f"{key}_start"):
             with user_errors("Cannot evaluate"):

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from training.checkpoints import list_checkpoints
-from training.config import DEVICES, EXPERIMENTS, RECIPES, WANDB_MODES, ConfigError
+from training.config import DEVICES, EXPERIMENTS, RECIPES, WANDB_MODES, ConfigError, check_sampler
 from training.data import DATASETS
-from training.runs import (RunFileError, process_alive, process_identity, read_config,
-                           read_summary, safe_run_dir, write_json)
+from training.evaluation import GUIDANCE_SCALES, PER_CLASS
+from training.runs import (RunFileError, load_run_config, process_alive, process_identity,
+                           read_config, read_summary, safe_run_dir, write_json)
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_FILES = {"train": "job.json", "evaluate": "evaluate-job.json"}
@@ -134,10 +135,10 @@ class EvalRequest:
     steps."""
 
     run_dir: Path
-    per_class: int = 50
+    per_class: int = PER_CLASS
     steps: int | None = None  # None: the run's
     repeats: int = 1  # sample sets a scale, scored by their mean
-    guidance: tuple[float, ...] = (0, 1, 3, 5, 7)
+    guidance: tuple[float, ...] = GUIDANCE_SCALES
 
     def validate(self) -> Path:
         if not (self.run_dir / "config.json").is_file():
@@ -147,7 +148,8 @@ class EvalRequest:
         _int("samples per class", self.per_class, 1, 1000)
         _int("repeats", self.repeats, 1, 20)
         if self.steps is not None:
-            _int("sampler steps", self.steps, 1, 1000)
+            cfg = load_run_config(self.run_dir)
+            check_sampler(cfg, cfg.sampler, _int("sampler steps", self.steps, 1, 1000))
         if not self.guidance or not all(isinstance(g, (int, float)) and 0 <= g <= 20
                                         for g in self.guidance):
             raise JobError(f"guidance scales must be numbers in [0, 20], got {self.guidance!r}")

@@ -20,8 +20,9 @@ from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
 from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION, NO_SCHEDULER_HELP,
                      LOSS_WEIGHTINGS, RECIPE_HELP, RECIPES, SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
-                     TrainConfig, TrainingDiverged, make_config, preview_sampler, recipe_defaults,
-                     resume_config)
+                     TrainConfig, TrainingDiverged, default_run_name, make_config, preview_sampler,
+                     recipe_defaults, resume_config)
+from .evaluation import GUIDANCE_SCALES, PER_CLASS, SAMPLE_BATCH
 from .runs import RunFileError
 
 PROG = "python -m training"
@@ -149,7 +150,8 @@ def build_parser() -> Parser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
-    s.add_argument("--batch", type=_positive(int), default=500, help="images per model batch")
+    s.add_argument("--batch", type=_positive(int), default=SAMPLE_BATCH,
+                   help=f"images per model batch (default {SAMPLE_BATCH})")
     e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
     for p in (s, e):
         p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
@@ -158,9 +160,11 @@ def build_parser() -> Parser:
     s.add_argument("--out", type=Path, required=True, help="output .npz file (.npz is added "
                    "when missing)")
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 3, 5, 7],
-                   help="guidance scales of class models (default 0 1 3 5 7)")
-    e.add_argument("--per-class", type=_positive(int), default=50, help="samples a class (default 50)")
+    e.add_argument("--guidance", type=float, nargs="+", default=list(GUIDANCE_SCALES),
+                   help="guidance scales of class models (default "
+                        f"{' '.join(map(str, GUIDANCE_SCALES))})")
+    e.add_argument("--per-class", type=_positive(int), default=PER_CLASS,
+                   help=f"samples a class (default {PER_CLASS})")
     e.add_argument("--sampler", choices=SAMPLERS, help="default: the run's own, as for sample")
     e.add_argument("--steps", type=_positive(int), help="default: the run's own, as for sample")
     e.add_argument("--seed", type=int, default=0)
@@ -187,7 +191,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
     if not args.resume:
         return make_config(args.command, no_scheduler=args.no_scheduler, **given)
-    name = args.name or args.command + ("-no-scheduler" if args.no_scheduler else "")
+    name = args.name or default_run_name(args.command, args.no_scheduler)
     run_dir = safe_run_dir(args.runs_dir, name)
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"--resume: there is no run {name!r} in {args.runs_dir}")

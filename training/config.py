@@ -210,6 +210,11 @@ def recipe_defaults(experiment: str, recipe: str = "course") -> TrainConfig:
     return replace(base, recipe=recipe, **RECIPE_OVERRIDES[recipe].get(base.kind, {}))
 
 
+def default_run_name(experiment: str, no_scheduler: bool = False) -> str:
+    """The run folder's name without --name: the experiment, "-no-scheduler" appended."""
+    return experiment + ("-no-scheduler" if no_scheduler else "")
+
+
 def constant_lr_factor(cfg: TrainConfig) -> float:
     """The --no-scheduler rate as a fraction of lr0: the geometric middle of the range lr0 -> last
     rate that cfg's schedule spans (ExponentialLR: x0.1 over the run; cosine: lr_final_ratio)."""
@@ -237,7 +242,7 @@ def make_config(experiment: str, *, no_scheduler: bool = False, recipe: str | No
     if no_scheduler:
         overrides["scheduler"] = False
     if not overrides.get("name"):
-        overrides["name"] = experiment + ("-no-scheduler" if no_scheduler else "")
+        overrides["name"] = default_run_name(experiment, no_scheduler)
     cfg = replace(base, **overrides)
     if "min_snr_gamma" in overrides and cfg.loss_weighting != "min-snr":
         raise ConfigError("--min-snr-gamma is the G of --loss-weighting min-snr; add that option")

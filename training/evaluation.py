@@ -22,6 +22,9 @@ from .data import Digits, derive_seed, from_signed, load_dataset
 from .runs import read_summary
 
 FLOOR_DRAWS = 50
+GUIDANCE_SCALES = (0, 1, 3, 5, 7)  # evaluate's defaults (CLI, dashboard)
+PER_CLASS = 50  # samples a class: 500 digits a scale
+SAMPLE_BATCH = 500  # images per model batch of `sample` and `evaluate`
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:
@@ -80,11 +83,11 @@ def _guidance_key(g: float | None) -> str:
     return "none" if g is None else f"{g:g}"
 
 
-def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = (0, 1, 3, 5, 7), *,
-                 per_class: int = 50, seed: int = 0, repeats: int = 1, sampler: str | None = None,
+def evaluate_run(run_dir: str | Path, guidance_scales: Sequence[float] = GUIDANCE_SCALES, *,
+                 per_class: int = PER_CLASS, seed: int = 0, repeats: int = 1, sampler: str | None = None,
                  steps: int | None = None, checkpoint: int | str | None = None,
                  device: str | torch.device = "cpu", precision: str = "auto",
-                 runs_dir: str | Path | None = None, batch_size: int = 500,
+                 runs_dir: str | Path | None = None, batch_size: int = SAMPLE_BATCH,
                  classifier_config: ClassifierConfig = ClassifierConfig(),
                  write: bool = True) -> dict[str, Any]:
     """Sample a run's model and score it; merge the result into summary.json["evaluation"].

@@ -47,7 +47,7 @@ def request_stop(*_signal_args) -> None:
 class EMA:
     """Exponential moving average of a model's weights (buffers copied), warmed up over early steps."""
 
-    def __init__(self, model: nn.Module, decay: float, warmup: float = 10.0):
+    def __init__(self, model: nn.Module, decay: float, warmup: float):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.warmup = decay, warmup
 

@@ -68,18 +68,19 @@ def build_tiny_if(folder: str | Path, *, image_size: int = 32, embed_dim: int = 
 
     folder = Path(folder)
     tokenizer = _tokenizer(folder / "sentencepiece", seed)
-    torch.manual_seed(seed)
-    encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=embed_dim, d_kv=8, d_ff=64,
-                                      num_layers=2, num_heads=4)).eval()
-    shared = dict(tokenizer=tokenizer, text_encoder=encoder, safety_checker=None,
-                  feature_extractor=None, watermarker=None, requires_safety_checker=False)
-    IFPipeline(unet=_unet(image_size, 3, embed_dim), scheduler=DDPMScheduler(**SCHEDULER),
-               **shared).save_pretrained(folder / "IF-I")
-    IFSuperResolutionPipeline(
-        unet=_unet(2 * image_size, 6, embed_dim, class_embed_type="timestep",
-                   mid_block_scale_factor=1.414, time_embedding_act_fn="gelu"),
-        scheduler=DDPMScheduler(**SCHEDULER),
-        image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000,
-                                              beta_schedule="squaredcos_cap_v2"),
-        **shared).save_pretrained(folder / "IF-II")
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG is left alone
+        torch.manual_seed(seed)
+        encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=embed_dim, d_kv=8,
+                                          d_ff=64, num_layers=2, num_heads=4)).eval()
+        shared = dict(tokenizer=tokenizer, text_encoder=encoder, safety_checker=None,
+                      feature_extractor=None, watermarker=None, requires_safety_checker=False)
+        IFPipeline(unet=_unet(image_size, 3, embed_dim), scheduler=DDPMScheduler(**SCHEDULER),
+                   **shared).save_pretrained(folder / "IF-I")
+        IFSuperResolutionPipeline(
+            unet=_unet(2 * image_size, 6, embed_dim, class_embed_type="timestep",
+                       mid_block_scale_factor=1.414, time_embedding_act_fn="gelu"),
+            scheduler=DDPMScheduler(**SCHEDULER),
+            image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000,
+                                                  beta_schedule="squaredcos_cap_v2"),
+            **shared).save_pretrained(folder / "IF-II")
     return TinyIF(folder / "IF-I", folder / "IF-II")

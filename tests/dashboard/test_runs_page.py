@@ -59,6 +59,10 @@ def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     assert started == [[sys.executable, "-m", "training", "evaluate",
                         str((lab_runs / "ddpm-class").resolve()), "--per-class=5", "--guidance",
                         "0", "1", "3", "5", "7", "--repeats=4"]]
+    at.number_input(key="runs_eval_steps").set_value(301).run()  # a DDPM of T = 300 steps
+    at.button(key="runs_eval_start").click().run()
+    assert not at.exception and len(started) == 1  # refused on the page, no process started
+    assert "the ddpm sampler takes 1 to 300 steps on this model" in at.error[0].value
 
 
 def test_runs_page_filters_and_config_diff(app, lab_runs):
