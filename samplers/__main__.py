@@ -83,10 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, parents=[common, *parents])
 
-    p = add("forward", "1.1 forward process at course t = 250, 500, 750", inputs)
-    p.add_argument("--ts", type=int, nargs="+", default=[250, 500, 750])
+    p = add("forward", "1.1 forward process at course t = "
+            + ", ".join(map(str, tasks.NOISE_TS)), inputs)
+    p.add_argument("--ts", type=int, nargs="+", default=list(tasks.NOISE_TS))
     p = add("denoise", "1.2-1.4 blur vs one-step vs iterative denoising", inputs)
-    p.add_argument("--ts", type=int, nargs="+", default=[250, 500, 750])
+    p.add_argument("--ts", type=int, nargs="+", default=list(tasks.NOISE_TS))
     p.add_argument("--i-start", type=int, default=10)
     p.add_argument("--kernel-size", type=int, default=5)
     p.add_argument("--sigma", type=float, default=2.0)
@@ -111,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("hybrid", "1.9 hybrid images (factorized diffusion)")
     p.add_argument("--far", default=tasks.HYBRID_PROMPTS[0])
     p.add_argument("--near", default=tasks.HYBRID_PROMPTS[1])
-    p.add_argument("--kernel-size", type=int, default=33)
-    p.add_argument("--sigma", type=float, default=2.0)
+    p.add_argument("--kernel-size", type=int, default=tasks.HYBRID_KERNEL_SIZE)
+    p.add_argument("--sigma", type=float, default=tasks.HYBRID_SIGMA)
     p.add_argument("--n", type=_count, default=1)
     p = add("upsample", "stage-2 super-resolution of CFG samples (IF only)")
     p.add_argument("--prompts", nargs="+", default=list(UPSAMPLE_PROMPTS))

@@ -47,8 +47,11 @@ def anagram_noise(model, conds, views, uncond=None, guidance_scale=1.0):
     return CombinedNoise(model, views, conds, uncond, guidance_scale, "mean")
 
 
-def hybrid_noise(model, cond_far, cond_near, uncond=None, guidance_scale=1.0, kernel_size=33,
-                 sigma=2.0):
+HYBRID_KERNEL_SIZE, HYBRID_SIGMA = 33, 2.0  # the course's low-pass, at 64 px
+
+
+def hybrid_noise(model, cond_far, cond_near, uncond=None, guidance_scale=1.0,
+                 kernel_size=HYBRID_KERNEL_SIZE, sigma=HYBRID_SIGMA):
     """Factorized diffusion (course 1.9): eps = lowpass(eps_far) + highpass(eps_near).
 
     kernel_size and sigma are given at 64 px and scale with the image (views.scaled_blur).
@@ -59,7 +62,7 @@ def hybrid_noise(model, cond_far, cond_near, uncond=None, guidance_scale=1.0, ke
 
 
 def three_band_noise(model, cond_far, cond_mid, cond_near, uncond=None, guidance_scale=1.0,
-                     kernel_size=33, sigmas=(1.0, 2.0)):
+                     kernel_size=HYBRID_KERNEL_SIZE, sigmas=(1.0, HYBRID_SIGMA)):
     """Three-band factorized diffusion: low band of eps_far + mid of eps_mid + high of eps_near.
 
     The bands come from blurring with sigmas[0] then sigmas[1] (views.FrequencyBand), at 64 px.

@@ -21,7 +21,7 @@ from .denoise import blur_denoise, one_step_denoise
 from .editing import inpaint as inpaint_image
 from .editing import sdedit as sdedit_image
 from .forward import add_noise
-from .illusions import anagram_noise, hybrid_noise
+from .illusions import HYBRID_KERNEL_SIZE, HYBRID_SIGMA, anagram_noise, hybrid_noise
 from .sampling import Callback, Guided, Schedule, sample_ddpm
 from .schedules import spaced_timesteps, strided_timesteps
 from .views import get_view
@@ -29,6 +29,7 @@ from .views import get_view
 COURSE_TIMESTEPS = strided_timesteps()  # [990, 960, ..., 30, 0]
 COURSE_T = 1000
 SDEDIT_LEVELS = (1, 3, 5, 7, 10, 20)
+NOISE_TS = (250, 500, 750)  # course 1.1-1.3's noise levels on the 0..999 scale
 ANAGRAM_PROMPTS = ("an oil painting of people around a campfire", "an oil painting of an old man")
 HYBRID_PROMPTS = ("a lithograph of a skull", "a lithograph of waterfalls")  # (far, near)
 
@@ -97,7 +98,7 @@ def guided(backend: Backend, prompt: str, guidance_scale: float = 1.0) -> Guided
 
 
 def forward(backend: Backend, images: dict[str, Tensor], *, generator: torch.Generator,
-            ts: Sequence[int] = (250, 500, 750)) -> list[Figure]:
+            ts: Sequence[int] = NOISE_TS) -> list[Figure]:
     """Course 1.1: each image and its noisy versions at the course timesteps `ts`."""
     steps, ab = [scaled_t(backend, t) for t in ts], backend.alphas_cumprod
     figures = []
@@ -110,7 +111,7 @@ def forward(backend: Backend, images: dict[str, Tensor], *, generator: torch.Gen
 
 def denoise(backend: Backend, images: dict[str, Tensor], *, generator: torch.Generator,
             schedule: Schedule, prompt: str, guidance_scale: float = 1.0,
-            ts: Sequence[int] = (250, 500, 750), i_start: int = 10, kernel_size: int = 5,
+            ts: Sequence[int] = NOISE_TS, i_start: int = 10, kernel_size: int = 5,
             sigma: float = 2.0, callback: Callback | None = None) -> list[Figure]:
     """Course 1.2-1.4: Gaussian blur vs one-step vs iterative denoising, conditioned on `prompt`
     (no CFG unless guidance_scale != 1). Per image three figures: noisy / blur / one-step at
@@ -242,7 +243,8 @@ def anagram(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
 
 def hybrid(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
            far: str = HYBRID_PROMPTS[0], near: str = HYBRID_PROMPTS[1], n: int = 1,
-           guidance_scale: float = 7.0, kernel_size: int = 33, sigma: float = 2.0,
+           guidance_scale: float = 7.0, kernel_size: int = HYBRID_KERNEL_SIZE,
+           sigma: float = HYBRID_SIGMA,
            callback: Callback | None = None) -> list[Figure]:
     """Course 1.9: low frequencies from `far`, high from `near`; the second row mimics viewing
     from afar (4x area-downsampled)."""

@@ -142,7 +142,10 @@ def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective
     return objective
 
 
-def loss_by_t_bins(losses: Tensor, t: Tensor | None, bins: int = 10) -> tuple[Tensor, Tensor]:
+LOSS_BINS = 10  # t-bins of the logged loss (metrics.jsonl: loss_t_bin)
+
+
+def loss_by_t_bins(losses: Tensor, t: Tensor | None, bins: int = LOSS_BINS) -> tuple[Tensor, Tensor]:
     """Sum and count of per-sample losses in `bins` equal t-bins over [0, 1]: two (bins,) tensors."""
     sums = losses.new_zeros(bins, dtype=torch.float32)
     counts = losses.new_zeros(bins, dtype=torch.float32)

@@ -28,7 +28,7 @@ from . import checkpoints as ck
 from .config import ConfigError, TrainConfig, TrainingDiverged, preview_sampler, resolve_length
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, sample_grid, save_gif, save_grid
-from .objectives import loss_by_t_bins, make_objective
+from .objectives import LOSS_BINS, loss_by_t_bins, make_objective
 from .pretrained import LabModel, build_unet, max_batch, vp_alphas_cumprod
 from .runs import safe_run_dir
 from .schedules import make_scheduler
@@ -292,7 +292,8 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         total, period_steps = cfg.total_steps, cfg.period_steps
         gen = torch.Generator(self.device)
-        acc_vals = torch.zeros(22, device=self.device)  # loss sum, count, 10 bin sums, 10 bin counts
+        # loss sum, count, then LOSS_BINS bin sums and LOSS_BINS bin counts
+        acc_vals = torch.zeros(2 + 2 * LOSS_BINS, device=self.device)
         bad_step = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite loss
         last_t, last_step = time.time(), self.step
         self._bar = bar = tqdm(total=total, initial=self.step, desc=cfg.name, unit="step", disable=not self.main,
@@ -378,7 +379,8 @@ class Trainer:
             return
         v = vals.tolist()  # the only host sync of a logging interval
         self.last_loss = v[0] / max(v[1], 1)
-        bins = [s / n if n else None for s, n in zip(v[2:12], v[12:22])]
+        bin_sums, bin_counts = v[2:2 + LOSS_BINS], v[2 + LOSS_BINS:]
+        bins = [s / n if n else None for s, n in zip(bin_sums, bin_counts)]
         row = {"step": self.step, "epoch": round(self.step / self.cfg.period_steps, 4),
                "time": round(self.tracker.wall_time(), 3), "loss": self.last_loss,
                "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": round(images_per_s, 1),

@@ -10,6 +10,7 @@ from samplers.images import figure, gif_bytes, png_bytes
 from dashboard import backends, settings
 from dashboard.catalog import Run
 from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
+from dashboard.jobs import MAX_SEED
 from dashboard.inputs import image_input, mask_input, prompt_input
 from dashboard.results import Progress, Result, show_result
 from dashboard.state import Shared
@@ -121,7 +122,7 @@ def forward_tab(shared, examples) -> None:
     backend = shared.value
     picked = image_input(backend, "fwd", examples)
     levels = st.multiselect("Timesteps (the course's 0..999 scale, mapped to the model's)",
-                            list(range(0, tasks.COURSE_T, 50)), default=[250, 500, 750],
+                            list(range(0, tasks.COURSE_T, 50)), default=list(tasks.NOISE_TS),
                             key="fwd_t")
     if picked and levels and st.button("Add noise", key="fwd_go"):
         figures = tasks.forward(backend, {"input": picked[1]}, ts=sorted(levels),
@@ -216,8 +217,10 @@ def hybrid_tab(shared) -> None:
     backend = shared.value
     far, near, cols = prompt_pair(backend, 4, ("Seen from far (low frequencies)", "hyb_far", "far"),
                                   ("Seen up close (high frequencies)", "hyb_near", "near"))
-    kernel = cols[2].select_slider("Blur kernel (at 64 px)", [9, 17, 25, 33, 41], 33, key="hyb_k")
-    sigma = cols[3].slider("Blur sigma (at 64 px)", 0.5, 4.0, 2.0, 0.5, key="hyb_sigma")
+    kernel = cols[2].select_slider("Blur kernel (at 64 px)", [9, 17, 25, 33, 41],
+                                   tasks.HYBRID_KERNEL_SIZE, key="hyb_k")
+    sigma = cols[3].slider("Blur sigma (at 64 px)", 0.5, 4.0, tasks.HYBRID_SIGMA, 0.5,
+                           key="hyb_sigma")
     if st.button("Make the hybrid", key="hyb_go", type="primary"):
         run(shared, "hyb_result", "Hybrid image", tasks.hybrid, steps(backend, 0), far=far,
             near=near, kernel_size=kernel, sigma=sigma, guidance_scale=scale())
@@ -245,7 +248,7 @@ def page() -> None:
         return
     backend = shared.value
     c = st.columns(2)
-    c[0].number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed")
+    c[0].number_input("Seed", 0, MAX_SEED, 0, key="lab_seed")
     c[1].slider("CFG scale", 1.0, 15.0, float(backend.default_guidance_scale), 0.5,
                 key="lab_cfg")
     examples: dict = {}

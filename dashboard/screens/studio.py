@@ -6,6 +6,7 @@ import torch
 
 from dashboard import settings, state
 from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
+from dashboard.jobs import MAX_SEED
 from dashboard.results import Progress, show_result
 from training.config import FAST_SAMPLER, SAMPLERS_BY_KIND
 from training.pretrained import LabModel
@@ -36,7 +37,7 @@ def controls(lab: LabModel) -> dict | None:
         steps = c[1].number_input("Steps", 1, MAX_STEPS, min(default_steps, MAX_STEPS),
                                   key=f"studio_steps_{lab.kind}", disabled=sampler == "direct",
                                   help=trained)
-        seed = c[2].number_input("Seed", 0, 2**31 - 1, 0, key="studio_seed")
+        seed = c[2].number_input("Seed", 0, MAX_SEED, 0, key="studio_seed")
         if not st.form_submit_button("Sample", type="primary"):
             return None
     if lab.class_conditional and not digits:
