@@ -58,8 +58,15 @@ def backend(name: str, ckpt: Checkpoint | None = None, **options: Any) -> Shared
 
 
 def examples(shared: Shared) -> dict[str, Any]:
-    """The backend's example images, computed once per loaded backend."""
+    """The backend's example images, computed once per loaded backend (a ValueError, such as
+    an absent dataset, is remembered too: it is raised again without another try)."""
     with shared.lock:
         if "examples" not in shared.memo:
-            shared.memo["examples"] = shared.value.example_images()
-        return shared.memo["examples"]
+            try:
+                shared.memo["examples"] = shared.value.example_images()
+            except ValueError as e:
+                shared.memo["examples"] = e
+        examples = shared.memo["examples"]
+    if isinstance(examples, ValueError):
+        raise ValueError(str(examples))
+    return examples

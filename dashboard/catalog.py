@@ -21,7 +21,7 @@ class Run:
         return self.info.path
 
 
-def tags(config: dict[str, Any], bundled: bool) -> tuple[str, ...]:
+def catalog_tags(config: dict[str, Any], bundled: bool) -> tuple[str, ...]:
     """The tags W&B gets for a run (training.tracking.run_tags), and 'bundled'."""
     return tuple(dict.fromkeys(run_tags(config) + (["bundled"] if bundled else [])))
 
@@ -39,7 +39,7 @@ def find_runs(roots: tuple[Path, ...], bundled_root: Path | None = None) -> list
             found.append((info, config, bundled))
     names = [info.name for info, _, _ in found]
     return [Run(info, config, info.name if names.count(info.name) == 1
-                else f"{info.name} ({info.path.parent})", tags(config, bundled))
+                else f"{info.name} ({info.path.parent})", catalog_tags(config, bundled))
             for info, config, bundled in found]
 
 

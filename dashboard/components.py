@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import streamlit as st
 
 from training.checkpoints import Checkpoint, list_checkpoints
-from training.evaluation import GUIDANCE_SCALES, PER_CLASS
+from training.config import GUIDANCE_SCALES, PER_CLASS
 from training.runs import read_summary
 
 from . import jobs

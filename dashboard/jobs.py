@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from training.checkpoints import list_checkpoints
-from training.config import DEVICES, EXPERIMENTS, RECIPES, WANDB_MODES, ConfigError, check_sampler
+from training.config import (DEVICES, EXPERIMENTS, GUIDANCE_SCALES, PER_CLASS, RECIPES, WANDB_MODES,
+                             ConfigError, check_sampler)
 from training.data import DATASETS
-from training.evaluation import GUIDANCE_SCALES, PER_CLASS
 from training.runs import (RunFileError, load_run_config, process_alive, process_identity,
                            read_config, read_summary, safe_run_dir, write_json)
 
@@ -226,12 +226,14 @@ def run_status(run_dir: str | Path) -> str:
     try:
         summary = read_summary(run_dir)
     except RunFileError:
-        return "unreadable"
-    status = summary.get("status", "unknown")
+        summary = None
+    status = "unreadable" if summary is None else summary.get("status", "unknown")
     job = find(run_dir)
     if job is not None and job.alive():  # "running" once the trainer has rewritten its summary
         fresh = _mtime(run_dir / "summary.json") >= job.started
         return "running" if status == "running" and fresh else "starting"
+    if summary is None:
+        return status
     if job is not None and not summary:
         return "failed to start"
     alive = process_alive(summary.get("process"))  # None: cannot tell (an older run, another host)

@@ -216,8 +216,8 @@ def run_task(args: argparse.Namespace, backend: Backend) -> list[tasks.Figure]:
 
 
 def save(figures: list[tasks.Figure], out: Path, record: dict) -> list[Path]:
-    """Each figure as OUT/NAME.png (+ NAME.gif with frames), and the options as OUT/TASK.json."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Each figure as OUT/NAME.png (+ NAME.gif with frames), and the options as OUT/TASK.json
+    (`out` exists)."""
     written = []
     for fig in figures:
         path = out / f"{fig.name}.png"
@@ -237,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.out.mkdir(parents=True, exist_ok=True)  # an occupied or read-only --out fails now
         backend = make_backend(args)
-        if args.guidance_scale is None:
-            args.guidance_scale = backend.default_guidance_scale
+        args.guidance_scale = tasks.cfg_scale(backend, args.guidance_scale)
         figures = run_task(args, backend)
         record = {k: v for k, v in vars(args).items() if k != "out"}
         record["timesteps"] = list(tasks.backend_schedule(backend, args.stride, args.steps).times)

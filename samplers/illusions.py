@@ -62,7 +62,7 @@ def hybrid_noise(model, cond_far, cond_near, uncond=None, guidance_scale=1.0,
 
 
 def three_band_noise(model, cond_far, cond_mid, cond_near, uncond=None, guidance_scale=1.0,
-                     kernel_size=HYBRID_KERNEL_SIZE, sigmas=(1.0, HYBRID_SIGMA)):
+                     kernel_size=HYBRID_KERNEL_SIZE, sigmas=(1.0, 2.0)):
     """Three-band factorized diffusion: low band of eps_far + mid of eps_mid + high of eps_near.
 
     The bands come from blurring with sigmas[0] then sigmas[1] (views.FrequencyBand), at 64 px.

@@ -90,6 +90,11 @@ def _noise(backend: Backend, n: int, generator: torch.Generator) -> Tensor:
     return torch.randn(shape, generator=generator).to(backend.device)
 
 
+def cfg_scale(backend: Backend, guidance_scale: float | None) -> float:
+    """`guidance_scale`, or the backend's own default (IF 7 as in the course, an MNIST run's)."""
+    return backend.default_guidance_scale if guidance_scale is None else guidance_scale
+
+
 def guided(backend: Backend, prompt: str, guidance_scale: float = 1.0) -> Guided:
     """The backend conditioned on `prompt`, with CFG against the null prompt "" when
     guidance_scale != 1."""
@@ -166,10 +171,11 @@ def _frames(frames: list[Tensor], callback: Callback | None) -> Callback:
 
 
 def sample(backend: Backend, *, generator: torch.Generator, schedule: Schedule, prompt: str,
-           n: int = 5, guidance_scale: float = 7.0,
+           n: int = 5, guidance_scale: float | None = None,
            callback: Callback | None = None) -> list[Figure]:
     """Course 1.5-1.6: n samples from pure noise conditioned on `prompt`, without CFG and with CFG
     (scale `guidance_scale` against ""); the GIF shows the CFG chain."""
+    guidance_scale = cfg_scale(backend, guidance_scale)
     frames: list[Tensor] = []
     plain = sample_ddpm(guided(backend, prompt), _noise(backend, n, generator), schedule,
                         generator=generator, callback=callback)
@@ -181,10 +187,11 @@ def sample(backend: Backend, *, generator: torch.Generator, schedule: Schedule, 
 
 def sdedit(backend: Backend, images: dict[str, Tensor], *, generator: torch.Generator,
            schedule: Schedule, prompt: str, levels: Sequence[int] = SDEDIT_LEVELS,
-           guidance_scale: float = 7.0, name: str = "sdedit",
+           guidance_scale: float | None = None, name: str = "sdedit",
            callback: Callback | None = None) -> list[Figure]:
     """Course 1.7 / 1.7.1 (and 1.7.3 img2img with another prompt): each image noised to course
     level i (index into [990, ..., 0]) and denoised with CFG; small i = big edits."""
+    guidance_scale = cfg_scale(backend, guidance_scale)
     model = guided(backend, prompt, guidance_scale)
     indices = [level_index(backend, schedule, i) for i in levels]
     labels = [f"i={level} t={schedule.times[i]}" for level, i in zip(levels, indices)]
@@ -207,10 +214,11 @@ def default_mask(size: int) -> Tensor:
 
 def inpaint(backend: Backend, images: dict[str, Tensor], masks: dict[str, Tensor], *,
             generator: torch.Generator, schedule: Schedule, prompt: str, n: int = 1,
-            guidance_scale: float = 7.0, jump_length: int = 0, jump_n_sample: int = 1,
+            guidance_scale: float | None = None, jump_length: int = 0, jump_n_sample: int = 1,
             callback: Callback | None = None) -> list[Figure]:
     """Course 1.7.2: regenerate where masks[name] (1, 1, H, W) == 1, keep the rest; n tries.
     jump_length / jump_n_sample > 1 turn on RePaint resampling (the course does not)."""
+    guidance_scale = cfg_scale(backend, guidance_scale)
     model, figures = guided(backend, prompt, guidance_scale), []
     for name, image in images.items():
         mask = masks[name].to(backend.device)
@@ -226,9 +234,10 @@ def inpaint(backend: Backend, images: dict[str, Tensor], masks: dict[str, Tensor
 
 def anagram(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
             prompts: Sequence[str] = ANAGRAM_PROMPTS, views: Sequence[str] = ("identity", "flip"),
-            n: int = 1, guidance_scale: float = 7.0,
+            n: int = 1, guidance_scale: float | None = None,
             callback: Callback | None = None) -> list[Figure]:
     """Course 1.8: an image reading as prompts[k] under views[k]; one row per view."""
+    guidance_scale = cfg_scale(backend, guidance_scale)
     if len(prompts) != len(views) or len(prompts) < 2:
         raise ValueError(f"an anagram needs at least 2 prompts and one view each; got "
                          f"{len(prompts)} prompts and {len(views)} views")
@@ -243,11 +252,12 @@ def anagram(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
 
 def hybrid(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
            far: str = HYBRID_PROMPTS[0], near: str = HYBRID_PROMPTS[1], n: int = 1,
-           guidance_scale: float = 7.0, kernel_size: int = HYBRID_KERNEL_SIZE,
+           guidance_scale: float | None = None, kernel_size: int = HYBRID_KERNEL_SIZE,
            sigma: float = HYBRID_SIGMA,
            callback: Callback | None = None) -> list[Figure]:
     """Course 1.9: low frequencies from `far`, high from `near`; the second row mimics viewing
     from afar (4x area-downsampled)."""
+    guidance_scale = cfg_scale(backend, guidance_scale)
     model = hybrid_noise(backend, backend.encode([far]), backend.encode([near]),
                          backend.encode([""]), guidance_scale, kernel_size, sigma)
     result = sample_ddpm(model, _noise(backend, n, generator), schedule, generator=generator,
@@ -257,10 +267,11 @@ def hybrid(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
 
 
 def upsample(backend: Backend, *, generator: torch.Generator, schedule: Schedule,
-             prompts: Sequence[str], guidance_scale: float = 7.0,
+             prompts: Sequence[str], guidance_scale: float | None = None,
              callback: Callback | None = None, **stage2: int | float) -> list[Figure]:
     """Course Part 0 / bells & whistles: one CFG sample per prompt, then the backend's
     super-resolution stage (IF stage 2, 64 -> 256); `stage2` kwargs go to backend.upsample."""
+    guidance_scale = cfg_scale(backend, guidance_scale)
     if not backend.can_upsample:
         raise NotImplementedError(f"the {backend.name} backend has no super-resolution stage")
     low = torch.cat([sample_ddpm(guided(backend, p, guidance_scale), _noise(backend, 1, generator),

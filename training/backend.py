@@ -66,7 +66,7 @@ class MnistBackend:
                                 "test")
         except DatasetUnavailableError as e:
             raise ValueError(f"the built-in examples are test digits of the run's dataset: {e}; "
-                             "pass your own images (--image)") from e
+                             "use images of your own instead") from e
         out = {}
         for k in range(10):
             idx = int((test.labels == k).nonzero()[0])

@@ -117,15 +117,16 @@ def cache_path(runs_dir: str | Path, dataset: str) -> Path:
     return Path(runs_dir) / ".cache" / f"classifier-{dataset}.safetensors"
 
 
-def _load_cached(path: Path, recipe: str, cfg: ClassifierConfig,
+def _load_cached(path: Path, config_json: str, cfg: ClassifierConfig,
                  device: str | torch.device) -> TrainedClassifier | None:
-    """The classifier cached at `path` if it was trained with `recipe` and loads, else None."""
+    """The classifier cached at `path` if it was trained with `config_json` (cfg as JSON) and
+    loads, else None."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        if meta.get("config") != recipe:
+        if meta.get("config") != config_json:
             return None
         model = DigitClassifier(int(meta["num_classes"]), cfg.width, cfg.feature_dim)
         model.load_state_dict(load_file(str(path)))
@@ -144,8 +145,8 @@ def load_classifier(dataset: str, runs_dir: str | Path = "runs", *, data_root: s
     with a different ``ClassifierConfig``, or one that does not load, is retrained.
     """
     path = cache_path(runs_dir, dataset)
-    recipe = json.dumps(asdict(cfg), sort_keys=True)
-    cached = _load_cached(path, recipe, cfg, device) if path.is_file() else None
+    config_json = json.dumps(asdict(cfg), sort_keys=True)
+    cached = _load_cached(path, config_json, cfg, device) if path.is_file() else None
     if cached is not None:
         return cached
     train = load_dataset(dataset, data_root, "train")
@@ -155,7 +156,7 @@ def load_classifier(dataset: str, runs_dir: str | Path = "runs", *, data_root: s
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(weights, str(tmp), metadata={
-            "config": recipe, "dataset": train.name, "num_classes": str(train.num_classes),
+            "config": config_json, "dataset": train.name, "num_classes": str(train.num_classes),
             "test_accuracy": repr(trained.test_accuracy),
             "train_seconds": repr(trained.train_seconds)})
     return trained

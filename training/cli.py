@@ -18,11 +18,11 @@ from samplers.files import atomic_path
 
 from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
-from .config import (ARCHS, DEVICES, EXPERIMENTS, LR_SCHEDULES, MIXED_PRECISION, NO_SCHEDULER_HELP,
-                     LOSS_WEIGHTINGS, RECIPE_HELP, RECIPES, SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
+from .config import (ARCHS, DEVICES, EXPERIMENTS, GUIDANCE_SCALES, LOSS_WEIGHTINGS, LR_SCHEDULES,
+                     MIXED_PRECISION, NO_SCHEDULER_HELP, PER_CLASS, RECIPE_HELP, RECIPES, SAMPLE_BATCH,
+                     SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
                      TrainConfig, TrainingDiverged, default_run_name, make_config, preview_sampler,
                      recipe_defaults, resume_config)
-from .evaluation import GUIDANCE_SCALES, PER_CLASS, SAMPLE_BATCH
 from .runs import RunFileError
 
 PROG = "python -m training"
@@ -49,7 +49,7 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     """Options of every experiment; None means "the default of the experiment under --recipe"."""
     pos_int, pos_float = _positive(int), _positive(float)
 
-    def default(field: str) -> str:
+    def quoted_default(field: str) -> str:
         return _recipe_values(field, (experiment,))
 
     add = p.add_argument
@@ -67,52 +67,52 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add("--mixed-precision", choices=MIXED_PRECISION,
         help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16")
     add("--arch", choices=ARCHS, help="course UNet (default) or the improved UNet")
-    add("--hidden", type=pos_int, help=f"UNet width D (default {default('hidden')})")
+    add("--hidden", type=pos_int, help=f"UNet width D (default {quoted_default('hidden')})")
     add("--batch-size", type=pos_int, help="global batch size, split over processes (default "
-        f"{default('batch_size')})")
+        f"{quoted_default('batch_size')})")
     add("--lr", type=pos_float, help="Adam learning rate, the initial one with the scheduler "
-        f"(default {default('lr')})")
+        f"(default {quoted_default('lr')})")
     add("--no-scheduler", action="store_true", help=NO_SCHEDULER_HELP)
     add("--lr-schedule", choices=LR_SCHEDULES, help="exponential (course: x0.1 over the run, a step "
         "per epoch) or cosine (per step, down to --lr-final-ratio)")
     add("--lr-final-ratio", type=pos_float, help="cosine: last learning rate / --lr "
-        f"(default {default('lr_final_ratio')})")
+        f"(default {quoted_default('lr_final_ratio')})")
     add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or "
-        f"constant rate; default {default('warmup_steps')})")
+        f"constant rate; default {quoted_default('warmup_steps')})")
     add("--time-sampling", choices=TIME_SAMPLINGS, help="density of the flow time or DDPM step "
-        f"(logit-normal: more mid-noise draws; default {default('time_sampling')})")
+        f"(logit-normal: more mid-noise draws; default {quoted_default('time_sampling')})")
     add("--loss-weighting", choices=LOSS_WEIGHTINGS, help="DDPM: weight each step's noise loss: "
         "none (the course), min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow "
         "matching's (1 + SNR^-1/2)^2: high noise counts more; default "
-        f"{default('loss_weighting')})")
+        f"{quoted_default('loss_weighting')})")
     add("--min-snr-gamma", type=pos_float, help="G of --loss-weighting min-snr "
-        f"(default {default('min_snr_gamma')})")
+        f"(default {quoted_default('min_snr_gamma')})")
     add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling, its decay "
         "capped at this value D (e.g. 0.999); the --ema-warmup term is lower, and sets it, until "
         "step (D W - 1) / (1 - D): 8,990 for D = 0.999, W = 10")
     add("--ema-warmup", type=pos_float, help="EMA warm-up: step n's decay is min(decay, (1 + n) / "
         "(W + n)), so the EMA spans about the last n / (W - 1) steps (default "
-        f"{default('ema_warmup')})")
-    add("--p-uncond", type=float, help=f"class dropout probability (default {default('p_uncond')})")
+        f"{quoted_default('ema_warmup')})")
+    add("--p-uncond", type=float, help=f"class dropout probability (default {quoted_default('p_uncond')})")
     add("--sigma", type=pos_float, help="single-step denoiser noise level "
-        f"(default {default('sigma')})")
+        f"(default {quoted_default('sigma')})")
     add("--sampler", choices=SAMPLERS, help="the run's default sampler (sample, evaluate, "
-        f"figures; default {default('sampler')})")
+        f"figures; default {quoted_default('sampler')})")
     add("--sample-steps", type=pos_int, help="sampler steps (default "
-        f"{default('sample_steps')})")
+        f"{quoted_default('sample_steps')})")
     preview, preview_steps = preview_sampler(recipe_defaults(experiment))
     add("--preview-sampler", choices=SAMPLERS, help="sampler of the per-epoch grids and the GIF "
         f"(default {preview})")
     add("--preview-steps", type=pos_int, help=f"its steps (default {preview_steps})")
     add("--guidance-scale", type=float, help="CFG scale of the class grids "
-        f"(default {default('guidance_scale')})")
+        f"(default {quoted_default('guidance_scale')})")
     add("--log-every", type=pos_int, help="steps between logged metrics "
-        f"(default {default('log_every')})")
+        f"(default {quoted_default('log_every')})")
     add("--checkpoint-every", type=pos_int, help="epochs between checkpoints "
-        f"(default {default('checkpoint_every')})")
+        f"(default {quoted_default('checkpoint_every')})")
     add("--keep-checkpoints", type=pos_int, help="recent checkpoints kept besides epochs 1,5,10,15,20")
     add("--wandb-mode", choices=WANDB_MODES, help="default: online when a W&B key is configured, else offline")
-    add("--wandb-project", help=f"W&B project (default {default('wandb_project')})")
+    add("--wandb-project", help=f"W&B project (default {quoted_default('wandb_project')})")
     add("--period-steps", type=pos_int, help=argparse.SUPPRESS)  # tests: steps per period
     add("--stop-after", type=pos_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
 

@@ -17,7 +17,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from samplers.devices import DEVICES, PRECISIONS
-from samplers.sampling import FLOW_SAMPLERS, SAMPLERS as SAMPLER_TABLE
+from samplers.sampling import FLOW_SAMPLERS
+from samplers.sampling import SAMPLERS as SAMPLER_TABLE
 
 from .models import ARCHS
 
@@ -152,6 +153,11 @@ LOSS_WEIGHTINGS = ("none", "min-snr", "flow")
 SAMPLERS = (*SAMPLER_TABLE, "direct")  # the samplers table, and the denoisers' one call
 WANDB_MODES = ("online", "offline", "disabled")
 MIXED_PRECISION = PRECISIONS
+# evaluate's defaults (CLI and dashboard): guidance scales, samples a class (500 digits a scale),
+# and images per model batch of `sample` and `evaluate`
+GUIDANCE_SCALES = (0, 1, 3, 5, 7)
+PER_CLASS = 50
+SAMPLE_BATCH = 500
 SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", "ddim"),
                     "denoiser": ("direct",), "pure-noise": ("direct",)}
 # 50-step samplers that score as the course's 300-step ones do (see `make bench`'s quality rows):

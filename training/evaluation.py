@@ -17,14 +17,11 @@ import torch
 from torch import Tensor
 
 from .classifier import ClassifierConfig, TrainedClassifier, load_classifier
-from .config import check_sampler
+from .config import GUIDANCE_SCALES, PER_CLASS, SAMPLE_BATCH, check_sampler
 from .data import Digits, derive_seed, from_signed, load_dataset
 from .runs import read_summary
 
 FLOOR_DRAWS = 50
-GUIDANCE_SCALES = (0, 1, 3, 5, 7)  # evaluate's defaults (CLI, dashboard)
-PER_CLASS = 50  # samples a class: 500 digits a scale
-SAMPLE_BATCH = 500  # images per model batch of `sample` and `evaluate`
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:

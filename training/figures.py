@@ -7,8 +7,9 @@
   pure-noise        pure-noise-epoch-XXXX.png (outputs from pure noise beside the mean train image)
   ddpm / flow       samples-epoch-XXXX.png at each milestone checkpoint (4 x 10; class models: a
                     column per class at the run's guidance), sampling.gif (the final model)
-Labelled figures take tiles (B, 1, 28, 28) in [0, 1]; the preview grids (save_grid, sample_grid)
-take samples in [-1, 1]; both draw 0 / -1 as the black background. Every draw is seeded.
+Labelled figures take tiles (B, 1, 28, 28) in [0, 1]; the preview grids (save_grid) take samples
+in [-1, 1], as sample_grid returns them; both draw 0 / -1 as the black background. Every draw is
+seeded.
 """
 from __future__ import annotations
 

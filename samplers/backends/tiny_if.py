@@ -68,7 +68,7 @@ def build_tiny_if(folder: str | Path, *, image_size: int = 32, embed_dim: int = 
 
     folder = Path(folder)
     tokenizer = _tokenizer(folder / "sentencepiece", seed)
-    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG is left alone
+    with torch.random.fork_rng():  # seeded weights; the caller's RNG is left alone
         torch.manual_seed(seed)
         encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=embed_dim, d_kv=8,
                                           d_ff=64, num_layers=2, num_heads=4)).eval()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from samplers.devices import keep_freed_memory
+from samplers.devices import keep_freed_memory, resolve_mixed_precision
 from training.config import RECIPES
 
 from .command_bench import command_rows
@@ -43,8 +43,8 @@ class Plan:
 
 def plan(quick: bool, device: torch.device) -> Plan:
     """Quick: fewer repeats and variants (~5 min on 2 idle cores); full adds compile and the
-    one-thread variants without channels_last. The last sampling variant is the lab's own
-    (load_lab_model: BatchNorm folded, channels_last, bf16 where native)."""
+    one-thread variants without channels_last. The `fold_bn` sampling variant is the lab's own
+    path (load_lab_model: BatchNorm folded, channels_last, the precision `auto` picks)."""
     one = (1,) if device.type == "cpu" and (os.cpu_count() or 1) > 1 else ()
     bf16 = (FastPath(bf16=True), FastPath(bf16=True, channels_last=True)) if native_bf16(device) else ()
     fast = FastPath(bf16=True, channels_last=True) if bf16 else FastPath(channels_last=True)
@@ -56,7 +56,8 @@ def plan(quick: bool, device: torch.device) -> Plan:
               *[FastPath(threads=n) for n in one],
               *[FastPath(channels_last=True, inference_mode=True, threads=n) for n in one],
               *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]],
-              FastPath(bf16=fast.bf16, channels_last=True, inference_mode=True, fold_bn=True)]
+              FastPath(bf16=resolve_mixed_precision("auto", device) == "bf16", channels_last=True,
+                       inference_mode=True, fold_bn=True)]
     if quick:
         return Plan(TrainSizes(steps=1, repeats=2), SampleSizes(steps=1, repeats=3),
                     IFSizes(steps=1, repeats=2), (train[0], fast), bare,

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from training.checkpoints import list_checkpoints
-from training.config import recipe_defaults
+from training.config import FAST_SAMPLER, recipe_defaults
 from training.evaluation import evaluate_run
-from training.config import FAST_SAMPLER
 from training.runs import read_config
 
 from .report import Row

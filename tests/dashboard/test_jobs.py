@@ -96,6 +96,15 @@ def test_status_of_a_run_whose_process_died_is_interrupted(tmp_path):
     assert jobs.run_status(run) == "failed to start"
 
 
+def test_a_corrupt_summary_is_unreadable_unless_its_job_is_live(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "summary.json").write_text('{"status": "runn')
+    assert jobs.run_status(run) == "unreadable"
+    fake_job(run, process_identity())  # a live process still owns the run: it is busy
+    assert jobs.run_status(run) == "starting"
+
+
 def test_the_limit_and_the_queue(tmp_path):
     fake_job(tmp_path / "busy", process_identity())
     with pytest.raises(jobs.Busy, match=r"1 run already training \(busy\); the limit is 1"):

@@ -142,12 +142,17 @@ def test_every_task_on_an_mnist_backend(task, mnist, tmp_path, capsys):
     assert f"{task}.json" in names and any(n.endswith(".png") for n in names)
 
 
-def test_guidance_defaults_to_the_backends_own(mnist, tiny, tmp_path, capsys):
-    from training.runs import load_run_config
+def test_guidance_defaults_to_the_backends_own(tiny, tmp_path, capsys):
+    import shutil
 
-    run(["sample", *mnist, "--n", "1"], tmp_path / "mnist", capsys)
-    recorded = json.loads((tmp_path / "mnist/sample.json").read_text())["guidance_scale"]
-    assert recorded == load_run_config(BUNDLED / "ddpm-class-d32").guidance_scale == 5.0
+    from training.runs import write_json
+
+    mnist_run = shutil.copytree(BUNDLED / "ddpm-class-d32", tmp_path / "run")
+    config = json.loads((mnist_run / "config.json").read_text())
+    write_json(mnist_run / "config.json", {**config, "guidance_scale": 3.0})  # the run's own
+    run(["sample", "--backend", "mnist", "--run", str(mnist_run), "--steps", "2", "--n", "1"],
+        tmp_path / "mnist", capsys)
+    assert json.loads((tmp_path / "mnist/sample.json").read_text())["guidance_scale"] == 3.0
     run(["sample", *tiny, "--n", "1"], tmp_path / "if", capsys)
     assert json.loads((tmp_path / "if/sample.json").read_text())["guidance_scale"] == 7.0
 
@@ -216,10 +221,18 @@ def test_bad_inputs_and_backends(tiny, mnist, tmp_path, capsys):
     assert exit_.value.code == 2 and "expected a whole number >= 1, got '0'" in capsys.readouterr().err
 
 
-def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys):
+def offline_mnist(*args, **kwargs):
+    raise RuntimeError("Error downloading t10k-images-idx3-ubyte.gz")  # as torchvision, offline
+
+
+def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys, monkeypatch):
     import shutil
 
+    import torchvision
+
     from training.runs import write_json
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline_mnist)  # with a network too
 
     run = tmp_path / "run"
     shutil.copytree(BUNDLED / "ddpm-class-d32", run)
@@ -227,7 +240,8 @@ def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys):
     write_json(run / "config.json", {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none")})
     assert main(["forward", "--backend", "mnist", "--run", str(run), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "the built-in examples are test digits of the run's dataset" in err and "--image" in err
+    assert "the built-in examples are test digits of the run's dataset" in err
+    assert "use images of your own instead" in err
 
 
 def test_no_weights_fails_fast_with_the_access_message(tmp_path, capsys):

@@ -35,7 +35,8 @@ def test_fast_recipe_applies_its_overrides_and_explicit_options_win(experiment):
 
 
 @pytest.mark.parametrize("experiment", ["flow-class", "ddpm-class"])
-def test_help_quotes_each_recipes_defaults_of_that_experiment(experiment, capsys):
+def test_help_quotes_each_recipes_defaults_of_that_experiment(experiment, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal's width, even mid-word
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args([experiment, "--help"])
     text = " ".join(capsys.readouterr().out.split())
