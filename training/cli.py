@@ -48,11 +48,14 @@ def _positive(kind):
 def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     """Options of every experiment; None means "the default of the experiment under --recipe"."""
     pos_int, pos_float = _positive(int), _positive(float)
-
-    def quoted_default(field: str) -> str:
-        return _recipe_values(field, (experiment,))
-
     add = p.add_argument
+
+    def add_defaulted(flag: str, text: str, **kwargs) -> None:
+        """An option whose help ends with its default for this experiment under each recipe
+        (the config field named like the flag)."""
+        field = flag[2:].replace("-", "_")
+        add(flag, help=f"{text} (default {_recipe_values(field, (experiment,))})", **kwargs)
+
     add("--recipe", choices=RECIPES, help="defaults to start from; explicit options still win: "
         + "; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()) + " (default course)")
     add("--name", help="run folder name under --runs-dir (default: the experiment name)")
@@ -61,58 +64,47 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add("--epochs", type=pos_int, help="course epochs; an explicit value means N passes over the dataset")
     add("--steps", type=pos_int, help="total optimizer steps (overrides the length)")
     add("--dataset", choices=DATASETS, help="mnist, mnist-5k, fashion-mnist or auto (default)")
-    add("--data-root", help="dataset folder (default: data)")
-    add("--seed", type=int, help="seed of the weights, batch order and noise (default 0)")
+    add_defaulted("--data-root", "dataset folder")
+    add_defaulted("--seed", "seed of the weights, batch order and noise", type=int)
     add("--device", choices=DEVICES, help="auto (default), cpu, cuda or mps")
     add("--mixed-precision", choices=MIXED_PRECISION,
         help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16")
-    add("--arch", choices=ARCHS, help="course UNet (default) or the improved UNet")
-    add("--hidden", type=pos_int, help=f"UNet width D (default {quoted_default('hidden')})")
-    add("--batch-size", type=pos_int, help="global batch size, split over processes (default "
-        f"{quoted_default('batch_size')})")
-    add("--lr", type=pos_float, help="Adam learning rate, the initial one with the scheduler "
-        f"(default {quoted_default('lr')})")
+    add_defaulted("--arch", "the course UNet or the improved one", choices=ARCHS)
+    add_defaulted("--hidden", "UNet width D", type=pos_int)
+    add_defaulted("--batch-size", "global batch size, split over processes", type=pos_int)
+    add_defaulted("--lr", "Adam learning rate, the initial one with the scheduler", type=pos_float)
     add("--no-scheduler", action="store_true", help=NO_SCHEDULER_HELP)
-    add("--lr-schedule", choices=LR_SCHEDULES, help="exponential (course: x0.1 over the run, a step "
-        "per epoch) or cosine (per step, down to --lr-final-ratio)")
-    add("--lr-final-ratio", type=pos_float, help="cosine: last learning rate / --lr "
-        f"(default {quoted_default('lr_final_ratio')})")
-    add("--warmup-steps", type=int, help="linear learning-rate warm-up steps (cosine or "
-        f"constant rate; default {quoted_default('warmup_steps')})")
-    add("--time-sampling", choices=TIME_SAMPLINGS, help="density of the flow time or DDPM step "
-        f"(logit-normal: more mid-noise draws; default {quoted_default('time_sampling')})")
-    add("--loss-weighting", choices=LOSS_WEIGHTINGS, help="DDPM: weight each step's noise loss: "
-        "none (the course), min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow "
-        "matching's (1 + SNR^-1/2)^2: high noise counts more; default "
-        f"{quoted_default('loss_weighting')})")
-    add("--min-snr-gamma", type=pos_float, help="G of --loss-weighting min-snr "
-        f"(default {quoted_default('min_snr_gamma')})")
+    add_defaulted("--lr-schedule", "exponential (course: x0.1 over the run, a step per epoch) or "
+                  "cosine (per step, down to --lr-final-ratio)", choices=LR_SCHEDULES)
+    add_defaulted("--lr-final-ratio", "cosine: last learning rate / --lr", type=pos_float)
+    add_defaulted("--warmup-steps", "linear learning-rate warm-up steps, cosine or constant rate",
+                  type=int)
+    add_defaulted("--time-sampling", "density of the flow time or DDPM step (logit-normal: more "
+                  "mid-noise draws)", choices=TIME_SAMPLINGS)
+    add_defaulted("--loss-weighting", "DDPM: weight each step's noise loss: none (the course), "
+                  "min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow matching's "
+                  "(1 + SNR^-1/2)^2: high noise counts more)", choices=LOSS_WEIGHTINGS)
+    add_defaulted("--min-snr-gamma", "G of --loss-weighting min-snr", type=pos_float)
     add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling, its decay "
         "capped at this value D (e.g. 0.999); the --ema-warmup term is lower, and sets it, until "
         "step (D W - 1) / (1 - D): 8,990 for D = 0.999, W = 10")
-    add("--ema-warmup", type=pos_float, help="EMA warm-up: step n's decay is min(decay, (1 + n) / "
-        "(W + n)), so the EMA spans about the last n / (W - 1) steps (default "
-        f"{quoted_default('ema_warmup')})")
-    add("--p-uncond", type=float, help=f"class dropout probability (default {quoted_default('p_uncond')})")
-    add("--sigma", type=pos_float, help="single-step denoiser noise level "
-        f"(default {quoted_default('sigma')})")
-    add("--sampler", choices=SAMPLERS, help="the run's default sampler (sample, evaluate, "
-        f"figures; default {quoted_default('sampler')})")
-    add("--sample-steps", type=pos_int, help="sampler steps (default "
-        f"{quoted_default('sample_steps')})")
+    add_defaulted("--ema-warmup", "EMA warm-up: step n's decay is min(decay, (1 + n) / (W + n)), "
+                  "so the EMA spans about the last n / (W - 1) steps", type=pos_float)
+    add_defaulted("--p-uncond", "class dropout probability", type=float)
+    add_defaulted("--sigma", "single-step denoiser noise level", type=pos_float)
+    add_defaulted("--sampler", "the run's default sampler (sample, evaluate, figures)",
+                  choices=SAMPLERS)
+    add_defaulted("--sample-steps", "sampler steps", type=pos_int)
     preview, preview_steps = preview_sampler(recipe_defaults(experiment))
     add("--preview-sampler", choices=SAMPLERS, help="sampler of the per-epoch grids and the GIF "
         f"(default {preview})")
     add("--preview-steps", type=pos_int, help=f"its steps (default {preview_steps})")
-    add("--guidance-scale", type=float, help="CFG scale of the class grids "
-        f"(default {quoted_default('guidance_scale')})")
-    add("--log-every", type=pos_int, help="steps between logged metrics "
-        f"(default {quoted_default('log_every')})")
-    add("--checkpoint-every", type=pos_int, help="epochs between checkpoints "
-        f"(default {quoted_default('checkpoint_every')})")
+    add_defaulted("--guidance-scale", "CFG scale of the class grids", type=float)
+    add_defaulted("--log-every", "steps between logged metrics", type=pos_int)
+    add_defaulted("--checkpoint-every", "epochs between checkpoints", type=pos_int)
     add("--keep-checkpoints", type=pos_int, help="recent checkpoints kept besides epochs 1,5,10,15,20")
     add("--wandb-mode", choices=WANDB_MODES, help="default: online when a W&B key is configured, else offline")
-    add("--wandb-project", help=f"W&B project (default {quoted_default('wandb_project')})")
+    add_defaulted("--wandb-project", "W&B project")
     add("--period-steps", type=pos_int, help=argparse.SUPPRESS)  # tests: steps per period
     add("--stop-after", type=pos_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
 
