@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from samplers.devices import resolve_device
 from training.checkpoints import list_checkpoints
-from training.config import (DEVICES, EXPERIMENTS, GUIDANCE_SCALES, PER_CLASS, RECIPES, WANDB_MODES,
-                             ConfigError, check_sampler)
-from training.data import DATASETS
+from training.config import (EXPERIMENTS, GUIDANCE_SCALES, PER_CLASS, ConfigError, check_sampler,
+                             make_config)
 from training.runs import (RunFileError, load_run_config, process_alive, process_identity,
                            read_config, read_summary, safe_run_dir, write_json)
 
@@ -96,12 +96,6 @@ class TrainRequest:
         if (run_dir / "config.json").exists():
             raise JobError(f"a run named {self.name!r} already exists in {runs_dir}: resume it, "
                            f"or pick another name")
-        for name, allowed, value in (("recipe", RECIPES, self.recipe),
-                                     ("dataset", DATASETS, self.dataset),
-                                     ("W&B mode", WANDB_MODES, self.wandb_mode),
-                                     ("device", DEVICES, self.device)):
-            if value not in allowed:
-                raise JobError(f"{name} {value!r} is not one of {', '.join(allowed)}")
         if self.steps is not None and self.epochs is not None:
             raise JobError("give steps or epochs, not both")
         if self.steps is not None:
@@ -113,6 +107,13 @@ class TrainRequest:
         if self.log_every is not None:
             _int("log every", self.log_every, 1, 100_000)
         _int("seed", self.seed, 0, MAX_SEED)
+        try:  # what the CLI itself would refuse: the same checks, before a process starts
+            make_config(self.experiment, recipe=self.recipe, dataset=self.dataset, steps=self.steps,
+                        epochs=self.epochs, seed=self.seed, hidden=self.hidden,
+                        wandb_mode=self.wandb_mode, device=self.device, log_every=self.log_every)
+            resolve_device(self.device)
+        except ValueError as e:  # ConfigError, DeviceUnavailable
+            raise JobError(str(e)) from None
         return run_dir
 
     def argv(self, runs_dir: str | Path) -> list[str]:

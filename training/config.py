@@ -20,6 +20,7 @@ from samplers.devices import DEVICES, PRECISIONS
 from samplers.sampling import FLOW_SAMPLERS
 from samplers.sampling import SAMPLERS as SAMPLER_TABLE
 
+from .data import DATASETS
 from .models import ARCHS
 
 Kind = Literal["denoiser", "pure-noise", "ddpm", "flow"]
@@ -276,6 +277,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--warmup-steps needs --lr-schedule cosine or --no-scheduler "
                           "(the course's ExponentialLR has no warm-up)")
     checks = [(cfg.arch, ARCHS, "arch"), (cfg.sampler, SAMPLERS, "sampler"),
+              (cfg.dataset, DATASETS, "dataset"),
               (cfg.recipe, RECIPES, "recipe"), (cfg.lr_schedule, LR_SCHEDULES, "lr-schedule"),
               (cfg.time_sampling, TIME_SAMPLINGS, "time-sampling"),
               (cfg.loss_weighting, LOSS_WEIGHTINGS, "loss-weighting"),

@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import charts, jobs, settings
 from dashboard.components import evaluate_controls, user_errors
-from training.config import EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES, recipe_defaults
+from training.config import DEVICES, EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES, recipe_defaults
 from training.curves import SMOOTHING
 from training.data import DATASETS
 from training.runs import read_config, read_metrics, read_summary
@@ -71,7 +71,7 @@ def request_form(root) -> jobs.TrainRequest:
     wandb_mode = c[0].selectbox("W&B mode", WANDB_MODES, index=WANDB_MODES.index("offline"),
                                 key="train_wandb", help="offline: logged locally; upload later "
                                 "with the `wandb sync` command the run prints")
-    device = c[1].selectbox("Device", jobs.DEVICES, key="train_device")
+    device = c[1].selectbox("Device", DEVICES, key="train_device")
     name = c[2].text_input("Run name", key="train_name", help=f"a folder name inside {root}")
     log_every = st.number_input("Log every (steps)", 1, 100_000, 25, key="train_log_every",
                                 help="steps between logged metrics: the live view's updates")

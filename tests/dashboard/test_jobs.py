@@ -37,7 +37,9 @@ def test_argv_is_built_from_the_request_only(tmp_path):
     (dict(experiment="gan"), "unknown experiment 'gan'"),
     (dict(recipe="turbo"), "recipe 'turbo' is not one of course, fast"),
     (dict(dataset="cifar"), "dataset 'cifar' is not one of"),
-    (dict(wandb_mode="loud"), "W&B mode 'loud'"),
+    (dict(wandb_mode="loud"), "--wandb-mode 'loud' is not one of online"),
+    pytest.param(dict(device="mps"), "no MPS device is available here", marks=pytest.mark.skipif(
+        torch.backends.mps.is_available(), reason="this machine has the Apple GPU asked for")),
     (dict(steps=5, epochs=1), "steps or epochs, not both"),
     (dict(steps=0), "steps must be between 1"),
     (dict(hidden=10_000), "width (--hidden) must be between 1 and 512"),
