@@ -19,6 +19,17 @@ import torch  # noqa: E402  (after the environment above)
 torch.set_num_threads(1)
 
 
+@pytest.fixture
+def mnist_offline(monkeypatch):
+    """Full MNIST unreachable, as torchvision fails without a network, on any machine."""
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` are skipped, with that reason, where no CUDA device is visible."""
     if torch.cuda.is_available():

@@ -22,7 +22,7 @@ from accelerate import Accelerator, PartialState
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from samplers.devices import DeviceUnavailable, resolve_device, resolve_mixed_precision
+from samplers.devices import resolve_device, resolve_mixed_precision
 
 from . import checkpoints as ck
 from .config import ConfigError, TrainConfig, TrainingDiverged, preview_sampler, resolve_length
@@ -88,10 +88,7 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Callable[[nn.Module, int], o
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """An Accelerator on cfg.device ("auto" lets Accelerate choose) with cfg.mixed_precision."""
-    try:
-        resolve_device(cfg.device)  # DeviceUnavailable when the named accelerator is not here
-    except DeviceUnavailable as e:
-        raise ConfigError(str(e)) from e
+    resolve_device(cfg.device)  # DeviceUnavailable (the CLI: one line, exit 2) when it is not here
     device = PartialState(cpu=cfg.device == "cpu").device
     if device.type == "cuda":  # deterministic cuDNN algorithms, so a resumed run stays bit-exact
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

@@ -115,18 +115,11 @@ def test_corrupt_checkpoint_in_the_lab(app, corrupt_runs):
 
 
 def test_without_the_runs_dataset_examples_give_way_to_uploads(app, lab_runs, tmp_path,
-                                                              monkeypatch):
+                                                              mnist_offline):
     import json
     import shutil
 
-    import torchvision
-
     from training.runs import write_json
-
-    def offline_mnist(*args, **kwargs):
-        raise RuntimeError("Error downloading t10k-images-idx3-ubyte.gz")  # as torchvision, offline
-
-    monkeypatch.setattr(torchvision.datasets, "MNIST", offline_mnist)  # with a network too
 
     run = shutil.copytree(lab_runs / "flow-class", tmp_path / "elsewhere")
     cfg = json.loads((run / "config.json").read_text())

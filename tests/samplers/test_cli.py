@@ -221,18 +221,10 @@ def test_bad_inputs_and_backends(tiny, mnist, tmp_path, capsys):
     assert exit_.value.code == 2 and "expected a whole number >= 1, got '0'" in capsys.readouterr().err
 
 
-def offline_mnist(*args, **kwargs):
-    raise RuntimeError("Error downloading t10k-images-idx3-ubyte.gz")  # as torchvision, offline
-
-
-def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys, monkeypatch):
+def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys, mnist_offline):
     import shutil
 
-    import torchvision
-
     from training.runs import write_json
-
-    monkeypatch.setattr(torchvision.datasets, "MNIST", offline_mnist)  # with a network too
 
     run = tmp_path / "run"
     shutil.copytree(BUNDLED / "ddpm-class-d32", run)

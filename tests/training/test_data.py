@@ -39,12 +39,7 @@ def test_unknown_name_and_split():
         load_dataset("mnist-5k", split="val")
 
 
-def test_mnist_unreachable_is_clear(tmp_path, monkeypatch):
-    import torchvision
-
-    def offline(*a, **k):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
-    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+def test_mnist_unreachable_is_clear(tmp_path, mnist_offline):
     with pytest.raises(D.DatasetUnavailableError, match="mnist-5k"):
         load_dataset("mnist", root=tmp_path)
 
