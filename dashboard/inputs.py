@@ -46,7 +46,7 @@ def image_input(backend, key: str, examples: dict, *, sketch: bool = False) -> t
             st.caption("Draw on the canvas (its toolbar has undo and clear).")
             return None
     with user_errors(f"Cannot use {'the upload' if source == 'Upload' else 'the sketch'}"):
-        x = load_image(data, size, channels).to(backend.device, backend.dtype)
+        x = load_image(data, size, channels).to(backend.device)  # fp32, as the CLI loads it
         return media.png_bytes(x), x
     return None
 

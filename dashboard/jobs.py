@@ -69,7 +69,7 @@ class TrainRequest:
     hidden: int | None = None  # None: the experiment's D
     wandb_mode: str = "offline"
     device: str = "auto"
-    log_every: int | None = None  # None: the CLI's (25 steps)
+    log_every: int | None = None  # None: the CLI's (TrainConfig.log_every)
     resume: bool = False
 
     def validate(self, runs_dir: str | Path) -> Path:

@@ -58,7 +58,8 @@ def _common() -> argparse.ArgumentParser:
                        help="strided schedule from the first timestep to 0 (IF: 30)")
     steps.add_argument("--steps", type=int, help="this many evenly spaced timesteps instead")
     s.add_argument("--guidance-scale", type=float,
-                   help="CFG scale (default: the backend's; IF 7 as in the course, MNIST the run's)")
+                   help="CFG scale (default: the backend's, IF 7 as in the course, MNIST the run's; "
+                        "denoise: 1, no CFG, as in the course)")
     s.add_argument("--prompt", help="the condition (default: IF 'a high quality photo', MNIST '')")
     return common
 
@@ -126,10 +127,7 @@ def make_backend(args: argparse.Namespace) -> Backend:
     if args.backend == "mnist":
         if not args.run:
             raise ValueError("--backend mnist needs --run RUN_DIR (a ddpm-* or flow-* run)")
-        checkpoint = args.checkpoint
-        if checkpoint and checkpoint.isdigit():
-            checkpoint = int(checkpoint)
-        options = dict(run_dir=args.run, checkpoint=checkpoint, device=args.device or "cpu")
+        options = dict(run_dir=args.run, checkpoint=args.checkpoint, device=args.device or "cpu")
     else:
         if args.run:
             raise ValueError(f"--run is for --backend mnist, not {args.backend}")
@@ -188,7 +186,7 @@ def run_task(args: argparse.Namespace, backend: Backend) -> list[tasks.Figure]:
     if args.task == "denoise":
         return tasks.denoise(backend, load_inputs(args, backend, 1), prompt=prompt, ts=args.ts,
                              i_start=args.i_start, kernel_size=args.kernel_size, sigma=args.sigma,
-                             **run)
+                             **guided, **run)
     if args.task == "sample":
         return tasks.sample(backend, prompt=prompt, n=args.n, **guided, **run)
     if args.task in ("sdedit", "img2img"):
@@ -239,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.out.mkdir(parents=True, exist_ok=True)  # an occupied or read-only --out fails now
         backend = make_backend(args)
+        if args.task == "denoise" and args.guidance_scale is None:
+            args.guidance_scale = tasks.DENOISE_CFG
         args.guidance_scale = tasks.cfg_scale(backend, args.guidance_scale)
         figures = run_task(args, backend)
         record = {k: v for k, v in vars(args).items() if k != "out"}

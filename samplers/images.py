@@ -215,15 +215,15 @@ def _write_gif(frames: Sequence[Frame], target, duration_ms: int, hold_ms: int |
                    duration=duration, loop=0)
 
 
-def gif_bytes(frames: Sequence[Frame], duration_ms: int = 80, hold_ms: int | None = None,
-              min_tile: int = 128) -> bytes:
+def gif_bytes(frames: Sequence[Frame], *, duration_ms: int = 80, min_tile: int = 128,
+              hold_ms: int | None = None) -> bytes:
     """`save_gif`, as GIF file bytes."""
     buf = io.BytesIO()
     _write_gif(frames, buf, duration_ms, hold_ms, min_tile)
     return buf.getvalue()
 
 
-def save_gif(frames: Sequence[Frame], path: str | os.PathLike, duration_ms: int = 80,
+def save_gif(frames: Sequence[Frame], path: str | os.PathLike, *, duration_ms: int = 80,
              min_tile: int = 128, hold_ms: int | None = None) -> Path:
     """An endlessly looping GIF of `frames`: tensors (B, C, H, W) in [-1, 1] (each shown as one
     `figure` row) or ready images (uint8 arrays, PIL); the last frame is held `hold_ms` if given."""

@@ -90,6 +90,9 @@ def _noise(backend: Backend, n: int, generator: torch.Generator) -> Tensor:
     return torch.randn(shape, generator=generator).to(backend.device)
 
 
+DENOISE_CFG = 1.0  # the course denoises (1.2-1.4) without CFG
+
+
 def cfg_scale(backend: Backend, guidance_scale: float | None) -> float:
     """`guidance_scale`, or the backend's own default (IF 7 as in the course, an MNIST run's)."""
     return backend.default_guidance_scale if guidance_scale is None else guidance_scale
@@ -115,7 +118,7 @@ def forward(backend: Backend, images: dict[str, Tensor], *, generator: torch.Gen
 
 
 def denoise(backend: Backend, images: dict[str, Tensor], *, generator: torch.Generator,
-            schedule: Schedule, prompt: str, guidance_scale: float = 1.0,
+            schedule: Schedule, prompt: str, guidance_scale: float = DENOISE_CFG,
             ts: Sequence[int] = NOISE_TS, i_start: int = 10, kernel_size: int = 5,
             sigma: float = 2.0, callback: Callback | None = None) -> list[Figure]:
     """Course 1.2-1.4: Gaussian blur vs one-step vs iterative denoising, conditioned on `prompt`

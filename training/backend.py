@@ -14,7 +14,7 @@ from torch import Tensor
 
 import samplers
 
-from .data import DatasetUnavailableError, load_dataset, resolve_dataset_name, to_signed
+from .data import DatasetUnavailableError, load_dataset, to_signed
 from .pretrained import load_lab_model
 
 DEFAULT_STEPS = 30  # the default spaced schedule: quick Part A tricks on a laptop
@@ -62,8 +62,7 @@ class MnistBackend:
         """One test digit of each class, name "digit-k" -> (1, 1, 28, 28) in [-1, 1]."""
         cfg = self.lab.config
         try:
-            test = load_dataset(resolve_dataset_name(cfg.dataset, cfg.data_root), cfg.data_root,
-                                "test")
+            test = load_dataset(cfg.dataset, cfg.data_root, "test")
         except DatasetUnavailableError as e:
             raise ValueError(f"the built-in examples are test digits of the run's dataset: {e}; "
                              "use images of your own instead") from e

@@ -62,6 +62,13 @@ class Checkpoint:
         """The weights to sample with: the EMA when the run kept one."""
         return self.path / self.meta.get("sampling_weights", "model.safetensors")
 
+    def check_experiment(self, experiment: str) -> None:
+        """CheckpointError unless this checkpoint was written by a run of `experiment`."""
+        own = self.meta.get("experiment", experiment)
+        if own != experiment:
+            raise CheckpointError(f"{self.path / 'meta.json'}: a checkpoint of {own!r}, "
+                                  f"but the run is {experiment!r}")
+
 
 def checkpoint_name(epoch: int, step: int | None = None) -> str:
     """`epoch-NNNN` (end of epoch NNNN), or with `step` the mid-epoch `epoch-NNNN-step-SSSSSSSS`."""

@@ -19,7 +19,7 @@ from samplers.files import atomic_path
 from .checkpoints import CheckpointError
 from .data import DATASETS, DatasetUnavailableError
 from .config import (ARCHS, DEVICES, EXPERIMENTS, GUIDANCE_SCALES, LOSS_WEIGHTINGS, LR_SCHEDULES,
-                     MIXED_PRECISION, NO_SCHEDULER_HELP, PER_CLASS, RECIPE_HELP, RECIPES, SAMPLE_BATCH,
+                     NO_SCHEDULER_HELP, PER_CLASS, PRECISIONS, RECIPE_HELP, RECIPES, SAMPLE_BATCH,
                      SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
                      TrainConfig, TrainingDiverged, default_run_name, make_config, preview_sampler,
                      recipe_defaults, resume_config)
@@ -67,7 +67,7 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add_defaulted("--data-root", "dataset folder")
     add_defaulted("--seed", "seed of the weights, batch order and noise", type=int)
     add("--device", choices=DEVICES, help="auto (default), cpu, cuda or mps")
-    add("--mixed-precision", choices=MIXED_PRECISION,
+    add("--mixed-precision", choices=PRECISIONS,
         help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16")
     add_defaulted("--arch", "the course UNet or the improved one", choices=ARCHS)
     add_defaulted("--hidden", "UNet width D", type=pos_int)
@@ -102,7 +102,8 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add_defaulted("--guidance-scale", "CFG scale of the class grids", type=float)
     add_defaulted("--log-every", "steps between logged metrics", type=pos_int)
     add_defaulted("--checkpoint-every", "epochs between checkpoints", type=pos_int)
-    add("--keep-checkpoints", type=pos_int, help="recent checkpoints kept besides epochs 1,5,10,15,20")
+    add_defaulted("--keep-checkpoints", "recent checkpoints kept besides the milestone epochs "
+                  f"{','.join(map(str, TrainConfig.milestones))}", type=pos_int)
     add("--wandb-mode", choices=WANDB_MODES, help="default: online when a W&B key is configured, else offline")
     add_defaulted("--wandb-project", "W&B project")
     add("--period-steps", type=pos_int, help=argparse.SUPPRESS)  # tests: steps per period
@@ -146,7 +147,7 @@ def build_parser() -> Parser:
                    help=f"images per model batch (default {SAMPLE_BATCH})")
     e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
     for p in (s, e):
-        p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
+        p.add_argument("--mixed-precision", choices=PRECISIONS, default="auto",
                        help=f"the UNet's precision: auto (default: {AUTO_PRECISION_HELP}), "
                             "no (fp32), fp16 or bf16")
     s.add_argument("--out", type=Path, required=True, help="output .npz file (.npz is added "
@@ -226,7 +227,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .data import from_signed
     from .pretrained import load_lab_model
 
-    lab = load_lab_model(args.run_dir, _checkpoint(args.checkpoint), args.device,
+    lab = load_lab_model(args.run_dir, args.checkpoint, args.device,
                          args.mixed_precision)
     labels = torch.arange(lab.config.num_classes).repeat_interleave(args.per_class)
     if not lab.class_conditional:
@@ -249,16 +250,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint(text: str | None) -> int | str | None:
-    return int(text) if text and text.isdigit() else text
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run, format_evaluation
 
     results = evaluate_run(args.run_dir, args.guidance, per_class=args.per_class, seed=args.seed,
                            repeats=args.repeats, sampler=args.sampler, steps=args.steps,
-                           checkpoint=_checkpoint(args.checkpoint), device=args.device,
+                           checkpoint=args.checkpoint, device=args.device,
                            precision=args.mixed_precision)
     print(format_evaluation(results))
     return 0

@@ -21,7 +21,7 @@ from samplers.sampling import FLOW_SAMPLERS
 from samplers.sampling import SAMPLERS as SAMPLER_TABLE
 
 from .data import DATASETS
-from .models import ARCHS
+from .models import ARCHS, check_width
 
 Kind = Literal["denoiser", "pure-noise", "ddpm", "flow"]
 COURSE_TRAIN_SIZE = 60_000  # MNIST train split: the course's epochs are passes over it
@@ -74,6 +74,8 @@ class TrainConfig:
     period_steps: int | None = None  # steps per epoch; resolved at start (or a test knob)
     total_steps: int | None = None  # resolved at start
     lr_gamma: float | None = None  # resolved at start; kept when a resume extends the length
+    lr_decay_steps: int | None = None  # the steps the warm-up + cosine spans (total_steps at
+    #                                    start); kept when a resume extends the length
     # objective
     sigma: float = 0.5  # single-step denoiser noise level, data in [0, 1]
     num_timesteps: int = 300  # DDPM T
@@ -153,7 +155,6 @@ TIME_SAMPLINGS = ("uniform", "logit-normal")
 LOSS_WEIGHTINGS = ("none", "min-snr", "flow")
 SAMPLERS = (*SAMPLER_TABLE, "direct")  # the samplers table, and the denoisers' one call
 WANDB_MODES = ("online", "offline", "disabled")
-MIXED_PRECISION = PRECISIONS
 # evaluate's defaults (CLI and dashboard): guidance scales, samples a class (500 digits a scale),
 # and images per model batch of `sample` and `evaluate`
 GUIDANCE_SCALES = (0, 1, 3, 5, 7)
@@ -267,6 +268,11 @@ def validate(cfg: TrainConfig) -> None:
                  "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps", "lr_final_ratio",
                  "min_snr_gamma"):
         positive(name, getattr(cfg, name))
+    if cfg.arch == "improved":
+        try:
+            check_width(cfg.hidden)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if cfg.loss_weighting != "none" and cfg.kind != "ddpm":
         raise ConfigError(f"--loss-weighting weights the DDPM noise loss; {cfg.experiment} is a {cfg.kind} model")
     if cfg.time_sampling != "uniform" and cfg.kind not in ("ddpm", "flow"):
@@ -281,7 +287,7 @@ def validate(cfg: TrainConfig) -> None:
               (cfg.recipe, RECIPES, "recipe"), (cfg.lr_schedule, LR_SCHEDULES, "lr-schedule"),
               (cfg.time_sampling, TIME_SAMPLINGS, "time-sampling"),
               (cfg.loss_weighting, LOSS_WEIGHTINGS, "loss-weighting"),
-              (cfg.mixed_precision, MIXED_PRECISION, "mixed-precision"), (cfg.device, DEVICES, "device")]
+              (cfg.mixed_precision, PRECISIONS, "mixed-precision"), (cfg.device, DEVICES, "device")]
     if cfg.preview_sampler is not None:
         checks.append((cfg.preview_sampler, SAMPLERS, "preview-sampler"))
     if cfg.wandb_mode is not None:
@@ -304,7 +310,7 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> TrainConfig:
-    """Fill period_steps, total_steps and lr_gamma for a dataset of `dataset_size` images that the
+    """Fill period_steps, total_steps, lr_gamma and lr_decay_steps for a dataset of `dataset_size` images that the
     batcher covers in `pass_steps` steps.
 
     Default length on a dataset smaller than MNIST: the course's number of optimizer steps
@@ -318,7 +324,8 @@ def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> Trai
     total = cfg.steps if cfg.steps is not None else cfg.epochs * epoch_steps
     epochs = math.ceil(total / epoch_steps)
     gamma = COURSE_LR_DECAY ** (1.0 / epochs) if cfg.scheduler and cfg.lr_schedule == "exponential" else 1.0
-    return replace(cfg, period_steps=epoch_steps, total_steps=total, lr_gamma=gamma)
+    return replace(cfg, period_steps=epoch_steps, total_steps=total, lr_gamma=gamma,
+                   lr_decay_steps=total)
 
 
 def num_periods(cfg: TrainConfig) -> int:
@@ -327,7 +334,8 @@ def num_periods(cfg: TrainConfig) -> int:
 
 
 # Options a resume may change: the name (its folder's), where and how it runs, and the length (which only extends the run;
-# the epoch length and the LR decay rate stay as stored).
+# the epoch length and the LR schedule stay as stored: past its old end a run keeps decaying at
+# lr_gamma, or stays at the cosine's final rate).
 RESUME_RUNTIME = ("name", "device", "mixed_precision", "wandb_mode", "wandb_project", "log_every",
                   "checkpoint_every", "keep_checkpoints", "preview_steps", "preview_sampler", "data_root")
 
@@ -345,6 +353,8 @@ def resume_config(stored: TrainConfig, given: dict[str, Any]) -> TrainConfig:
         if getattr(stored, key) != value:
             raise ConfigError(f"run {stored.name!r} was created with {key}={getattr(stored, key)!r}; "
                               f"--resume keeps the stored settings (drop that option or use a new --name)")
+    if stored.lr_decay_steps is None:  # a run recorded before the field existed
+        changes["lr_decay_steps"] = stored.total_steps
     if steps is not None:
         changes["total_steps"], changes["steps"] = steps, steps
     elif epochs is not None:

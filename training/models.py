@@ -248,8 +248,8 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int | None, mode: str):
         super().__init__()
         self.mode = mode
-        self.norm1, self.conv1 = nn.GroupNorm(8, cin), nn.Conv2d(cin, cout, 3, 1, 1)
-        self.norm2, self.conv2 = nn.GroupNorm(8, cout), nn.Conv2d(cout, cout, 3, 1, 1)
+        self.norm1, self.conv1 = nn.GroupNorm(GROUPS, cin), nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2, self.conv2 = nn.GroupNorm(GROUPS, cout), nn.Conv2d(cout, cout, 3, 1, 1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         n_film = {"none": 0, "time-add": 1, "time-mul": 1, "class": 2}[mode]
         self.film = nn.Linear(emb_dim, n_film * cout) if n_film else None
@@ -274,7 +274,7 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int, heads: int = 4):
         super().__init__()
-        self.norm = nn.GroupNorm(8, channels)
+        self.norm = nn.GroupNorm(GROUPS, channels)
         self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -282,6 +282,16 @@ class Attention(nn.Module):
         seq = self.norm(x).flatten(2).transpose(1, 2)
         out, _ = self.attn(seq, seq, seq, need_weights=False)
         return x + out.transpose(1, 2).reshape(b, ch, h, w)
+
+
+GROUPS = 8  # GroupNorm groups of the improved UNet
+
+
+def check_width(hidden: int) -> None:
+    """ValueError unless the improved UNet can take width `hidden` (a multiple of GROUPS)."""
+    if hidden % GROUPS:
+        raise ValueError(f"--arch improved needs --hidden divisible by {GROUPS} "
+                         f"(GroupNorm({GROUPS})), got {hidden}")
 
 
 class ImprovedUNet(nn.Module):
@@ -296,8 +306,7 @@ class ImprovedUNet(nn.Module):
                  num_classes: int = 10):
         super().__init__()
         _check_conditioning(conditioning)
-        if hidden % 8:
-            raise ValueError(f"ImprovedUNet needs hidden divisible by 8 (GroupNorm(8)), got {hidden}")
+        check_width(hidden)
         d, mode = hidden, conditioning
         self.conditioning, self.num_classes, self.hidden = conditioning, num_classes, hidden
         emb = 4 * d if mode != "none" else None
@@ -322,7 +331,7 @@ class ImprovedUNet(nn.Module):
             self.upsample.append(nn.ConvTranspose2d(ch, ch, 4, 2, 1) if i > 0 else nn.Identity())
             cin = ch
         self.attn7 = Attention(2 * d)
-        self.out = nn.Sequential(nn.GroupNorm(8, d), nn.SiLU(), nn.Conv2d(d, in_channels, 3, 1, 1))
+        self.out = nn.Sequential(nn.GroupNorm(GROUPS, d), nn.SiLU(), nn.Conv2d(d, in_channels, 3, 1, 1))
 
     def _embedding(self, x: Tensor, t, c) -> Tensor | None:
         if self.conditioning == "none":

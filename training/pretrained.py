@@ -180,8 +180,10 @@ def find_checkpoint(run_dir: Path, checkpoint: int | str | Path | None) -> Check
         raise CheckpointError(f"{run_dir}: no complete checkpoint under checkpoints/")
     if checkpoint is None:
         return ckpts[-1]
+    if isinstance(checkpoint, str) and checkpoint.isdigit():  # "5" or "0005": an epoch number
+        checkpoint = int(checkpoint)
     for c in ckpts:
-        if (checkpoint in (c.period, str(c.period)) and not c.partial
+        if (checkpoint == c.period and not c.partial
                 or checkpoint == c.path.name or Path(str(checkpoint)) == c.path):
             return c
     raise CheckpointError(f"{run_dir}: no checkpoint {checkpoint!r}; have "
@@ -201,9 +203,7 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
     run_dir, device = Path(run_dir), resolve_device(device)
     cfg = load_run_config(run_dir)
     ckpt = find_checkpoint(run_dir, checkpoint)
-    if ckpt.meta.get("experiment", cfg.experiment) != cfg.experiment:
-        raise CheckpointError(f"{ckpt.path / 'meta.json'}: a checkpoint of {ckpt.meta['experiment']!r}, "
-                              f"but the run is {cfg.experiment!r}")
+    ckpt.check_experiment(cfg.experiment)
     unet = build_unet(cfg).to(device)
     try:
         weights = load_weights(ckpt.weights_file, device, experiment=cfg.experiment,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from .config import ConfigError, TrainConfig
 
 __all__ = ["RunFileError", "RunInfo", "list_runs", "load_run_config", "read_config", "read_metrics",
            "read_summary", "list_checkpoints", "safe_run_dir", "write_json", "process_identity",
-           "process_alive"]
+           "process_alive", "sample_grid_path", "list_sample_grids"]
 
 
 @dataclass
@@ -172,3 +173,17 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
             except (OSError, ValueError):
                 continue
     return sorted(infos, key=lambda r: r.created, reverse=True)
+
+
+def sample_grid_path(run_dir: Path, epoch: int) -> Path:
+    """Where a run's end-of-epoch sample grid goes: samples/epoch-NNNN.png."""
+    return Path(run_dir) / "samples" / f"epoch-{epoch:04d}.png"
+
+
+def list_sample_grids(run_dir: Path) -> dict[int, Path]:
+    """A run's end-of-epoch sample grids by epoch, oldest first (none: empty)."""
+    found = {}
+    for path in sorted((Path(run_dir) / "samples").glob("epoch-*.png")):
+        if m := re.fullmatch(r"epoch-(\d+)\.png", path.name):
+            found[int(m.group(1))] = path
+    return found

@@ -35,9 +35,9 @@ class WarmupCosine:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig
                    ) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
-    """(scheduler, per_step) for a resolved cfg (total_steps and lr_gamma set)."""
+    """(scheduler, per_step) for a resolved cfg (lr_gamma and lr_decay_steps set)."""
     if cfg.lr_schedule == "exponential" and cfg.warmup_steps == 0:
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma), False
     decay = cfg.scheduler and cfg.lr_schedule == "cosine"
-    factor = WarmupCosine(cfg.total_steps, cfg.warmup_steps, cfg.lr_final_ratio, decay)
+    factor = WarmupCosine(cfg.lr_decay_steps, cfg.warmup_steps, cfg.lr_final_ratio, decay)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True

@@ -30,7 +30,7 @@ from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, sample_grid, save_gif, save_grid
 from .objectives import LOSS_BINS, loss_by_t_bins, make_objective
 from .pretrained import LabModel, build_unet, max_batch, vp_alphas_cumprod
-from .runs import safe_run_dir
+from .runs import safe_run_dir, sample_grid_path
 from .schedules import make_scheduler
 from .tracking import Tracker
 
@@ -187,10 +187,7 @@ class Trainer:
         """Load checkpoint folder `path` into model, EMA, optimizer, scheduler and RNGs
         (CheckpointError naming the file when any part is unreadable or does not fit this run)."""
         ckpt = ck.read_checkpoint(path)
-        experiment = ckpt.meta.get("experiment", self.cfg.experiment)
-        if experiment != self.cfg.experiment:
-            raise ck.CheckpointError(f"{path / 'meta.json'}: a checkpoint of {experiment!r}, "
-                                     f"but the run is {self.cfg.experiment!r}")
+        ckpt.check_experiment(self.cfg.experiment)
         load = lambda name, net: ck.load_weights(path / name, self.device, experiment=self.cfg.experiment,
                                                  expected=net.state_dict())
         weights = load("model.safetensors", self.model)
@@ -257,11 +254,11 @@ class Trainer:
                 clean = self._test_batch()
                 noisy = clean + self.cfg.sigma * torch.randn(clean.shape, generator=g, device=self.device)
                 rows = torch.cat([clean, noisy.clamp(0, 1), lab.unet(noisy).clamp(0, 1)])
-                return save_grid(rows * 2 - 1, out / f"epoch-{period:04d}.png"), None
+                return save_grid(rows * 2 - 1, sample_grid_path(self.run_dir, period)), None
             sampler, steps = preview_sampler(self.cfg)
             gif_frames = GIF_FRAMES if gif and self.cfg.kind != "pure-noise" else 0
             x, frames = sample_grid(lab, g, sampler=sampler, steps=steps, gif_frames=gif_frames)
-            png = save_grid(x, out / f"epoch-{period:04d}.png")
+            png = save_grid(x, sample_grid_path(self.run_dir, period))
             return png, save_gif(frames, out / "sampling.gif", **GIF_MS) if frames else None
         finally:
             lab.unet.train(was_training)

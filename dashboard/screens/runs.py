@@ -1,7 +1,6 @@
 """Runs: compare local (and W&B) runs: curves, config diff, sample grids, evaluation."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +10,7 @@ from dashboard import charts, jobs, settings, wandb_source
 from dashboard.catalog import Run
 from dashboard.components import evaluate_controls, runs_or_stop, user_errors
 from training.curves import SMOOTHING
-from training.runs import read_metrics, read_summary
+from training.runs import list_sample_grids, read_metrics, read_summary
 
 REFRESH_S = 5
 EVAL_REFRESH_S = 5
@@ -90,8 +89,7 @@ def config_diff(runs: list[Run]) -> None:
 
 def sample_grids(runs: list[Run]) -> None:
     """Per-epoch sample grids side by side, one column per run, with an epoch slider."""
-    grids = {r.label: {int(m.group(1)): p for p in sorted((r.path / "samples").glob("epoch-*.png"))
-                       if (m := re.fullmatch(r"epoch-(\d+)\.png", p.name))} for r in runs}
+    grids = {r.label: list_sample_grids(r.path) for r in runs}
     epochs = sorted({e for g in grids.values() for e in g})
     if not epochs:
         st.caption("No per-epoch sample grids yet (samples/epoch-NNNN.png).")

@@ -1,16 +1,16 @@
 """Train: start a run of any experiment in the background, watch it live, stop, resume, evaluate."""
 from __future__ import annotations
 
-import re
 
 import streamlit as st
 
 from dashboard import charts, jobs, settings
 from dashboard.components import evaluate_controls, user_errors
-from training.config import DEVICES, EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES, recipe_defaults
+from training.config import (DEVICES, EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES, TrainConfig,
+                             recipe_defaults)
 from training.curves import SMOOTHING
 from training.data import DATASETS
-from training.runs import read_config, read_metrics, read_summary
+from training.runs import list_sample_grids, read_config, read_metrics, read_summary
 
 LIVE_S = 2  # seconds between refreshes of a training run's panel
 ACTIVE = ("running", "starting")
@@ -73,13 +73,14 @@ def request_form(root) -> jobs.TrainRequest:
                                 "with the `wandb sync` command the run prints")
     device = c[1].selectbox("Device", DEVICES, key="train_device")
     name = c[2].text_input("Run name", key="train_name", help=f"a folder name inside {root}")
-    log_every = st.number_input("Log every (steps)", 1, 100_000, 25, key="train_log_every",
+    cadence = TrainConfig.log_every
+    log_every = st.number_input("Log every (steps)", 1, 100_000, cadence, key="train_log_every",
                                 help="steps between logged metrics: the live view's updates")
     return jobs.TrainRequest(
         experiment=experiment, name=name.strip(), recipe=recipe, dataset=dataset,
         steps=int(steps) or None, epochs=int(epochs) or None, seed=int(seed),
         hidden=None if hidden == width else int(hidden),
-        wandb_mode=wandb_mode, device=device, log_every=None if log_every == 25 else int(log_every))
+        wandb_mode=wandb_mode, device=device, log_every=None if log_every == cadence else int(log_every))
 
 
 def start_section(s: settings.Settings) -> None:
@@ -179,8 +180,7 @@ def _duration(seconds: float) -> str:
 
 
 def latest_grid(run_dir) -> None:
-    grids = sorted((run_dir / "samples").glob("epoch-*.png"))
-    grids = [p for p in grids if re.fullmatch(r"epoch-\d+\.png", p.name)]
+    grids = list(list_sample_grids(run_dir).values())
     if grids:
         with user_errors("Sample grid"):
             st.image(grids[-1].read_bytes(), caption=f"latest samples: {grids[-1].stem}",

@@ -1,6 +1,7 @@
 """The Sampler lab and `python -m samplers` are one implementation: for the same inputs, options
 and seed, each task's page result is the CLI's figure pixel for pixel (MNIST backend and tiny IF)."""
 import io
+import json
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from samplers.__main__ import main
 from .conftest import no_errors, png
 
 LAB = "screens/sampler_lab.py"
-SEED = ["--seed", "0", "--guidance-scale", "5"]  # the page's defaults on the MNIST backend
+SEED = ["--seed", "0"]  # CFG: the page's and the CLI's default, the run's 5 (denoise: none)
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -77,6 +78,20 @@ def test_page_equals_cli_on_the_mnist_backend(task, lab, lab_runs, tmp_path):
     np.testing.assert_array_equal(page_result(lab, tab, button, key, setup), expected)
 
 
+def test_denoise_with_cfg_on_the_page_equals_the_cli_option(lab, lab_runs, tmp_path):
+    argv = ["denoise", "--backend", "mnist", "--run", str(lab_runs / "flow-class"), *SEED,
+            "--examples", "digit-0", "--prompt", "3"]  # CFG against the null class needs a class
+    name = "denoise-onestep-digit-0.png"
+    guided = cli_figure([*argv, "--guidance-scale", "5"], tmp_path / "cfg", name)
+    assert not np.array_equal(guided, cli_figure(argv, tmp_path / "cli", name))
+    assert json.loads((tmp_path / "cfg" / "denoise.json").read_text())["guidance_scale"] == 5
+    assert json.loads((tmp_path / "cli" / "denoise.json").read_text())["guidance_scale"] == 1
+    setup = (lambda at: at.selectbox(key="den_prompt").set_value("3").run(),
+             lambda at: at.toggle(key="den_cfg").set_value(True).run())
+    np.testing.assert_array_equal(page_result(lab, "Denoising", "den_go", "den_result", setup),
+                                  guided)
+
+
 @pytest.fixture(scope="module")
 def tiny_if(tmp_path_factory):
     from samplers.backends.tiny_if import build_tiny_if
@@ -121,6 +136,6 @@ def test_page_equals_cli_on_the_tiny_if(task, app, lab_runs, tiny_if, tmp_path):
     at.slider(key="lab_cfg").set_value(7.0).run()
     page = page_result(at, tab, button, key, setup)
     argv = [task, "--model-dir", str(tiny_if.stage1), "--stage2-dir", str(tiny_if.stage2),
-            "--device", "cpu", "--cache-dir", cache, "--seed", "0", "--guidance-scale", "7",
+            "--device", "cpu", "--cache-dir", cache, "--seed", "0",
             *[files.get(o, o) for o in options]]
     np.testing.assert_array_equal(page, cli_figure(argv, tmp_path / "cli", name))

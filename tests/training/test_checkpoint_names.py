@@ -51,6 +51,8 @@ def test_an_epoch_number_names_the_end_of_epoch_checkpoint(tmp_path):
     assert find_checkpoint(tmp_path, None).path.name == "epoch-0002-step-00000025"  # latest
     assert find_checkpoint(tmp_path, "epoch-0002-step-00000025").partial
     assert find_checkpoint(tmp_path, 1).path.name == "epoch-0001"
+    # as the CLIs pass it: a number string, padded or not
+    assert find_checkpoint(tmp_path, "1").path == find_checkpoint(tmp_path, "0001").path
     with pytest.raises(CheckpointError, match="no checkpoint 2"):
         find_checkpoint(tmp_path, 2)
     assert [c.path.name for c in _pick_checkpoints(tmp_path, (1, 2))] == ["epoch-0001"]

@@ -50,6 +50,14 @@ def test_run_names_must_stay_inside_the_runs_folder(tmp_path, capsys, name, mess
     assert not (tmp_path.parent / "escape").exists()
 
 
+def test_a_width_the_improved_unet_cannot_take_is_a_config_error(tmp_path, capsys):
+    assert cli.main(["flow-class", *TINY, "--arch", "improved", "--hidden", "12",
+                     "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--arch improved needs --hidden divisible by 8" in err and err.count("\n") == 1, err
+    assert not list(tmp_path.iterdir())
+
+
 def test_resume_and_existing_run_errors(runs, tmp_path, capsys):
     assert cli.main(["flow-class", *TINY, "--runs-dir", str(tmp_path), "--resume"]) == 2
     assert "--resume: there is no run 'flow-class'" in capsys.readouterr().err

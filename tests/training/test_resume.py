@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from training import cli
 from training.checkpoints import latest_checkpoint, list_checkpoints
-from training.runs import read_metrics, read_summary
+from training.runs import load_run_config, read_metrics, read_summary
 
 TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
         "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "disabled", "--steps", "6"]
@@ -58,3 +58,17 @@ def test_resume_can_extend_the_length_but_not_change_the_training(tmp_path, caps
                      "--steps", "4", "--wandb-mode", "disabled"]) == 0
     s = read_summary(tmp_path / "run")
     assert (s["status"], s["step"]) == ("finished", 4)
+
+
+def test_a_longer_resume_keeps_the_cosine_where_it_ended(tmp_path):
+    """The fast recipe's cosine spans the run's first length; an extension runs at its final rate
+    (as the course's ExponentialLR keeps its per-epoch factor), and the record says so."""
+    fast = ["--recipe", "fast", "--warmup-steps", "0", "--lr", "0.01"]
+    assert _train(tmp_path, "flow-class", "run", *fast, "--stop-after", "1") == 0
+    assert cli.main(["flow-class", "--runs-dir", str(tmp_path), "--name", "run", "--resume",
+                     "--steps", "12", "--wandb-mode", "disabled"]) == 0
+    cfg = load_run_config(tmp_path / "run")
+    assert (cfg.total_steps, cfg.lr_decay_steps) == (12, 6)
+    lrs = {r["step"]: r["lr"] for r in read_metrics(tmp_path / "run")}
+    final = 0.01 * cfg.lr_final_ratio
+    assert lrs[4] > final and all(lrs[s] == pytest.approx(final) for s in range(7, 13))
