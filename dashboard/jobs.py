@@ -26,8 +26,8 @@ from samplers.devices import resolve_device
 from training.checkpoints import list_checkpoints
 from training.config import (EXPERIMENTS, GUIDANCE_SCALES, PER_CLASS, ConfigError, check_sampler,
                              make_config)
-from training.runs import (RunFileError, load_run_config, process_alive, process_identity,
-                           read_config, read_summary, safe_run_dir, write_json)
+from training.runs import (RunFileError, check_runs_folder, load_run_config, process_alive,
+                           process_identity, read_config, read_summary, safe_run_dir, write_json)
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_FILES = {"train": "job.json", "evaluate": "evaluate-job.json"}
@@ -96,6 +96,10 @@ class TrainRequest:
         if (run_dir / "config.json").exists():
             raise JobError(f"a run named {self.name!r} already exists in {runs_dir}: resume it, "
                            f"or pick another name")
+        try:
+            check_runs_folder(runs_dir)
+        except ConfigError as e:
+            raise JobError(str(e)) from None
         if self.steps is not None and self.epochs is not None:
             raise JobError("give steps or epochs, not both")
         if self.steps is not None:
@@ -230,9 +234,10 @@ def run_status(run_dir: str | Path) -> str:
         summary = None
     status = "unreadable" if summary is None else summary.get("status", "unknown")
     job = find(run_dir)
-    if job is not None and job.alive():  # "running" once the trainer has rewritten its summary
-        fresh = _mtime(run_dir / "summary.json") >= job.started
-        return "running" if status == "running" and fresh else "starting"
+    if job is not None and job.alive():  # the trainer's own status once it has rewritten its
+        # summary (a finished or stopped run's process may still be closing W&B)
+        fresh = summary is not None and _mtime(run_dir / "summary.json") >= job.started
+        return status if fresh else "starting"
     if summary is None:
         return status
     if job is not None and not summary:
@@ -311,6 +316,7 @@ def start_training(request: TrainRequest, runs_dir: str | Path, limit: int = 1) 
     """Start `request` in the background; Busy when `limit` runs already train in runs_dir,
     JobError for an invalid request or a run that trains or is being evaluated now."""
     runs_dir = Path(runs_dir)
+    request.validate(runs_dir)  # before the lock creates the folder; again under it (races)
     with _locked(runs_dir):
         return _start_locked(request, runs_dir, limit)
 
@@ -384,6 +390,7 @@ def enqueue(request: TrainRequest, runs_dir: str | Path) -> int:
     """Add a valid request to the queue; returns its place (1 = next). JobError when invalid or
     when a queued request already uses its name."""
     runs_dir = Path(runs_dir)
+    request.validate(runs_dir)  # before the lock creates the folder; again under it (races)
     with _locked(runs_dir):
         request.validate(runs_dir)
         waiting = queued(runs_dir)

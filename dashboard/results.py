@@ -18,6 +18,7 @@ class Result:
     caption: str
     gif: bytes | None = None
     snapshots: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
+    source: str = ""  # the model that made it: "run · checkpoint", or the backend's name
 
 
 class Progress:
@@ -59,23 +60,27 @@ class Progress:
         """The kept frames as a GIF (None before any step)."""
         return gif_bytes(self.frames) if self.frames else None
 
-    def result(self, x, caption: str) -> Result:
+    def result(self, x, caption: str, source: str = "") -> Result:
         """The Result of final images x (B, C, H, W) in [-1, 1], animation ending on them."""
         final = media.readable_grid(x, self.nrow)
         gif = gif_bytes(self.frames + [final] * 8) if self.frames else None
-        return Result(media.png_bytes(x, self.nrow), caption, gif, self.snapshots)
+        return Result(media.png_bytes(x, self.nrow), caption, gif, self.snapshots, source)
 
 
 def _fmt_t(t) -> str:
     return f"{t:.2f}" if isinstance(t, float) else str(t)
 
 
-def show_result(result: Result | None, name: str) -> None:
-    """The result image, its animation and intermediates, and PNG / GIF download buttons."""
+def show_result(result: Result | None, name: str, source: str = "") -> None:
+    """The result image, its animation and intermediates, and PNG / GIF download buttons; only
+    a note when the result came from another model than `source`, the one now chosen."""
     if result is None:
         return
+    if result.source != source:
+        st.caption(f"The last result came from {result.source}; run it again for {source}.")
+        return
     cols = st.columns([3, 1] if result.gif else [1])
-    cols[0].image(result.png, caption=result.caption)
+    cols[0].image(result.png, caption=f"{source} · {result.caption}" if source else result.caption)
     if result.gif:
         cols[1].image(result.gif, caption="denoising animation")
     if result.snapshots:

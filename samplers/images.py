@@ -111,13 +111,18 @@ def load_image(source: ImageSource, size: int, channels: int = 3,
 def load_mask(source: ImageSource, size: int, threshold: float = 0.5) -> Tensor:
     """A mask image -> (1, 1, size, size) float32 in {0, 1}; 1 = the region to regenerate.
 
-    With an alpha channel (a browser canvas's RGBA, a PNG with transparency) the painted, i.e.
-    opaque, pixels are 1; otherwise bright pixels are 1 (white on black). Cropped like
+    Where some pixels are transparent (a browser canvas's RGBA, strokes on a clear layer) the
+    painted, i.e. opaque, pixels are 1; otherwise (no alpha, or an alpha channel that is opaque
+    everywhere, as editors often export) bright pixels are 1 (white on black). Cropped like
     `load_image`, so a mask drawn over an image stays aligned with it.
     """
     img = open_image(source, min_side=size)
     has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-    gray = img.convert("RGBA").getchannel("A") if has_alpha else _flatten(img, 1, (0, 0, 0))
+    alpha = img.convert("RGBA").getchannel("A") if has_alpha else None
+    if alpha is not None and alpha.getextrema()[0] < 255:
+        gray = alpha
+    else:
+        gray = _flatten(img, 1, (0, 0, 0))
     return (_fit(gray, size) > threshold).float()
 
 

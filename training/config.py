@@ -192,8 +192,9 @@ def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
 RECIPES: tuple[str, ...] = ("course", "fast")
 RECIPE_HELP = {
     "course": "the course's hyperparameters, unchanged",
-    "fast": "warm-up + cosine learning rate, EMA weights, logit-normal time draws, D=32; a few "
-            "minutes on a CPU",
+    "fast": "DDPM and flow experiments: warm-up + cosine learning rate, EMA weights, "
+            "logit-normal time draws, D=32; a few minutes on a CPU (the denoisers keep the "
+            "course's settings)",
 }
 # Per kind of model: the fields "fast" changes (kinds not listed keep the course's).
 FAST_RECIPE: dict[str, dict[str, Any]] = {

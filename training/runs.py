@@ -28,7 +28,7 @@ from .config import ConfigError, TrainConfig
 
 __all__ = ["RunFileError", "RunInfo", "list_runs", "load_run_config", "read_config", "read_metrics",
            "read_summary", "list_checkpoints", "safe_run_dir", "write_json", "process_identity",
-           "process_alive", "sample_grid_path", "list_sample_grids"]
+           "process_alive", "sample_grid_path", "list_sample_grids", "check_runs_folder"]
 
 
 @dataclass
@@ -60,6 +60,21 @@ def safe_run_dir(runs_dir: str | Path, name: str) -> Path:
         raise ConfigError(f"invalid run name {name!r}: it must stay inside {runs_dir} "
                           f"(no '/', '..' or symlink out of it)")
     return path
+
+
+def check_runs_folder(runs_dir: str | Path) -> None:
+    """ConfigError when `runs_dir` cannot take a new run: it is a file, lies inside a run's own
+    folder, or its nearest existing folder is not writable (it is created on the first run)."""
+    root = Path(runs_dir).resolve()
+    for folder in (root, *root.parents):
+        if (folder / "config.json").is_file():
+            raise ConfigError(f"the runs folder {runs_dir} is inside the run {folder.name!r}; "
+                              f"use the folder that holds the runs ({folder.parent})")
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"the runs folder {runs_dir} is not a folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"the runs folder {runs_dir} cannot be written ({existing} is read-only here)")
 
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:

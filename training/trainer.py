@@ -30,7 +30,7 @@ from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, sample_grid, save_gif, save_grid
 from .objectives import LOSS_BINS, loss_by_t_bins, make_objective
 from .pretrained import LabModel, build_unet, max_batch, vp_alphas_cumprod
-from .runs import safe_run_dir, sample_grid_path
+from .runs import check_runs_folder, safe_run_dir, sample_grid_path
 from .schedules import make_scheduler
 from .tracking import Tracker
 
@@ -107,6 +107,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
     ConfigError when the folder's state does not fit."""
     exists = (run_dir / "config.json").exists()
     if not resume:
+        check_runs_folder(run_dir.parent)
         if exists:
             raise ConfigError(f"run {run_dir.name!r} already exists in {run_dir.parent}; pass --resume "
                               f"to continue it, or --name to start a new run")

@@ -189,6 +189,19 @@ def wandb_panel(s: settings.Settings) -> None:
                 st.success(f"Pulled {path}")
 
 
+def compare_picker(labels: list[str]) -> list[str]:
+    """The "Compare runs" multiselect over `labels` (the runs the filters pass). When the filters
+    change the choice keeps the runs that still pass, else takes the newest few; it also
+    survives a visit to another page (Streamlit drops an unrendered widget's state)."""
+    state = st.session_state
+    if "runs_selected" not in state or state.get("runs_options") != labels:
+        kept = [label for label in state.get("runs_chosen", []) if label in labels]
+        state["runs_selected"] = kept or labels[:MAX_DEFAULT_SELECTED]
+    state["runs_options"] = labels
+    state["runs_chosen"] = st.multiselect("Compare runs", labels, key="runs_selected")
+    return state["runs_chosen"]
+
+
 def page() -> None:
     st.title("Runs")
     s = settings.current()
@@ -197,9 +210,7 @@ def page() -> None:
     if not runs:
         st.info("No run matches the filters.")
         return
-    labels = [r.label for r in runs]
-    chosen = st.multiselect("Compare runs", labels, default=labels[:MAX_DEFAULT_SELECTED],
-                            key="runs_selected")
+    chosen = compare_picker([r.label for r in runs])
     selected = [r for r in runs if r.label in chosen]
     if not selected:
         st.info("Select one or more runs to compare.")

@@ -49,6 +49,7 @@ def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
         return None
     st.info(f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
             f"{run.config.get('experiment')}, 28x28). {reason}")
+    st.session_state["lab_source"] = f"{run.label} · {ckpt.path.name}"  # what results came from
     return shared
 
 
@@ -65,6 +66,7 @@ def choose_backend(s: settings.Settings) -> Shared | None:
             return None
         return mnist_backend(s, f"DeepFloyd IF is unavailable here: {e}")
     st.success("Backend: DeepFloyd IF (stage 1 at 64x64, stage 2 to 256x256).")
+    st.session_state["lab_source"] = "DeepFloyd IF"
     return shared
 
 
@@ -75,6 +77,7 @@ def run(shared: Shared, key: str, label: str, task, total: int, **options) -> No
     function, exactly as `python -m samplers` calls it -- under the backend lock; keep the Result
     (the first figure; the others and the chain's frames beside it)."""
     backend = shared.value
+    st.session_state.pop(key, None)  # a failed attempt leaves no older result up
     progress = Progress(total, label, nrow=min(options.get("n", 1), 8))
     with user_errors(f"{label} failed"), shared.lock:
         try:
@@ -86,14 +89,16 @@ def run(shared: Shared, key: str, label: str, task, total: int, **options) -> No
 
 
 def figures_result(figures: list[tasks.Figure], caption: str, progress: Progress | None) -> Result:
-    """The task's figures as one Result: the first as the picture, the rest as extra panels; the
-    GIF of the first figure's own frames, else of the sampler steps the progress kept."""
+    """The task's figures as one Result of the chosen backend: the first as the picture, the rest
+    as extra panels; the GIF of the first figure's own frames, else of the sampler steps the
+    progress kept."""
     pngs = [png_bytes(figure(f.rows, f.row_labels, f.col_labels)) for f in figures]
     frames = next((f.frames for f in figures if f.frames), None)
     gif = gif_bytes(frames) if frames else progress and progress.gif()
     labels = " · ".join(figures[0].row_labels or figures[0].col_labels)
     return Result(pngs[0], f"{caption}: {labels}" if labels else caption, gif,
-                  [(f.name, png) for f, png in zip(figures[1:], pngs[1:])])
+                  [(f.name, png) for f, png in zip(figures[1:], pngs[1:])],
+                  st.session_state["lab_source"])
 
 
 def steps(backend, *levels: int) -> int:
@@ -109,7 +114,7 @@ def scale() -> float:
 
 
 def done(key: str, name: str) -> None:
-    show_result(st.session_state.get(key), name)
+    show_result(st.session_state.get(key), name, st.session_state["lab_source"])
 
 
 def defaults(backend) -> dict[str, str]:
@@ -125,6 +130,7 @@ def forward_tab(shared, examples) -> None:
                             list(range(0, tasks.COURSE_T, 50)), default=list(tasks.NOISE_TS),
                             key="fwd_t")
     if picked and levels and st.button("Add noise", key="fwd_go"):
+        st.session_state.pop("fwd_result", None)
         figures = tasks.forward(backend, {"input": picked[1]}, ts=sorted(levels),
                                 generator=tasks.make_generator(st.session_state.get("lab_seed", 0)))
         st.session_state["fwd_result"] = figures_result(figures, "Forward process", None)

@@ -47,8 +47,10 @@ def controls(lab: LabModel) -> dict | None:
                 steps=int(steps), seed=int(seed))
 
 
-def sample(shared: state.Shared, opts: dict) -> None:
-    """Run the sampler under the model lock with this request's own generator."""
+def sample(shared: state.Shared, opts: dict, source: str) -> None:
+    """Run the sampler under the model lock with this request's own generator; the result is
+    kept with `source`, the run and checkpoint that made it."""
+    st.session_state.pop("studio_result", None)  # a failed attempt leaves no older result up
     lab: LabModel = shared.value
     digits = opts["digits"]
     nrow = len(digits) if digits else 10
@@ -65,7 +67,7 @@ def sample(shared: state.Shared, opts: dict) -> None:
     what = f"digits {', '.join(map(str, digits))}" if digits else f"{opts['count']} samples"
     st.session_state["studio_result"] = progress.result(
         x, f"{what} · {opts['sampler']} · {opts['steps']} steps · guidance {opts['guidance']} "
-           f"· seed {opts['seed']}")
+           f"· seed {opts['seed']}", source)
 
 
 def page() -> None:
@@ -87,11 +89,12 @@ def page() -> None:
     lab: LabModel = shared.value
     st.caption(f"{lab.kind} model · {lab.config.conditioning} conditioning · "
                f"D = {lab.config.hidden} · trained on {lab.config.dataset} · device {s.device}")
+    source = f"{run.label} · {ckpt.path.name}"
     opts = controls(lab)
     if opts is not None:
         with user_errors("Sampling failed"):
-            sample(shared, opts)
-    show_result(st.session_state.get("studio_result"), "mnist-samples")
+            sample(shared, opts, source)
+    show_result(st.session_state.get("studio_result"), "mnist-samples", source)
 
 
 page()

@@ -32,13 +32,17 @@ def _default_width() -> int:
     return recipe_defaults(st.session_state["train_experiment"], st.session_state["train_recipe"]).hidden
 
 
+def _follow_width() -> None:
+    """Move the width to the new experiment's or recipe's default, unless the user set one."""
+    new, state = _default_width(), st.session_state
+    if state.get("train_hidden") == state.get("train_width_default", new):
+        state["train_hidden"] = new
+    state["train_width_default"] = new
+
+
 def _experiment_changed(root) -> None:
     st.session_state["train_name"] = free_name(root, st.session_state["train_experiment"])
-    st.session_state["train_hidden"] = _default_width()
-
-
-def _recipe_changed() -> None:
-    st.session_state["train_hidden"] = _default_width()
+    _follow_width()
 
 
 def request_form(root) -> jobs.TrainRequest:
@@ -51,10 +55,11 @@ def request_form(root) -> jobs.TrainRequest:
         st.session_state["train_name"] = free_name(root, st.session_state["train_experiment"])
     st.session_state.setdefault("train_name", free_name(root, st.session_state["train_experiment"]))
     st.session_state.setdefault("train_hidden", _default_width())
+    st.session_state.setdefault("train_width_default", _default_width())
     c = st.columns(3)
     experiment = c[0].selectbox("Experiment", list(EXPERIMENTS), key="train_experiment",
                                 on_change=_experiment_changed, args=(root,))
-    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", on_change=_recipe_changed,
+    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", on_change=_follow_width,
                             help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
     width = _default_width()
     dataset = c[2].selectbox("Dataset", DATASETS, index=DATASETS.index("mnist-5k"),
@@ -86,7 +91,7 @@ def request_form(root) -> jobs.TrainRequest:
 def start_section(s: settings.Settings) -> None:
     root = s.write_root
     st.caption(f"Runs folder: `{root}` (the first of the sidebar's runs folders). "
-               f"At most {s.max_training} run{'s' * (s.max_training > 1)} train at a time "
+               f"At most {s.max_training} {'runs train' if s.max_training > 1 else 'run trains'} at a time "
                "(DIFFUSION_LAB_MAX_TRAINING); further starts can wait in the queue.")
     request = request_form(root)
     problem = None
@@ -103,7 +108,7 @@ def start_section(s: settings.Settings) -> None:
             job = jobs.start_training(request, root, s.max_training)
         except jobs.Busy as e:
             st.session_state["train_busy"] = (request, str(e))
-        except jobs.JobError as e:
+        except (jobs.JobError, OSError) as e:  # OSError: the folder went away or filled up
             st.error(f"Cannot start: {e}")
         else:
             st.session_state["train_watch"] = job.run_dir.name
@@ -150,7 +155,9 @@ def progress(run_dir, status: str) -> None:
     """Step, epoch, images/s and ETA from the run record, and a progress bar."""
     cfg, summary, rows = read_config(run_dir), read_summary(run_dir), read_metrics(run_dir)
     last = rows[-1] if rows else {}
-    step, total = last.get("step", summary.get("step", 0)) or 0, cfg.get("total_steps")
+    # the summary is newer than the last logged row once a run stops or ends between logs
+    step = max(last.get("step") or 0, summary.get("step") or 0)
+    total, period = cfg.get("total_steps"), cfg.get("period_steps")
     rate = last.get("images_per_s")
     eta = None
     if rate and total and cfg.get("batch_size") and status in ACTIVE:
@@ -158,7 +165,7 @@ def progress(run_dir, status: str) -> None:
     c = st.columns(5)
     c[0].metric("Status", status)
     c[1].metric("Step", f"{step} / {total or '?'}")
-    c[2].metric("Epoch", f"{last.get('epoch', summary.get('epoch', 0)) or 0:g}")
+    c[2].metric("Epoch", f"{step / period:.2f}" if period else "—")
     c[3].metric("img/s", f"{rate:.0f}" if rate else "—")
     c[4].metric("ETA", _duration(eta) if eta is not None else "—")
     if total:

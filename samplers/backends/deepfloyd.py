@@ -30,7 +30,7 @@ ACCESS_HELP = (
     "at https://huggingface.co/DeepFloyd/IF-I-XL-v1.0 (it covers all IF models) while logged in; "
     "(2) run `huggingface-cli login` or set HF_TOKEN to a token of that account; (3) run with "
     "network access (not HF_HUB_OFFLINE=1) once to download. Or pass a local folder saved with "
-    "`save_pretrained` (--model-dir DIR)."
+    "`save_pretrained` (--model-dir DIR; in the dashboard, DIFFUSION_LAB_IF_MODEL=DIR)."
 )
 
 

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from dashboard import jobs
+from training import cli as training_cli
 from training.runs import process_identity, read_summary, write_json
 
 from .conftest import REPO
@@ -63,6 +64,22 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
         jobs.TrainRequest("ddpm-class", "taken", resume=True).validate(tmp_path)
 
 
+def test_a_runs_folder_that_cannot_take_runs_is_refused_before_a_process_starts(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "taken").mkdir()
+    write_json(tmp_path / "taken" / "config.json", {"experiment": "flow-class"})
+    request = jobs.TrainRequest(name="new", **TINY)
+    with pytest.raises(jobs.JobError, match="is not a folder"):
+        request.validate(tmp_path / "file" / "runs")
+    with pytest.raises(jobs.JobError, match="is inside the run 'taken'"):
+        jobs.start_training(request, tmp_path / "taken")
+    # the CLI (the trainer) refuses it too, before training
+    argv = ["flow-class", "--runs-dir", str(tmp_path / "taken" / "deeper"), "--name", "new",
+            "--dataset", "mnist-5k", "--steps", "1", "--wandb-mode", "disabled"]
+    assert training_cli.main(argv) == 2
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["config.json"]
+
+
 def fake_job(run_dir, identity):
     run_dir.mkdir(parents=True, exist_ok=True)
     jobs.Job("train", run_dir, ["python"], identity, time.time()).save()
@@ -96,6 +113,18 @@ def test_status_of_a_run_whose_process_died_is_interrupted(tmp_path):
     (run / "summary.json").unlink()  # a job whose process ended before the trainer wrote a record
     fake_job(run, {**me, "started": me["started"] - 60})
     assert jobs.run_status(run) == "failed to start"
+
+
+def test_a_live_job_reads_as_its_summary_once_the_trainer_wrote_one(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    write_json(run / "summary.json", {"status": "finished"})
+    fake_job(run, process_identity())  # started after that summary was written: a stale record
+    assert jobs.run_status(run) == "starting"
+    for status in ("running", "finished", "stopped"):  # the process may still be closing W&B
+        time.sleep(0.01)
+        write_json(run / "summary.json", {"status": status})
+        assert jobs.run_status(run) == status
 
 
 def test_a_corrupt_summary_is_unreadable_unless_its_job_is_live(tmp_path):

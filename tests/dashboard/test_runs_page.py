@@ -65,6 +65,19 @@ def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     assert "the ddpm sampler takes 1 to 300 steps on this model" in at.error[0].value
 
 
+def test_the_compared_runs_follow_the_filters_and_outlast_a_page_visit(app, lab_runs):
+    at = app(lab_runs).run()
+    at.multiselect(key="runs_selected").set_value(["ddpm-class"]).run()
+    at.multiselect[0].set_value(["flow-class"]).run()  # the choice no longer passes the filter
+    assert at.multiselect(key="runs_selected").value == ["flow-class"]  # not an empty page
+    at.multiselect[0].set_value([]).run()
+    assert at.multiselect(key="runs_selected").value == ["flow-class"]  # kept, still passes
+    at.switch_page("screens/studio.py").run()
+    at.switch_page("screens/runs.py").run()
+    no_errors(at)
+    assert at.multiselect(key="runs_selected").value == ["flow-class"]
+
+
 def test_runs_page_filters_and_config_diff(app, lab_runs):
     at = app(lab_runs).run()
     at.multiselect[0].set_value(["flow-class"]).run()  # experiment filter

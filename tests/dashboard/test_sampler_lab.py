@@ -42,6 +42,17 @@ def test_tab_produces_an_image(lab, tab, button, caption):
     assert at.get("download_button")[0].label == "Download PNG"
 
 
+def test_a_result_is_shown_only_beside_the_model_that_made_it(lab):
+    at = open_tab(lab, "Sampling & CFG")
+    at.button(key="smp_go").click().run()
+    made_by = f"flow-class · {at.selectbox(key='lab_ckpt_flow-class').value}"
+    assert any(c.startswith(made_by) for img in at.image for c in img.captions)
+    at.selectbox(key="lab_run").set_value("ddpm-class").run()
+    no_errors(at)
+    assert not at.image and any(f"The last result came from {made_by}" in c.value
+                                for c in at.caption)
+
+
 def test_img2img_takes_an_upload(lab):
     at = open_tab(lab, "Text img2img")
     at.radio(key="i2i_source").set_value("Upload").run()

@@ -24,8 +24,13 @@ def test_studio_samples_digits(app, lab_runs):
     at.number_input(key=steps_key(at)).set_value(4)
     at.button[0].click().run()
     no_errors(at)
-    assert at.image[0].captions[0].startswith("digits 3, 7")
+    run = at.selectbox(key="studio_run").value
+    made_by = f"{run} · {at.selectbox(key=f'studio_ckpt_{run}').value}"
+    assert at.image[0].captions[0].startswith(f"{made_by} · digits 3, 7")
     assert [d.label for d in at.get("download_button")] == ["Download PNG", "Download GIF"]
+    other = "ddpm-class" if run == "flow-class" else "flow-class"
+    at.selectbox(key="studio_run").set_value(other).run()  # not this model's samples: a note
+    assert not at.image and any(f"The last result came from {made_by}" in c.value for c in at.caption)
 
 
 def test_studio_samplers_follow_the_model(app, lab_runs):

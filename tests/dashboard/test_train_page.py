@@ -50,6 +50,12 @@ def test_the_width_follows_the_recipe_and_the_recipe_default_is_left_out(app, tm
     at.number_input(key="train_hidden").set_value(64).run()  # the course's width, fast recipe
     no_errors(at)
     assert "--recipe=fast" in command(at) and "--hidden=64" in command(at)
+    at.number_input(key="train_hidden").set_value(48).run()  # a width set by hand stays
+    for recipe in ("course", "fast"):
+        at.selectbox(key="train_recipe").set_value(recipe).run()
+        assert at.number_input(key="train_hidden").value == 48 and "--hidden=48" in command(at)
+    at.selectbox(key="train_experiment").set_value("denoiser").run()
+    assert at.number_input(key="train_hidden").value == 48
 
 
 def test_a_name_that_escapes_the_runs_folder_is_refused(app, tmp_path):

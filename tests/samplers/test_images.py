@@ -140,6 +140,9 @@ def test_masks_from_alpha_and_from_brightness():
     bw[:, 8:] = 255
     m = I.load_mask(png_bytes(Image.fromarray(bw)), 8)
     assert m.shape == (1, 1, 8, 8) and m[..., 4:].all() and not m[..., :4].any()
+    # an editor's export: RGBA, opaque everywhere, white on black: brightness, not alpha
+    opaque = np.stack([bw, bw, bw, np.full_like(bw, 255)], -1)
+    assert torch.equal(I.load_mask(png_bytes(Image.fromarray(opaque, "RGBA")), 8), m)
 
 
 def test_tensors_back_to_uint8_and_pil():
