@@ -44,7 +44,8 @@ def run_select(runs: Sequence[Run], key: str, *, label: str = "Run") -> Run:
     by_label = {r.label: r for r in usable}
     status = {lab: jobs.run_status(r.path) if r.path.is_dir() else r.info.status
               for lab, r in by_label.items()}  # "interrupted" when its process died
-    choice = st.selectbox(label, list(by_label), key=key, format_func=lambda lab: (
+    choice = st.selectbox(label, list(by_label), key=key, persist_state="session",
+                          format_func=lambda lab: (
         f"{lab} · {by_label[lab].info.experiment} · {status[lab]}"))
     return by_label[choice]
 
@@ -56,7 +57,7 @@ def checkpoint_select(run: Run, key: str) -> Checkpoint | None:
         st.info(f"Run `{run.label}` has no complete checkpoint yet (it saves one per epoch).")
         return None
     names = [c.path.name for c in ckpts]
-    name = st.selectbox("Checkpoint", names, key=f"{key}_{run.label}")
+    name = st.selectbox("Checkpoint", names, key=f"{key}_{run.label}", persist_state="session")
     return ckpts[names.index(name)]
 
 

@@ -20,9 +20,13 @@ MAX_DEFAULT_SELECTED = 3
 def filtered(runs: list[Run]) -> list[Run]:
     """Filter widgets for experiment, dataset and tag; returns the runs that pass."""
     cols = st.columns(3)
-    picks = [cols[0].multiselect("Experiment", sorted({r.info.experiment for r in runs})),
-             cols[1].multiselect("Dataset", sorted({r.info.dataset for r in runs})),
-             cols[2].multiselect("Tag", sorted({t for r in runs for t in r.tags}))]
+    keep = dict(persist_state="session")  # as the user left them, after a visit to another page
+    picks = [cols[0].multiselect("Experiment", sorted({r.info.experiment for r in runs}),
+                                 key="runs_experiments", **keep),
+             cols[1].multiselect("Dataset", sorted({r.info.dataset for r in runs}),
+                                 key="runs_datasets", **keep),
+             cols[2].multiselect("Tag", sorted({t for r in runs for t in r.tags}), key="runs_tags",
+                                 **keep)]
     return [r for r in runs if (not picks[0] or r.info.experiment in picks[0])
             and (not picks[1] or r.info.dataset in picks[1])
             and (not picks[2] or set(picks[2]) <= set(r.tags))]
@@ -45,9 +49,10 @@ def curves(runs: list[Run]) -> None:
     """Loss, learning rate and loss by t-bin of the selected runs (re-read on every refresh)."""
     metrics = {r.label: read_metrics(r.path) for r in runs}
     c = st.columns([1, 2, 1])
-    x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x")
-    smoothing = c[1].slider("Smoothing", 0.0, 0.99, SMOOTHING, 0.01, key="curves_smoothing")
-    log_y = c[2].checkbox("Log scale", True, key="curves_log")
+    x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x", persist_state="session")
+    smoothing = c[1].slider("Smoothing", 0.0, 0.99, SMOOTHING, 0.01, key="curves_smoothing",
+                            persist_state="session")
+    log_y = c[2].checkbox("Log scale", True, key="curves_log", persist_state="session")
     if not any(metrics.values()):
         st.info("No metrics logged yet: a run writes metrics.jsonl every `--log-every` steps.")
         return
@@ -191,15 +196,14 @@ def wandb_panel(s: settings.Settings) -> None:
 
 def compare_picker(labels: list[str]) -> list[str]:
     """The "Compare runs" multiselect over `labels` (the runs the filters pass). When the filters
-    change the choice keeps the runs that still pass, else takes the newest few; it also
-    survives a visit to another page (Streamlit drops an unrendered widget's state)."""
+    change the choice keeps the runs that still pass, else takes the newest few; it outlasts a
+    visit to another page."""
     state = st.session_state
     if "runs_selected" not in state or state.get("runs_options") != labels:
-        kept = [label for label in state.get("runs_chosen", []) if label in labels]
+        kept = [label for label in state.get("runs_selected", []) if label in labels]
         state["runs_selected"] = kept or labels[:MAX_DEFAULT_SELECTED]
     state["runs_options"] = labels
-    state["runs_chosen"] = st.multiselect("Compare runs", labels, key="runs_selected")
-    return state["runs_chosen"]
+    return st.multiselect("Compare runs", labels, key="runs_selected", persist_state="session")
 
 
 def page() -> None:

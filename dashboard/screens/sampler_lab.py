@@ -54,7 +54,7 @@ def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
 
 
 def choose_backend(s: settings.Settings) -> Shared | None:
-    choice = st.radio("Backend", BACKENDS, horizontal=True, key="lab_backend")
+    choice = st.radio("Backend", BACKENDS, horizontal=True, key="lab_backend", persist_state="session")
     if choice == "MNIST model":
         return mnist_backend(s, "Chosen above.")
     try:
@@ -254,9 +254,9 @@ def page() -> None:
         return
     backend = shared.value
     c = st.columns(2)
-    c[0].number_input("Seed", 0, MAX_SEED, 0, key="lab_seed")
+    c[0].number_input("Seed", 0, MAX_SEED, 0, key="lab_seed", persist_state="session")
     c[1].slider("CFG scale", 1.0, 15.0, float(backend.default_guidance_scale), 0.5,
-                key="lab_cfg")
+                key="lab_cfg", persist_state="session")
     examples: dict = {}
     with user_errors("No built-in example images (upload or sketch one)"):
         examples = backends.examples(shared)

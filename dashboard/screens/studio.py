@@ -21,23 +21,27 @@ def controls(lab: LabModel) -> dict | None:
         c = st.columns(3)
         if lab.class_conditional:
             digits = c[0].multiselect("Digits", list(range(cfg.num_classes)),
-                                      default=list(range(cfg.num_classes)), key="studio_digits")
-            count = c[0].number_input("Samples per digit", 1, 16, 4, key="studio_count")
+                                      default=list(range(cfg.num_classes)), key="studio_digits",
+                                      persist_state="session")
+            count = c[0].number_input("Samples per digit", 1, 16, 4, key="studio_count",
+                                      persist_state="session")
             guidance = c[1].slider("Guidance scale", 0.0, 10.0, float(cfg.guidance_scale), 0.5,
-                                   key="studio_guidance")
+                                   key="studio_guidance", persist_state="session")
         else:
             digits, guidance = [], 1.0
-            count = c[0].number_input("Samples", 1, 100, 40, key="studio_count")
+            count = c[0].number_input("Samples", 1, 100, 40, key="studio_count", persist_state="session")
         methods = SAMPLERS_BY_KIND[lab.kind]
         # keyed by model kind: switching runs of another kind starts from that kind's defaults
         default, default_steps = FAST_SAMPLER.get(lab.kind, (methods[0], cfg.sample_steps))
         trained = f"the run's own: {cfg.sampler} {cfg.sample_steps} steps"
         sampler = c[2].selectbox("Sampler", methods, index=methods.index(default),
-                                 key=f"studio_sampler_{lab.kind}", help=trained)
+                                 key=f"studio_sampler_{lab.kind}", help=trained,
+                                 persist_state="session")
         steps = c[1].number_input("Steps", 1, MAX_STEPS, min(default_steps, MAX_STEPS),
                                   key=f"studio_steps_{lab.kind}", disabled=sampler == "direct",
+                                  persist_state="session",
                                   help=trained)
-        seed = c[2].number_input("Seed", 0, MAX_SEED, 0, key="studio_seed")
+        seed = c[2].number_input("Seed", 0, MAX_SEED, 0, key="studio_seed", persist_state="session")
         if not st.form_submit_button("Sample", type="primary"):
             return None
     if lab.class_conditional and not digits:

@@ -45,6 +45,9 @@ def _experiment_changed(root) -> None:
     _follow_width()
 
 
+KEEP = "session"  # the form's values outlast a visit to another page
+
+
 def request_form(root) -> jobs.TrainRequest:
     """The new-run widgets; returns the request they describe (validated on start). The recipe
     starts at fast (minutes on a CPU; the CLI's default is the course's), and the width follows
@@ -58,28 +61,35 @@ def request_form(root) -> jobs.TrainRequest:
     st.session_state.setdefault("train_width_default", _default_width())
     c = st.columns(3)
     experiment = c[0].selectbox("Experiment", list(EXPERIMENTS), key="train_experiment",
+                                persist_state=KEEP,
                                 on_change=_experiment_changed, args=(root,))
-    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", on_change=_follow_width,
+    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", persist_state=KEEP,
+                            on_change=_follow_width,
                             help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
     width = _default_width()
     dataset = c[2].selectbox("Dataset", DATASETS, index=DATASETS.index("mnist-5k"),
-                             key="train_dataset", help="mnist-5k ships with the lab (offline)")
+                             key="train_dataset", persist_state=KEEP,
+                             help="mnist-5k ships with the lab (offline)")
     c = st.columns(4)
-    steps = c[0].number_input("Steps", 0, jobs.MAX_STEPS, 0, key="train_steps",
+    steps = c[0].number_input("Steps", 0, jobs.MAX_STEPS, 0, key="train_steps", persist_state=KEEP,
                               help="optimizer steps; 0: the recipe's length")
-    epochs = c[1].number_input("Epochs", 0, 10_000, 0, key="train_epochs",
+    epochs = c[1].number_input("Epochs", 0, 10_000, 0, key="train_epochs", persist_state=KEEP,
                                help="passes over the dataset; 0: the recipe's length")
-    seed = c[2].number_input("Seed", 0, jobs.MAX_SEED, 0, key="train_seed")
+    seed = c[2].number_input("Seed", 0, jobs.MAX_SEED, 0, key="train_seed", persist_state=KEEP)
     hidden = c[3].number_input("Width (--hidden)", 1, jobs.MAX_HIDDEN, key="train_hidden",
+                               persist_state=KEEP,
                                help=f"the UNet's D (the {recipe} recipe's: {width})")
     c = st.columns(3)
     wandb_mode = c[0].selectbox("W&B mode", WANDB_MODES, index=WANDB_MODES.index("offline"),
-                                key="train_wandb", help="offline: logged locally; upload later "
+                                key="train_wandb", persist_state=KEEP,
+                                help="offline: logged locally; upload later "
                                 "with the `wandb sync` command the run prints")
-    device = c[1].selectbox("Device", DEVICES, key="train_device")
-    name = c[2].text_input("Run name", key="train_name", help=f"a folder name inside {root}")
+    device = c[1].selectbox("Device", DEVICES, key="train_device", persist_state=KEEP)
+    name = c[2].text_input("Run name", key="train_name", persist_state=KEEP,
+                           help=f"a folder name inside {root}")
     cadence = TrainConfig.log_every
     log_every = st.number_input("Log every (steps)", 1, 100_000, cadence, key="train_log_every",
+                                persist_state=KEEP,
                                 help="steps between logged metrics: the live view's updates")
     return jobs.TrainRequest(
         experiment=experiment, name=name.strip(), recipe=recipe, dataset=dataset,
@@ -91,12 +101,15 @@ def request_form(root) -> jobs.TrainRequest:
 def start_section(s: settings.Settings) -> None:
     root = s.write_root
     st.caption(f"Runs folder: `{root}` (the first of the sidebar's runs folders). "
-               f"At most {s.max_training} {'runs train' if s.max_training > 1 else 'run trains'} at a time "
+               f"At most {s.max_training} {'runs train' if s.max_training > 1 else 'run trains'} "
+               "at a time "
                "(DIFFUSION_LAB_MAX_TRAINING); further starts can wait in the queue.")
     request = request_form(root)
     problem = None
     try:
         request.validate(root)
+        if request.name in {r.name for r in jobs.queued(root)}:
+            problem = f"a run named {request.name!r} is queued already: pick another name"
     except jobs.JobError as e:
         problem = str(e)
     st.code(jobs.command_line(request.argv(root)), language="bash")
@@ -122,8 +135,10 @@ def start_section(s: settings.Settings) -> None:
         if c[0].button("Queue it", key="train_queue"):
             with user_errors("Cannot queue"):
                 place = jobs.enqueue(waiting, root)
-                st.success(f"Queued {waiting.name!r} (place {place}).")
-            st.session_state.pop("train_busy")
+                st.session_state.pop("train_busy")
+                st.session_state["train_started"] = True  # its name is taken now
+                st.toast(f"Queued {waiting.name!r} (place {place}).")
+                st.rerun()
         if c[1].button("Cancel", key="train_queue_cancel"):
             st.session_state.pop("train_busy")
             st.rerun()

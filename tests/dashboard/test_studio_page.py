@@ -33,6 +33,19 @@ def test_studio_samples_digits(app, lab_runs):
     assert not at.image and any(f"The last result came from {made_by}" in c.value for c in at.caption)
 
 
+def test_studio_choices_outlast_a_visit_to_another_page(app, lab_runs):
+    at = studio(app, lab_runs)
+    at.selectbox(key="studio_run").set_value("ddpm-class").run()
+    at.number_input(key="studio_seed").set_value(7)  # a form: its values count once sampled
+    at.number_input(key="studio_steps_ddpm").set_value(2)
+    at.button[0].click().run()
+    at.switch_page("screens/runs.py").run()
+    at.switch_page("screens/studio.py").run()
+    no_errors(at)
+    assert at.selectbox(key="studio_run").value == "ddpm-class"
+    assert at.number_input(key="studio_seed").value == 7
+
+
 def test_studio_samplers_follow_the_model(app, lab_runs):
     at = studio(app, lab_runs)
     runs = at.selectbox(key="studio_run")

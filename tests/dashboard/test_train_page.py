@@ -105,6 +105,10 @@ def test_a_second_start_says_why_and_offers_the_queue(app, tmp_path):
     no_errors(at)
     assert [r.name for r in jobs.queued(tmp_path)] == ["second"]
     assert not (tmp_path / "second").exists()  # waits: nothing started
+    assert not any("Not started" in w.value for w in at.warning)  # the offer is gone
+    assert at.text_input(key="train_name").value != "second"  # a queued name is taken
+    at.text_input(key="train_name").set_value("second").run()
+    assert "'second' is queued already" in at.warning[0].value
     assert at.subheader[1].value == "Queue"
     at.button(key="train_dequeue_second").click().run()
     assert jobs.queued(tmp_path) == []
@@ -115,7 +119,7 @@ def test_the_limit_is_a_setting(app, tmp_path):
     at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="2")
     assert "At most 2 runs train at a time" in at.caption[0].value
     at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="many")  # not a number: 1
-    assert "At most 1 run train" in at.caption[0].value
+    assert "At most 1 run trains at a time" in at.caption[0].value
 
 
 def test_the_watch_panel_of_a_finished_run(app, lab_runs, tmp_path):
