@@ -67,7 +67,7 @@ def evaluate_controls(run_dir: Path, key: str) -> bool:
     job = jobs.live_job(run_dir, "evaluate")
     if job is not None:
         st.info(f"Evaluating {run_dir.name} (pid {job.pid}); the results appear on the Runs page.")
-        st.code(jobs.tail(job.log, 8) or "(starting)", language=None)
+        st.code(jobs.tail(job.log, 8) or "(starting)", language=None, wrap_lines=True)
         return True
     with st.expander(f"Evaluate {run_dir.name}"):
         c = st.columns(4)
@@ -90,5 +90,5 @@ def evaluate_controls(run_dir: Path, key: str) -> bool:
     last = jobs.find(run_dir, "evaluate")
     if last is not None and "evaluation" not in read_summary(run_dir):
         st.warning(f"The last evaluation of {run_dir.name} left no result; its log ends:")
-        st.code(jobs.tail(last.log, 8), language=None)
+        st.code(jobs.tail(last.log, 8), language=None, wrap_lines=True)
     return False

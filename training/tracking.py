@@ -199,9 +199,11 @@ class WandbRun:
 
 
 def run_tags(config: dict[str, Any]) -> list[str]:
-    """A run's W&B tags from its config.json: scheduler or no-scheduler, dataset, arch."""
+    """A run's W&B tags from its config.json: scheduler or no-scheduler, dataset, the recipe
+    (`recipe-course`, `recipe-fast`) and the UNet (`arch-course`, `arch-improved`)."""
     return ["scheduler" if config.get("scheduler", True) else "no-scheduler",
-            config.get("dataset", "?"), config.get("arch", "course")]
+            config.get("dataset", "?"), f"recipe-{config.get('recipe', 'course')}",
+            f"arch-{config.get('arch', 'course')}"]
 
 
 class Tracker:

@@ -112,7 +112,7 @@ def start_section(s: settings.Settings) -> None:
             problem = f"a run named {request.name!r} is queued already: pick another name"
     except jobs.JobError as e:
         problem = str(e)
-    st.code(jobs.command_line(request.argv(root)), language="bash")
+    st.code(jobs.command_line(request.argv(root)), language="bash", wrap_lines=True)
     if problem:
         st.warning(problem)
     if st.button("Start training", type="primary", key="train_start"):
@@ -278,7 +278,7 @@ def live_panel(s: settings.Settings) -> None:
             with right:
                 log = jobs.tail(run_dir / jobs.LOGS["train"], 30)
                 st.caption(f"log: {run_dir / jobs.LOGS['train']}")
-                st.code(log or "(no output yet)", language=None, height=300)
+                st.code(log or "(no output yet)", language=None, height=300, wrap_lines=True)
 
     panel()
 

@@ -72,12 +72,12 @@ def test_the_compared_runs_follow_the_filters_and_outlast_a_page_visit(app, lab_
     assert at.multiselect(key="runs_selected").value == ["flow-class"]  # not an empty page
     at.multiselect[0].set_value([]).run()
     assert at.multiselect(key="runs_selected").value == ["flow-class"]  # kept, still passes
-    at.multiselect(key="runs_tags").set_value(["course"]).run()
+    at.multiselect(key="runs_tags").set_value(["arch-course"]).run()
     at.switch_page("screens/studio.py").run()
     at.switch_page("screens/runs.py").run()
     no_errors(at)
     assert at.multiselect(key="runs_selected").value == ["flow-class"]
-    assert at.multiselect(key="runs_tags").value == ["course"]
+    assert at.multiselect(key="runs_tags").value == ["arch-course"]
 
 
 def test_runs_page_filters_and_config_diff(app, lab_runs):
