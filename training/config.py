@@ -311,8 +311,8 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> TrainConfig:
-    """Fill period_steps, total_steps, lr_gamma and lr_decay_steps for a dataset of `dataset_size` images that the
-    batcher covers in `pass_steps` steps.
+    """Fill period_steps, total_steps, lr_gamma and lr_decay_steps for a dataset of
+    `dataset_size` images that the batcher covers in `pass_steps` steps.
 
     Default length on a dataset smaller than MNIST: the course's number of optimizer steps
     (an epoch = ceil(60000 / batch) steps); otherwise an epoch is one pass. `steps` overrides the

@@ -238,6 +238,16 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> T
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
+GROUPS = 8  # GroupNorm groups of the improved UNet
+
+
+def check_width(hidden: int) -> None:
+    """ValueError unless the improved UNet can take width `hidden` (a multiple of GROUPS)."""
+    if hidden % GROUPS:
+        raise ValueError(f"--arch improved needs --hidden divisible by {GROUPS} "
+                         f"(GroupNorm({GROUPS})), got {hidden}")
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-Conv x2 with a residual path; the embedding sets a per-channel FiLM.
 
@@ -282,16 +292,6 @@ class Attention(nn.Module):
         seq = self.norm(x).flatten(2).transpose(1, 2)
         out, _ = self.attn(seq, seq, seq, need_weights=False)
         return x + out.transpose(1, 2).reshape(b, ch, h, w)
-
-
-GROUPS = 8  # GroupNorm groups of the improved UNet
-
-
-def check_width(hidden: int) -> None:
-    """ValueError unless the improved UNet can take width `hidden` (a multiple of GROUPS)."""
-    if hidden % GROUPS:
-        raise ValueError(f"--arch improved needs --hidden divisible by {GROUPS} "
-                         f"(GroupNorm({GROUPS})), got {hidden}")
 
 
 class ImprovedUNet(nn.Module):
