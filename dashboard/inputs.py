@@ -47,7 +47,10 @@ def image_input(backend, key: str, examples: dict, *, sketch: bool = False) -> t
             return None
     with user_errors(f"Cannot use {'the upload' if source == 'Upload' else 'the sketch'}"):
         x = load_image(data, size, channels).to(backend.device)  # fp32, as the CLI loads it
-        return media.png_bytes(x), x
+        png = media.png_bytes(x)
+        if source == "Upload":  # cropped and resized: what the model will see
+            st.image(png, caption=f"the upload at {size}x{size}", width=160)
+        return png, x
     return None
 
 

@@ -76,7 +76,9 @@ def sidebar() -> Settings:
                                 help="Lists and pulls runs from W&B when an API key is configured.")
         env_device = os.environ.get("DIFFUSION_LAB_DEVICE", "auto")
         device = st.selectbox("Device", DEVICES, key="settings_device",
-                              index=DEVICES.index(env_device) if env_device in DEVICES else 0)
+                              index=DEVICES.index(env_device) if env_device in DEVICES else 0,
+                              help="where the Studio and the Sampler lab run their models "
+                                   "(a training run takes the Train page's own device)")
     roots = split_paths(runs) or [Path("runs")]
     bundled = bundled_runs()
     if bundled is not None and bundled.resolve() not in {r.resolve() for r in roots}:

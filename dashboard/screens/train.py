@@ -84,7 +84,8 @@ def request_form(root) -> jobs.TrainRequest:
                                 key="train_wandb", persist_state=KEEP,
                                 help="offline: logged locally; upload later "
                                 "with the `wandb sync` command the run prints")
-    device = c[1].selectbox("Device", DEVICES, key="train_device", persist_state=KEEP)
+    device = c[1].selectbox("Device", DEVICES, key="train_device", persist_state=KEEP,
+                            help="where this run trains (the sidebar's device is for sampling)")
     name = c[2].text_input("Run name", key="train_name", persist_state=KEEP,
                            help=f"a folder name inside {root}")
     cadence = TrainConfig.log_every

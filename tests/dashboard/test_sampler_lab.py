@@ -60,6 +60,7 @@ def test_img2img_takes_an_upload(lab):
     digit[8:32, 18:22] = 255
     at.get("file_uploader")[0].set_value(("one.png", png(digit), "image/png")).run()
     no_errors(at)
+    assert [img.captions for img in at.image] == [["the upload at 28x28"]]  # cropped, resized
     at.multiselect(key="i2i_i").set_value([5]).run()
     at.button(key="i2i_go").click().run()
     no_errors(at)
