@@ -47,10 +47,12 @@ def image_input(backend, key: str, examples: dict, *, sketch: bool = False) -> t
             return None
     with user_errors(f"Cannot use {'the upload' if source == 'Upload' else 'the sketch'}"):
         x = load_image(data, size, channels).to(backend.device)  # fp32, as the CLI loads it
-        png = media.png_bytes(x)
-        if source == "Upload":  # cropped and resized: what the model will see
-            st.image(png, caption=f"the upload at {size}x{size}", width=160)
-        return png, x
+        if source == "Upload":  # as `python -m samplers --invert`; then what the model will see
+            if st.toggle("Invert (dark ink on light paper; MNIST digits are light on dark)",
+                         key=f"{key}_invert"):
+                x = -x
+            st.image(media.png_bytes(x), caption=f"the upload at {size}x{size}", width=160)
+        return media.png_bytes(x), x
     return None
 
 

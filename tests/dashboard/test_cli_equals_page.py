@@ -92,6 +92,17 @@ def test_denoise_with_cfg_on_the_page_equals_the_cli_option(lab, lab_runs, tmp_p
                                   guided)
 
 
+def test_an_inverted_upload_on_the_page_equals_the_cli_option(lab, lab_runs, tmp_path):
+    drawing = png(255 - DIGIT)  # dark ink on light paper
+    (tmp_path / "input.png").write_bytes(drawing)
+    argv = ["sdedit", "--backend", "mnist", "--run", str(lab_runs / "flow-class"), *SEED,
+            "--image", str(tmp_path / "input.png"), "--invert"]
+    expected = cli_figure(argv, tmp_path / "cli", "sdedit-input.png")
+    setup = (upload("sde", drawing), lambda at: at.toggle(key="sde_invert").set_value(True).run())
+    np.testing.assert_array_equal(page_result(lab, "SDEdit", "sde_go", "sde_result", setup),
+                                  expected)
+
+
 @pytest.fixture(scope="module")
 def tiny_if(tmp_path_factory):
     from samplers.backends.tiny_if import build_tiny_if
