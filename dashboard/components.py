@@ -38,14 +38,26 @@ def runs_or_stop(settings: Settings) -> list[Run]:
     return runs
 
 
+def _picker(label: str, options: list[str], key: str, **kwargs) -> str:
+    """A selectbox that starts at the first option (the newest) until the user picks another;
+    that pick is kept across pages while it remains among the options."""
+    picked = f"{key}__picked"
+
+    def remember() -> None:
+        st.session_state[picked] = st.session_state[key]
+
+    last = st.session_state.get(picked)
+    index = options.index(last) if last in options else 0
+    return st.selectbox(label, options, index=index, key=key, on_change=remember, **kwargs)
+
+
 def run_select(runs: Sequence[Run], key: str, *, label: str = "Run") -> Run:
-    """A selectbox over runs with checkpoints (all runs when none has one)."""
+    """A selectbox over runs with checkpoints (all runs when none has one), newest first."""
     usable = [r for r in runs if r.info.num_checkpoints] or list(runs)
     by_label = {r.label: r for r in usable}
     status = {lab: jobs.run_status(r.path) if r.path.is_dir() else r.info.status
               for lab, r in by_label.items()}  # "interrupted" when its process died
-    choice = st.selectbox(label, list(by_label), key=key, persist_state="session",
-                          format_func=lambda lab: (
+    choice = _picker(label, list(by_label), key, format_func=lambda lab: (
         f"{lab} · {by_label[lab].info.experiment} · {status[lab]}"))
     return by_label[choice]
 
@@ -57,8 +69,13 @@ def checkpoint_select(run: Run, key: str) -> Checkpoint | None:
         st.info(f"Run `{run.label}` has no complete checkpoint yet (it saves one per epoch).")
         return None
     names = [c.path.name for c in ckpts]
-    name = st.selectbox("Checkpoint", names, key=f"{key}_{run.label}", persist_state="session")
+    name = _picker("Checkpoint", names, f"{key}_{run.label}")
     return ckpts[names.index(name)]
+
+
+def model_label(run: Run, ckpt: Checkpoint) -> str:
+    """How a result names the model that made it: "run · checkpoint"."""
+    return f"{run.label} · {ckpt.path.name}"
 
 
 def evaluate_controls(run_dir: Path, key: str) -> bool:

@@ -222,11 +222,14 @@ def live_job(run_dir: str | Path, kind: str = "train") -> Job | None:
     return job if job is not None and job.alive() else None
 
 
+BUSY = ("running", "starting", "closing")  # statuses whose training process is alive
+
+
 def run_status(run_dir: str | Path) -> str:
-    """running, starting (launched, no record yet), interrupted (its process died while it was
-    running: resumable), failed to start (its process ended before writing a record: see its
-    log), unreadable (summary.json is not what the trainer writes), or the status summary.json
-    records (finished, stopped, failed...)."""
+    """running, starting (launched, no record yet), closing (ended, its process still closing
+    W&B), interrupted (its process died while it was running: resumable), failed to start (its
+    process ended before writing a record: see its log), unreadable (summary.json is not what
+    the trainer writes), or the status summary.json records (finished, stopped, failed...)."""
     run_dir = Path(run_dir)
     try:
         summary = read_summary(run_dir)
@@ -234,10 +237,10 @@ def run_status(run_dir: str | Path) -> str:
         summary = None
     status = "unreadable" if summary is None else summary.get("status", "unknown")
     job = find(run_dir)
-    if job is not None and job.alive():  # the trainer's own status once it has rewritten its
-        # summary (a finished or stopped run's process may still be closing W&B)
-        fresh = summary is not None and _mtime(run_dir / "summary.json") >= job.started
-        return status if fresh else "starting"
+    if job is not None and job.alive():
+        if summary is None or _mtime(run_dir / "summary.json") < job.started:
+            return "starting"  # the trainer has not rewritten its record yet
+        return "running" if status == "running" else "closing"
     if summary is None:
         return status
     if job is not None and not summary:
@@ -318,7 +321,14 @@ def start_training(request: TrainRequest, runs_dir: str | Path, limit: int = 1) 
     runs_dir = Path(runs_dir)
     request.validate(runs_dir)  # before the lock creates the folder; again under it (races)
     with _locked(runs_dir):
+        check_not_queued(request, runs_dir)
         return _start_locked(request, runs_dir, limit)
+
+
+def check_not_queued(request: TrainRequest, runs_dir: str | Path) -> None:
+    """JobError when a queued request already uses the name of this new run."""
+    if not request.resume and any(r.name == request.name for r in queued(runs_dir)):
+        raise JobError(f"a run named {request.name!r} is queued already: pick another name")
 
 
 def _start_locked(request: TrainRequest, runs_dir: Path, limit: int) -> Job:
@@ -341,7 +351,7 @@ def start_evaluation(request: EvalRequest) -> Job:
     with _locked(run_dir.parent):
         if live_job(run_dir, "evaluate") is not None:
             raise JobError(f"run {run_dir.name!r} is being evaluated already")
-        if run_status(run_dir) in ("running", "starting"):
+        if run_status(run_dir) in BUSY:
             raise JobError(f"run {run_dir.name!r} is training; evaluate it once it has finished")
         return _spawn("evaluate", run_dir, request.argv())
 
@@ -393,9 +403,8 @@ def enqueue(request: TrainRequest, runs_dir: str | Path) -> int:
     request.validate(runs_dir)  # before the lock creates the folder; again under it (races)
     with _locked(runs_dir):
         request.validate(runs_dir)
+        check_not_queued(request, runs_dir)
         waiting = queued(runs_dir)
-        if any(r.name == request.name for r in waiting):
-            raise JobError(f"a run named {request.name!r} is queued already")
         _write_queue(runs_dir, waiting + [request])
         return len(waiting) + 1
 

@@ -58,8 +58,8 @@ def _common() -> argparse.ArgumentParser:
                        help="strided schedule from the first timestep to 0 (IF: 30)")
     steps.add_argument("--steps", type=int, help="this many evenly spaced timesteps instead")
     s.add_argument("--guidance-scale", type=float,
-                   help="CFG scale (default: the backend's, IF 7 as in the course, MNIST the run's; "
-                        "denoise: 1, no CFG, as in the course)")
+                   help="CFG scale (default: the backend's, IF 7 as in the course, MNIST the "
+                        "run's; denoise: 1, no CFG, as in the course)")
     s.add_argument("--prompt", help="the condition (default: IF 'a high quality photo', MNIST '')")
     return common
 

@@ -244,8 +244,8 @@ GROUPS = 8  # GroupNorm groups of the improved UNet
 def check_width(hidden: int) -> None:
     """ValueError unless the improved UNet can take width `hidden` (a multiple of GROUPS)."""
     if hidden % GROUPS:
-        raise ValueError(f"--arch improved needs --hidden divisible by {GROUPS} "
-                         f"(GroupNorm({GROUPS})), got {hidden}")
+        raise ValueError(f"the improved UNet (--arch improved) needs a width (--hidden) divisible "
+                         f"by {GROUPS} (GroupNorm({GROUPS})), got {hidden}")
 
 
 class ResBlock(nn.Module):
@@ -331,7 +331,8 @@ class ImprovedUNet(nn.Module):
             self.upsample.append(nn.ConvTranspose2d(ch, ch, 4, 2, 1) if i > 0 else nn.Identity())
             cin = ch
         self.attn7 = Attention(2 * d)
-        self.out = nn.Sequential(nn.GroupNorm(GROUPS, d), nn.SiLU(), nn.Conv2d(d, in_channels, 3, 1, 1))
+        self.out = nn.Sequential(nn.GroupNorm(GROUPS, d), nn.SiLU(),
+                                 nn.Conv2d(d, in_channels, 3, 1, 1))
 
     def _embedding(self, x: Tensor, t, c) -> Tensor | None:
         if self.conditioning == "none":

@@ -62,19 +62,26 @@ def safe_run_dir(runs_dir: str | Path, name: str) -> Path:
     return path
 
 
+def _is_run(folder: Path) -> bool:
+    """Whether `folder` holds a run record: config.json and summary.json or checkpoints/."""
+    return (folder / "config.json").is_file() and (
+        (folder / "summary.json").is_file() or (folder / "checkpoints").is_dir())
+
+
 def check_runs_folder(runs_dir: str | Path) -> None:
-    """ConfigError when `runs_dir` cannot take a new run: it is a file, lies inside a run's own
-    folder, or its nearest existing folder is not writable (it is created on the first run)."""
+    """ConfigError when `runs_dir` cannot take a new run: it is a file, is a run's own folder or
+    one inside it, or its nearest existing folder is not writable (it is created on first use)."""
     root = Path(runs_dir).resolve()
-    for folder in (root, *root.parents):
-        if (folder / "config.json").is_file():
+    for folder in (root, root.parent):
+        if _is_run(folder):
             raise ConfigError(f"the runs folder {runs_dir} is inside the run {folder.name!r}; "
                               f"use the folder that holds the runs ({folder.parent})")
     existing = next(p for p in (root, *root.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"the runs folder {runs_dir} is not a folder ({existing} is a file)")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"the runs folder {runs_dir} cannot be written ({existing} is read-only here)")
+        raise ConfigError(f"the runs folder {runs_dir} cannot be written "
+                          f"({existing} is read-only here)")
 
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from .config import TrainConfig
 @dataclass(frozen=True)
 class WarmupCosine:
     """LR factor at step s: linear warm-up (s+1)/warmup, then cosine from 1 to `final_ratio`
-    at `total` steps; constant 1 after the warm-up when `decay` is False. Picklable."""
+    at `total` steps; constant 1 after the warm-up when `decay` is False."""
 
     total: int
     warmup: int = 0
@@ -40,4 +40,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma), False
     decay = cfg.scheduler and cfg.lr_schedule == "cosine"
     factor = WarmupCosine(cfg.lr_decay_steps, cfg.warmup_steps, cfg.lr_final_ratio, decay)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
+    # through a plain function: LambdaLR checkpoints (and restores) the fields of a callable
+    # object, and the schedule's shape is the config's (lr_decay_steps), not a checkpoint's
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step)), True

@@ -20,7 +20,7 @@ MAX_DEFAULT_SELECTED = 3
 def filtered(runs: list[Run]) -> list[Run]:
     """Filter widgets for experiment, dataset and tag; returns the runs that pass."""
     cols = st.columns(3)
-    keep = dict(persist_state="session")  # as the user left them, after a visit to another page
+    keep = {"persist_state": "session"}  # as the user left them, after a visit to another page
     picks = [cols[0].multiselect("Experiment", sorted({r.info.experiment for r in runs}),
                                  key="runs_experiments", **keep),
              cols[1].multiselect("Dataset", sorted({r.info.dataset for r in runs}),
@@ -49,7 +49,8 @@ def curves(runs: list[Run]) -> None:
     """Loss, learning rate and loss by t-bin of the selected runs (re-read on every refresh)."""
     metrics = {r.label: read_metrics(r.path) for r in runs}
     c = st.columns([1, 2, 1])
-    x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x", persist_state="session")
+    x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x",
+                   persist_state="session")
     smoothing = c[1].slider("Smoothing", 0.0, 0.99, SMOOTHING, 0.01, key="curves_smoothing",
                             persist_state="session")
     log_y = c[2].checkbox("Log scale", True, key="curves_log", persist_state="session")
@@ -65,7 +66,7 @@ def curves(runs: list[Run]) -> None:
 
 def live_section(runs: list[Run]) -> None:
     """Status table and curves, refreshed every REFRESH_S seconds while the toggle is on."""
-    running = any(jobs.run_status(r.path) in ("running", "starting") for r in runs
+    running = any(jobs.run_status(r.path) in jobs.BUSY for r in runs
                   if r.path.is_dir())
     live = st.toggle(f"Live refresh (every {REFRESH_S} s)", value=running, key="runs_live",
                      help="On by default while a selected run is training.")

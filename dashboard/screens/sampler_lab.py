@@ -9,7 +9,8 @@ from samplers.backends import BackendUnavailable
 from samplers.images import figure, gif_bytes, png_bytes
 from dashboard import backends, settings
 from dashboard.catalog import Run
-from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
+from dashboard.components import (checkpoint_select, model_label, run_select, runs_or_stop,
+                                  user_errors)
 from dashboard.jobs import MAX_SEED
 from dashboard.inputs import image_input, mask_input, prompt_input
 from dashboard.results import Progress, Result, show_result
@@ -49,12 +50,13 @@ def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
         return None
     st.info(f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
             f"{run.config.get('experiment')}, 28x28). {reason}")
-    st.session_state["lab_source"] = f"{run.label} · {ckpt.path.name}"  # what results came from
+    st.session_state["lab_source"] = model_label(run, ckpt)  # what results came from
     return shared
 
 
 def choose_backend(s: settings.Settings) -> Shared | None:
-    choice = st.radio("Backend", BACKENDS, horizontal=True, key="lab_backend", persist_state="session")
+    choice = st.radio("Backend", BACKENDS, horizontal=True, key="lab_backend",
+                      persist_state="session")
     if choice == "MNIST model":
         return mnist_backend(s, "Chosen above.")
     try:
@@ -149,7 +151,7 @@ def denoise_tab(shared, examples) -> None:
     if picked and st.button("Denoise", key="den_go"):
         run(shared, "den_result", "Denoising", tasks.denoise, steps(backend, i_start),
             images={"input": picked[1]}, prompt=prompt, i_start=i_start,
-            guidance_scale=scale() if guided else 1.0)
+            guidance_scale=scale() if guided else tasks.DENOISE_CFG)
     done("den_result", "denoising")
 
 

@@ -5,7 +5,8 @@ import streamlit as st
 import torch
 
 from dashboard import settings, state
-from dashboard.components import checkpoint_select, run_select, runs_or_stop, user_errors
+from dashboard.components import (checkpoint_select, model_label, run_select, runs_or_stop,
+                                  user_errors)
 from dashboard.jobs import MAX_SEED
 from dashboard.results import Progress, show_result
 from training.config import FAST_SAMPLER, SAMPLERS_BY_KIND
@@ -29,7 +30,8 @@ def controls(lab: LabModel) -> dict | None:
                                    key="studio_guidance", persist_state="session")
         else:
             digits, guidance = [], 1.0
-            count = c[0].number_input("Samples", 1, 100, 40, key="studio_count", persist_state="session")
+            count = c[0].number_input("Samples", 1, 100, 40, key="studio_count",
+                                      persist_state="session")
         methods = SAMPLERS_BY_KIND[lab.kind]
         # keyed by model kind: switching runs of another kind starts from that kind's defaults
         default, default_steps = FAST_SAMPLER.get(lab.kind, (methods[0], cfg.sample_steps))
@@ -93,7 +95,7 @@ def page() -> None:
     lab: LabModel = shared.value
     st.caption(f"{lab.kind} model · {lab.config.conditioning} conditioning · "
                f"D = {lab.config.hidden} · trained on {lab.config.dataset} · device {s.device}")
-    source = f"{run.label} · {ckpt.path.name}"
+    source = model_label(run, ckpt)
     opts = controls(lab)
     if opts is not None:
         with user_errors("Sampling failed"):

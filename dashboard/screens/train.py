@@ -1,7 +1,6 @@
 """Train: start a run of any experiment in the background, watch it live, stop, resume, evaluate."""
 from __future__ import annotations
 
-
 import streamlit as st
 
 from dashboard import charts, jobs, settings
@@ -13,7 +12,6 @@ from training.data import DATASETS
 from training.runs import list_sample_grids, read_config, read_metrics, read_summary
 
 LIVE_S = 2  # seconds between refreshes of a training run's panel
-ACTIVE = ("running", "starting")
 RESUMABLE = ("stopped", "interrupted", "failed")
 
 
@@ -40,8 +38,16 @@ def _follow_width() -> None:
     state["train_width_default"] = new
 
 
+def _follow_name(root, reset: bool = False) -> None:
+    """Keep the name field on a free name for the experiment (one taken meanwhile moves on to
+    the next), unless the user typed one; `reset` replaces a typed one too."""
+    state = st.session_state
+    if reset or state.get("train_name") in (None, state.get("train_auto_name")):
+        state["train_name"] = state["train_auto_name"] = free_name(root, state["train_experiment"])
+
+
 def _experiment_changed(root) -> None:
-    st.session_state["train_name"] = free_name(root, st.session_state["train_experiment"])
+    _follow_name(root, reset=True)
     _follow_width()
 
 
@@ -54,9 +60,7 @@ def request_form(root) -> jobs.TrainRequest:
     the experiment and recipe until set."""
     st.session_state.setdefault("train_experiment", "flow-class")
     st.session_state.setdefault("train_recipe", "fast")
-    if st.session_state.pop("train_started", False):  # the last name is taken now
-        st.session_state["train_name"] = free_name(root, st.session_state["train_experiment"])
-    st.session_state.setdefault("train_name", free_name(root, st.session_state["train_experiment"]))
+    _follow_name(root, reset=st.session_state.pop("train_started", False))  # started: taken now
     st.session_state.setdefault("train_hidden", _default_width())
     st.session_state.setdefault("train_width_default", _default_width())
     c = st.columns(3)
@@ -96,7 +100,8 @@ def request_form(root) -> jobs.TrainRequest:
         experiment=experiment, name=name.strip(), recipe=recipe, dataset=dataset,
         steps=int(steps) or None, epochs=int(epochs) or None, seed=int(seed),
         hidden=None if hidden == width else int(hidden),
-        wandb_mode=wandb_mode, device=device, log_every=None if log_every == cadence else int(log_every))
+        wandb_mode=wandb_mode, device=device,
+        log_every=None if log_every == cadence else int(log_every))
 
 
 def start_section(s: settings.Settings) -> None:
@@ -109,8 +114,7 @@ def start_section(s: settings.Settings) -> None:
     problem = None
     try:
         request.validate(root)
-        if request.name in {r.name for r in jobs.queued(root)}:
-            problem = f"a run named {request.name!r} is queued already: pick another name"
+        jobs.check_not_queued(request, root)
     except jobs.JobError as e:
         problem = str(e)
     st.code(jobs.command_line(request.argv(root)), language="bash", wrap_lines=True)
@@ -176,7 +180,7 @@ def progress(run_dir, status: str) -> None:
     total, period = cfg.get("total_steps"), cfg.get("period_steps")
     rate = last.get("images_per_s")
     eta = None
-    if rate and total and cfg.get("batch_size") and status in ACTIVE:
+    if rate and total and cfg.get("batch_size") and status in jobs.BUSY:
         eta = (total - step) * cfg["batch_size"] / rate
     c = st.columns(5)
     c[0].metric("Status", status)
@@ -217,9 +221,9 @@ def controls(run_dir, status: str, s: settings.Settings) -> None:
     root = s.write_root
     c = st.columns(6)
     job = jobs.find(run_dir)
-    if status in ACTIVE:
+    if status in jobs.BUSY:
         asked = job is not None and job.stop_requested
-        if c[0].button("Stop", key="train_stop", disabled=bool(asked) or status == "starting",
+        if c[0].button("Stop", key="train_stop", disabled=bool(asked) or status != "running",
                        help="checkpoints at the next step, then ends with status stopped "
                             "(once the run has started)"):
             with user_errors("Cannot stop"):
@@ -258,7 +262,7 @@ def live_panel(s: settings.Settings) -> None:
     run_dir = root / name
     first = jobs.run_status(run_dir)
     evaluating = jobs.live_job(run_dir, "evaluate") is not None
-    live = first in ACTIVE or evaluating or bool(jobs.queued(root))
+    live = first in jobs.BUSY or evaluating or bool(jobs.queued(root))
 
     @st.fragment(run_every=LIVE_S if live else None)
     def panel() -> None:

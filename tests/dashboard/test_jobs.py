@@ -66,7 +66,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
 
 def test_a_runs_folder_that_cannot_take_runs_is_refused_before_a_process_starts(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "checkpoints").mkdir(parents=True)  # a run's record
     write_json(tmp_path / "taken" / "config.json", {"experiment": "flow-class"})
     request = jobs.TrainRequest(name="new", **TINY)
     with pytest.raises(jobs.JobError, match="is not a folder"):
@@ -77,7 +77,11 @@ def test_a_runs_folder_that_cannot_take_runs_is_refused_before_a_process_starts(
     argv = ["flow-class", "--runs-dir", str(tmp_path / "taken" / "deeper"), "--name", "new",
             "--dataset", "mnist-5k", "--steps", "1", "--wandb-mode", "disabled"]
     assert training_cli.main(argv) == 2
-    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["config.json"]
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["checkpoints", "config.json"]
+    # a project folder's own config.json above the runs folder is no run
+    (tmp_path / "project" / "runs").mkdir(parents=True)
+    write_json(tmp_path / "project" / "config.json", {"editor": "x"})
+    assert request.validate(tmp_path / "project" / "runs") == tmp_path / "project" / "runs" / "new"
 
 
 def fake_job(run_dir, identity):
@@ -115,16 +119,19 @@ def test_status_of_a_run_whose_process_died_is_interrupted(tmp_path):
     assert jobs.run_status(run) == "failed to start"
 
 
-def test_a_live_job_reads_as_its_summary_once_the_trainer_wrote_one(tmp_path):
+def test_a_live_job_reads_running_then_closing_once_the_trainer_wrote_its_record(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
+    fake_job(run, process_identity())
+    started = jobs.find(run).started
     write_json(run / "summary.json", {"status": "finished"})
-    fake_job(run, process_identity())  # started after that summary was written: a stale record
+    os.utime(run / "summary.json", (started - 60, started - 60))  # a record older than the job
     assert jobs.run_status(run) == "starting"
-    for status in ("running", "finished", "stopped"):  # the process may still be closing W&B
-        time.sleep(0.01)
-        write_json(run / "summary.json", {"status": status})
-        assert jobs.run_status(run) == status
+    for status, shown in (("running", "running"), ("finished", "closing"), ("stopped", "closing")):
+        write_json(run / "summary.json", {"status": status})  # the trainer's own, newer record
+        os.utime(run / "summary.json", (started + 1, started + 1))
+        assert jobs.run_status(run) == shown  # closing: its process is still closing W&B
+    assert "closing" in jobs.BUSY  # no Resume or Evaluate until that process has ended
 
 
 def test_a_corrupt_summary_is_unreadable_unless_its_job_is_live(tmp_path):
@@ -144,6 +151,9 @@ def test_the_limit_and_the_queue(tmp_path):
     assert jobs.enqueue(jobs.TrainRequest(name="after", **TINY), tmp_path) == 2
     with pytest.raises(jobs.JobError, match="queued already"):
         jobs.enqueue(jobs.TrainRequest(name="next", **TINY), tmp_path)
+    with pytest.raises(jobs.JobError, match="queued already"):  # nor started past the queue
+        jobs.start_training(jobs.TrainRequest(name="after", **TINY), tmp_path, limit=2)
+    assert not (tmp_path / "after").exists()
     assert jobs.advance_queue(tmp_path, limit=1) == ([], [])  # still busy: nothing starts
     assert [r.name for r in jobs.queued(tmp_path)] == ["next", "after"]
     jobs.dequeue(tmp_path, "next")

@@ -1,4 +1,6 @@
 """AppTest of the MNIST studio on real tiny runs."""
+import shutil
+
 import pytest
 import torch
 
@@ -30,7 +32,8 @@ def test_studio_samples_digits(app, lab_runs):
     assert [d.label for d in at.get("download_button")] == ["Download PNG", "Download GIF"]
     other = "ddpm-class" if run == "flow-class" else "flow-class"
     at.selectbox(key="studio_run").set_value(other).run()  # not this model's samples: a note
-    assert not at.image and any(f"The last result came from {made_by}" in c.value for c in at.caption)
+    assert not at.image
+    assert any(f"The last result came from {made_by}" in c.value for c in at.caption)
 
 
 def test_studio_choices_outlast_a_visit_to_another_page(app, lab_runs):
@@ -44,6 +47,23 @@ def test_studio_choices_outlast_a_visit_to_another_page(app, lab_runs):
     no_errors(at)
     assert at.selectbox(key="studio_run").value == "ddpm-class"
     assert at.number_input(key="studio_seed").value == 7
+
+
+def test_the_checkpoint_picker_follows_the_newest_until_the_user_picks_one(app, lab_runs,
+                                                                           tmp_path):
+    run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "ddpm-class")
+    at = studio(app, tmp_path)
+    assert at.selectbox(key="studio_ckpt_ddpm-class").value == "epoch-0002"  # the latest
+    shutil.copytree(run / "checkpoints/epoch-0002", run / "checkpoints/epoch-0003")
+    at.switch_page("screens/runs.py").run()
+    at = at.switch_page("screens/studio.py").run()
+    assert at.selectbox(key="studio_ckpt_ddpm-class").value == "epoch-0003"  # a newer one
+    at.selectbox(key="studio_ckpt_ddpm-class").set_value("epoch-0001").run()
+    shutil.copytree(run / "checkpoints/epoch-0002", run / "checkpoints/epoch-0004")
+    at.switch_page("screens/runs.py").run()
+    at = at.switch_page("screens/studio.py").run()
+    no_errors(at)
+    assert at.selectbox(key="studio_ckpt_ddpm-class").value == "epoch-0001"  # the user's pick
 
 
 def test_studio_samplers_follow_the_model(app, lab_runs):

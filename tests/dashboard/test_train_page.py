@@ -58,6 +58,18 @@ def test_the_width_follows_the_recipe_and_the_recipe_default_is_left_out(app, tm
     assert at.number_input(key="train_hidden").value == 48
 
 
+def test_the_offered_name_moves_on_when_taken_but_a_typed_one_stays(app, tmp_path):
+    at = train_page(app, tmp_path)
+    assert at.text_input(key="train_name").value == "flow-class"
+    (tmp_path / "flow-class").mkdir()  # another session or a terminal took it meanwhile
+    at.switch_page("screens/runs.py").run()
+    at.switch_page("screens/train.py").run()
+    assert at.text_input(key="train_name").value == "flow-class-2"
+    at.text_input(key="train_name").set_value("mine").run()
+    at.selectbox(key="train_recipe").set_value("course").run()
+    assert at.text_input(key="train_name").value == "mine"
+
+
 def test_a_name_that_escapes_the_runs_folder_is_refused(app, tmp_path):
     runs = tmp_path / "runs"
     at = train_page(app, runs)

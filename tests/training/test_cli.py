@@ -54,7 +54,7 @@ def test_a_width_the_improved_unet_cannot_take_is_a_config_error(tmp_path, capsy
     assert cli.main(["flow-class", *TINY, "--arch", "improved", "--hidden", "12",
                      "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "--arch improved needs --hidden divisible by 8" in err and err.count("\n") == 1, err
+    assert "needs a width (--hidden) divisible by 8" in err and err.count("\n") == 1, err
     assert not list(tmp_path.iterdir())
 
 

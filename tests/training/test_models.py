@@ -105,7 +105,7 @@ def test_unknown_options_raise():
         UNet(conditioning="text")
     with pytest.raises(ValueError, match="arch"):
         build_model("resnet")
-    with pytest.raises(ValueError, match="--hidden divisible by 8"):
+    with pytest.raises(ValueError, match=r"\(--hidden\) divisible by 8"):
         ImprovedUNet(hidden=12)
 
 
