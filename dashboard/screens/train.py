@@ -180,7 +180,7 @@ def progress(run_dir, status: str) -> None:
     total, period = cfg.get("total_steps"), cfg.get("period_steps")
     rate = last.get("images_per_s")
     eta = None
-    if rate and total and cfg.get("batch_size") and status in jobs.BUSY:
+    if rate and total and cfg.get("batch_size") and status == "running":
         eta = (total - step) * cfg["batch_size"] / rate
     c = st.columns(5)
     c[0].metric("Status", status)
@@ -256,13 +256,18 @@ def live_panel(s: settings.Settings) -> None:
         st.info("No runs in this folder yet: start one above.")
         return
     st.session_state.setdefault("train_watch", names[0])
+    started_from_queue = st.session_state.pop("train_watch_next", None)
+    if started_from_queue in names:  # watch the run the queue has just started
+        st.session_state["train_watch"] = started_from_queue
     if st.session_state["train_watch"] not in names:
         st.session_state["train_watch"] = names[0]
     name = st.selectbox("Run", names, key="train_watch")
     run_dir = root / name
     first = jobs.run_status(run_dir)
     evaluating = jobs.live_job(run_dir, "evaluate") is not None
-    live = first in jobs.BUSY or evaluating or bool(jobs.queued(root))
+    # refresh while this run, an evaluation or any other run of the folder is busy, or runs wait
+    live = (first in jobs.BUSY or evaluating or bool(jobs.queued(root))
+            or bool(jobs.training_runs(root)))
 
     @st.fragment(run_every=LIVE_S if live else None)
     def panel() -> None:
@@ -270,7 +275,10 @@ def live_panel(s: settings.Settings) -> None:
         for msg in dropped:
             st.warning(msg)
         status = jobs.run_status(run_dir)
-        if started or status != first:  # a queued run began, or this one ended: redraw all
+        if started:  # a queued run began: watch it, its name is taken now
+            st.session_state["train_watch_next"] = started[0].run_dir.name
+            st.toast(f"Started queued run {started[0].run_dir.name!r}.")
+        if started or status != first:  # redraw all (and this run's new status)
             st.rerun()
         with user_errors(f"Run {name}"):
             progress(run_dir, status)

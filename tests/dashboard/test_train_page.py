@@ -126,6 +126,24 @@ def test_a_second_start_says_why_and_offers_the_queue(app, tmp_path):
     assert jobs.queued(tmp_path) == []
 
 
+def test_the_page_watches_the_run_the_queue_starts(app, tmp_path, monkeypatch):
+    (tmp_path / "first").mkdir()
+    write_json(tmp_path / "first" / "config.json", {"experiment": "flow-class"})
+    write_json(tmp_path / "first" / "summary.json", {"status": "finished"})
+    jobs.enqueue(jobs.TrainRequest("flow-class", "second", recipe="fast", steps=2), tmp_path)
+
+    def spawn(kind, run_dir, argv):  # stands in for the training process: this live one
+        run_dir.mkdir(parents=True, exist_ok=True)
+        job = jobs.Job(kind, run_dir, argv, process_identity(), time.time())
+        job.save()
+        return job
+
+    monkeypatch.setattr(jobs, "_spawn", spawn)
+    at = train_page(app, tmp_path)  # the open page starts the queued run, then watches it
+    no_errors(at)
+    assert jobs.queued(tmp_path) == [] and at.selectbox(key="train_watch").value == "second"
+
+
 def test_the_limit_is_a_setting(app, tmp_path):
     busy_run(tmp_path)
     at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="2")
