@@ -18,6 +18,7 @@ from .settings import Settings
 # Errors a user can cause (bad upload, corrupt checkpoint, deleted run, missing access...): the
 # lab raises these with a message meant for people. Anything else is a bug and propagates.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, NotImplementedError)
+KEEP = {"persist_state": "session"}  # a widget value that outlasts a visit to another page
 
 
 @contextmanager

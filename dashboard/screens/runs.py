@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import charts, jobs, settings, wandb_source
 from dashboard.catalog import Run
-from dashboard.components import evaluate_controls, runs_or_stop, user_errors
+from dashboard.components import KEEP, evaluate_controls, runs_or_stop, user_errors
 from training.curves import SMOOTHING
 from training.runs import list_sample_grids, read_metrics, read_summary
 
@@ -20,13 +20,12 @@ MAX_DEFAULT_SELECTED = 3
 def filtered(runs: list[Run]) -> list[Run]:
     """Filter widgets for experiment, dataset and tag; returns the runs that pass."""
     cols = st.columns(3)
-    keep = {"persist_state": "session"}  # as the user left them, after a visit to another page
     picks = [cols[0].multiselect("Experiment", sorted({r.info.experiment for r in runs}),
-                                 key="runs_experiments", **keep),
+                                 key="runs_experiments", **KEEP),
              cols[1].multiselect("Dataset", sorted({r.info.dataset for r in runs}),
-                                 key="runs_datasets", **keep),
+                                 key="runs_datasets", **KEEP),
              cols[2].multiselect("Tag", sorted({t for r in runs for t in r.tags}), key="runs_tags",
-                                 **keep)]
+                                 **KEEP)]
     return [r for r in runs if (not picks[0] or r.info.experiment in picks[0])
             and (not picks[1] or r.info.dataset in picks[1])
             and (not picks[2] or set(picks[2]) <= set(r.tags))]
@@ -49,11 +48,9 @@ def curves(runs: list[Run]) -> None:
     """Loss, learning rate and loss by t-bin of the selected runs (re-read on every refresh)."""
     metrics = {r.label: read_metrics(r.path) for r in runs}
     c = st.columns([1, 2, 1])
-    x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x",
-                   persist_state="session")
-    smoothing = c[1].slider("Smoothing", 0.0, 0.99, SMOOTHING, 0.01, key="curves_smoothing",
-                            persist_state="session")
-    log_y = c[2].checkbox("Log scale", True, key="curves_log", persist_state="session")
+    x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x", **KEEP)
+    smoothing = c[1].slider("Smoothing", 0.0, 0.99, SMOOTHING, 0.01, key="curves_smoothing", **KEEP)
+    log_y = c[2].checkbox("Log scale", True, key="curves_log", **KEEP)
     if not any(metrics.values()):
         st.info("No metrics logged yet: a run writes metrics.jsonl every `--log-every` steps.")
         return
@@ -204,7 +201,7 @@ def compare_picker(labels: list[str]) -> list[str]:
         kept = [label for label in state.get("runs_selected", []) if label in labels]
         state["runs_selected"] = kept or labels[:MAX_DEFAULT_SELECTED]
     state["runs_options"] = labels
-    return st.multiselect("Compare runs", labels, key="runs_selected", persist_state="session")
+    return st.multiselect("Compare runs", labels, key="runs_selected", **KEEP)
 
 
 def page() -> None:

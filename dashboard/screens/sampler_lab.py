@@ -9,7 +9,7 @@ from samplers.backends import BackendUnavailable
 from samplers.images import figure, gif_bytes, png_bytes
 from dashboard import backends, settings
 from dashboard.catalog import Run
-from dashboard.components import (checkpoint_select, model_label, run_select, runs_or_stop,
+from dashboard.components import (KEEP, checkpoint_select, model_label, run_select, runs_or_stop,
                                   user_errors)
 from dashboard.jobs import MAX_SEED
 from dashboard.inputs import image_input, mask_input, prompt_input
@@ -55,8 +55,7 @@ def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
 
 
 def choose_backend(s: settings.Settings) -> Shared | None:
-    choice = st.radio("Backend", BACKENDS, horizontal=True, key="lab_backend",
-                      persist_state="session")
+    choice = st.radio("Backend", BACKENDS, horizontal=True, key="lab_backend", **KEEP)
     if choice == "MNIST model":
         return mnist_backend(s, "Chosen above.")
     try:
@@ -256,9 +255,9 @@ def page() -> None:
         return
     backend = shared.value
     c = st.columns(2)
-    c[0].number_input("Seed", 0, MAX_SEED, 0, key="lab_seed", persist_state="session")
+    c[0].number_input("Seed", 0, MAX_SEED, 0, key="lab_seed", **KEEP)
     c[1].slider("CFG scale", 1.0, 15.0, float(backend.default_guidance_scale), 0.5,
-                key="lab_cfg", persist_state="session")
+                key="lab_cfg", **KEEP)
     examples: dict = {}
     with user_errors("No built-in example images (upload or sketch one)"):
         examples = backends.examples(shared)

@@ -5,7 +5,7 @@ import streamlit as st
 import torch
 
 from dashboard import settings, state
-from dashboard.components import (checkpoint_select, model_label, run_select, runs_or_stop,
+from dashboard.components import (KEEP, checkpoint_select, model_label, run_select, runs_or_stop,
                                   user_errors)
 from dashboard.jobs import MAX_SEED
 from dashboard.results import Progress, show_result
@@ -23,27 +23,24 @@ def controls(lab: LabModel) -> dict | None:
         if lab.class_conditional:
             digits = c[0].multiselect("Digits", list(range(cfg.num_classes)),
                                       default=list(range(cfg.num_classes)), key="studio_digits",
-                                      persist_state="session")
-            count = c[0].number_input("Samples per digit", 1, 16, 4, key="studio_count",
-                                      persist_state="session")
+                                      **KEEP)
+            count = c[0].number_input("Samples per digit", 1, 16, 4, key="studio_count", **KEEP)
             guidance = c[1].slider("Guidance scale", 0.0, 10.0, float(cfg.guidance_scale), 0.5,
-                                   key="studio_guidance", persist_state="session")
+                                   key="studio_guidance", **KEEP)
         else:
             digits, guidance = [], 1.0
-            count = c[0].number_input("Samples", 1, 100, 40, key="studio_count",
-                                      persist_state="session")
+            count = c[0].number_input("Samples", 1, 100, 40, key="studio_count", **KEEP)
         methods = SAMPLERS_BY_KIND[lab.kind]
         # keyed by model kind: switching runs of another kind starts from that kind's defaults
         default, default_steps = FAST_SAMPLER.get(lab.kind, (methods[0], cfg.sample_steps))
         trained = f"the run's own: {cfg.sampler} {cfg.sample_steps} steps"
         sampler = c[2].selectbox("Sampler", methods, index=methods.index(default),
-                                 key=f"studio_sampler_{lab.kind}", help=trained,
-                                 persist_state="session")
+                                 key=f"studio_sampler_{lab.kind}", help=trained, **KEEP)
         steps = c[1].number_input("Steps", 1, MAX_STEPS, min(default_steps, MAX_STEPS),
                                   key=f"studio_steps_{lab.kind}", disabled=sampler == "direct",
-                                  persist_state="session",
+                                  **KEEP,
                                   help=trained)
-        seed = c[2].number_input("Seed", 0, MAX_SEED, 0, key="studio_seed", persist_state="session")
+        seed = c[2].number_input("Seed", 0, MAX_SEED, 0, key="studio_seed", **KEEP)
         if not st.form_submit_button("Sample", type="primary"):
             return None
     if lab.class_conditional and not digits:

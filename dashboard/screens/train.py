@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, jobs, settings
-from dashboard.components import evaluate_controls, user_errors
+from dashboard.components import KEEP, evaluate_controls, user_errors
 from training.config import (DEVICES, EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES, TrainConfig,
                              recipe_defaults)
 from training.curves import SMOOTHING
@@ -51,9 +51,6 @@ def _experiment_changed(root) -> None:
     _follow_width()
 
 
-KEEP = "session"  # the form's values outlast a visit to another page
-
-
 def request_form(root) -> jobs.TrainRequest:
     """The new-run widgets; returns the request they describe (validated on start). The recipe
     starts at fast (minutes on a CPU; the CLI's default is the course's), and the width follows
@@ -64,37 +61,35 @@ def request_form(root) -> jobs.TrainRequest:
     st.session_state.setdefault("train_hidden", _default_width())
     st.session_state.setdefault("train_width_default", _default_width())
     c = st.columns(3)
-    experiment = c[0].selectbox("Experiment", list(EXPERIMENTS), key="train_experiment",
-                                persist_state=KEEP,
+    experiment = c[0].selectbox("Experiment", list(EXPERIMENTS), key="train_experiment", **KEEP,
                                 on_change=_experiment_changed, args=(root,))
-    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", persist_state=KEEP,
+    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", **KEEP,
                             on_change=_follow_width,
                             help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
     width = _default_width()
     dataset = c[2].selectbox("Dataset", DATASETS, index=DATASETS.index("mnist-5k"),
-                             key="train_dataset", persist_state=KEEP,
+                             key="train_dataset", **KEEP,
                              help="mnist-5k ships with the lab (offline)")
     c = st.columns(4)
-    steps = c[0].number_input("Steps", 0, jobs.MAX_STEPS, 0, key="train_steps", persist_state=KEEP,
+    steps = c[0].number_input("Steps", 0, jobs.MAX_STEPS, 0, key="train_steps", **KEEP,
                               help="optimizer steps; 0: the recipe's length")
-    epochs = c[1].number_input("Epochs", 0, 10_000, 0, key="train_epochs", persist_state=KEEP,
+    epochs = c[1].number_input("Epochs", 0, 10_000, 0, key="train_epochs", **KEEP,
                                help="passes over the dataset; 0: the recipe's length")
-    seed = c[2].number_input("Seed", 0, jobs.MAX_SEED, 0, key="train_seed", persist_state=KEEP)
-    hidden = c[3].number_input("Width (--hidden)", 1, jobs.MAX_HIDDEN, key="train_hidden",
-                               persist_state=KEEP,
+    seed = c[2].number_input("Seed", 0, jobs.MAX_SEED, 0, key="train_seed", **KEEP)
+    hidden = c[3].number_input("Width (--hidden)", 1, jobs.MAX_HIDDEN, key="train_hidden", **KEEP,
                                help=f"the UNet's D (the {recipe} recipe's: {width})")
     c = st.columns(3)
     wandb_mode = c[0].selectbox("W&B mode", WANDB_MODES, index=WANDB_MODES.index("offline"),
-                                key="train_wandb", persist_state=KEEP,
+                                key="train_wandb", **KEEP,
                                 help="offline: logged locally; upload later "
                                 "with the `wandb sync` command the run prints")
-    device = c[1].selectbox("Device", DEVICES, key="train_device", persist_state=KEEP,
+    device = c[1].selectbox("Device", DEVICES, key="train_device", **KEEP,
                             help="where this run trains (the sidebar's device is for sampling)")
-    name = c[2].text_input("Run name", key="train_name", persist_state=KEEP,
+    name = c[2].text_input("Run name", key="train_name", **KEEP,
                            help=f"a folder name inside {root}")
     cadence = TrainConfig.log_every
     log_every = st.number_input("Log every (steps)", 1, 100_000, cadence, key="train_log_every",
-                                persist_state=KEEP,
+                                **KEEP,
                                 help="steps between logged metrics: the live view's updates")
     return jobs.TrainRequest(
         experiment=experiment, name=name.strip(), recipe=recipe, dataset=dataset,
