@@ -280,7 +280,12 @@ def training_runs(runs_dir: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------- starting
 @contextlib.contextmanager
 def _locked(runs_dir: Path) -> Iterator[None]:
-    """Serialize job starts and queue edits of one runs folder across sessions and servers."""
+    """Serialize job starts and queue edits of one runs folder across sessions and servers;
+    JobError, before anything is created, for a folder that cannot hold runs."""
+    try:
+        check_runs_folder(runs_dir)
+    except ConfigError as e:
+        raise JobError(str(e)) from None
     runs_dir.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
@@ -319,7 +324,6 @@ def start_training(request: TrainRequest, runs_dir: str | Path, limit: int = 1) 
     """Start `request` in the background; Busy when `limit` runs already train in runs_dir,
     JobError for an invalid request or a run that trains or is being evaluated now."""
     runs_dir = Path(runs_dir)
-    request.validate(runs_dir)  # before the lock creates the folder; again under it (races)
     with _locked(runs_dir):
         check_not_queued(request, runs_dir)
         return _start_locked(request, runs_dir, limit)
@@ -400,7 +404,6 @@ def enqueue(request: TrainRequest, runs_dir: str | Path) -> int:
     """Add a valid request to the queue; returns its place (1 = next). JobError when invalid or
     when a queued request already uses its name."""
     runs_dir = Path(runs_dir)
-    request.validate(runs_dir)  # before the lock creates the folder; again under it (races)
     with _locked(runs_dir):
         request.validate(runs_dir)
         check_not_queued(request, runs_dir)
