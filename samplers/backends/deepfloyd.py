@@ -28,7 +28,7 @@ IF_TEXT_ENCODER = "deepfloyd-if-t5-v1_1-xxl"  # every DeepFloyd IF repo ships th
 ACCESS_HELP = (
     "DeepFloyd IF weights are gated on the Hugging Face hub. To use them: (1) accept the licence "
     "at https://huggingface.co/DeepFloyd/IF-I-XL-v1.0 (it covers all IF models) while logged in; "
-    "(2) run `huggingface-cli login` or set HF_TOKEN to a token of that account; (3) run with "
+    "(2) run `hf auth login` or set HF_TOKEN to a token of that account; (3) run with "
     "network access (not HF_HUB_OFFLINE=1) once to download. Or pass a local folder saved with "
     "`save_pretrained` (--model-dir DIR; in the dashboard, DIFFUSION_LAB_IF_MODEL=DIR)."
 )
@@ -41,7 +41,7 @@ def _probe_access(repo_id: str, timeout: float) -> None:
 
     url = hf_hub_url(repo_id, "model_index.json", endpoint=os.environ.get("HF_ENDPOINT"))
     try:
-        get_hf_file_metadata(url, timeout=timeout)  # token: HF_TOKEN or `huggingface-cli login`
+        get_hf_file_metadata(url, timeout=timeout)  # token: HF_TOKEN or `hf auth login`
     except GatedRepoError as err:
         raise BackendUnavailable(f"no access to {repo_id} (gated). {ACCESS_HELP}") from err
     except RepositoryNotFoundError as err:

@@ -239,4 +239,4 @@ def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys, mni
 def test_no_weights_fails_fast_with_the_access_message(tmp_path, capsys):
     assert main(["sample", "--model", "XL", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "DeepFloyd/IF-I-XL-v1.0" in err and "huggingface-cli login" in err
+    assert "DeepFloyd/IF-I-XL-v1.0" in err and "hf auth login" in err

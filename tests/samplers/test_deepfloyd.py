@@ -128,7 +128,7 @@ def test_offline_without_weights_fails_fast_with_access_help():
 def test_gated_repo_answers_with_access_help(fake_hub):
     fake_hub("gated")
     err = _fails_fast(5.0, "no access to DeepFloyd/IF-I-L-v1.0", model="L")
-    assert "huggingface-cli login" in str(err)
+    assert "hf auth login" in str(err)
 
 
 def test_hanging_hub_times_out(fake_hub):
