@@ -7,7 +7,7 @@ from typing import Iterator, Sequence
 
 import streamlit as st
 
-from training.checkpoints import Checkpoint, list_checkpoints
+from training.checkpoints import Checkpoint, checkpoint_folders, list_checkpoints
 from training.config import GUIDANCE_SCALES, PER_CLASS
 from training.runs import read_summary
 
@@ -66,10 +66,14 @@ def run_select(runs: Sequence[Run], key: str, *, label: str = "Run") -> Run:
 def checkpoint_select(run: Run, key: str) -> Checkpoint | None:
     """A selectbox over a run's checkpoints (latest first); st.info and None when it has none."""
     ckpts = list_checkpoints(run.path)[::-1]
+    names = [c.path.name for c in ckpts]
+    unreadable = [p.name for p in checkpoint_folders(run.path) if p.name not in names]
+    if unreadable:
+        st.warning(f"Run `{run.label}`: left out {', '.join(unreadable)} (meta.json missing or "
+                   f"corrupt).")
     if not ckpts:
         st.info(f"Run `{run.label}` has no complete checkpoint yet (it saves one per epoch).")
         return None
-    names = [c.path.name for c in ckpts]
     name = _picker("Checkpoint", names, f"{key}_{run.label}")
     return ckpts[names.index(name)]
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import tasks
+from .arguments import finite_float, positive_float, positive_int
 from .backends import Backend, BackendUnavailable, available_backends, load_backend
 from .devices import keep_freed_memory
 from .files import atomic_path, write_text_atomic
@@ -24,13 +25,6 @@ from .images import figure, load_image, load_mask, save_gif
 
 UPSAMPLE_PROMPTS = (
     "an oil painting of a snowy mountain village", "a man wearing a hat", "a rocket ship")
-
-
-def _count(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -54,10 +48,10 @@ def _common() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--seed", type=int, default=180, help="seed of the task's one generator")
     steps = s.add_mutually_exclusive_group()
-    steps.add_argument("--stride", type=int,
+    steps.add_argument("--stride", type=positive_int,
                        help="strided schedule from the first timestep to 0 (IF: 30)")
-    steps.add_argument("--steps", type=int, help="this many evenly spaced timesteps instead")
-    s.add_argument("--guidance-scale", type=float,
+    steps.add_argument("--steps", type=positive_int, help="this many evenly spaced timesteps instead")
+    s.add_argument("--guidance-scale", type=finite_float,
                    help="CFG scale (default: the backend's, IF 7 as in the course, MNIST the "
                         "run's; denoise: 1, no CFG, as in the course)")
     s.add_argument("--prompt", help="the condition (default: IF 'a high quality photo', MNIST '')")
@@ -67,8 +61,9 @@ def _common() -> argparse.ArgumentParser:
 def _inputs() -> argparse.ArgumentParser:
     inputs = argparse.ArgumentParser(add_help=False)
     g = inputs.add_argument_group("input images (default: built-in examples)")
-    g.add_argument("--image", nargs="+", default=[], help="image files (any format, size, mode)")
-    g.add_argument("--examples", nargs="+", help="names of built-in examples to use")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--image", nargs="+", default=[], help="image files (any format, size, mode)")
+    which.add_argument("--examples", nargs="+", help="names of built-in examples to use")
     g.add_argument("--invert", action="store_true",
                    help="negate input images (dark-on-light drawings for MNIST)")
     return inputs
@@ -90,10 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("denoise", "1.2-1.4 blur vs one-step vs iterative denoising", inputs)
     p.add_argument("--ts", type=int, nargs="+", default=list(tasks.NOISE_TS))
     p.add_argument("--i-start", type=int, default=10)
-    p.add_argument("--kernel-size", type=int, default=5)
-    p.add_argument("--sigma", type=float, default=2.0)
+    p.add_argument("--kernel-size", type=positive_int, default=5)
+    p.add_argument("--sigma", type=positive_float, default=2.0)
     p = add("sample", "1.5-1.6 samples without and with CFG")
-    p.add_argument("--n", type=_count, default=5)
+    p.add_argument("--n", type=positive_int, default=5)
     for name, help_ in (("sdedit", "1.7 SDEdit at course levels i_start"),
                         ("img2img", "1.7.3 text-conditioned image-to-image (needs --prompt)")):
         p = add(name, help_, inputs)
@@ -102,23 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
             inputs)
     p.add_argument("--mask", nargs="+", default=[],
                    help="one mask per --image: white or painted pixels are regenerated")
-    p.add_argument("--n", type=_count, default=1)
+    p.add_argument("--n", type=positive_int, default=1)
     p.add_argument("--jump-length", type=int, default=0, help="RePaint resampling (course: 0)")
-    p.add_argument("--jump-n-sample", type=int, default=1)
+    p.add_argument("--jump-n-sample", type=positive_int, default=1)
     p = add("anagram", "1.8 visual anagrams")
     p.add_argument("--prompts", nargs="+", default=list(tasks.ANAGRAM_PROMPTS))
     p.add_argument("--views", nargs="+", default=["flip"],
                    help="one view per prompt, or one per prompt after the first (identity first)")
-    p.add_argument("--n", type=_count, default=1)
+    p.add_argument("--n", type=positive_int, default=1)
     p = add("hybrid", "1.9 hybrid images (factorized diffusion)")
     p.add_argument("--far", default=tasks.HYBRID_PROMPTS[0])
     p.add_argument("--near", default=tasks.HYBRID_PROMPTS[1])
-    p.add_argument("--kernel-size", type=int, default=tasks.HYBRID_KERNEL_SIZE)
-    p.add_argument("--sigma", type=float, default=tasks.HYBRID_SIGMA)
-    p.add_argument("--n", type=_count, default=1)
+    p.add_argument("--kernel-size", type=positive_int, default=tasks.HYBRID_KERNEL_SIZE)
+    p.add_argument("--sigma", type=positive_float, default=tasks.HYBRID_SIGMA)
+    p.add_argument("--n", type=positive_int, default=1)
     p = add("upsample", "stage-2 super-resolution of CFG samples (IF only)")
     p.add_argument("--prompts", nargs="+", default=list(UPSAMPLE_PROMPTS))
-    p.add_argument("--upsample-steps", type=int, help="stage-2 steps (IF default: 30)")
+    p.add_argument("--upsample-steps", type=positive_int, help="stage-2 steps (IF default: 30)")
     p.add_argument("--noise-level", type=int, help="stage-2 noise on its input (IF default: 250)")
     return parser
 

@@ -111,6 +111,28 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     return out
 
 
+def find_checkpoint(run_dir: str | Path, checkpoint: int | str | Path | None) -> Checkpoint:
+    """The checkpoint to load: latest (None), an epoch number (its end-of-epoch checkpoint, not a
+    mid-epoch one), a folder name or a folder path; CheckpointError naming the file when the one
+    asked for is unreadable (never a silent fall-back to another)."""
+    folders = checkpoint_folders(run_dir)
+    if not folders:
+        raise CheckpointError(f"{run_dir}: no complete checkpoint under {CHECKPOINT_DIR}/")
+    if isinstance(checkpoint, str) and checkpoint.isdigit():  # "5" or "0005": an epoch number
+        checkpoint = int(checkpoint)
+    chosen = folders[-1] if checkpoint is None else next(
+        (p for p in folders
+         if _order(p) == (checkpoint, -1) or checkpoint == p.name or Path(str(checkpoint)) == p), None)
+    if chosen is None:
+        raise CheckpointError(f"{run_dir}: no checkpoint {checkpoint!r}; have "
+                              f"{', '.join(p.name for p in folders)}")
+    try:
+        return read_checkpoint(chosen)
+    except CheckpointError as e:
+        readable = [c.path.name for c in list_checkpoints(run_dir)]
+        raise CheckpointError(f"{e}; readable checkpoints: {', '.join(readable) or 'none'}") from None
+
+
 def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None

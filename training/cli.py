@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from samplers.arguments import finite_float, positive_float, positive_int
 from samplers.devices import AUTO_PRECISION_HELP, DeviceUnavailable, keep_freed_memory
 from samplers.files import atomic_path
 
@@ -33,21 +34,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message}\n")
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
 def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     """Options of every experiment; None means "the default of the experiment under --recipe"."""
-    pos_int, pos_float = _positive(int), _positive(float)
     add = p.add_argument
 
     def add_defaulted(flag: str, text: str, **kwargs) -> None:
@@ -61,8 +49,8 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add("--name", help="run folder name under --runs-dir (default: the experiment name)")
     add("--runs-dir", default="runs", help="folder holding the runs (default: runs)")
     add("--resume", action="store_true", help="continue the run of this name from its last checkpoint")
-    add("--epochs", type=pos_int, help="course epochs; an explicit value means N passes over the dataset")
-    add("--steps", type=pos_int, help="total optimizer steps (overrides the length)")
+    add("--epochs", type=positive_int, help="course epochs; an explicit value means N passes over the dataset")
+    add("--steps", type=positive_int, help="total optimizer steps (overrides the length)")
     add("--dataset", choices=DATASETS, help="mnist, mnist-5k, fashion-mnist or auto (default)")
     add_defaulted("--data-root", "dataset folder")
     add_defaulted("--seed", "seed of the weights, batch order and noise", type=int)
@@ -70,13 +58,13 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add("--mixed-precision", choices=PRECISIONS,
         help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16")
     add_defaulted("--arch", "the course UNet or the improved one", choices=ARCHS)
-    add_defaulted("--hidden", "UNet width D", type=pos_int)
-    add_defaulted("--batch-size", "global batch size, split over processes", type=pos_int)
-    add_defaulted("--lr", "Adam learning rate, the initial one with the scheduler", type=pos_float)
+    add_defaulted("--hidden", "UNet width D", type=positive_int)
+    add_defaulted("--batch-size", "global batch size, split over processes", type=positive_int)
+    add_defaulted("--lr", "Adam learning rate, the initial one with the scheduler", type=positive_float)
     add("--no-scheduler", action="store_true", help=NO_SCHEDULER_HELP)
     add_defaulted("--lr-schedule", "exponential (course: x0.1 over the run, a step per epoch) or "
                   "cosine (per step, down to --lr-final-ratio)", choices=LR_SCHEDULES)
-    add_defaulted("--lr-final-ratio", "cosine: last learning rate / --lr", type=pos_float)
+    add_defaulted("--lr-final-ratio", "cosine: last learning rate / --lr", type=positive_float)
     add_defaulted("--warmup-steps", "linear learning-rate warm-up steps, cosine or constant rate",
                   type=int)
     add_defaulted("--time-sampling", "density of the flow time or DDPM step (logit-normal: more "
@@ -84,30 +72,30 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add_defaulted("--loss-weighting", "DDPM: weight each step's noise loss: none (the course), "
                   "min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow matching's "
                   "(1 + SNR^-1/2)^2: high noise counts more)", choices=LOSS_WEIGHTINGS)
-    add_defaulted("--min-snr-gamma", "G of --loss-weighting min-snr", type=pos_float)
-    add("--ema-decay", type=pos_float, help="keep an EMA of the weights for sampling, its decay "
+    add_defaulted("--min-snr-gamma", "G of --loss-weighting min-snr", type=positive_float)
+    add("--ema-decay", type=positive_float, help="keep an EMA of the weights for sampling, its decay "
         "capped at this value D (e.g. 0.999); the --ema-warmup term is lower, and sets it, until "
         "step (D W - 1) / (1 - D): 8,990 for D = 0.999, W = 10")
     add_defaulted("--ema-warmup", "EMA warm-up: step n's decay is min(decay, (1 + n) / (W + n)), "
-                  "so the EMA spans about the last n / (W - 1) steps", type=pos_float)
-    add_defaulted("--p-uncond", "class dropout probability", type=float)
-    add_defaulted("--sigma", "single-step denoiser noise level", type=pos_float)
+                  "so the EMA spans about the last n / (W - 1) steps", type=positive_float)
+    add_defaulted("--p-uncond", "class dropout probability", type=finite_float)
+    add_defaulted("--sigma", "single-step denoiser noise level", type=positive_float)
     add_defaulted("--sampler", "the run's default sampler (sample, evaluate, figures)",
                   choices=SAMPLERS)
-    add_defaulted("--sample-steps", "sampler steps", type=pos_int)
+    add_defaulted("--sample-steps", "sampler steps", type=positive_int)
     preview, preview_steps = preview_sampler(recipe_defaults(experiment))
     add("--preview-sampler", choices=SAMPLERS, help="sampler of the per-epoch grids and the GIF "
         f"(default {preview})")
-    add("--preview-steps", type=pos_int, help=f"its steps (default {preview_steps})")
-    add_defaulted("--guidance-scale", "CFG scale of the class grids", type=float)
-    add_defaulted("--log-every", "steps between logged metrics", type=pos_int)
-    add_defaulted("--checkpoint-every", "epochs between checkpoints", type=pos_int)
+    add("--preview-steps", type=positive_int, help=f"its steps (default {preview_steps})")
+    add_defaulted("--guidance-scale", "CFG scale of the class grids", type=finite_float)
+    add_defaulted("--log-every", "steps between logged metrics", type=positive_int)
+    add_defaulted("--checkpoint-every", "epochs between checkpoints", type=positive_int)
     add_defaulted("--keep-checkpoints", "recent checkpoints kept besides the milestone epochs "
-                  f"{','.join(map(str, TrainConfig.milestones))}", type=pos_int)
+                  f"{','.join(map(str, TrainConfig.milestones))}", type=positive_int)
     add("--wandb-mode", choices=WANDB_MODES, help="default: online when a W&B key is configured, else offline")
     add_defaulted("--wandb-project", "W&B project")
-    add("--period-steps", type=pos_int, help=argparse.SUPPRESS)  # tests: steps per period
-    add("--stop-after", type=pos_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
+    add("--period-steps", type=positive_int, help=argparse.SUPPRESS)  # tests: steps per period
+    add("--stop-after", type=positive_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
 
 
 def _recipe_values(field: str, experiments: Sequence[str] = ("ddpm-class", "flow-class")) -> str:
@@ -134,16 +122,16 @@ def build_parser() -> Parser:
         _train_options(p, name)
     s = sub.add_parser("sample", help="write samples of a run to an .npz (images uint8, labels)")
     s.add_argument("run_dir", type=Path)
-    s.add_argument("--per-class", type=_positive(int), default=10, help="images per class (default 10)")
-    s.add_argument("--guidance-scale", type=float, help="CFG scale (default: the run's, 5)")
+    s.add_argument("--per-class", type=positive_int, default=10, help="images per class (default 10)")
+    s.add_argument("--guidance-scale", type=finite_float, help="CFG scale (default: the run's, 5)")
     s.add_argument("--sampler", choices=SAMPLERS,
                    help=f"default: the run's own ({_recipe_values('sampler')})")
-    s.add_argument("--steps", type=_positive(int),
+    s.add_argument("--steps", type=positive_int,
                    help=f"sampler steps (default: the run's own; {_recipe_values('sample_steps')})")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
-    s.add_argument("--batch", type=_positive(int), default=SAMPLE_BATCH,
+    s.add_argument("--batch", type=positive_int, default=SAMPLE_BATCH,
                    help=f"images per model batch (default {SAMPLE_BATCH})")
     e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
     for p in (s, e):
@@ -153,22 +141,22 @@ def build_parser() -> Parser:
     s.add_argument("--out", type=Path, required=True, help="output .npz file (.npz is added "
                    "when missing)")
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--guidance", type=float, nargs="+", default=list(GUIDANCE_SCALES),
+    e.add_argument("--guidance", type=finite_float, nargs="+", default=list(GUIDANCE_SCALES),
                    help="guidance scales of class models (default "
                         f"{' '.join(map(str, GUIDANCE_SCALES))})")
-    e.add_argument("--per-class", type=_positive(int), default=PER_CLASS,
+    e.add_argument("--per-class", type=positive_int, default=PER_CLASS,
                    help=f"samples a class (default {PER_CLASS})")
     e.add_argument("--sampler", choices=SAMPLERS, help="default: the run's own, as for sample")
-    e.add_argument("--steps", type=_positive(int), help="default: the run's own, as for sample")
+    e.add_argument("--steps", type=positive_int, help="default: the run's own, as for sample")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--repeats", type=_positive(int), default=1,
+    e.add_argument("--repeats", type=positive_int, default=1,
                    help="sample sets a scale, drawn as --seed S, S+1, ... would; scores are their "
                         "mean (default 1; one set of 500 digits varies by about 15%%)")
     e.add_argument("--checkpoint")
     e.add_argument("--device", default="cpu", help="as for sample")
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
     f.add_argument("run_dir", type=Path)
-    f.add_argument("--steps", type=_positive(int), help="sampler steps (default: the run's)")
+    f.add_argument("--steps", type=positive_int, help="sampler steps (default: the run's)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device")
     return parser
@@ -197,17 +185,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from .trainer import STOP, request_stop, train
+    from .trainer import STOP, interrupt, request_stop, train
 
     cfg = config_from_args(args)
     STOP.clear()
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, request_stop) if main_thread else None  # stop cleanly
+    handlers = {signal.SIGTERM: request_stop, signal.SIGINT: interrupt}  # stop cleanly
+    previous = {s: signal.signal(s, h) for s, h in handlers.items()} if main_thread else {}
     try:
         run_dir = train(cfg, args.runs_dir, resume=args.resume, stop_after=args.stop_after)
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
     from .runs import read_summary
 
     s = read_summary(run_dir)
@@ -215,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{cfg.name}: finished at step {s.get('step')} (epoch {s.get('epoch')}), "
               f"loss {s.get('final_loss', float('nan')):.4f}, {s.get('wall_time_s')} s -> {run_dir}")
     elif s.get("status") == "stopped" and PartialState().is_main_process:
-        print(f"{cfg.name}: stopped at step {s.get('step')} (SIGTERM); continue it with: {PROG} "
+        print(f"{cfg.name}: stopped at step {s.get('step')}; continue it with: {PROG} "
               f"{cfg.experiment} --runs-dir {args.runs_dir} --name {cfg.name} --resume")
     return 0
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from samplers.devices import DEVICES, PRECISIONS
 from samplers.sampling import FLOW_SAMPLERS
@@ -123,16 +124,56 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """The config that asdict() wrote (unknown keys ignored); ConfigError without the fields
-        every run has."""
+        every run has, for a value of the wrong type, or for one that cannot train (validate)."""
         missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
                    and f.name not in d]
         if missing:
             raise ConfigError(f"not a run config: it lacks {', '.join(missing)}")
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
+        hints = get_type_hints(cls)
+        kw = {k: v for k, v in d.items() if k in hints}
+        for key, value in kw.items():
+            if not _fits(value, hints[key]):
+                raise ConfigError(f"{key}={value!r}: expected {_type_name(hints[key])}")
+        if kw["experiment"] not in EXPERIMENTS:
+            raise ConfigError(f"experiment {kw['experiment']!r} is not one of {', '.join(EXPERIMENTS)}")
         if "milestones" in kw:
             kw["milestones"] = tuple(kw["milestones"])
-        return cls(**kw)
+        cfg = cls(**kw)
+        validate(cfg)
+        return cfg
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is of a TrainConfig field's type (an int passes for a float)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return any(_fits(value, arm) for arm in args)
+    if origin is Literal:
+        return value in args
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return " or ".join(_type_name(arm) for arm in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is tuple:
+        return f"a list of {_type_name(args[0])}"
+    if origin is not None:
+        return origin.__name__
+    return "null" if hint is type(None) else hint.__name__
 
 
 _SINGLE_STEP = dict(hidden=128, batch_size=256, lr=1e-4, epochs=5, scheduler=False,
@@ -269,6 +310,10 @@ def validate(cfg: TrainConfig) -> None:
                  "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps", "lr_final_ratio",
                  "min_snr_gamma"):
         positive(name, getattr(cfg, name))
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
     if cfg.arch == "improved":
         try:
             check_width(cfg.hidden)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 import samplers
 from samplers.devices import autocast, resolve_device, resolve_mixed_precision
 
-from .checkpoints import Checkpoint, CheckpointError, list_checkpoints, load_weights, verify_checksums
+from .checkpoints import CheckpointError, find_checkpoint, load_weights, verify_checksums
 from .config import TrainConfig, check_sampler
 from .models import build_model, fold_batchnorm
 from .runs import load_run_config
@@ -170,24 +170,6 @@ class LabModel:
         out = samplers.get_sampler(sampler)(model, x, self.schedule(sampler, steps),
                                             generator=generator, callback=callback)
         return out.clamp(-1, 1)
-
-
-def find_checkpoint(run_dir: Path, checkpoint: int | str | Path | None) -> Checkpoint:
-    """The checkpoint to load: latest (None), an epoch number (its end-of-epoch checkpoint, not a
-    mid-epoch one), a folder name or a folder path."""
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        raise CheckpointError(f"{run_dir}: no complete checkpoint under checkpoints/")
-    if checkpoint is None:
-        return ckpts[-1]
-    if isinstance(checkpoint, str) and checkpoint.isdigit():  # "5" or "0005": an epoch number
-        checkpoint = int(checkpoint)
-    for c in ckpts:
-        if (checkpoint == c.period and not c.partial
-                or checkpoint == c.path.name or Path(str(checkpoint)) == c.path):
-            return c
-    raise CheckpointError(f"{run_dir}: no checkpoint {checkpoint!r}; have "
-                          f"{', '.join(c.path.name for c in ckpts)}")
 
 
 def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = None,

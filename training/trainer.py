@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import threading
 import time
@@ -30,17 +31,26 @@ from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, sample_grid, save_gif, save_grid
 from .objectives import LOSS_BINS, loss_by_t_bins, make_objective
 from .pretrained import LabModel, build_unet, max_batch, vp_alphas_cumprod
-from .runs import check_runs_folder, safe_run_dir, sample_grid_path
+from .runs import check_runs_folder, process_alive, read_summary, safe_run_dir, sample_grid_path
 from .schedules import make_scheduler
 from .tracking import Tracker
 
 GIF_FRAMES = 30
 BN_RECALIBRATION_BATCHES = 32  # training batches whose statistics an EMA model's BatchNorm takes
-STOP = threading.Event()  # set by request_stop (the CLI's SIGTERM handler)
+STOP = threading.Event()  # set by request_stop (the CLI's SIGTERM and first SIGINT handler)
 
 
 def request_stop(*_signal_args) -> None:
     """Ask the training loop to stop after the current step: a checkpoint there, status "stopped"."""
+    STOP.set()
+
+
+def interrupt(*_signal_args) -> None:
+    """Ctrl-C (the CLI's SIGINT handler): the first stops as request_stop does, a second aborts."""
+    if STOP.is_set():
+        raise KeyboardInterrupt
+    print("\nstopping after this step, with a checkpoint there (Ctrl-C again: abort without one)",
+          file=sys.stderr, flush=True)
     STOP.set()
 
 
@@ -114,6 +124,13 @@ def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
         return []
     if not exists:
         raise ConfigError(f"--resume: there is no run {run_dir.name!r} in {run_dir.parent}")
+    summary = read_summary(run_dir)
+    owner = summary.get("process") or {}
+    another = owner.get("pid") != os.getpid()  # this process's own earlier run has ended
+    if summary.get("status") == "running" and another and process_alive(owner):
+        raise ConfigError(f"--resume: run {run_dir.name!r} is training now (process "
+                          f"{summary['process']['pid']}); stop it first (the dashboard's Stop, or "
+                          f"kill -TERM {summary['process']['pid']})")
     folders = ck.checkpoint_folders(run_dir)[::-1]
     if not folders:
         raise ConfigError(f"--resume: run {run_dir.name!r} has no complete checkpoint to resume from")
@@ -161,6 +178,10 @@ class Trainer:
         self.preview_seconds = 0.0  # wall time spent drawing grids and the GIF (kept on resume)
         self.last_loss: float | None = None
         self.resume_from = self._resume(candidates) if resume else None
+        if self.resume_from is not None and self.step >= cfg.total_steps:
+            raise ConfigError(f"--resume: run {cfg.name!r} has trained {self.step} steps already, and "
+                              f"{cfg.total_steps} is its length; pass a larger --steps or --epochs to "
+                              f"train on")
         self.ddp_model, self.ddp_optimizer = self.acc.prepare(self.model, self.optimizer)
         self.tracker = Tracker(self.run_dir, cfg, resume_step=self.step if self.resume_from else None) \
             if self.main else None

@@ -8,6 +8,7 @@ any download. Every failure raises `BackendUnavailable` with what to do.
 from __future__ import annotations
 
 import gc
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +65,7 @@ def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
         if not (folder / "model_index.json").is_file() and not (folder / "config.json").is_file():
             raise BackendUnavailable(f"{folder} is not a diffusers/transformers model folder "
                                      "(no model_index.json or config.json)")
+        _check_pipeline_class(folder, pipeline_cls)
         try:
             return pipeline_cls.from_pretrained(str(folder), **kwargs)
         except OSError as err:
@@ -86,6 +88,24 @@ def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
         return pipeline_cls.from_pretrained(source, **kwargs)
     except OSError as err:
         raise BackendUnavailable(f"downloading {source} failed: {err}. {ACCESS_HELP}") from err
+
+
+def _check_pipeline_class(folder: Path, pipeline_cls) -> None:
+    """BackendUnavailable when `pipeline_cls` is a diffusers pipeline and folder's model_index.json
+    names another (a stage-2 folder given as stage 1, or the other way round)."""
+    from diffusers import DiffusionPipeline
+
+    if not issubclass(pipeline_cls, DiffusionPipeline):
+        return
+    expected = pipeline_cls.__name__
+    try:
+        found = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable index: diffusers says what is wrong
+    stages = {"IFPipeline": "stage-1", "IFSuperResolutionPipeline": "stage-2 (super-resolution)"}
+    if found and found != expected:
+        raise BackendUnavailable(f"{folder} holds a {stages.get(found, found)} model ({found}); "
+                                 f"a {stages.get(expected, expected)} one ({expected}) is needed here")
 
 
 def _namespace(source: str) -> str:

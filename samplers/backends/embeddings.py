@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,12 @@ def read_prompt_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as err:  # torch raises many types for a bad or unsafe pickle
-        raise ValueError(f"{path} is not a loadable prompt-embedding dict: {err}") from err
+    except pickle.UnpicklingError as err:  # objects weights_only refuses: loading them could run code
+        raise ValueError(f"{path} holds Python objects other than tensors, strings and numbers; "
+                         f"the lab refuses to load it (that could run code in the file)") from err
+    except Exception as err:  # torch raises many types for a file that is not a torch.save
+        raise ValueError(f"{path} is not a file written by torch.save "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path} must hold a non-empty dict prompt -> tensor, "
                          f"got {type(data).__name__}")

@@ -18,9 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from training.config import FAST_SAMPLER, make_config
-from training.checkpoints import load_weights
-from training.pretrained import (LabModel, build_unet, find_checkpoint, load_lab_model,
-                                 vp_alphas_cumprod)
+from training.checkpoints import find_checkpoint, load_weights
+from training.pretrained import LabModel, build_unet, load_lab_model, vp_alphas_cumprod
 
 from .fastpath import FastPath, applied, prepare
 from .report import Row

@@ -91,6 +91,24 @@ def test_studio_corrupt_checkpoint_is_a_message(app, corrupt_runs):
     assert "not a readable safetensors file" in at.error[0].value
 
 
+def test_an_unreadable_checkpoint_is_named_and_the_picker_offers_the_others(app, lab_runs, tmp_path):
+    run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "ddpm-class")
+    (run / "checkpoints/epoch-0002/meta.json").write_text('{"exper')
+    at = studio(app, tmp_path)
+    assert not at.exception and not at.error
+    assert "left out epoch-0002 (meta.json missing or corrupt)" in at.warning[0].value
+    assert at.selectbox(key="studio_ckpt_ddpm-class").options == ["epoch-0001"]
+
+
+def test_a_run_config_of_the_wrong_type_is_a_message(app, lab_runs, tmp_path):
+    run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "ddpm-class")
+    config = (run / "config.json").read_text()
+    (run / "config.json").write_text(config.replace('"hidden": 4', '"hidden": "abc"'))
+    at = studio(app, tmp_path)
+    assert not at.exception
+    assert "hidden='abc': expected int" in at.error[0].value
+
+
 def test_studio_on_a_device_this_machine_lacks_is_a_message(app, lab_runs):
     if torch.backends.mps.is_available():
         pytest.skip("this machine has the Apple GPU that the test asks for as the absent device")

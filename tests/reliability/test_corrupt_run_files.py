@@ -11,10 +11,17 @@ from training import cli
 from training.classifier import ClassifierConfig, cache_path, load_classifier
 
 TINY_CLASSIFIER = ClassifierConfig(passes=0.05, max_steps=3)
-BAD_CONFIGS = {  # config.json text -> the reason the error gives
-    "not JSON": ('{"experiment": "flow-class",', "not valid JSON"),
-    "a list": ("[1, 2]", "not a JSON object"),
-    "fields missing": ('{"lr": 0.1}', "not a run config: it lacks experiment, kind, conditioning"),
+BAD_CONFIGS = {  # the good config.json text -> a damaged one, and the reason the error gives
+    "not JSON": (lambda _: '{"experiment": "flow-class",', "not valid JSON"),
+    "a list": (lambda _: "[1, 2]", "not a JSON object"),
+    "fields missing": (lambda _: '{"lr": 0.1}', "not a run config: it lacks experiment, kind, conditioning"),
+    "a wrong type": (lambda t: t.replace('"hidden": 4', '"hidden": "abc"'), "hidden='abc': expected int"),
+    "an unknown kind": (lambda t: t.replace('"kind": "flow"', '"kind": "weird"'),
+                        "kind='weird': expected one of 'denoiser', 'pure-noise', 'ddpm', 'flow'"),
+    "a value that cannot train": (lambda t: t.replace('"hidden": 4', '"hidden": -8'),
+                                  "--hidden must be positive, got -8"),
+    "NaN": (lambda t: t.replace('"guidance_scale": 5.0', '"guidance_scale": NaN'),
+            "--guidance-scale must be a finite number, got nan"),
 }
 
 
@@ -41,8 +48,10 @@ def files(run_dir):
 def test_a_bad_config_json_is_one_line_naming_it(run, tmp_path, capsys, case, command):
     run_dir = tmp_path / "good"
     shutil.copytree(run, run_dir)
-    text, reason = BAD_CONFIGS[case]
-    (run_dir / "config.json").write_text(text)
+    edit, reason = BAD_CONFIGS[case]
+    good = (run_dir / "config.json").read_text()
+    (run_dir / "config.json").write_text(edit(good))
+    assert (run_dir / "config.json").read_text() != good
     before = files(run_dir)
     assert cli.main(commands(run_dir, tmp_path / "x.npz")[command]) == 2
     err = capsys.readouterr().err

@@ -51,12 +51,14 @@ def test_sigterm_mid_period_then_resume_is_bit_identical(tmp_path, reference):
     assert [c.period for c in list_checkpoints(run)] == periods(reference)
 
 
-def test_sigterm_from_outside_then_resume_is_bit_identical(tmp_path, reference):
-    """A real SIGTERM at whatever step it lands; the run stops there, resumes, and matches."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_from_outside_then_resume_is_bit_identical(tmp_path, reference, stop):
+    """A real SIGTERM (or one Ctrl-C) at whatever step it lands; the run stops there, resumes, and
+    matches."""
     run = tmp_path / "cut"
     proc = spawn(tmp_path, "cut", "--steps", str(STEPS), "--ema-decay", "0.9")
     kill_at_step(proc, run, 3, 0.0, kill=False)
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, stop)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     summary = read_summary(run)
@@ -65,3 +67,39 @@ def test_sigterm_from_outside_then_resume_is_bit_identical(tmp_path, reference):
     assert f"cut: stopped at step {summary['step']}" in out and "--resume" in out
     assert train(tmp_path, "cut", "--resume") == 0
     assert_matches_reference(run, reference)
+
+
+def test_a_run_that_trains_now_or_is_longer_than_asked_is_not_resumed(tmp_path, capsys):
+    """--resume of a run whose process still trains is refused (two writers would interleave its
+    record); so is a --steps below the steps it has trained; neither touches the run."""
+    run = tmp_path / "busy"
+    proc = spawn(tmp_path, "busy", "--steps", "100000")
+    try:
+        kill_at_step(proc, run, 2, 0.0, kill=False)
+        assert train(tmp_path, "busy", "--resume") == 2
+        pid = read_summary(run)["process"]["pid"]
+        assert f"run 'busy' is training now (process {pid}); stop it first" in capsys.readouterr().err
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+    status, err = wait(proc)
+    assert status == 0, err
+    record = {name: (run / name).read_bytes() for name in ("config.json", "summary.json", "metrics.jsonl")}
+    done = read_summary(run)["step"]
+    for steps in (done - 1, done):
+        assert train(tmp_path, "busy", "--resume", "--steps", str(steps)) == 2
+        assert (f"has trained {done} steps already, and {steps} is its length; pass a larger --steps"
+                in capsys.readouterr().err)
+    assert {name: (run / name).read_bytes() for name in record} == record
+
+
+def test_a_second_ctrl_c_aborts_without_waiting_for_the_step(capsys):
+    from training.trainer import STOP, interrupt
+
+    STOP.clear()
+    try:
+        interrupt()
+        assert STOP.is_set() and "Ctrl-C again: abort without one" in capsys.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            interrupt()
+    finally:
+        STOP.clear()

@@ -197,6 +197,24 @@ def test_bad_options_are_clear(argv, message, tiny, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
+USAGE_ERRORS = [
+    (["sdedit", "--guidance-scale", "nan"], "argument --guidance-scale: expected a finite number, got 'nan'"),
+    (["sdedit", "--image", "a.png", "--examples", "campanile"],
+     "argument --examples: not allowed with argument --image"),
+    (["hybrid", "--kernel-size", "-3"], "argument --kernel-size: must be positive, got -3"),
+    (["denoise", "--sigma", "0"], "argument --sigma: must be positive, got 0"),
+    (["sample", "--steps", "1.5"], "argument --steps: expected a whole number, got '1.5'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", USAGE_ERRORS)
+def test_bad_values_are_usage_errors_before_anything_loads(argv, message, tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([argv[0], *tiny, *argv[1:], "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_inputs_and_backends(tiny, mnist, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not an image")
     notes = ["--image", str(tmp_path / "notes.txt"), "--out", str(tmp_path)]
@@ -218,7 +236,7 @@ def test_bad_inputs_and_backends(tiny, mnist, tmp_path, capsys):
     assert (tmp_path / "taken").read_text().startswith("a file")  # untouched
     with pytest.raises(SystemExit) as exit_:
         main(["sample", *mnist, "--n", "0", "--out", str(tmp_path)])
-    assert exit_.value.code == 2 and "expected a whole number >= 1, got '0'" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "must be positive, got 0" in capsys.readouterr().err
 
 
 def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys, mnist_offline):

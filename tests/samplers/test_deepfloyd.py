@@ -75,8 +75,12 @@ def test_imports_the_course_prompt_dict(if_backend, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="dict"):
         if_backend.import_prompt_embeds(tmp_path / "list.pth")
     torch.save({"code": DDPMScheduler()}, tmp_path / "pickle.pth")  # weights_only refuses objects
-    with pytest.raises(ValueError, match="not a loadable"):
+    with pytest.raises(ValueError, match="holds Python objects other than tensors") as refused:
         if_backend.import_prompt_embeds(tmp_path / "pickle.pth")
+    assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="junk.pth is not a file written by torch.save"):
+        if_backend.import_prompt_embeds(tmp_path / "junk.pth")
 
 
 def test_without_a_text_encoder_new_prompts_ask_for_precomputed_embeddings(tiny_if, tmp_path):
@@ -141,6 +145,15 @@ def test_hanging_hub_times_out(fake_hub):
 def test_bad_sources_are_clear(tmp_path):
     _fails_fast(5.0, "neither a local folder nor a hub id", model=str(tmp_path / "missing" / "dir"))
     _fails_fast(5.0, "not a diffusers/transformers model folder", model=str(tmp_path))
+
+
+def test_the_stages_swapped_are_named(tiny_if):
+    _fails_fast(10.0, r"holds a stage-2 \(super-resolution\) model \(IFSuperResolutionPipeline\); "
+                      r"a stage-1 one \(IFPipeline\) is needed here", model=str(tiny_if.stage2))
+    backend = load_backend("deepfloyd", device="cpu", model=str(tiny_if.stage1),
+                           stage2=str(tiny_if.stage1))
+    with pytest.raises(BackendUnavailable, match="holds a stage-1 model"):
+        backend.stage2
 
 
 def test_registry(monkeypatch):

@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from training.checkpoints import (CheckpointError, checkpoint_folders, checkpoint_name, list_checkpoints,
-                                  prune_checkpoints, save_checkpoint)
+from training.checkpoints import (CheckpointError, checkpoint_folders, checkpoint_name, find_checkpoint,
+                                  list_checkpoints, prune_checkpoints, save_checkpoint)
 from training.figures import _pick_checkpoints
-from training.pretrained import find_checkpoint
 
 
 def save(run, epoch, step=None):
@@ -56,3 +55,17 @@ def test_an_epoch_number_names_the_end_of_epoch_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint 2"):
         find_checkpoint(tmp_path, 2)
     assert [c.path.name for c in _pick_checkpoints(tmp_path, (1, 2))] == ["epoch-0001"]
+
+
+def test_an_unreadable_checkpoint_is_named_never_passed_over(tmp_path):
+    for epoch in (1, 2, 3):
+        save(tmp_path, epoch)
+    (tmp_path / "checkpoints" / "epoch-0003" / "meta.json").write_text('{"experi')
+    for asked in (None, 3, "epoch-0003"):  # the latest, by number, by name
+        with pytest.raises(CheckpointError, match=r"epoch-0003/meta.json: unreadable .*; readable "
+                                                  r"checkpoints: epoch-0001, epoch-0002$"):
+            find_checkpoint(tmp_path, asked)
+    assert find_checkpoint(tmp_path, 2).path.name == "epoch-0002"
+    (tmp_path / "checkpoints" / "epoch-0002" / "meta.json").unlink()
+    with pytest.raises(CheckpointError, match="epoch-0002/meta.json: missing"):
+        find_checkpoint(tmp_path, "2")

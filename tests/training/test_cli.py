@@ -31,6 +31,11 @@ def runs(tmp_path_factory):
     (["flow-class", "--epochs", "0"], "argument --epochs: must be positive, got 0"),
     (["flow-class", "--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
     (["flow-class", "--lr", "abc"], "argument --lr: expected a number"),
+    (["flow-class", "--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+    (["flow-class", "--guidance-scale", "nan"], "argument --guidance-scale: expected a finite number"),
+    (["flow-class", "--p-uncond", "inf"], "argument --p-uncond: expected a finite number, got 'inf'"),
+    (["sample", "RUN", "--guidance-scale", "nan"], "argument --guidance-scale: expected a finite number"),
+    (["evaluate", "RUN", "--guidance", "1", "inf"], "argument --guidance: expected a finite number"),
 ])
 def test_bad_options_exit_2_with_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
