@@ -238,6 +238,7 @@ def test_train_stop_resume_and_sample_from_the_browser(page, tmp_path):
             expect(code).to_contain_text(part)  # the command follows the widgets
         command = code.inner_text()
         assert "--wandb-mode=offline" in command and "--dataset=mnist-5k" in command
+        assert f"--runs-dir={runs}" in command  # the server's runs folder
         main_button(page, "Start training").click()
         # the same command from the CLI, in one go, beside it (compared at the end)
         cli = [a if not a.startswith("--runs-dir=") else f"--runs-dir={tmp_path / 'cli'}"
@@ -254,6 +255,8 @@ def test_train_stop_resume_and_sample_from_the_browser(page, tmp_path):
 
         main_button(page, "Stop").click()
         wait_metric(page, "Status", lambda v: v == "stopped")
+        record = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+        assert (runs / "web" / "summary.json").exists(), f"the page says stopped; files: {record}"
         stopped_at = read_json(runs / "web" / "summary.json")["step"]
         assert later <= stopped_at < TRAIN_STEPS
         main_button(page, "Resume").click()
