@@ -128,9 +128,8 @@ def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
     owner = summary.get("process") or {}
     another = owner.get("pid") != os.getpid()  # this process's own earlier run has ended
     if summary.get("status") == "running" and another and process_alive(owner):
-        raise ConfigError(f"--resume: run {run_dir.name!r} is training now (process "
-                          f"{summary['process']['pid']}); stop it first (the dashboard's Stop, or "
-                          f"kill -TERM {summary['process']['pid']})")
+        raise ConfigError(f"--resume: run {run_dir.name!r} is training now (process {owner['pid']}); "
+                          f"stop it first (the dashboard's Stop, or kill -TERM {owner['pid']})")
     folders = ck.checkpoint_folders(run_dir)[::-1]
     if not folders:
         raise ConfigError(f"--resume: run {run_dir.name!r} has no complete checkpoint to resume from")
