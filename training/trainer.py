@@ -177,7 +177,10 @@ class Trainer:
         self.preview_seconds = 0.0  # wall time spent drawing grids and the GIF (kept on resume)
         self.last_loss: float | None = None
         self.resume_from = self._resume(candidates) if resume else None
-        if self.resume_from is not None and self.step >= cfg.total_steps:
+        # a run at its length resumes only to finish its record (killed in its last bookkeeping)
+        done = self.step > cfg.total_steps or self.step == cfg.total_steps and \
+            read_summary(self.run_dir).get("status") == "finished"
+        if self.resume_from is not None and done:
             raise ConfigError(f"--resume: run {cfg.name!r} has trained {self.step} steps already, and "
                               f"{cfg.total_steps} is its length; pass a larger --steps or --epochs to "
                               f"train on")
@@ -310,6 +313,9 @@ class Trainer:
         # loss sum, count, then LOSS_BINS bin sums and LOSS_BINS bin counts
         acc_vals = torch.zeros(2 + 2 * LOSS_BINS, device=self.device)
         bad_step = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite loss
+        if self.step == total:  # resumed after its last checkpoint: redo the last period's end
+            self._end_period(math.ceil(total / period_steps), final=True)
+            return
         last_t, last_step = time.time(), self.step
         self._bar = bar = tqdm(total=total, initial=self.step, desc=cfg.name, unit="step", disable=not self.main,
                    dynamic_ncols=True)

@@ -70,3 +70,17 @@ def test_kills_at_random_points(tmp_path, reference):
         proc = spawn(tmp_path, "cut", "--resume") if high < 10 else None
     assert train(tmp_path, "cut", "--resume") == 0, landed
     assert_matches_reference(run, reference)
+
+
+def test_a_kill_after_the_last_checkpoint_is_finished_by_a_resume(tmp_path, reference, capsys):
+    """Killed after its last checkpoint was renamed into place, before its record said finished:
+    --resume redoes the last period's end (preview, checkpoint, record) and matches; a second
+    --resume has nothing left to do."""
+    run, last = tmp_path / "cut", STEPS // 2
+    status, err = wait(spawn(tmp_path, "cut", "--steps", str(STEPS), fault=f"after-save:{last}"))
+    assert status == -signal.SIGKILL, err
+    assert read_summary(run)["status"] == "running" and periods(run)[-1] == last
+    assert train(tmp_path, "cut", "--resume") == 0
+    assert_matches_reference(run, reference)
+    assert train(tmp_path, "cut", "--resume") == 2
+    assert f"has trained {STEPS} steps already" in capsys.readouterr().err

@@ -71,7 +71,8 @@ def test_a_stop_signal_from_outside_then_resume_is_bit_identical(tmp_path, refer
 
 def test_a_run_that_trains_now_or_is_longer_than_asked_is_not_resumed(tmp_path, capsys):
     """--resume of a run whose process still trains is refused (two writers would interleave its
-    record); so is a --steps below the steps it has trained; neither touches the run."""
+    record); so is a --steps below the steps it has trained; neither touches the run. A --steps of
+    exactly those steps finishes it there."""
     run = tmp_path / "busy"
     proc = spawn(tmp_path, "busy", "--steps", "100000")
     try:
@@ -85,11 +86,13 @@ def test_a_run_that_trains_now_or_is_longer_than_asked_is_not_resumed(tmp_path, 
     assert status == 0, err
     record = {name: (run / name).read_bytes() for name in ("config.json", "summary.json", "metrics.jsonl")}
     done = read_summary(run)["step"]
-    for steps in (done - 1, done):
-        assert train(tmp_path, "busy", "--resume", "--steps", str(steps)) == 2
-        assert (f"has trained {done} steps already, and {steps} is its length; pass a larger --steps"
-                in capsys.readouterr().err)
+    assert train(tmp_path, "busy", "--resume", "--steps", str(done - 1)) == 2
+    assert (f"has trained {done} steps already, and {done - 1} is its length; pass a larger --steps"
+            in capsys.readouterr().err)
     assert {name: (run / name).read_bytes() for name in record} == record
+    assert train(tmp_path, "busy", "--resume", "--steps", str(done)) == 0
+    summary = read_summary(run)
+    assert summary["status"] == "finished" and summary["step"] == done
 
 
 def test_a_second_ctrl_c_aborts_without_waiting_for_the_step(capsys):
