@@ -51,7 +51,7 @@ def interrupt(*_signal_args) -> None:
         raise KeyboardInterrupt
     print("\nstopping after this step, with a checkpoint there (Ctrl-C again: abort without one)",
           file=sys.stderr, flush=True)
-    STOP.set()
+    request_stop()
 
 
 class EMA:
@@ -177,13 +177,13 @@ class Trainer:
         self.preview_seconds = 0.0  # wall time spent drawing grids and the GIF (kept on resume)
         self.last_loss: float | None = None
         self.resume_from = self._resume(candidates) if resume else None
-        # a run at its length resumes only to finish its record (killed in its last bookkeeping)
-        done = self.step > cfg.total_steps or self.step == cfg.total_steps and \
-            read_summary(self.run_dir).get("status") == "finished"
-        if self.resume_from is not None and done:
-            raise ConfigError(f"--resume: run {cfg.name!r} has trained {self.step} steps already, and "
-                              f"{cfg.total_steps} is its length; pass a larger --steps or --epochs to "
-                              f"train on")
+        if self.resume_from is not None and self.step >= cfg.total_steps:
+            # at its length it resumes only to finish its record (killed in its last bookkeeping)
+            finished = read_summary(self.run_dir).get("status") == "finished"
+            if self.step > cfg.total_steps or finished:
+                raise ConfigError(f"--resume: run {cfg.name!r} has trained {self.step} steps already, "
+                                  f"and {cfg.total_steps} is its length; pass a larger --steps or "
+                                  f"--epochs to train on")
         self.ddp_model, self.ddp_optimizer = self.acc.prepare(self.model, self.optimizer)
         self.tracker = Tracker(self.run_dir, cfg, resume_step=self.step if self.resume_from else None) \
             if self.main else None
