@@ -42,8 +42,11 @@ def _follow_name(root, reset: bool = False) -> None:
     """Keep the name field on a free name for the experiment (one taken meanwhile moves on to
     the next), unless the user typed one; `reset` replaces a typed one too."""
     state = st.session_state
-    if reset or state.get("train_name") in (None, state.get("train_auto_name")):
-        state["train_name"] = state["train_auto_name"] = free_name(root, state["train_experiment"])
+    name = state.get("train_name")
+    if reset or name in (None, state.get("train_auto_name")):
+        free = state["train_auto_name"] = free_name(root, state["train_experiment"])
+        if name != free:  # write only a change: each write pushes the value to the browser,
+            state["train_name"] = free  # where it could undo a name the user is typing
 
 
 def _experiment_changed(root) -> None:

@@ -58,14 +58,23 @@ def test_the_width_follows_the_recipe_and_the_recipe_default_is_left_out(app, tm
     assert at.number_input(key="train_hidden").value == 48
 
 
+def pushes_name(at) -> bool:
+    """Whether this run sent the name field's value to the browser to show (set_value)."""
+    return at.text_input(key="train_name").proto.set_value
+
+
 def test_the_offered_name_moves_on_when_taken_but_a_typed_one_stays(app, tmp_path):
     at = train_page(app, tmp_path)
     assert at.text_input(key="train_name").value == "flow-class"
+    at.number_input(key="train_steps").set_value(10).run()
+    # a value pushed on every run can undo, in the browser, a name the user is typing
+    assert not pushes_name(at)
     (tmp_path / "flow-class").mkdir()  # another session or a terminal took it meanwhile
     at.switch_page("screens/runs.py").run()
     at.switch_page("screens/train.py").run()
-    assert at.text_input(key="train_name").value == "flow-class-2"
+    assert at.text_input(key="train_name").value == "flow-class-2" and pushes_name(at)
     at.text_input(key="train_name").set_value("mine").run()
+    assert not pushes_name(at)
     at.selectbox(key="train_recipe").set_value("course").run()
     assert at.text_input(key="train_name").value == "mine"
 
