@@ -261,7 +261,7 @@ class Trainer:
         net = self.ema.model if self.ema is not None else self.model
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
         return LabModel(self.cfg, net, ab, precision=self.acc.mixed_precision,
-                        max_batch=max_batch(self.device))
+                        max_batch=max_batch(self.device, self.acc.mixed_precision))
 
     @torch.no_grad()
     def _preview(self, period: int, gif: bool) -> tuple[Path, Path | None]:

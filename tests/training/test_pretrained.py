@@ -80,7 +80,7 @@ def test_chunked_sampling_is_reproducible_at_a_batch_size(runs):
 
 def test_network_chunks_change_no_image(runs):
     lab = load_lab_model(runs / "ddpm-class")
-    assert lab.max_batch == CPU_MAX_BATCH  # loaded on the CPU
+    assert lab.max_batch == CPU_MAX_BATCH[lab.precision]  # loaded on the CPU
     calls = []
     lab.unet.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
     labels = [*range(10)] * 3
