@@ -28,8 +28,9 @@ from .runs import load_run_config
 # The most images one UNet call takes on a CPU, by the precision the UNet runs in. In fp32, past
 # it throughput falls (1,000 images a call ran at 0.36x the speed of 128, docs/performance.md); at
 # 64 a D=64 UNet's largest activation (25 MB) stays under the 32 MiB that glibc's malloc can keep
-# for reuse (samplers.devices.keep_freed_memory). Under bf16 / fp16 autocast larger calls run
-# faster, up to 256 (on a Zen 4, 1.18x the images/s of 64 at D=32, 1.07x at D=64; 512 slower).
+# for reuse (samplers.devices.keep_freed_memory). Under bf16 autocast larger calls run faster, up
+# to 256 (on a Zen 4, 1.18x the images/s of 64 at D=32, 1.07x at D=64; 512 slower); fp16, whose
+# activations are as small, takes the same (not measured: `auto` never picks fp16 on a CPU).
 CPU_MAX_BATCH = {"no": 64, "bf16": 256, "fp16": 256}
 
 
