@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check: the CUDA tests, the benchmark on CUDA, and the README's flow-class and ddpm-class
-# fast-recipe training commands on the GPU, each scored by `evaluate`. Run from the repository root
-# on a CUDA machine with a Python that has the lab's requirements (W&B, diffusers and Streamlit
-# are not needed):
+# The GPU check: the CUDA tests, the benchmark on CUDA, the README's sampling command, and its
+# flow-class and ddpm-class fast-recipe training commands on the GPU, each scored by `evaluate`.
+# Run from the repository root on a CUDA machine with a Python that has the lab's requirements
+# (W&B, diffusers and Streamlit are not needed):
 #   make gpu-check     (or, with any Python: PYTHON=python3 bash tests/device_check.sh)
-# Every part runs even when one fails; the exit status says whether any did. Text and JSON (seven
+# Every part runs even when one fails; the exit status says whether any did. Text and JSON (eight
 # files) go to $OUT (default test-artifacts/device), the runs to a temporary folder. A few minutes
 # on a current GPU.
 set -uo pipefail
@@ -31,6 +31,11 @@ part "CUDA tests" pytest-cuda.txt "$py" -m pytest -m cuda -q -p no:cacheprovider
   tests/training/test_resume.py tests/training/test_bundled_runs.py
 part "bench" bench.txt "$py" -m tests.bench --quick --device cuda --sections peak,training,sampling \
   --out "$out/bench.json"
+for attempt in 1 2; do  # the sampling command; the first pays for CUDA's start-up
+  part "sample command ($attempt)" sample.txt "$py" -m training sample \
+    training/pretrained_runs/flow-class-d32 --per-class 50 --guidance-scale 5 --sampler heun \
+    --steps 50 --device cuda --out "$runs/sample.npz"
+done
 for experiment in flow-class ddpm-class; do
   part "$experiment --recipe fast" fast-recipe.txt "$py" -m training "$experiment" --recipe fast \
     --dataset mnist-5k --seed 0 --device cuda --wandb-mode disabled --name "$experiment" \
