@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -48,18 +48,21 @@ def plan(quick: bool, device: torch.device) -> Plan:
     one = (1,) if device.type == "cpu" and (os.cpu_count() or 1) > 1 else ()
     bf16 = (FastPath(bf16=True), FastPath(bf16=True, channels_last=True)) if native_bf16(device) else ()
     fast = FastPath(bf16=True, channels_last=True) if bf16 else FastPath(channels_last=True)
+    fused = FastPath(bf16=fast.bf16, channels_last=True, fused_adam=True)
     train = [FastPath(), FastPath(channels_last=True), *[FastPath(threads=n) for n in one],
-             *[FastPath(channels_last=True, threads=n) for n in one], *bf16,
-             FastPath(bf16=fast.bf16, channels_last=True, fused_adam=True)]
-    bare = (fast,)
+             *[FastPath(channels_last=True, threads=n) for n in one], *bf16, fused]
+    # on a GPU the bare step also as one CUDA graph: the cost of launching kernels from Python
+    bare = (fast, fused, replace(fused, cuda_graph=True)) if device.type == "cuda" else (fast,)
     sample = [FastPath(), FastPath(channels_last=True, inference_mode=True),
               *[FastPath(threads=n) for n in one],
               *[FastPath(channels_last=True, inference_mode=True, threads=n) for n in one],
               *[FastPath(bf16=True, channels_last=True, inference_mode=True) for _ in bf16[:1]],
               FastPath(bf16=resolve_mixed_precision("auto", device) == "bf16", channels_last=True,
                        inference_mode=True, fold_bn=True)]
-    if quick:
-        return Plan(TrainSizes(steps=1, repeats=2), SampleSizes(steps=1, repeats=3),
+    if quick:  # a GPU step takes milliseconds: time 20 of them a unit there
+        cuda = device.type == "cuda"
+        train_sizes = TrainSizes(steps=20, repeats=3) if cuda else TrainSizes(steps=1, repeats=2)
+        return Plan(train_sizes, SampleSizes(steps=1, repeats=3),
                     IFSizes(steps=1, repeats=2), (train[0], fast), bare,
                     tuple(v for v in sample if v.threads is None or v.channels_last))
     train.append(FastPath(bf16=fast.bf16, channels_last=True, compile=True))

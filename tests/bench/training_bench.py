@@ -138,25 +138,52 @@ class LabStep:
 
 
 class BareStep:
-    """One fixed random batch (B, 1, 28, 28), t (B,) and null class: forward, MSE, backward, Adam."""
+    """One fixed random batch (B, 1, 28, 28), t (B,) and null class: forward, MSE, backward, Adam.
+
+    With `cuda_graph` the step is captured once as a CUDA graph and replayed: what the step costs
+    without a kernel launch from Python per operation (the launch overhead a small UNet pays on a GPU).
+    """
 
     def __init__(self, cfg: TrainConfig, device: torch.device, fp: FastPath):
         self.fp, self.device = fp, device
         g = torch.Generator(device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         net = build_unet(cfg).to(device)
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=fp.fused_adam or None)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=fp.fused_adam or None,
+                                          capturable=fp.cuda_graph)
         self.model = prepare(net, fp)
         b = cfg.batch_size
         self.x = as_input(torch.randn(b, 1, 28, 28, generator=g, device=device), fp)
         self.t = torch.rand(b, generator=g, device=device)
         self.c = torch.zeros(b, cfg.num_classes, device=device)
+        self.graph = self._capture() if fp.cuda_graph else None
 
-    def step(self) -> None:
+    def _eager_step(self) -> None:
         with applied(self.fp, self.device):
             out = self.model(self.x, self.t, self.c)
         (out.float() - self.x).pow(2).mean().backward()
         self.optimizer.step()
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        """Warm up on a side stream (as CUDA graph capture requires), then record one step; its
+        backward writes the gradients in place on each replay."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._eager_step()
+                self.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._eager_step()
+        return graph
+
+    def step(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        self._eager_step()
         self.optimizer.zero_grad(set_to_none=True)
 
 
