@@ -2,7 +2,7 @@
 # The GPU check: the CUDA tests, the benchmark on CUDA, the README's sampling command, and its
 # flow-class and ddpm-class fast-recipe training commands on the GPU, each scored by `evaluate`.
 # Run from the repository root on a CUDA machine with a Python that has the lab's requirements
-# (W&B, diffusers and Streamlit are not needed):
+# (W&B and Streamlit are not needed; diffusers only for the DeepFloyd IF tests):
 #   make gpu-check     (or, with any Python: PYTHON=python3 bash tests/device_check.sh)
 # Every part runs even when one fails; the exit status says whether any did. Text and JSON (eight
 # files) go to $OUT (default test-artifacts/device), the runs to a temporary folder. A few minutes
@@ -28,7 +28,8 @@ part "GPU" gpu.txt nvidia-smi --query-gpu=name,memory.total,driver_version --for
 part "torch" gpu.txt "$py" -c "import torch; print('torch', torch.__version__, 'CUDA', \
 torch.version.cuda, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())"
 part "CUDA tests" pytest-cuda.txt "$py" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py \
-  tests/training/test_resume.py tests/training/test_bundled_runs.py tests/test_bench_smoke.py
+  tests/training/test_resume.py tests/training/test_bundled_runs.py tests/test_bench_smoke.py \
+  tests/samplers/test_cli.py
 part "bench" bench.txt "$py" -m tests.bench --quick --device cuda --sections peak,training,preview,sampling \
   --out "$out/bench.json"
 for attempt in 1 2; do  # the issue's sampling command; the first pays for CUDA's start-up

@@ -66,6 +66,10 @@ def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
             raise BackendUnavailable(f"{folder} is not a diffusers/transformers model folder "
                                      "(no model_index.json or config.json)")
         _check_pipeline_class(folder, pipeline_cls)
+        if "variant" in kwargs and not _has_variant(folder / kwargs.get("subfolder", ""),
+                                                    kwargs["variant"]):
+            # e.g. a folder saved in fp32 only: load those weights and cast them to `dtype`
+            kwargs = {k: v for k, v in kwargs.items() if k != "variant"}
         try:
             return pipeline_cls.from_pretrained(str(folder), **kwargs)
         except OSError as err:
@@ -88,6 +92,13 @@ def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
         return pipeline_cls.from_pretrained(source, **kwargs)
     except OSError as err:
         raise BackendUnavailable(f"downloading {source} failed: {err}. {ACCESS_HELP}") from err
+
+
+def _has_variant(folder: Path, variant: str) -> bool:
+    """Whether a saved model folder holds weight files of `variant` (name.fp16.safetensors, or
+    name.fp16-00001-of-00002.safetensors when sharded), in any subfolder."""
+    marks = (f".{variant}.", f".{variant}-")
+    return any(mark in f.name for f in folder.rglob("*") for mark in marks)
 
 
 def _check_pipeline_class(folder: Path, pipeline_cls) -> None:

@@ -19,6 +19,7 @@ from samplers.backends import Backend
 from samplers.schedules import alpha_bar
 
 SD = 0.3
+CUDA = pytest.param("cuda", marks=pytest.mark.cuda)
 
 
 class GaussianDigits:
@@ -94,10 +95,12 @@ IF_TASKS = {
 }
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("task", list(IF_TASKS))
-def test_every_task_on_the_tiny_if(task, tiny, tmp_path, capsys):
+def test_every_task_on_the_tiny_if(task, device, tiny, tmp_path, capsys):
+    """On CUDA in fp16, IF's default there (the tiny IF has fp32 weight files only)."""
     extra, expected = IF_TASKS[task]
-    assert run([task, *tiny, *extra], tmp_path, capsys) == expected
+    assert run([task, *tiny, *extra, "--device", device], tmp_path, capsys) == expected
     record = json.loads((tmp_path / f"{task}.json").read_text())
     assert record["task"] == task and record["seed"] == 180
     assert record["timesteps"] == [990, 792, 594, 396, 198, 0]
@@ -136,9 +139,10 @@ MNIST_TASKS = {
 }
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("task", list(MNIST_TASKS))
-def test_every_task_on_an_mnist_backend(task, mnist, tmp_path, capsys):
-    names = run([task, *mnist, *MNIST_TASKS[task]], tmp_path, capsys)
+def test_every_task_on_an_mnist_backend(task, device, mnist, tmp_path, capsys):
+    names = run([task, *mnist, *MNIST_TASKS[task], "--device", device], tmp_path, capsys)
     assert f"{task}.json" in names and any(n.endswith(".png") for n in names)
 
 

@@ -25,6 +25,15 @@ def test_loads_as_a_backend(if_backend):
     torch.testing.assert_close(if_backend.alphas_cumprod, reference.alphas_cumprod)
 
 
+def test_a_folder_without_fp16_weight_files_loads_in_fp16(tiny_if):
+    # fp16 (CUDA's default) asks for IF's fp16 weight files; a folder saved in fp32 has none
+    backend = load_backend("deepfloyd", model=str(tiny_if.stage1), stage2=str(tiny_if.stage2),
+                           device="cpu", dtype=torch.float16)
+    assert backend.stage1.unet.dtype == torch.float16
+    assert backend.encode(["a photo of a dog"]).dtype == torch.float16  # T5 loads the same way
+    assert backend.stage2.unet.dtype == torch.float16
+
+
 def test_call_is_the_unet_with_eps_and_variance(if_backend):
     x, cond = torch.randn(2, 3, 32, 32), torch.randn(1, 77, 32)
     out = if_backend(x, 500, cond)
