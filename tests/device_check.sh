@@ -27,12 +27,12 @@ part() {  # part NAME FILE COMMAND...: COMMAND's output appended to $out/FILE, w
 part "GPU" gpu.txt nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 part "torch" gpu.txt "$py" -c "import torch; print('torch', torch.__version__, 'CUDA', \
 torch.version.cuda, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())"
-part "CUDA tests" pytest-cuda.txt "$py" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py \
-  tests/training/test_resume.py tests/training/test_bundled_runs.py tests/test_bench_smoke.py \
-  tests/samplers/test_cli.py
-part "bench" bench.txt "$py" -m tests.bench --quick --device cuda --sections peak,training,preview,sampling \
-  --out "$out/bench.json"
-for attempt in 1 2; do  # the issue's sampling command; the first pays for CUDA's start-up
+part "CUDA tests" pytest-cuda.txt "$py" -m pytest -m cuda -q -p no:cacheprovider \
+  tests/test_cuda.py tests/training/test_resume.py tests/training/test_bundled_runs.py \
+  tests/test_bench_smoke.py tests/samplers/test_cli.py
+part "bench" bench.txt "$py" -m tests.bench --quick --device cuda \
+  --sections peak,training,preview,sampling --out "$out/bench.json"
+for attempt in 1 2; do  # the README's sampling command; the first pays for CUDA's start-up
   part "sample command ($attempt)" sample.txt "$py" -m training sample \
     training/pretrained_runs/flow-class-d32 --per-class 50 --guidance-scale 5 --sampler heun \
     --steps 50 --device cuda --out "$runs/sample.npz"

@@ -55,8 +55,8 @@ def test_training_rows_compare_reference_trainer_and_variants():
 def test_bare_step_replayed_as_a_cuda_graph_trains_like_the_eager_step():
     cuda = torch.device("cuda")
     cfg = experiment_config("flow-class", TrainSizes(hidden=8, batch=16), cuda)
-    eager, graphed = (BareStep(cfg, cuda, FastPath(channels_last=True, fused_adam=True, cuda_graph=g))
-                      for g in (False, True))
+    eager, graphed = (BareStep(cfg, cuda, FastPath(channels_last=True, fused_adam=True,
+                                                   cuda_graph=graph)) for graph in (False, True))
     for _ in range(3):  # capturing took three eager warm-up steps: match them, then replay five
         eager.step()
     for _ in range(5):

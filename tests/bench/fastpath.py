@@ -21,7 +21,7 @@ class FastPath:
     inference_mode: bool = False  # sampling only: torch.inference_mode instead of no_grad
     fused_adam: bool = False      # training only: Adam(fused=True), one kernel for all parameters
     fold_bn: bool = False         # sampling only: BatchNorm folded into the convolutions
-    cuda_graph: bool = False      # CUDA, bare training step only: the whole step replayed as one graph
+    cuda_graph: bool = False      # CUDA, bare training step only: the step replayed as one graph
 
     @property
     def label(self) -> str:

@@ -141,7 +141,7 @@ class BareStep:
     """One fixed random batch (B, 1, 28, 28), t (B,) and null class: forward, MSE, backward, Adam.
 
     With `cuda_graph` the step is captured once as a CUDA graph and replayed: what the step costs
-    without a kernel launch from Python per operation (the launch overhead a small UNet pays on a GPU).
+    without a kernel launch from Python per operation (the overhead a small UNet pays on a GPU).
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device, fp: FastPath):
