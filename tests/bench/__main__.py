@@ -45,6 +45,7 @@ def plan(quick: bool, device: torch.device) -> Plan:
     """Quick: fewer repeats and variants (~5 min on 2 idle cores); full adds compile and the
     one-thread variants without channels_last. The `fold_bn` sampling variant is the lab's own
     path (load_lab_model: BatchNorm folded, channels_last, the precision `auto` picks)."""
+    cuda = device.type == "cuda"
     one = (1,) if device.type == "cpu" and (os.cpu_count() or 1) > 1 else ()
     bf16 = (FastPath(bf16=True), FastPath(bf16=True, channels_last=True)) if native_bf16(device) else ()
     fast = FastPath(bf16=True, channels_last=True) if bf16 else FastPath(channels_last=True)
@@ -52,7 +53,7 @@ def plan(quick: bool, device: torch.device) -> Plan:
     train = [FastPath(), FastPath(channels_last=True), *[FastPath(threads=n) for n in one],
              *[FastPath(channels_last=True, threads=n) for n in one], *bf16, fused]
     # on a GPU the bare step also as one CUDA graph: the cost of launching kernels from Python
-    bare = (fast, fused, replace(fused, cuda_graph=True)) if device.type == "cuda" else (fast,)
+    bare = (fast, fused, replace(fused, cuda_graph=True)) if cuda else (fast,)
     sample = [FastPath(), FastPath(channels_last=True, inference_mode=True),
               *[FastPath(threads=n) for n in one],
               *[FastPath(channels_last=True, inference_mode=True, threads=n) for n in one],
@@ -60,7 +61,6 @@ def plan(quick: bool, device: torch.device) -> Plan:
               FastPath(bf16=resolve_mixed_precision("auto", device) == "bf16", channels_last=True,
                        inference_mode=True, fold_bn=True)]
     if quick:  # a GPU step takes milliseconds: time 20 of them a unit there
-        cuda = device.type == "cuda"
         train_sizes = TrainSizes(steps=20, repeats=3) if cuda else TrainSizes(steps=1, repeats=2)
         return Plan(train_sizes, SampleSizes(steps=1, repeats=3),
                     IFSizes(steps=1, repeats=2), (train[0], fast), bare,
