@@ -1,6 +1,7 @@
 # Diffusion Lab: every entry point a user or CI needs.
 #   make dashboard   set up (first time) and open the Streamlit lab
-#   make test        set up (first time) and run the whole test suite
+#   make test        set up (first time), lint, and run the whole test suite
+#   make lint        ruff check, ruff format --check, mypy
 #   make screenshots  README screenshots (dashboard/screenshots/)
 #   make bench       benchmarks: prints a table, writes test-artifacts/bench/latest.json
 #   make gpu-check   on a CUDA machine: CUDA tests, bench and fast-recipe runs (test-artifacts/device)
@@ -9,14 +10,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser dashboard test bench gpu-check screenshots clean
+.PHONY: setup browser dashboard test lint bench gpu-check screenshots clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install --no-deps -e .
 	touch $(STAMP)
 
 # Debian's Chromium for the real-browser tests (Playwright drives it; it never downloads a browser).
@@ -28,9 +30,14 @@ browser:
 dashboard: $(STAMP)
 	$(PY) -m streamlit run dashboard/app.py
 
-test: $(STAMP) browser
-	$(PY) -m ruff check --select F,E9 samplers training dashboard tests
+test: $(STAMP) browser lint
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+# ruff (lint and format) and mypy (the sampler core), as `make test` runs them first.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) -m tests.bench

@@ -1,26 +1,25 @@
-"""Diffusion Lab dashboard: `streamlit run dashboard/app.py` (Runs, Train, MNIST studio, Sampler lab)."""
-import sys
+"""Diffusion Lab dashboard: `streamlit run dashboard/app.py` (Runs, Train, MNIST studio, Sampler
+lab)."""
+
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `streamlit run` puts dashboard/, not the repo root, on the path
-    sys.path.insert(0, str(REPO))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard import settings  # noqa: E402
-from samplers.devices import keep_freed_memory  # noqa: E402
+from dashboard import settings
+from samplers.app.tuning import keep_freed_memory
 
 keep_freed_memory()  # large CPU tensors reuse freed memory (docs/performance.md)
 
 st.set_page_config(page_title="Diffusion Lab", page_icon=":material/blur_on:", layout="wide")
 SCREENS = Path(__file__).parent / "screens"  # not "pages/": that name switches Streamlit to
 # its legacy folder mode, which runs a page without this script when it is opened first
-navigation = st.navigation([
-    st.Page(SCREENS / "runs.py", title="Runs", icon=":material/monitoring:", default=True),
-    st.Page(SCREENS / "train.py", title="Train", icon=":material/model_training:"),
-    st.Page(SCREENS / "studio.py", title="MNIST studio", icon=":material/draw:"),
-    st.Page(SCREENS / "sampler_lab.py", title="Sampler lab", icon=":material/science:"),
-])
+navigation = st.navigation(
+    [
+        st.Page(SCREENS / "runs.py", title="Runs", icon=":material/monitoring:", default=True),
+        st.Page(SCREENS / "train.py", title="Train", icon=":material/model_training:"),
+        st.Page(SCREENS / "studio.py", title="MNIST studio", icon=":material/draw:"),
+        st.Page(SCREENS / "sampler_lab.py", title="Sampler lab", icon=":material/science:"),
+    ]
+)
 settings.sidebar()
 navigation.run()

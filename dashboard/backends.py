@@ -1,10 +1,12 @@
 """The Sampler lab's backend (DeepFloyd IF or a lab MNIST model): one loaded per process.
 
-Every backend is built by samplers.backends.load_backend ("mnist": training.backend.MnistBackend;
+Every backend is built by samplers.app.backends.load_backend ("mnist":
+training.backend.MnistBackend;
 "deepfloyd": DeepFloyd IF, which needs the diffusers stack and the gated weights or a local copy).
 Asking for another backend releases the loaded one (its GPU memory too). A failed load is
 remembered for RETRY_AFTER_S seconds, so a page does not retry a slow probe on every rerun.
 """
+
 from __future__ import annotations
 
 import gc
@@ -13,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from samplers.backends import BackendUnavailable, load_backend
+from samplers.app.backends import BackendUnavailable, load_backend
 from training.checkpoints import Checkpoint
 
 from .state import Shared, stamp

@@ -1,4 +1,5 @@
 """The runs the dashboard knows about: every run directory under the configured runs folders."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,12 +39,20 @@ def find_runs(roots: tuple[Path, ...], bundled_root: Path | None = None) -> list
                 continue
             found.append((info, config, bundled))
     names = [info.name for info, _, _ in found]
-    return [Run(info, config, info.name if names.count(info.name) == 1
-                else f"{info.name} ({info.path.parent})", catalog_tags(config, bundled))
-            for info, config, bundled in found]
+    return [
+        Run(
+            info,
+            config,
+            info.name if names.count(info.name) == 1 else f"{info.name} ({info.path.parent})",
+            catalog_tags(config, bundled),
+        )
+        for info, config, bundled in found
+    ]
 
 
 def no_runs_message(roots: tuple[Path, ...]) -> str:
     folders = ", ".join(f"`{r}`" for r in roots)
-    return (f"No runs yet in {folders}: train one with `python -m training flow-class` "
-            "(add `--dataset mnist-5k --epochs 1` for a quick one), then refresh.")
+    return (
+        f"No runs yet in {folders}: train one with `python -m training flow-class` "
+        "(add `--dataset mnist-5k --epochs 1` for a quick one), then refresh."
+    )

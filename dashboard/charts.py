@@ -1,4 +1,5 @@
 """Plotly figures of run metrics (rows of metrics.jsonl), one trace per run."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,15 +15,29 @@ COLORS = qualitative.Plotly
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, log_y: bool = False) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=340, hovermode="x unified",
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        height=340,
+        hovermode="x unified",
+        margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     if log_y:
         fig.update_yaxes(type="log")
     return fig
 
 
-def metric_figure(runs: dict[str, Rows], key: str, *, x: str = "step", smoothing: float = 0.0,
-                  log_y: bool = False, title: str | None = None) -> go.Figure:
+def metric_figure(
+    runs: dict[str, Rows],
+    key: str,
+    *,
+    x: str = "step",
+    smoothing: float = 0.0,
+    log_y: bool = False,
+    title: str | None = None,
+) -> go.Figure:
     """`key` against `x` ("step" or "epoch") for each run; raw values faint under the smoothed."""
     fig = go.Figure()
     for i, (name, rows) in enumerate(runs.items()):
@@ -30,8 +45,15 @@ def metric_figure(runs: dict[str, Rows], key: str, *, x: str = "step", smoothing
         xs, ys = [r[x] for r in rows], [r[key] for r in rows]
         color = COLORS[i % len(COLORS)]
         if smoothing:
-            fig.add_scatter(x=xs, y=ys, name=f"{name} (raw)", line=dict(color=color, width=1),
-                            opacity=0.3, showlegend=False, hoverinfo="skip")
+            fig.add_scatter(
+                x=xs,
+                y=ys,
+                name=f"{name} (raw)",
+                line=dict(color=color, width=1),
+                opacity=0.3,
+                showlegend=False,
+                hoverinfo="skip",
+            )
         fig.add_scatter(x=xs, y=smooth(ys, smoothing), name=name, line=dict(color=color))
     return _layout(fig, title or key, x, key, log_y)
 
@@ -45,8 +67,13 @@ def t_bin_figure(runs: dict[str, Rows], *, log_y: bool = False) -> go.Figure:
             continue
         bins = last["loss_t_bin"]
         centres = [(k + 0.5) / len(bins) for k in range(len(bins))]
-        fig.add_scatter(x=centres, y=bins, name=f"{name} (step {last.get('step')})",
-                        mode="lines+markers", line=dict(color=COLORS[i % len(COLORS)]))
+        fig.add_scatter(
+            x=centres,
+            y=bins,
+            name=f"{name} (step {last.get('step')})",
+            mode="lines+markers",
+            line=dict(color=COLORS[i % len(COLORS)]),
+        )
     return _layout(fig, "loss by t (last logged step)", "t (bin centre)", "loss", log_y)
 
 
@@ -61,8 +88,12 @@ def evaluation_figure(evals: dict[str, dict[str, Any]]) -> go.Figure:
     """Class accuracy and Fréchet distance against guidance scale, a trace per run
     (summary.json "evaluation"); each real-vs-real floor a dashed line, an unguided model's
     Fréchet distance a dotted one."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("class accuracy (%)", "Fréchet distance"),
-                        horizontal_spacing=0.1)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("class accuracy (%)", "Fréchet distance"),
+        horizontal_spacing=0.1,
+    )
     floors: dict[float, list[str]] = {}
     for i, (name, ev) in enumerate(evals.items()):
         color = COLORS[i % len(COLORS)]
@@ -70,23 +101,55 @@ def evaluation_figure(evals: dict[str, dict[str, Any]]) -> go.Figure:
         acc = [(g, ev.get("accuracy", {}).get(k)) for g, k in points]
         acc = [(g, 100 * a) for g, a in acc if a is not None]
         if acc:
-            fig.add_scatter(x=[g for g, _ in acc], y=[a for _, a in acc], name=name, legendgroup=name,
-                            mode="lines+markers", line=dict(color=color), row=1, col=1)
+            fig.add_scatter(
+                x=[g for g, _ in acc],
+                y=[a for _, a in acc],
+                name=name,
+                legendgroup=name,
+                mode="lines+markers",
+                line=dict(color=color),
+                row=1,
+                col=1,
+            )
         if points:
-            fig.add_scatter(x=[g for g, _ in points], y=[ev["frechet"][k] for _, k in points],
-                            name=name, legendgroup=name, showlegend=not acc, mode="lines+markers",
-                            line=dict(color=color), row=1, col=2)
+            fig.add_scatter(
+                x=[g for g, _ in points],
+                y=[ev["frechet"][k] for _, k in points],
+                name=name,
+                legendgroup=name,
+                showlegend=not acc,
+                mode="lines+markers",
+                line=dict(color=color),
+                row=1,
+                col=2,
+            )
         for k, fd in ev.get("frechet", {}).items():
             if _guidance(k) is None:
-                fig.add_hline(y=fd, line=dict(color=color, dash="dot"), row=1, col=2,
-                              annotation_text=f"{name} (no guidance)")
+                fig.add_hline(
+                    y=fd,
+                    line=dict(color=color, dash="dot"),
+                    row=1,
+                    col=2,
+                    annotation_text=f"{name} (no guidance)",
+                )
         if ev.get("frechet_floor") is not None:
-            floors.setdefault(round(float(ev["frechet_floor"]), 2), []).append(ev.get("dataset", "?"))
+            floors.setdefault(round(float(ev["frechet_floor"]), 2), []).append(
+                ev.get("dataset", "?")
+            )
     for floor, datasets in floors.items():
-        fig.add_hline(y=floor, line=dict(color="gray", dash="dash"), row=1, col=2,
-                      annotation_text=f"real vs real ({', '.join(sorted(set(datasets)))}): {floor:g}",
-                      annotation_position="top left")
+        fig.add_hline(
+            y=floor,
+            line=dict(color="gray", dash="dash"),
+            row=1,
+            col=2,
+            annotation_text=f"real vs real ({', '.join(sorted(set(datasets)))}): {floor:g}",
+            annotation_position="top left",
+        )
     fig.update_xaxes(title_text="guidance scale")
-    fig.update_layout(height=340, hovermode="x unified", margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(
+        height=340,
+        hovermode="x unified",
+        margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig

@@ -1,9 +1,10 @@
 """Widgets shared by the pages: the user-error boundary and the run and checkpoint pickers."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import streamlit as st
 
@@ -56,10 +57,16 @@ def run_select(runs: Sequence[Run], key: str, *, label: str = "Run") -> Run:
     """A selectbox over runs with checkpoints (all runs when none has one), newest first."""
     usable = [r for r in runs if r.info.num_checkpoints] or list(runs)
     by_label = {r.label: r for r in usable}
-    status = {lab: jobs.run_status(r.path) if r.path.is_dir() else r.info.status
-              for lab, r in by_label.items()}  # "interrupted" when its process died
-    choice = _picker(label, list(by_label), key, format_func=lambda lab: (
-        f"{lab} · {by_label[lab].info.experiment} · {status[lab]}"))
+    status = {
+        lab: jobs.run_status(r.path) if r.path.is_dir() else r.info.status
+        for lab, r in by_label.items()
+    }  # "interrupted" when its process died
+    choice = _picker(
+        label,
+        list(by_label),
+        key,
+        format_func=lambda lab: f"{lab} · {by_label[lab].info.experiment} · {status[lab]}",
+    )
     return by_label[choice]
 
 
@@ -69,8 +76,9 @@ def checkpoint_select(run: Run, key: str) -> Checkpoint | None:
     names = [c.path.name for c in ckpts]
     unreadable = [p.name for p in checkpoint_folders(run.path) if p.name not in names]
     if unreadable:
-        st.warning(f"Run `{run.label}`: left out {', '.join(unreadable)} (meta.json missing or "
-                   f"corrupt).")
+        st.warning(
+            f"Run `{run.label}`: left out {', '.join(unreadable)} (meta.json missing or corrupt)."
+        )
     if not ckpts:
         st.info(f"Run `{run.label}` has no complete checkpoint yet (it saves one per epoch).")
         return None
@@ -93,20 +101,30 @@ def evaluate_controls(run_dir: Path, key: str) -> bool:
         return True
     with st.expander(f"Evaluate {run_dir.name}"):
         c = st.columns(4)
-        per_class = c[0].number_input("Samples per class", 1, 1000, PER_CLASS,
-                                      key=f"{key}_per_class")
-        repeats = c[1].number_input("Repeats", 1, 20, 1, key=f"{key}_repeats",
-                                    help="sample sets a guidance scale, scored by their mean: one "
-                                         "set of 500 digits varies by about 15%, so compare runs "
-                                         "with 4")
+        per_class = c[0].number_input(
+            "Samples per class", 1, 1000, PER_CLASS, key=f"{key}_per_class"
+        )
+        repeats = c[1].number_input(
+            "Repeats",
+            1,
+            20,
+            1,
+            key=f"{key}_repeats",
+            help="sample sets a guidance scale, scored by their mean: one "
+            "set of 500 digits varies by about 15%, so compare runs "
+            "with 4",
+        )
         steps = c[2].number_input("Sampler steps (0: the run's)", 0, 1000, 0, key=f"{key}_steps")
-        st.caption(f"Class accuracy and Fréchet distance at guidance "
-                   f"{', '.join(map(str, GUIDANCE_SCALES))}, against "
-                   "real digits (a classifier is trained once per dataset and cached).")
+        st.caption(
+            f"Class accuracy and Fréchet distance at guidance "
+            f"{', '.join(map(str, GUIDANCE_SCALES))}, against "
+            "real digits (a classifier is trained once per dataset and cached)."
+        )
         if c[3].button("Evaluate", key=f"{key}_start"):
             with user_errors("Cannot evaluate"):
-                job = jobs.start_evaluation(jobs.EvalRequest(run_dir, int(per_class),
-                                                             int(steps) or None, int(repeats)))
+                job = jobs.start_evaluation(
+                    jobs.EvalRequest(run_dir, int(per_class), int(steps) or None, int(repeats))
+                )
                 st.toast(f"Evaluating {run_dir.name} (pid {job.pid}).")
                 return True
     last = jobs.find(run_dir, "evaluate")

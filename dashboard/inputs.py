@@ -1,9 +1,10 @@
 """Inputs of the Sampler lab: prompts or digits, images (example, upload, sketch) and masks."""
+
 from __future__ import annotations
 
 import streamlit as st
 
-from samplers.images import load_image, load_mask
+from samplers.app.images import load_image, load_mask
 
 from . import canvas, media
 from .components import user_errors
@@ -16,8 +17,13 @@ def prompt_input(backend, label: str, key: str, default: str) -> str:
     if backend.prompts is None:
         return st.text_input(label, default, key=key)
     options = list(backend.prompts)
-    return st.selectbox(label, options, index=options.index(default), key=key,
-                        format_func=lambda p: p or "none (unconditional)")
+    return st.selectbox(
+        label,
+        options,
+        index=options.index(default),
+        key=key,
+        format_func=lambda p: p or "none (unconditional)",
+    )
 
 
 def image_input(backend, key: str, examples: dict, *, sketch: bool = False) -> tuple | None:
@@ -36,8 +42,7 @@ def image_input(backend, key: str, examples: dict, *, sketch: bool = False) -> t
     if source == "Upload":
         upload = st.file_uploader("Image file", type=IMAGE_TYPES, key=f"{key}_upload")
         if upload is None:
-            st.caption("Upload an image: it is center-cropped and resized to "
-                       f"{size}x{size}.")
+            st.caption(f"Upload an image: it is center-cropped and resized to {size}x{size}.")
             return None
         data = upload.getvalue()
     else:
@@ -48,8 +53,10 @@ def image_input(backend, key: str, examples: dict, *, sketch: bool = False) -> t
     with user_errors(f"Cannot use {'the upload' if source == 'Upload' else 'the sketch'}"):
         x = load_image(data, size, channels).to(backend.device)  # fp32, as the CLI loads it
         if source == "Upload":  # as `python -m samplers --invert`; then what the model will see
-            if st.toggle("Invert (dark ink on light paper; MNIST digits are light on dark)",
-                         key=f"{key}_invert"):
+            if st.toggle(
+                "Invert (dark ink on light paper; MNIST digits are light on dark)",
+                key=f"{key}_invert",
+            ):
                 x = -x
             st.image(media.png_bytes(x), caption=f"the upload at {size}x{size}", width=160)
         return media.png_bytes(x), x
@@ -62,12 +69,15 @@ def mask_input(key: str, image_png: bytes, size: int):
     if source == "Paint":
         data = canvas.mask_painter(f"{key}_paint", image_png)
         if data is None:
-            st.info("Paint over the part of the image to regenerate (the canvas toolbar has "
-                    "undo and clear).")
+            st.info(
+                "Paint over the part of the image to regenerate (the canvas toolbar has "
+                "undo and clear)."
+            )
             return None
     else:
-        upload = st.file_uploader("Mask image (white = regenerate)", type=IMAGE_TYPES,
-                                  key=f"{key}_upload")
+        upload = st.file_uploader(
+            "Mask image (white = regenerate)", type=IMAGE_TYPES, key=f"{key}_upload"
+        )
         if upload is None:
             return None
         data = upload.getvalue()

@@ -9,6 +9,7 @@ so a recycled pid is never trusted. Runs trained from a terminal are found throu
 recorded in their summary.json. A training run that the limit keeps waiting sits in
 `<runs>/.queue.json` until `advance_queue` starts it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,16 +19,32 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from samplers.devices import resolve_device
+from samplers.app.devices import resolve_device
 from training.checkpoints import list_checkpoints
-from training.config import (EXPERIMENTS, GUIDANCE_SCALES, PER_CLASS, ConfigError, check_sampler,
-                             make_config)
-from training.runs import (RunFileError, check_runs_folder, load_run_config, process_alive,
-                           process_identity, read_config, read_summary, safe_run_dir, write_json)
+from training.config import (
+    EXPERIMENTS,
+    GUIDANCE_SCALES,
+    PER_CLASS,
+    ConfigError,
+    check_sampler,
+    make_config,
+)
+from training.runs import (
+    RunFileError,
+    check_runs_folder,
+    load_run_config,
+    process_alive,
+    process_identity,
+    read_config,
+    read_summary,
+    safe_run_dir,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_FILES = {"train": "job.json", "evaluate": "evaluate-job.json"}
@@ -75,8 +92,9 @@ class TrainRequest:
     def validate(self, runs_dir: str | Path) -> Path:
         """The run folder; JobError (a clear message) for any value the CLI would not take."""
         if self.experiment not in EXPERIMENTS:
-            raise JobError(f"unknown experiment {self.experiment!r}; choose from "
-                           f"{', '.join(EXPERIMENTS)}")
+            raise JobError(
+                f"unknown experiment {self.experiment!r}; choose from {', '.join(EXPERIMENTS)}"
+            )
         try:
             run_dir = safe_run_dir(runs_dir, self.name)
         except ConfigError as e:
@@ -86,16 +104,19 @@ class TrainRequest:
             if not cfg:
                 raise JobError(f"there is no run {self.name!r} in {runs_dir} to resume")
             if cfg.get("experiment") != self.experiment:
-                raise JobError(f"run {self.name!r} is a {cfg.get('experiment')} run, "
-                               f"not {self.experiment}")
+                raise JobError(
+                    f"run {self.name!r} is a {cfg.get('experiment')} run, not {self.experiment}"
+                )
             if not list_checkpoints(run_dir):
                 raise JobError(f"run {self.name!r} has no checkpoint to resume from yet")
             if read_summary(run_dir).get("status") == "finished":
                 raise JobError(f"run {self.name!r} has finished; start a new run to train more")
             return run_dir
         if (run_dir / "config.json").exists():
-            raise JobError(f"a run named {self.name!r} already exists in {runs_dir}: resume it, "
-                           f"or pick another name")
+            raise JobError(
+                f"a run named {self.name!r} already exists in {runs_dir}: resume it, "
+                f"or pick another name"
+            )
         try:
             check_runs_folder(runs_dir)
         except ConfigError as e:
@@ -112,9 +133,18 @@ class TrainRequest:
             _int("log every", self.log_every, 1, 100_000)
         _int("seed", self.seed, 0, MAX_SEED)
         try:  # what the CLI itself would refuse: the same checks, before a process starts
-            make_config(self.experiment, recipe=self.recipe, dataset=self.dataset, steps=self.steps,
-                        epochs=self.epochs, seed=self.seed, hidden=self.hidden,
-                        wandb_mode=self.wandb_mode, device=self.device, log_every=self.log_every)
+            make_config(
+                self.experiment,
+                recipe=self.recipe,
+                dataset=self.dataset,
+                steps=self.steps,
+                epochs=self.epochs,
+                seed=self.seed,
+                hidden=self.hidden,
+                wandb_mode=self.wandb_mode,
+                device=self.device,
+                log_every=self.log_every,
+            )
             resolve_device(self.device)
         except ValueError as e:  # ConfigError, DeviceUnavailable
             raise JobError(str(e)) from None
@@ -125,8 +155,13 @@ class TrainRequest:
         args = [self.experiment, f"--runs-dir={Path(runs_dir).resolve()}", f"--name={self.name}"]
         if self.resume:
             return [sys.executable, "-m", "training", *args, "--resume"]
-        args += [f"--recipe={self.recipe}", f"--dataset={self.dataset}", f"--seed={self.seed}",
-                 f"--wandb-mode={self.wandb_mode}", f"--device={self.device}"]
+        args += [
+            f"--recipe={self.recipe}",
+            f"--dataset={self.dataset}",
+            f"--seed={self.seed}",
+            f"--wandb-mode={self.wandb_mode}",
+            f"--device={self.device}",
+        ]
         args += [f"--steps={self.steps}"] if self.steps is not None else []
         args += [f"--epochs={self.epochs}"] if self.epochs is not None else []
         args += [f"--hidden={self.hidden}"] if self.hidden is not None else []
@@ -155,14 +190,20 @@ class EvalRequest:
         if self.steps is not None:
             cfg = load_run_config(self.run_dir)
             check_sampler(cfg, cfg.sampler, _int("sampler steps", self.steps, 1, 1000))
-        if not self.guidance or not all(isinstance(g, (int, float)) and 0 <= g <= 20
-                                        for g in self.guidance):
+        if not self.guidance or not all(
+            isinstance(g, (int, float)) and 0 <= g <= 20 for g in self.guidance
+        ):
             raise JobError(f"guidance scales must be numbers in [0, 20], got {self.guidance!r}")
         return self.run_dir
 
     def argv(self) -> list[str]:
-        args = ["evaluate", str(self.run_dir.resolve()), f"--per-class={self.per_class}",
-                "--guidance", *[f"{g:g}" for g in self.guidance]]
+        args = [
+            "evaluate",
+            str(self.run_dir.resolve()),
+            f"--per-class={self.per_class}",
+            "--guidance",
+            *[f"{g:g}" for g in self.guidance],
+        ]
         args += [f"--steps={self.steps}"] if self.steps is not None else []
         args += [f"--repeats={self.repeats}"] if self.repeats != 1 else []
         return [sys.executable, "-m", "training", *args]
@@ -211,8 +252,14 @@ def find(run_dir: str | Path, kind: str = "train") -> Job | None:
         import json
 
         d = json.loads(path.read_text())
-        return Job(kind, Path(run_dir), list(d["argv"]), dict(d["process"]), float(d["started"]),
-                   d.get("stop_requested"))
+        return Job(
+            kind,
+            Path(run_dir),
+            list(d["argv"]),
+            dict(d["process"]),
+            float(d["started"]),
+            d.get("stop_requested"),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -302,13 +349,19 @@ def _locked(runs_dir: Path) -> Iterator[None]:
 
 def _spawn(kind: str, run_dir: Path, argv: list[str]) -> Job:
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(run_dir / LOGS[kind], "ab") as log:
         log.write(f"\n$ {command_line(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         identity = process_identity(proc.pid)
     except Exception:  # it already exited (psutil.NoSuchProcess): record what can be
@@ -344,8 +397,10 @@ def _start_locked(request: TrainRequest, runs_dir: Path, limit: int) -> Job:
     busy = training_runs(runs_dir)
     if len(busy) >= limit:
         names = ", ".join(p.name for p in busy)
-        raise Busy(f"{len(busy)} run{'s' * (len(busy) > 1)} already training ({names}); the limit "
-                   f"is {limit} at a time")
+        raise Busy(
+            f"{len(busy)} run{'s' * (len(busy) > 1)} already training ({names}); the limit "
+            f"is {limit} at a time"
+        )
     return _spawn("train", run_dir, request.argv(runs_dir))
 
 
@@ -450,6 +505,8 @@ def tail(path: str | Path, lines: int = 40, max_bytes: int = 64_000) -> str:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    rows = [line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
-            for line in text.split("\n")]
+    rows = [
+        line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
+        for line in text.split("\n")
+    ]
     return "\n".join(rows[-lines:])

@@ -1,11 +1,12 @@
 """Sampling progress (a sampler callback with a live preview) and results with downloads."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import streamlit as st
 
-from samplers.images import gif_bytes
+from samplers.app.images import gif_bytes
 
 from . import media
 
@@ -28,8 +29,9 @@ class Progress:
     denoised estimate for the intermediate-steps strip.
     """
 
-    def __init__(self, total: int, label: str, nrow: int = 8, max_frames: int = 40,
-                 snapshots: int = 6):
+    def __init__(
+        self, total: int, label: str, nrow: int = 8, max_frames: int = 40, snapshots: int = 6
+    ):
         self.total, self.label, self.nrow = max(total, 1), label, nrow
         self.every = max(1, self.total // max_frames)
         self.snap_every = max(1, self.total // snapshots)
@@ -45,11 +47,17 @@ class Progress:
             self.frames.append(media.readable_grid(x, self.nrow))
             self.preview.image(self.frames[-1], caption=f"x at t = {_fmt_t(t)}", width=320)
         if self.calls % self.snap_every == 0:
-            self.snapshots.append((f"denoised estimate at t = {_fmt_t(t)}",
-                                   media.png_bytes(step["denoised"].clamp(-1, 1), self.nrow)))
+            self.snapshots.append(
+                (
+                    f"denoised estimate at t = {_fmt_t(t)}",
+                    media.png_bytes(step["denoised"].clamp(-1, 1), self.nrow),
+                )
+            )
         self.calls += 1
-        self.bar.progress(min(self.calls / self.total, 1.0),
-                          text=f"{self.label}: step {self.calls} / {self.total}")
+        self.bar.progress(
+            min(self.calls / self.total, 1.0),
+            text=f"{self.label}: step {self.calls} / {self.total}",
+        )
 
     def clear(self) -> None:
         """Remove the bar and the live preview."""
@@ -85,11 +93,20 @@ def show_result(result: Result | None, name: str, source: str = "") -> None:
         cols[1].image(result.gif, caption="denoising animation")
     if result.snapshots:
         with st.expander("Intermediate steps"):
-            for col, (caption, png) in zip(st.columns(len(result.snapshots)), result.snapshots):
+            for col, (caption, png) in zip(
+                st.columns(len(result.snapshots)), result.snapshots, strict=False
+            ):
                 col.image(png, caption=caption, width="stretch")
     d = st.columns(4)
-    d[0].download_button("Download PNG", result.png, f"{name}.png", "image/png",
-                         on_click="ignore", key=f"{name}_png")
+    d[0].download_button(
+        "Download PNG", result.png, f"{name}.png", "image/png", on_click="ignore", key=f"{name}_png"
+    )
     if result.gif:
-        d[1].download_button("Download GIF", result.gif, f"{name}.gif", "image/gif",
-                             on_click="ignore", key=f"{name}_gif")
+        d[1].download_button(
+            "Download GIF",
+            result.gif,
+            f"{name}.gif",
+            "image/gif",
+            on_click="ignore",
+            key=f"{name}_gif",
+        )

@@ -11,6 +11,7 @@ Environment (all optional):
     DIFFUSION_LAB_MAX_TRAINING   training runs the Train page lets run at once (default 1);
                                  further starts wait in the queue
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from samplers.devices import DEVICES, resolve_device
+from samplers.app.devices import DEVICES, resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLED_RUNS = REPO / "training" / "pretrained_runs"
@@ -42,8 +43,11 @@ class Settings:
 
 def split_paths(text: str) -> list[Path]:
     """'a, b:c' -> [a, b, c] (',' or os.pathsep separated), blanks dropped."""
-    return [Path(p.strip()).expanduser() for p in re.split(f"[,{re.escape(os.pathsep)}]", text)
-            if p.strip()]
+    return [
+        Path(p.strip()).expanduser()
+        for p in re.split(f"[,{re.escape(os.pathsep)}]", text)
+        if p.strip()
+    ]
 
 
 def bundled_runs() -> Path | None:
@@ -68,23 +72,40 @@ def sidebar() -> Settings:
     """Render the settings in the sidebar and return them (call once per run, from app.py)."""
     with st.sidebar:
         st.subheader("Settings")
-        runs = st.text_input("Runs folders", os.environ.get("DIFFUSION_LAB_RUNS", "runs"),
-                             key="settings_runs", help="Folders holding run directories, "
-                             "separated by commas. The bundled runs are always listed.")
-        project = st.text_input("W&B project", os.environ.get("DIFFUSION_LAB_WANDB_PROJECT", ""),
-                                key="settings_wandb", placeholder="entity/project",
-                                help="Lists and pulls runs from W&B when an API key is configured.")
+        runs = st.text_input(
+            "Runs folders",
+            os.environ.get("DIFFUSION_LAB_RUNS", "runs"),
+            key="settings_runs",
+            help="Folders holding run directories, "
+            "separated by commas. The bundled runs are always listed.",
+        )
+        project = st.text_input(
+            "W&B project",
+            os.environ.get("DIFFUSION_LAB_WANDB_PROJECT", ""),
+            key="settings_wandb",
+            placeholder="entity/project",
+            help="Lists and pulls runs from W&B when an API key is configured.",
+        )
         env_device = os.environ.get("DIFFUSION_LAB_DEVICE", "auto")
-        device = st.selectbox("Device", DEVICES, key="settings_device",
-                              index=DEVICES.index(env_device) if env_device in DEVICES else 0,
-                              help="where the Studio and the Sampler lab run their models "
-                                   "(a training run takes the Train page's own device)")
+        device = st.selectbox(
+            "Device",
+            DEVICES,
+            key="settings_device",
+            index=DEVICES.index(env_device) if env_device in DEVICES else 0,
+            help="where the Studio and the Sampler lab run their models "
+            "(a training run takes the Train page's own device)",
+        )
     roots = split_paths(runs) or [Path("runs")]
     bundled = bundled_runs()
     if bundled is not None and bundled.resolve() not in {r.resolve() for r in roots}:
         roots.append(bundled)
-    settings = Settings(tuple(roots), bundled, project.strip(),
-                        device if device != "auto" else str(resolve_device("auto")), max_training())
+    settings = Settings(
+        tuple(roots),
+        bundled,
+        project.strip(),
+        device if device != "auto" else str(resolve_device("auto")),
+        max_training(),
+    )
     st.session_state["settings"] = settings
     return settings
 

@@ -4,6 +4,7 @@ A cached model is one object for all sessions; sampling mutates nothing in it bu
 not documented as reentrant, so every use holds `Shared.lock` (sessions queue, each with its own
 torch.Generator). Keys include the checkpoint's mtime, so a rewritten checkpoint is reloaded.
 """
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@ call goes through `wandb.Api` with a timeout, so a page never blocks without a k
 cannot be reached in the tests: tests/dashboard/test_wandb_pull.py stands in for `wandb.Api` and
 tests the pull from the download on.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from samplers.files import replace_folder
-
+from samplers.app.files import replace_folder
 from training.checkpoints import checkpoint_name
 from training.config import TrainConfig
 from training.runs import safe_run_dir, write_json
@@ -45,9 +45,18 @@ def _api():
 @st.cache_data(ttl=60, show_spinner="Listing W&B runs...")
 def list_wandb_runs(project: str) -> list[dict[str, Any]]:
     """Runs of `project` ("entity/project") as plain dicts, newest first (network)."""
-    return [{"name": r.name, "id": r.id, "state": r.state, "tags": list(r.tags),
-             "created": r.created_at, "url": r.url, "experiment": r.config.get("experiment")}
-            for r in _api().runs(project, order="-created_at", per_page=100)]
+    return [
+        {
+            "name": r.name,
+            "id": r.id,
+            "state": r.state,
+            "tags": list(r.tags),
+            "created": r.created_at,
+            "url": r.url,
+            "experiment": r.config.get("experiment"),
+        }
+        for r in _api().runs(project, order="-created_at", per_page=100)
+    ]
 
 
 def _period(artifact) -> int:
@@ -55,8 +64,10 @@ def _period(artifact) -> int:
     (training.tracking.WandbRun.log_checkpoint); ValueError without one."""
     alias = next((a for a in artifact.aliases if re.fullmatch(r"epoch-\d+", a)), None)
     if alias is None:
-        raise ValueError(f"W&B artifact {getattr(artifact, 'name', '?')!r} has no epoch-N alias: "
-                         "not a checkpoint the lab logged")
+        raise ValueError(
+            f"W&B artifact {getattr(artifact, 'name', '?')!r} has no epoch-N alias: "
+            "not a checkpoint the lab logged"
+        )
     return int(alias.split("-")[1])
 
 
@@ -82,7 +93,11 @@ def pull_checkpoint(project: str, run_id: str, runs_root: Path) -> Path:
     if not (run_dir / "config.json").exists():
         write_json(run_dir / "config.json", dict(run.config))
     if not (run_dir / "summary.json").exists():
-        write_json(run_dir / "summary.json", {
-            "status": "finished" if run.state == "finished" else run.state,
-            "wandb": {"mode": "online", "project": project, "id": run.id, "url": run.url}})
+        write_json(
+            run_dir / "summary.json",
+            {
+                "status": "finished" if run.state == "finished" else run.state,
+                "wandb": {"mode": "online", "project": project, "id": run.id, "url": run.url},
+            },
+        )
     return final

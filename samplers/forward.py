@@ -1,4 +1,5 @@
 """The forward (noising) process of a VP diffusion: q(x_t | x0) and q(x_t | x_s)."""
+
 import torch
 
 from .schedules import alpha_bar
@@ -17,7 +18,8 @@ def randn_like_gen(x, generator=None):
 
 @torch.no_grad()
 def add_noise(x0, t, alphas_cumprod, noise=None, generator=None):
-    """sqrt(ab[t]) x0 + sqrt(1 - ab[t]) noise. x0 (B, C, H, W); t an int or (B,) tensor; t=-1: x0."""
+    """sqrt(ab[t]) x0 + sqrt(1 - ab[t]) noise. x0 (B, C, H, W); t an int or (B,) tensor; t=-1:
+    x0."""
     noise = randn_like_gen(x0, generator) if noise is None else noise
     ab = alpha_bar(alphas_cumprod, t, x0)
     return ab.sqrt().to(x0.dtype) * x0 + (1 - ab).sqrt().to(x0.dtype) * noise
@@ -25,8 +27,11 @@ def add_noise(x0, t, alphas_cumprod, noise=None, generator=None):
 
 @torch.no_grad()
 def renoise(x_s, s, t, alphas_cumprod, generator=None):
-    """Forward transition q(x_t | x_s) for s < t (s=-1: clean): sqrt(ab_t/ab_s) x_s + sqrt(1 - ab_t/ab_s) eps."""
+    """Forward transition q(x_t | x_s) for s < t (s=-1: clean): sqrt(ab_t/ab_s) x_s + sqrt(1 -
+    ab_t/ab_s) eps."""
     if not s < t:
         raise ValueError(f"renoise goes up in noise: need s < t, got s={s}, t={t}")
     a = alpha_bar(alphas_cumprod, t, x_s) / alpha_bar(alphas_cumprod, s, x_s)
-    return a.sqrt().to(x_s.dtype) * x_s + (1 - a).sqrt().to(x_s.dtype) * randn_like_gen(x_s, generator)
+    return a.sqrt().to(x_s.dtype) * x_s + (1 - a).sqrt().to(x_s.dtype) * randn_like_gen(
+        x_s, generator
+    )

@@ -1,4 +1,5 @@
 """Classifier-free guidance as one batched model call, and splitting noise from variance values."""
+
 import torch
 
 
@@ -26,7 +27,9 @@ def guided_output(model, x, t, cond=None, uncond=None, guidance_scale=1.0):
         if cond is None:
             raise ValueError("classifier-free guidance needs `cond` as well as `uncond`")
         tt = torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.ndim > 0 else t
-        out_c, out_u = model(torch.cat([x, x]), tt, torch.cat([cond, expand_batch(uncond, b)])).chunk(2)
+        out_c, out_u = model(
+            torch.cat([x, x]), tt, torch.cat([cond, expand_batch(uncond, b)])
+        ).chunk(2)
         eps = out_u[:, :c] + guidance_scale * (out_c[:, :c] - out_u[:, :c])
         out = torch.cat([eps, out_c[:, c:]], dim=1)
     return check_output(out, x, (c, 2 * c))
@@ -37,8 +40,10 @@ def check_output(out, x, channels):
     ValueError naming both shapes."""
     if out.shape[0] != x.shape[0] or out.shape[1] not in channels or out.shape[2:] != x.shape[2:]:
         want = " or ".join(map(str, channels))
-        raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
-                         f"expected ({x.shape[0]}, {want}, {', '.join(map(str, x.shape[2:]))})")
+        raise ValueError(
+            f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
+            f"expected ({x.shape[0]}, {want}, {', '.join(map(str, x.shape[2:]))})"
+        )
     return out
 
 

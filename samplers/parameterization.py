@@ -1,8 +1,10 @@
 """Conversions between what a model predicts: noise (eps), clean image (x0), flow velocity.
 
-This is the one place that converts velocity <-> noise. VP state: x = sqrt(ab) x_data + sqrt(1-ab) eps.
+This is the one place that converts velocity <-> noise.
+VP state: x = sqrt(ab) x_data + sqrt(1-ab) eps.
 Flow state (course convention): x_tau = (1 - tau) noise + tau x_data, velocity v = x_data - noise.
 """
+
 from .schedules import alpha_bar
 
 

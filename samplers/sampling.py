@@ -15,6 +15,7 @@ Flow time follows the course: x_t = (1 - t) noise + t data, the model predicts d
 Libraries that flip it (diffusers' FlowMatchEulerDiscreteScheduler: sigma = 1 is noise, velocity
 noise - data) map as t = 1 - sigma, v = -v_theirs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -64,8 +65,9 @@ class Schedule:
 
     def __getitem__(self, index: slice) -> Schedule:
         if not isinstance(index, slice):
-            raise TypeError("index a Schedule with a slice (schedule[i_start:]); use .times[i] "
-                            "for one entry")
+            raise TypeError(
+                "index a Schedule with a slice (schedule[i_start:]); use .times[i] for one entry"
+            )
         return replace(self, times=self.times[index])
 
 
@@ -76,24 +78,38 @@ class Guided:
     (samplers.guidance.guided_output): noise u + s (c - u), conditional variance kept.
     """
 
-    def __init__(self, model: Callable, cond: Tensor | None = None, uncond: Tensor | None = None,
-                 guidance_scale: float = 1.0):
-        self.model, self.cond, self.uncond, self.guidance_scale = model, cond, uncond, guidance_scale
+    def __init__(
+        self,
+        model: Callable,
+        cond: Tensor | None = None,
+        uncond: Tensor | None = None,
+        guidance_scale: float = 1.0,
+    ):
+        self.model, self.cond, self.uncond, self.guidance_scale = (
+            model,
+            cond,
+            uncond,
+            guidance_scale,
+        )
 
     def __call__(self, x: Tensor, t: int | Tensor) -> Tensor:
         return guided_output(self.model, x, t, self.cond, self.uncond, self.guidance_scale)
 
 
-def _walk_vp(model: Model, x: Tensor, schedule: Schedule, step: Callable, generator, callback,
-             project) -> Tensor:
+def _walk_vp(
+    model: Model, x: Tensor, schedule: Schedule, step: Callable, generator, callback, project
+) -> Tensor:
     """The loop both VP samplers share: step(x, eps, var, t, t_next) for each falling pair."""
     if schedule.is_flow:
-        raise ValueError("a VP sampler (ddpm, ddim) needs a VP schedule: Schedule.vp(alphas_cumprod, "
-                         "timesteps)")
+        raise ValueError(
+            "a VP sampler (ddpm, ddim) needs a VP schedule: Schedule.vp(alphas_cumprod, timesteps)"
+        )
     if len(schedule) < 2:
-        raise ValueError(f"a schedule needs at least 2 timesteps to walk, got {list(schedule.times)}")
+        raise ValueError(
+            f"a schedule needs at least 2 timesteps to walk, got {list(schedule.times)}"
+        )
     ab, c = schedule.alphas_cumprod, x.shape[1]
-    for i, (t, t_next) in enumerate(zip(schedule.times, schedule.times[1:])):
+    for i, (t, t_next) in enumerate(zip(schedule.times, schedule.times[1:], strict=False)):
         if t_next > t:
             x = renoise(x, t, t_next, ab, generator)
             continue
@@ -108,8 +124,15 @@ def _walk_vp(model: Model, x: Tensor, schedule: Schedule, step: Callable, genera
 
 
 @torch.no_grad()
-def sample_ddpm(model: Model, x: Tensor, schedule: Schedule, *, generator=None, callback=None,
-                project: Callable | None = None) -> Tensor:
+def sample_ddpm(
+    model: Model,
+    x: Tensor,
+    schedule: Schedule,
+    *,
+    generator=None,
+    callback=None,
+    project: Callable | None = None,
+) -> Tensor:
     """Ancestral DDPM (course eq. A.3 and algorithm B.2) along a VP schedule, strided or not.
 
     Variance: learned range when the model returns 2C channels (IF), else the strided beta.
@@ -124,8 +147,16 @@ def sample_ddpm(model: Model, x: Tensor, schedule: Schedule, *, generator=None, 
 
 
 @torch.no_grad()
-def sample_ddim(model: Model, x: Tensor, schedule: Schedule, *, generator=None, callback=None,
-                project: Callable | None = None, eta: float = 0.0) -> Tensor:
+def sample_ddim(
+    model: Model,
+    x: Tensor,
+    schedule: Schedule,
+    *,
+    generator=None,
+    callback=None,
+    project: Callable | None = None,
+    eta: float = 0.0,
+) -> Tensor:
     """DDIM (Song et al. 2021) along a VP schedule: eta=0 deterministic, eta=1 DDPM-like noise."""
     ab = schedule.alphas_cumprod
 
@@ -145,7 +176,7 @@ def _walk_flow(model: Model, x: Tensor, schedule: Schedule, callback, heun: bool
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
         return check_output(model(x, t_batch), x, (x.shape[1],))
 
-    for i, (t, t_next) in enumerate(zip(schedule.times, schedule.times[1:])):
+    for i, (t, t_next) in enumerate(zip(schedule.times, schedule.times[1:], strict=False)):
         v, dt = velocity(x, t), t_next - t
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "denoised": x + (1 - t) * v})
@@ -156,8 +187,9 @@ def _walk_flow(model: Model, x: Tensor, schedule: Schedule, callback, heun: bool
 
 
 @torch.no_grad()
-def sample_euler(model: Model, x: Tensor, schedule: Schedule, *, generator=None,
-                 callback=None) -> Tensor:
+def sample_euler(
+    model: Model, x: Tensor, schedule: Schedule, *, generator=None, callback=None
+) -> Tensor:
     """Forward Euler on dx/dt = v(x, t) from noise (t=0) to data (t=1): course algorithm B.2.
 
     Deterministic: `generator` is accepted for the table's one signature and draws nothing.
@@ -166,14 +198,19 @@ def sample_euler(model: Model, x: Tensor, schedule: Schedule, *, generator=None,
 
 
 @torch.no_grad()
-def sample_heun(model: Model, x: Tensor, schedule: Schedule, *, generator=None,
-                callback=None) -> Tensor:
+def sample_heun(
+    model: Model, x: Tensor, schedule: Schedule, *, generator=None, callback=None
+) -> Tensor:
     """Heun's second-order method (two model calls a step) on the flow ODE; deterministic."""
     return _walk_flow(model, x, schedule, callback, heun=True)
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ddpm": sample_ddpm, "ddim": sample_ddim, "euler": sample_euler, "heun": sample_heun}
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "euler": sample_euler,
+    "heun": sample_heun,
+}
 FLOW_SAMPLERS = ("euler", "heun")
 
 

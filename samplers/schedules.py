@@ -1,9 +1,11 @@
 """Noise schedules and timestep lists. Timesteps are 0-indexed ints; -1 means "the clean image"."""
+
 import torch
 
 
 def linear_alphas_cumprod(num_train_steps=300, beta_start=1e-4, beta_end=0.02):
-    """Cumulative products of 1 - beta for betas linear from beta_start to beta_end: (T,) float32."""
+    """Cumulative products of 1 - beta for betas linear from beta_start to beta_end: (T,)
+    float32."""
     betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float32)
     return torch.cumprod(1.0 - betas, dim=0)
 
@@ -49,7 +51,9 @@ def repaint_timesteps(timesteps, jump_length=0, jump_n_sample=1):
     with the forward transition q(x_t | x_t_prev)". jump_length=0 or jump_n_sample=1: unchanged.
     """
     if jump_length < 0 or jump_n_sample < 1:
-        raise ValueError(f"need jump_length >= 0 and jump_n_sample >= 1, got {jump_length}, {jump_n_sample}")
+        raise ValueError(
+            f"need jump_length >= 0 and jump_n_sample >= 1, got {jump_length}, {jump_n_sample}"
+        )
     timesteps, n = list(timesteps), len(timesteps) - 1
     if jump_length == 0 or jump_n_sample == 1:
         return timesteps

@@ -1,4 +1,6 @@
-"""Single reverse steps x_t -> x_t_prev over any pair of timesteps t > t_prev (t_prev = -1: clean)."""
+"""Single reverse steps x_t -> x_t_prev over any pair of timesteps t > t_prev (t_prev = -1:
+clean)."""
+
 import torch
 
 from .forward import randn_like_gen
@@ -20,7 +22,9 @@ def ddpm_step(x_t, eps, t, t_prev, alphas_cumprod, predicted_variance=None, gene
     alpha = ab / ab_prev
     beta = 1 - alpha
     denoised = predict_denoised(x_t, eps, t, alphas_cumprod)
-    x = (ab_prev.sqrt() * beta / (1 - ab)).to(dt) * denoised + (alpha.sqrt() * (1 - ab_prev) / (1 - ab)).to(dt) * x_t
+    x = (ab_prev.sqrt() * beta / (1 - ab)).to(dt) * denoised + (
+        alpha.sqrt() * (1 - ab_prev) / (1 - ab)
+    ).to(dt) * x_t
     if t > 0:
         noise = randn_like_gen(x_t, generator)
         if predicted_variance is None:

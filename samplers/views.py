@@ -6,8 +6,12 @@ inverse_variance(v) maps the variance values back: the spatial part of the view 
 Frequency views are factorizations, not bijections: view is the identity and inverse_view keeps
 one frequency band, so the bands of a split sum to the estimate.
 """
+
+from collections.abc import Callable
+
 import torch
-import torchvision.transforms.functional as TF
+
+from .filters import gaussian_blur
 
 
 class View:
@@ -77,7 +81,9 @@ class PatchPermute(View):
         p = self.p
         if h % p or w % p:
             raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
-        perm = torch.randperm((h // p) * (w // p), generator=torch.Generator().manual_seed(self.seed))
+        perm = torch.randperm(
+            (h // p) * (w // p), generator=torch.Generator().manual_seed(self.seed)
+        )
         perm = (perm.argsort() if inverse else perm).to(x.device)
         patches = x.reshape(*lead, h // p, p, w // p, p).transpose(-3, -2).flatten(-4, -3)
         patches = patches[..., perm, :, :].unflatten(-3, (h // p, w // p)).transpose(-3, -2)
@@ -97,7 +103,7 @@ def scaled_blur(x, sigma, kernel_size, reference_size=64):
     (odd). At 64 px: kernel 33, sigma 2 (course 1.9); at 256 px: 133, 8 (as visual_anagrams).
     """
     f = min(x.shape[-2:]) / reference_size
-    return TF.gaussian_blur(x, 2 * int(kernel_size * f / 2) + 1, sigma * f)
+    return gaussian_blur(x, 2 * int(kernel_size * f / 2) + 1, sigma * f)
 
 
 class FrequencyBand(View):
@@ -109,8 +115,15 @@ class FrequencyBand(View):
 
     def __init__(self, band, sigmas=(2.0,), kernel_size=33, reference_size=64):
         if not 0 <= band <= len(sigmas):
-            raise ValueError(f"band must be in [0, {len(sigmas)}] for {len(sigmas)} sigma(s), got {band}")
-        self.band, self.sigmas, self.kernel_size, self.reference_size = band, tuple(sigmas), kernel_size, reference_size
+            raise ValueError(
+                f"band must be in [0, {len(sigmas)}] for {len(sigmas)} sigma(s), got {band}"
+            )
+        self.band, self.sigmas, self.kernel_size, self.reference_size = (
+            band,
+            tuple(sigmas),
+            kernel_size,
+            reference_size,
+        )
 
     def inverse_view(self, noise):
         k = len(self.sigmas) - self.band  # this band is b_k - b_{k+1}, or b_n for the lowest
@@ -123,7 +136,7 @@ class FrequencyBand(View):
         return v
 
 
-VIEWS = {
+VIEWS: dict[str, Callable[..., View]] = {
     "identity": View,
     "flip": Flip,
     "rotate_90": lambda: Rotate(1),
@@ -135,9 +148,15 @@ VIEWS = {
     "pixel_permute": lambda seed=0: PatchPermute(1, seed),
     "low_pass": lambda sigma=2.0, kernel_size=33: FrequencyBand(0, (sigma,), kernel_size),
     "high_pass": lambda sigma=2.0, kernel_size=33: FrequencyBand(1, (sigma,), kernel_size),
-    "triple_low_pass": lambda sigmas=(1.0, 2.0), kernel_size=33: FrequencyBand(0, sigmas, kernel_size),
-    "triple_mid_pass": lambda sigmas=(1.0, 2.0), kernel_size=33: FrequencyBand(1, sigmas, kernel_size),
-    "triple_high_pass": lambda sigmas=(1.0, 2.0), kernel_size=33: FrequencyBand(2, sigmas, kernel_size),
+    "triple_low_pass": lambda sigmas=(1.0, 2.0), kernel_size=33: FrequencyBand(
+        0, sigmas, kernel_size
+    ),
+    "triple_mid_pass": lambda sigmas=(1.0, 2.0), kernel_size=33: FrequencyBand(
+        1, sigmas, kernel_size
+    ),
+    "triple_high_pass": lambda sigmas=(1.0, 2.0), kernel_size=33: FrequencyBand(
+        2, sigmas, kernel_size
+    ),
 }
 VIEW_NAMES = tuple(VIEWS)
 

@@ -4,6 +4,7 @@ One thread (and OMP_NUM_THREADS=1 for child processes): two xdist workers with t
 the 2-core CI machine oversubscribe it and make small models up to 10x slower; one thread also keeps
 runs compared bit for bit across processes on the same reduction order.
 """
+
 import os
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -34,8 +35,10 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` are skipped, with that reason, where no CUDA device is visible."""
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a visible CUDA device (the suite hides GPUs unless "
-                            "CUDA_VISIBLE_DEVICES is set; make gpu-check sets it)")
+    skip = pytest.mark.skip(
+        reason="needs a visible CUDA device (the suite hides GPUs unless "
+        "CUDA_VISIBLE_DEVICES is set; make gpu-check sets it)"
+    )
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)

@@ -1,12 +1,13 @@
 """Smoke tests of the benchmark (`python -m tests.bench`): every function at tiny sizes, one repeat,
 so the code cannot rot. They check the shape of the results, not the speed."""
+
 import json
 import re
 
 import pytest
 import torch
 
-from samplers.devices import resolve_mixed_precision
+from samplers.app.devices import resolve_mixed_precision
 from tests.bench.__main__ import main, plan
 from tests.bench.deepfloyd_bench import IFSizes, deepfloyd_rows
 from tests.bench.fastpath import FastPath
@@ -15,8 +16,13 @@ from tests.bench.quality import TTQSettings
 from tests.bench.report import Row, format_table, write_json
 from tests.bench.sampling_bench import SampleSizes, sampling_rows
 from tests.bench.timing import interleaved
-from tests.bench.training_bench import (BareStep, TrainSizes, experiment_config,
-                                         preview_share_rows, training_rows)
+from tests.bench.training_bench import (
+    BareStep,
+    TrainSizes,
+    experiment_config,
+    preview_share_rows,
+    training_rows,
+)
 
 CPU = torch.device("cpu")
 
@@ -40,10 +46,14 @@ def test_flop_count_and_gemm_peak():
 
 
 def test_training_rows_compare_reference_trainer_and_variants():
-    rows = training_rows(TrainSizes(steps=1, repeats=1, warmup=0, hidden=8, batch=8), CPU,
-                         [FastPath(), FastPath(channels_last=True, fused_adam=True)],
-                         peaks={"fp32": 10.0, "bf16": 20.0}, bare=[FastPath(channels_last=True)],
-                         experiments=("flow-class",))
+    rows = training_rows(
+        TrainSizes(steps=1, repeats=1, warmup=0, hidden=8, batch=8),
+        CPU,
+        [FastPath(), FastPath(channels_last=True, fused_adam=True)],
+        peaks={"fp32": 10.0, "bf16": 20.0},
+        bare=[FastPath(channels_last=True)],
+        experiments=("flow-class",),
+    )
     names = [r.name for r in rows]
     assert len(rows) == 5 and "reference loop" in names[0] and "Trainer" in names[1]
     assert "fused Adam" in names[3] and names[4].split(": ")[1].startswith("bare channels_last")
@@ -55,8 +65,10 @@ def test_training_rows_compare_reference_trainer_and_variants():
 def test_bare_step_replayed_as_a_cuda_graph_trains_like_the_eager_step():
     cuda = torch.device("cuda")
     cfg = experiment_config("flow-class", TrainSizes(hidden=8, batch=16), cuda)
-    eager, graphed = (BareStep(cfg, cuda, FastPath(channels_last=True, fused_adam=True,
-                                                   cuda_graph=graph)) for graph in (False, True))
+    eager, graphed = (
+        BareStep(cfg, cuda, FastPath(channels_last=True, fused_adam=True, cuda_graph=graph))
+        for graph in (False, True)
+    )
     for _ in range(3):  # capturing took three eager warm-up steps: match them, then replay five
         eager.step()
     for _ in range(5):
@@ -64,7 +76,9 @@ def test_bare_step_replayed_as_a_cuda_graph_trains_like_the_eager_step():
         graphed.step()
     torch.cuda.synchronize()
     first = next(eager.model.parameters()).detach().clone()
-    for a, b in zip(eager.model.state_dict().values(), graphed.model.state_dict().values()):
+    for a, b in zip(
+        eager.model.state_dict().values(), graphed.model.state_dict().values(), strict=False
+    ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     eager.step()  # the comparison can fail: one more step moves the weights
     assert not torch.allclose(next(eager.model.parameters()), first)
@@ -76,11 +90,20 @@ def test_preview_share_rows_project_a_full_fast_run():
 
 
 def test_sampling_rows_time_both_kinds_and_overhead():
-    rows = sampling_rows({"ddpm": None, "flow": None}, SampleSizes(steps=1, repeats=1, warmup=0,
-                         per_class=1, hidden=8), CPU, [FastPath(channels_last=True, inference_mode=True)])
-    assert len(rows) == 7   # per kind: two-call loop + its (sampler, steps) schedules
+    rows = sampling_rows(
+        {"ddpm": None, "flow": None},
+        SampleSizes(steps=1, repeats=1, warmup=0, per_class=1, hidden=8),
+        CPU,
+        [FastPath(channels_last=True, inference_mode=True)],
+    )
+    assert len(rows) == 7  # per kind: two-call loop + its (sampler, steps) schedules
     assert [r.name.split(":")[1].split()[1:3] for r in rows if "lab" in r.name] == [
-        ["ddpm", "300"], ["ddpm", "50"], ["ddim", "50"], ["euler", "300"], ["heun", "50"]]
+        ["ddpm", "300"],
+        ["ddpm", "50"],
+        ["ddim", "50"],
+        ["euler", "300"],
+        ["heun", "50"],
+    ]
     assert all(r.value > 0 and r.ratio > 0 for r in rows)
     assert all("overhead" in r.note for r in rows if "lab" in r.name)
 
@@ -100,8 +123,14 @@ def test_time_to_quality_scores_each_kind_with_its_50_step_sampler():
 def test_table_json_and_plans(tmp_path):
     rows = [Row("s", "a", 1.5, "img/s", 1.0, "n"), Row("s", "b", None, "s", None, "skipped")]
     assert "skipped" in format_table(rows)
-    doc = json.loads(write_json(rows, tmp_path / "x" / "r.json", settings={"mode": "t"}).read_text())
-    assert doc["rows"][0]["value"] == 1.5 and doc["machine"]["cores"] and doc["settings"]["mode"] == "t"
+    doc = json.loads(
+        write_json(rows, tmp_path / "x" / "r.json", settings={"mode": "t"}).read_text()
+    )
+    assert (
+        doc["rows"][0]["value"] == 1.5
+        and doc["machine"]["cores"]
+        and doc["settings"]["mode"] == "t"
+    )
     quick, full = plan(True, CPU), plan(False, CPU)
     assert quick.train_variants[0] == FastPath() and any(v.compile for v in full.train_variants)
     assert all(any(v.fold_bn for v in p.sample_variants) for p in (quick, full))  # the lab's own

@@ -4,10 +4,11 @@ Exact resume and sampling on the GPU are the CPU tests' `cuda` cases (tests/trai
 test_bundled_runs.py). `make gpu-check` (tests/device_check.sh) runs all tests marked `cuda` on a
 GPU machine; elsewhere tests/conftest.py skips them with that reason.
 """
+
 import pytest
 import torch
 
-from samplers.devices import resolve_device, resolve_mixed_precision
+from samplers.app.devices import resolve_device, resolve_mixed_precision
 from training import cli
 from training.pretrained import load_lab_model
 from training.runs import read_config, read_metrics
@@ -16,8 +17,24 @@ from .training.test_bundled_runs import QUICK_SAMPLER
 
 pytestmark = pytest.mark.cuda
 
-TINY = ["--dataset", "mnist-5k", "--hidden", "8", "--batch-size", "16", "--preview-steps", "2",
-        "--log-every", "1", "--wandb-mode", "disabled", "--steps", "9", "--device", "cuda"]
+TINY = [
+    "--dataset",
+    "mnist-5k",
+    "--hidden",
+    "8",
+    "--batch-size",
+    "16",
+    "--preview-steps",
+    "2",
+    "--log-every",
+    "1",
+    "--wandb-mode",
+    "disabled",
+    "--steps",
+    "9",
+    "--device",
+    "cuda",
+]
 
 
 def test_auto_precision_is_the_gpus_native_half_precision():
@@ -27,8 +44,12 @@ def test_auto_precision_is_the_gpus_native_half_precision():
 
 @pytest.mark.parametrize("experiment", ["flow-class", "ddpm-class"])
 def test_fast_recipe_trains_on_the_gpu_in_half_precision(tmp_path, experiment):
-    assert cli.main([experiment, *TINY, "--recipe", "fast", "--runs-dir", str(tmp_path),
-                     "--name", "run"]) == 0
+    assert (
+        cli.main(
+            [experiment, *TINY, "--recipe", "fast", "--runs-dir", str(tmp_path), "--name", "run"]
+        )
+        == 0
+    )
     run = tmp_path / "run"
     extra = read_config(run)["extra"]
     assert extra["device"].startswith("cuda")
@@ -37,6 +58,11 @@ def test_fast_recipe_trains_on_the_gpu_in_half_precision(tmp_path, experiment):
     assert len(losses) == 9 and all(torch.isfinite(torch.tensor(losses)))
     lab = load_lab_model(run, device="cpu")  # a GPU run's checkpoint samples on the CPU too
     sampler, _ = QUICK_SAMPLER[lab.kind]
-    x = lab.sample(torch.arange(10), guidance_scale=5, sampler=sampler, steps=2,
-                   generator=torch.Generator().manual_seed(0))
+    x = lab.sample(
+        torch.arange(10),
+        guidance_scale=5,
+        sampler=sampler,
+        steps=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert x.shape == (10, 1, 28, 28) and torch.isfinite(x).all()

@@ -1,8 +1,5 @@
 """Part B: training, sampling and evaluating the MNIST models (`python -m training`).
 
-Importing the package registers its sampling backend "mnist" (training.backend.MnistBackend) with
-samplers.backends, which lists this package among its PLUGINS.
+The package offers the sampling backend "mnist" (training.backend.MnistBackend) to the Part A
+application through its `diffusion_lab.backends` entry point (pyproject.toml).
 """
-from samplers.backends import register_backend
-
-register_backend("mnist", "training.backend:MnistBackend")

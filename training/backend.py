@@ -4,10 +4,11 @@ So every Part A algorithm (SDEdit, inpainting, anagrams, hybrids...) runs on the
 flow models: x (B, 1, 28, 28) in the VP space of the run's schedule (T = 300), t an int timestep,
 cond a (B, 10) one-hot ("" = the zero row) or None. Flow models answer through VelocityAsEps.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -30,19 +31,29 @@ class MnistBackend:
     prompts = ("", *map(str, range(10)))
     can_upsample = False
 
-    def __init__(self, run_dir: str | Path, checkpoint: int | str | None = None,
-                 device: str | torch.device = "cpu", num_steps: int = DEFAULT_STEPS):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        checkpoint: int | str | None = None,
+        device: str | torch.device = "cpu",
+        num_steps: int = DEFAULT_STEPS,
+    ):
         self.lab = load_lab_model(run_dir, checkpoint, device)
         if self.lab.kind not in ("ddpm", "flow"):
-            raise ValueError(f"{run_dir}: a {self.lab.kind} model is not a diffusion model; "
-                             "the mnist backend needs a ddpm-* or flow-* run")
+            raise ValueError(
+                f"{run_dir}: a {self.lab.kind} model is not a diffusion model; "
+                "the mnist backend needs a ddpm-* or flow-* run"
+            )
         self.device = self.lab.device
         self.default_guidance_scale = self.lab.config.guidance_scale  # the run's (course: 5)
         self.dtype = torch.float32
         self.alphas_cumprod = self.lab.alphas_cumprod
         self.timesteps = samplers.spaced_timesteps(self.lab.config.num_timesteps, num_steps)
-        self._eps = (samplers.VelocityAsEps(self.lab.velocity_model, self.alphas_cumprod)
-                     if self.lab.kind == "flow" else self.lab.eps_model)
+        self._eps = (
+            samplers.VelocityAsEps(self.lab.velocity_model, self.alphas_cumprod)
+            if self.lab.kind == "flow"
+            else self.lab.eps_model
+        )
 
     @torch.no_grad()
     def __call__(self, x: Tensor, t: int | Tensor, cond: Tensor | None) -> Tensor:
@@ -50,10 +61,13 @@ class MnistBackend:
         return self._eps(x, t, cond if self.lab.class_conditional else None)
 
     def encode(self, prompts: Sequence[str]) -> Tensor | None:
-        """"0".."9" -> one-hot rows, "" -> the zero row (null class): (B, 10); None for time-only."""
+        """ "0".."9" -> one-hot rows, "" -> the zero row (null class): (B, 10); None for time-
+        only."""
         bad = [p for p in prompts if p.strip() not in self.prompts]
         if bad:
-            raise ValueError(f"MNIST prompts are the digits '0'..'9' or '' (unconditional); got {bad}")
+            raise ValueError(
+                f"MNIST prompts are the digits '0'..'9' or '' (unconditional); got {bad}"
+            )
         if not self.lab.class_conditional:
             return None
         return self.lab.one_hot([int(p) if p.strip() else -1 for p in prompts])
@@ -64,14 +78,18 @@ class MnistBackend:
         try:
             test = load_dataset(cfg.dataset, cfg.data_root, "test")
         except DatasetUnavailableError as e:
-            raise ValueError(f"the built-in examples are test digits of the run's dataset: {e}; "
-                             "use images of your own instead") from e
+            raise ValueError(
+                f"the built-in examples are test digits of the run's dataset: {e}; "
+                "use images of your own instead"
+            ) from e
         out = {}
         for k in range(10):
             idx = int((test.labels == k).nonzero()[0])
-            out[f"digit-{k}"] = to_signed(test.images[idx:idx + 1]).to(self.device)
+            out[f"digit-{k}"] = to_signed(test.images[idx : idx + 1]).to(self.device)
         return out
 
     def upsample(self, images: Tensor, prompts: Sequence[str], *, generator=None) -> Tensor:
-        raise NotImplementedError("the mnist backend has no super-resolution stage: its samples "
-                                  "are final at 28x28 (only DeepFloyd IF has a 64->256 stage)")
+        raise NotImplementedError(
+            "the mnist backend has no super-resolution stage: its samples "
+            "are final at 28x28 (only DeepFloyd IF has a 64->256 stage)"
+        )

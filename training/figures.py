@@ -11,10 +11,11 @@ Labelled figures take tiles (B, 1, 28, 28) in [0, 1]; the preview grids (save_gr
 in [-1, 1], as sample_grid returns them; both draw 0 / -1 as the black background. Every draw is
 seeded.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,9 +23,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from samplers.devices import resolve_device
-from samplers.files import atomic_path
-from samplers.images import grid, save_gif
+from samplers.app.devices import resolve_device
+from samplers.app.files import atomic_path
+from samplers.app.images import grid, save_gif
 
 from .checkpoints import list_checkpoints
 from .config import TrainConfig
@@ -40,7 +41,7 @@ GIF_MS = {"duration_ms": 60, "hold_ms": 1500}  # sampling.gif: per frame, and th
 # ----------------------------------------------------------------------------- drawing helpers
 def grid_array(images: Tensor, nrow: int, scale: int = 1) -> np.ndarray:
     """(B, 1, H, W) in [-1, 1] -> (rows, cols) uint8 grid, ``nrow`` tiles a row, grey 2-px gaps
-    (samplers.images.grid, one channel)."""
+    (samplers.app.images.grid, one channel)."""
     return grid(images, nrow, scale=scale, pad_value=0.0)[..., 0]
 
 
@@ -51,9 +52,16 @@ def save_grid(images: Tensor, path: Path, nrow: int = 10) -> Path:
     return path
 
 
-def sample_grid(lab, generator: torch.Generator, *, per_class: int = 4, sampler: str | None = None,
-                steps: int | None = None, gif_frames: int = 0,
-                scale: int = 1) -> tuple[Tensor, list[np.ndarray]]:
+def sample_grid(
+    lab,
+    generator: torch.Generator,
+    *,
+    per_class: int = 4,
+    sampler: str | None = None,
+    steps: int | None = None,
+    gif_frames: int = 0,
+    scale: int = 1,
+) -> tuple[Tensor, list[np.ndarray]]:
     """A per_class x K grid of samples at the run's guidance: (K * per_class, 1, 28, 28) in
     [-1, 1], a row per repeat (class models: a column per class). With gif_frames, also about
     that many uint8 grid frames of the chain, ending with the result (for save_gif)."""
@@ -64,17 +72,30 @@ def sample_grid(lab, generator: torch.Generator, *, per_class: int = 4, sampler:
         if step["i"] % every == 0:
             frames.append(grid_array(step["x"], k, scale))
 
-    x = lab.sample(lab.grid_labels(per_class), sampler=sampler, steps=steps, generator=generator,
-                   callback=keep if gif_frames else None)
+    x = lab.sample(
+        lab.grid_labels(per_class),
+        sampler=sampler,
+        steps=steps,
+        generator=generator,
+        callback=keep if gif_frames else None,
+    )
     if gif_frames:
         frames.append(grid_array(x, k, scale))
     return x, frames
 
 
-def _show_grid(ax, images: Tensor, nrow: int, col_labels: Sequence[str] = (),
-               row_labels: Sequence[str] = (), title: str = "") -> None:
+def _show_grid(
+    ax,
+    images: Tensor,
+    nrow: int,
+    col_labels: Sequence[str] = (),
+    row_labels: Sequence[str] = (),
+    title: str = "",
+) -> None:
     """Draw a labelled grid of (B, 1, 28, 28) [0, 1] tiles on a matplotlib axis."""
-    ax.imshow(grid_array(images * 2 - 1, nrow), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(
+        grid_array(images * 2 - 1, nrow), cmap="gray", vmin=0, vmax=255, interpolation="nearest"
+    )
     step = images.shape[-1] + 2
     ax.set_xticks([2 + step * i + step / 2 - 1 for i in range(len(col_labels))], list(col_labels))
     ax.set_yticks([2 + step * i + step / 2 - 1 for i in range(len(row_labels))], list(row_labels))
@@ -92,8 +113,15 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def save_grid_figure(path: Path, images: Tensor, nrow: int, *, col_labels: Sequence[str] = (),
-                     row_labels: Sequence[str] = (), title: str = "") -> Path:
+def save_grid_figure(
+    path: Path,
+    images: Tensor,
+    nrow: int,
+    *,
+    col_labels: Sequence[str] = (),
+    row_labels: Sequence[str] = (),
+    title: str = "",
+) -> Path:
     """One labelled grid as a PNG (tiles (B, 1, 28, 28) in [0, 1])."""
     rows = -(-images.shape[0] // nrow)
     fig = Figure(figsize=(0.45 * nrow + 1.2, 0.45 * rows + 0.8), dpi=120)
@@ -103,13 +131,14 @@ def save_grid_figure(path: Path, images: Tensor, nrow: int, *, col_labels: Seque
 
 
 def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
-    """Loss against step (log y; raw and smoothed); a second panel of the loss by t bin, if logged."""
+    """Loss against step (log y; raw and smoothed); a second panel of the loss by t bin, if
+    logged."""
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get("loss"), (int, float))]
     if not rows:
         return None
     steps = np.array([r["step"] for r in rows], dtype=float)
     loss = np.array([r["loss"] for r in rows], dtype=float)
-    tail = [r.get("loss_t_bin") for r in rows[-max(1, len(rows) // 10):]]
+    tail = [r.get("loss_t_bin") for r in rows[-max(1, len(rows) // 10) :]]
     bins = np.array([[np.nan if v is None else v for v in b] for b in tail if b], dtype=float)
     has_bins = bins.size and np.isfinite(bins).any()
     fig = Figure(figsize=(10 if has_bins else 6, 4), dpi=120)
@@ -124,7 +153,12 @@ def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
         counts = np.isfinite(bins).sum(0)
         means = np.where(counts > 0, np.nansum(bins, 0) / np.maximum(counts, 1), np.nan)
         bx.plot(centers, means, marker="o")
-        bx.set(yscale="log", xlabel="t (0 to 1)", ylabel="loss", title="loss by t, last 10% of training")
+        bx.set(
+            yscale="log",
+            xlabel="t (0 to 1)",
+            ylabel="loss",
+            title="loss by t, last 10% of training",
+        )
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -153,28 +187,50 @@ def _denoiser_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: 
     test = to_unit(load_dataset(cfg.dataset, cfg.data_root, "test").images[:8]).to(device)
     sig_labels = [f"σ={s:g}" for s in SIGMAS]
     noisy = torch.stack([_noisy(test[:5], s, seed) for s in SIGMAS], 1).flatten(0, 1)
-    paths = [save_grid_figure(out / "noising-sigmas.png", noisy, len(SIGMAS), col_labels=sig_labels,
-                              title="z = x + σε")]
+    paths = [
+        save_grid_figure(
+            out / "noising-sigmas.png",
+            noisy,
+            len(SIGMAS),
+            col_labels=sig_labels,
+            title="z = x + σε",
+        )
+    ]
     lab = None
     for ckpt in _pick_checkpoints(run_dir, DENOISER_EPOCHS):
         lab = load_lab_model(run_dir, ckpt.path, device)
         with torch.no_grad():
             z = _noisy(test, cfg.sigma, seed)
             tiles = torch.cat([test, z, lab.unet(z)])
-        paths.append(save_grid_figure(
-            out / f"denoise-epoch-{ckpt.period:04d}.png", tiles, len(test),
-            row_labels=["clean", f"σ={cfg.sigma:g}", "denoised"], title=f"test set, epoch {ckpt.period}"))
-    if lab is not None:   # the latest checkpoint: one test digit at every sigma
+        paths.append(
+            save_grid_figure(
+                out / f"denoise-epoch-{ckpt.period:04d}.png",
+                tiles,
+                len(test),
+                row_labels=["clean", f"σ={cfg.sigma:g}", "denoised"],
+                title=f"test set, epoch {ckpt.period}",
+            )
+        )
+    if lab is not None:  # the latest checkpoint: one test digit at every sigma
         with torch.no_grad():
             z = torch.cat([_noisy(test[:1], s, seed) for s in SIGMAS])
             tiles = torch.cat([z, lab.unet(z)])
-        paths.append(save_grid_figure(out / "ood-sigmas.png", tiles, len(SIGMAS), col_labels=sig_labels,
-                                      row_labels=["noisy", "denoised"],
-                                      title=f"trained at σ={cfg.sigma:g}, tested at other σ"))
+        paths.append(
+            save_grid_figure(
+                out / "ood-sigmas.png",
+                tiles,
+                len(SIGMAS),
+                col_labels=sig_labels,
+                row_labels=["noisy", "denoised"],
+                title=f"trained at σ={cfg.sigma:g}, tested at other σ",
+            )
+        )
     return paths
 
 
-def _pure_noise_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: int) -> list[Path]:
+def _pure_noise_figures(
+    run_dir: Path, cfg: TrainConfig, out: Path, device, seed: int
+) -> list[Path]:
     from .pretrained import load_lab_model
 
     mean = to_unit(load_dataset(cfg.dataset, cfg.data_root, "train").images).mean(0, keepdim=True)
@@ -192,11 +248,22 @@ def _pure_noise_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed
     return paths
 
 
-def _sample_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: int,
-                    steps: int | None, gif_frames: int) -> list[Path]:
+def _sample_figures(
+    run_dir: Path,
+    cfg: TrainConfig,
+    out: Path,
+    device,
+    seed: int,
+    steps: int | None,
+    gif_frames: int,
+) -> list[Path]:
     from .pretrained import load_lab_model
 
-    classes = load_dataset(cfg.dataset, cfg.data_root, "test").class_names if cfg.class_conditional else ()
+    classes = (
+        load_dataset(cfg.dataset, cfg.data_root, "test").class_names
+        if cfg.class_conditional
+        else ()
+    )
     paths, ckpts = [], _pick_checkpoints(run_dir, cfg.milestones)
     for i, ckpt in enumerate(ckpts):
         lab = load_lab_model(run_dir, ckpt.path, device)
@@ -204,17 +271,29 @@ def _sample_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: in
         g = torch.Generator(device).manual_seed(derive_seed(seed, "figures-samples"))
         x, frames = sample_grid(lab, g, steps=steps, gif_frames=gif_frames if final else 0, scale=2)
         how = f", guidance {cfg.guidance_scale:g}" if lab.class_conditional else ""
-        paths.append(save_grid_figure(
-            out / f"samples-epoch-{ckpt.period:04d}.png", (x + 1) / 2, 10, col_labels=classes,
-            title=f"{cfg.experiment}, epoch {ckpt.period} ({cfg.sampler}, "
-                  f"{steps or cfg.sample_steps} steps{how})"))
+        paths.append(
+            save_grid_figure(
+                out / f"samples-epoch-{ckpt.period:04d}.png",
+                (x + 1) / 2,
+                10,
+                col_labels=classes,
+                title=f"{cfg.experiment}, epoch {ckpt.period} ({cfg.sampler}, "
+                f"{steps or cfg.sample_steps} steps{how})",
+            )
+        )
         if frames:
             paths.append(save_gif(frames, out / "sampling.gif", **GIF_MS))
     return paths
 
 
-def make_figures(run_dir: str | Path, *, device: str | torch.device | None = None, seed: int = 0,
-                 steps: int | None = None, gif_frames: int = 60) -> list[Path]:
+def make_figures(
+    run_dir: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    gif_frames: int = 60,
+) -> list[Path]:
     """Regenerate a run's course deliverables into ``run_dir/figures``; returns the written paths.
 
     ``steps`` overrides the sampler steps of DDPM/flow grids (default: the run's); the GIF keeps

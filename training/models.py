@@ -16,6 +16,7 @@ Conditioning modes:
   "time-mul"  u0 *= t1, u1 *= t2   (course flow matching, time-only);
   "class"     u0 = c1*u0 + t1, u1 = c2*u1 + t2   (both class-conditioned versions).
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,10 +32,14 @@ CONDITIONINGS: tuple[str, ...] = ("none", "time-add", "time-mul", "class")
 ARCHS: tuple[str, ...] = ("course", "improved")
 
 
-# ----------------------------------------------------------------------------- course ops (docs/course.md 3.2)
+# ---------------------------------------------------------------- course ops (docs/course.md 3.2)
 def _is_nhwc(t: Tensor) -> bool:
     """Whether a 4-D tensor is laid out channels_last (dense (B, H, W, C)) and not also NCHW."""
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    )
 
 
 class GELU(nn.GELU):
@@ -68,7 +73,9 @@ class PointExpand(nn.ConvTranspose2d):
         (k, _), cout = self.kernel_size, self.out_channels
         w = self.weight  # (cin, cout, k, k)
         if _is_nhwc(w):
-            y = F.linear(x.flatten(1), w.permute(0, 2, 3, 1).flatten(1).t(), self.bias.repeat(k * k))
+            y = F.linear(
+                x.flatten(1), w.permute(0, 2, 3, 1).flatten(1).t(), self.bias.repeat(k * k)
+            )
             return y.view(-1, k, k, cout).permute(0, 3, 1, 2)  # channels_last, like the weight
         y = F.linear(x.flatten(1), w.flatten(1).t(), self.bias.repeat_interleave(k * k))
         return y.view(-1, cout, k, k)
@@ -131,10 +138,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     folded = copy.deepcopy(model).eval()
     for seq in folded.modules():
-        if (isinstance(seq, nn.Sequential) and len(seq) >= 2
-                and isinstance(seq[0], (nn.Conv2d, nn.ConvTranspose2d))
-                and isinstance(seq[1], nn.BatchNorm2d)):
-            seq[0] = fuse_conv_bn_eval(seq[0], seq[1], transpose=isinstance(seq[0], nn.ConvTranspose2d))
+        if (
+            isinstance(seq, nn.Sequential)
+            and len(seq) >= 2
+            and isinstance(seq[0], (nn.Conv2d, nn.ConvTranspose2d))
+            and isinstance(seq[1], nn.BatchNorm2d)
+        ):
+            seq[0] = fuse_conv_bn_eval(
+                seq[0], seq[1], transpose=isinstance(seq[0], nn.ConvTranspose2d)
+            )
             seq[1] = nn.Identity()
     return folded
 
@@ -162,7 +174,9 @@ def _class_rows(c: Tensor | None, x: Tensor, num_classes: int) -> Tensor:
     if c is None:
         return x.new_zeros(x.shape[0], num_classes)
     if c.shape != (x.shape[0], num_classes):
-        raise ValueError(f"c must be one-hot of shape ({x.shape[0]}, {num_classes}), got {tuple(c.shape)}")
+        raise ValueError(
+            f"c must be one-hot of shape ({x.shape[0]}, {num_classes}), got {tuple(c.shape)}"
+        )
     return c.to(device=x.device, dtype=x.dtype)
 
 
@@ -175,16 +189,21 @@ def _full_precision(x: Tensor):
     return torch.autocast(x.device.type, enabled=False)
 
 
-# ----------------------------------------------------------------------------- course UNet (docs/course.md 3.3)
+# --------------------------------------------------------------- course UNet (docs/course.md 3.3)
 class UNet(nn.Module):
     """The course UNet: 28 -> 14 -> 7 -> 1 -> 7 -> 14 -> 28 with skips (docs/course.md 3.3).
 
-    Parameter counts (docs/course.md 3.3): D=64: 1,975,361 / 1,996,417 / 2,019,201 and D=128: 7,891,073 /
-    7,974,145 / 8,060,673 for unconditional / time-conditioned / class-conditioned.
+    Parameter counts (docs/course.md 3.3): D=64: 1,975,361 / 1,996,417 / 2,019,201 and D=128:
+    7,891,073 / 7,974,145 / 8,060,673 for unconditional / time-conditioned / class-conditioned.
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, conditioning: Conditioning = "none",
-                 num_classes: int = 10):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden: int = 64,
+        conditioning: Conditioning = "none",
+        num_classes: int = 10,
+    ):
         super().__init__()
         _check_conditioning(conditioning)
         d = hidden
@@ -203,7 +222,9 @@ class UNet(nn.Module):
         if conditioning == "class":
             self.fc1_c, self.fc2_c = FCBlock(num_classes, 2 * d), FCBlock(num_classes, d)
 
-    def forward(self, x: Tensor, t: Tensor | float | None = None, c: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor | float | None = None, c: Tensor | None = None
+    ) -> Tensor:
         e0 = self.e0(x)
         e1 = self.e1(e0)
         e2 = self.e2(e1)
@@ -216,8 +237,11 @@ class UNet(nn.Module):
         u2 = self.u2(torch.cat([e1, u1], dim=1))
         return self.out(self.head(torch.cat([e0, u2], dim=1)))
 
-    def _modulate(self, h: Tensor, x: Tensor, t, c, fc_t: nn.Module, fc_c: nn.Module | None) -> Tensor:
-        """h modulated by the embeddings of t and c, computed in x's dtype; returned in h's dtype."""
+    def _modulate(
+        self, h: Tensor, x: Tensor, t, c, fc_t: nn.Module, fc_c: nn.Module | None
+    ) -> Tensor:
+        """h modulated by the embeddings of t and c, computed in x's dtype; returned in h's
+        dtype."""
         with _full_precision(x):
             tv = _as_map(fc_t(_time_column(t, x)))
             if self.conditioning == "time-add":
@@ -233,7 +257,9 @@ class UNet(nn.Module):
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """(B, 1) t in [0, 1] -> (B, dim) sin/cos features (t scaled by 1000 like DDPM's step index)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=t.device, dtype=t.dtype) / half
+    )
     args = 1000.0 * t * freqs[None]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
@@ -244,8 +270,10 @@ GROUPS = 8  # GroupNorm groups of the improved UNet
 def check_width(hidden: int) -> None:
     """ValueError unless the improved UNet can take width `hidden` (a multiple of GROUPS)."""
     if hidden % GROUPS:
-        raise ValueError(f"the improved UNet (--arch improved) needs a width (--hidden) divisible "
-                         f"by {GROUPS} (GroupNorm({GROUPS})), got {hidden}")
+        raise ValueError(
+            f"the improved UNet (--arch improved) needs a width (--hidden) divisible "
+            f"by {GROUPS} (GroupNorm({GROUPS})), got {hidden}"
+        )
 
 
 class ResBlock(nn.Module):
@@ -302,8 +330,13 @@ class ImprovedUNet(nn.Module):
     conditioning in every block, and self-attention at 7x7. Levels: D@28, 2D@14, 2D@7.
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, conditioning: Conditioning = "none",
-                 num_classes: int = 10):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden: int = 64,
+        conditioning: Conditioning = "none",
+        num_classes: int = 10,
+    ):
         super().__init__()
         _check_conditioning(conditioning)
         check_width(hidden)
@@ -321,9 +354,15 @@ class ImprovedUNet(nn.Module):
         cin = d
         for i, ch in enumerate(chans):
             self.down.append(ResBlock(cin, ch, emb, mode))
-            self.downsample.append(nn.Conv2d(ch, ch, 3, 2, 1) if i < len(chans) - 1 else nn.Identity())
+            self.downsample.append(
+                nn.Conv2d(ch, ch, 3, 2, 1) if i < len(chans) - 1 else nn.Identity()
+            )
             cin = ch
-        self.mid1, self.mid_attn, self.mid2 = ResBlock(cin, cin, emb, mode), Attention(cin), ResBlock(cin, cin, emb, mode)
+        self.mid1, self.mid_attn, self.mid2 = (
+            ResBlock(cin, cin, emb, mode),
+            Attention(cin),
+            ResBlock(cin, cin, emb, mode),
+        )
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for i, ch in reversed(list(enumerate(chans))):
@@ -331,8 +370,9 @@ class ImprovedUNet(nn.Module):
             self.upsample.append(nn.ConvTranspose2d(ch, ch, 4, 2, 1) if i > 0 else nn.Identity())
             cin = ch
         self.attn7 = Attention(2 * d)
-        self.out = nn.Sequential(nn.GroupNorm(GROUPS, d), nn.SiLU(),
-                                 nn.Conv2d(d, in_channels, 3, 1, 1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(GROUPS, d), nn.SiLU(), nn.Conv2d(d, in_channels, 3, 1, 1)
+        )
 
     def _embedding(self, x: Tensor, t, c) -> Tensor | None:
         if self.conditioning == "none":
@@ -343,16 +383,18 @@ class ImprovedUNet(nn.Module):
                 e = e + self.class_emb(_class_rows(c, x, self.num_classes))
             return nn.functional.silu(e)
 
-    def forward(self, x: Tensor, t: Tensor | float | None = None, c: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor | float | None = None, c: Tensor | None = None
+    ) -> Tensor:
         emb = self._embedding(x, t, c)
         h = self.stem(x)
         skips = []
-        for block, down in zip(self.down, self.downsample):
+        for block, down in zip(self.down, self.downsample, strict=False):
             h = block(h, emb)
             skips.append(h)
             h = down(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
-        for i, (block, up) in enumerate(zip(self.up, self.upsample)):
+        for i, (block, up) in enumerate(zip(self.up, self.upsample, strict=False)):
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
             if i == 0:
                 h = self.attn7(h)
@@ -360,14 +402,21 @@ class ImprovedUNet(nn.Module):
         return self.out(h)
 
 
-def build_model(arch: str = "course", *, in_channels: int = 1, hidden: int = 64,
-                conditioning: Conditioning = "none", num_classes: int = 10) -> nn.Module:
+def build_model(
+    arch: str = "course",
+    *,
+    in_channels: int = 1,
+    hidden: int = 64,
+    conditioning: Conditioning = "none",
+    num_classes: int = 10,
+) -> nn.Module:
     """Build ``UNet`` ("course") or ``ImprovedUNet`` ("improved") with the given options."""
     classes = {"course": UNet, "improved": ImprovedUNet}
     if arch not in classes:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
-    return classes[arch](in_channels=in_channels, hidden=hidden, conditioning=conditioning,
-                         num_classes=num_classes)
+    return classes[arch](
+        in_channels=in_channels, hidden=hidden, conditioning=conditioning, num_classes=num_classes
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

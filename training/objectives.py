@@ -6,9 +6,10 @@ denoisers), so the trainer can average the loss and bin it by t. Every draw goes
   x: (B, 1, 28, 28): [0, 1] for the denoisers, [-1, 1] for DDPM and flow.
   c: (B, K) one-hot labels or None (time-only models).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -26,29 +27,38 @@ def _mse(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def drop_classes(c: Tensor, p_uncond: float, generator: torch.Generator) -> Tensor:
-    """Zero each row of c (the null class) with probability p_uncond: a per-sample Bernoulli mask."""
+    """Zero each row of c (the null class) with probability p_uncond: a per-sample Bernoulli
+    mask."""
     keep = torch.rand(c.shape[0], generator=generator, device=c.device) >= p_uncond
     return c * keep[:, None].to(c.dtype)
 
 
-def denoiser_loss(model: nn.Module, x: Tensor, *, sigma: float, generator: torch.Generator,
-                  noise: Tensor | None = None) -> tuple[Tensor, None]:
+def denoiser_loss(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    sigma: float,
+    generator: torch.Generator,
+    noise: Tensor | None = None,
+) -> tuple[Tensor, None]:
     """||D(x + sigma eps) - x||^2 (docs/course.md 3.5)."""
     if noise is None:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return _mse(model(x + sigma * noise), x), None
 
 
-def pure_noise_loss(model: nn.Module, x: Tensor, *, generator: torch.Generator,
-                    noise: Tensor | None = None) -> tuple[Tensor, None]:
+def pure_noise_loss(
+    model: nn.Module, x: Tensor, *, generator: torch.Generator, noise: Tensor | None = None
+) -> tuple[Tensor, None]:
     """||D(eps) - x||^2: the optimum is the mean training image (docs/course.md 3.5)."""
     if noise is None:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return _mse(model(noise), x), None
 
 
-def sample_ddpm_step(n: int, alphas_cumprod: Tensor, generator: torch.Generator,
-                     density: str = "uniform") -> Tensor:
+def sample_ddpm_step(
+    n: int, alphas_cumprod: Tensor, generator: torch.Generator, density: str = "uniform"
+) -> Tensor:
     """(n,) step indices in [0, T): "uniform" U{0..T-1} (the course), or "logit-normal": flow's
     logit-normal noise levels on this schedule. A flow state at time tau is a VP state with
     log-SNR 2 logit(tau), so logit(tau) ~ N(0, 1) is log-SNR ~ N(0, 2^2); step i is drawn with
@@ -62,8 +72,9 @@ def sample_ddpm_step(n: int, alphas_cumprod: Tensor, generator: torch.Generator,
     return torch.multinomial(weights, n, replacement=True, generator=generator)
 
 
-def ddpm_loss_weights(alphas_cumprod: Tensor, weighting: str = "none",
-                      min_snr_gamma: float = 5.0) -> Tensor | None:
+def ddpm_loss_weights(
+    alphas_cumprod: Tensor, weighting: str = "none", min_snr_gamma: float = 5.0
+) -> Tensor | None:
     """(T,) weights of step i's noise loss, mean 1 over the T steps (so the loss keeps the course's
     scale), or None for "none" (the course's unweighted loss). With SNR_i = ab_i / (1 - ab_i):
     "min-snr": min(SNR_i, gamma) / SNR_i (Hang et al. 2023): the low-noise steps count less.
@@ -77,9 +88,18 @@ def ddpm_loss_weights(alphas_cumprod: Tensor, weighting: str = "none",
     return w / w.mean()
 
 
-def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod: Tensor,
-              generator: torch.Generator, noise: Tensor | None = None, i: Tensor | None = None,
-              weights: Tensor | None = None, time_sampling: str = "uniform") -> tuple[Tensor, Tensor]:
+def ddpm_loss(
+    model: nn.Module,
+    x0: Tensor,
+    c: Tensor | None,
+    *,
+    alphas_cumprod: Tensor,
+    generator: torch.Generator,
+    noise: Tensor | None = None,
+    i: Tensor | None = None,
+    weights: Tensor | None = None,
+    time_sampling: str = "uniform",
+) -> tuple[Tensor, Tensor]:
     """||eps - eps_theta(x_i, (i+1)/T, c)||^2, x_i = sqrt(ab_i) x0 + sqrt(1-ab_i) eps, i drawn by
     `time_sampling` (sample_ddpm_step; the course: U{0..T-1}), times weights[i] when `weights`
     (ddpm_loss_weights) is given."""
@@ -96,8 +116,9 @@ def ddpm_loss(model: nn.Module, x0: Tensor, c: Tensor | None, *, alphas_cumprod:
     return losses, t
 
 
-def sample_flow_time(n: int, generator: torch.Generator, device, dtype=torch.float32,
-                     density: str = "uniform") -> Tensor:
+def sample_flow_time(
+    n: int, generator: torch.Generator, device, dtype=torch.float32, density: str = "uniform"
+) -> Tensor:
     """(n,) flow times: "uniform" U[0, 1), or "logit-normal" sigmoid(N(0, 1)) in (0, 1), which
     puts more draws mid-way (Esser et al. 2024, rectified-flow transformers)."""
     if density == "logit-normal":
@@ -105,9 +126,16 @@ def sample_flow_time(n: int, generator: torch.Generator, device, dtype=torch.flo
     return torch.rand(n, generator=generator, device=device, dtype=dtype)
 
 
-def flow_loss(model: nn.Module, x1: Tensor, c: Tensor | None, *, generator: torch.Generator,
-              noise: Tensor | None = None, t: Tensor | None = None,
-              time_sampling: str = "uniform") -> tuple[Tensor, Tensor]:
+def flow_loss(
+    model: nn.Module,
+    x1: Tensor,
+    c: Tensor | None,
+    *,
+    generator: torch.Generator,
+    noise: Tensor | None = None,
+    t: Tensor | None = None,
+    time_sampling: str = "uniform",
+) -> tuple[Tensor, Tensor]:
     """||(x1 - x0) - u_theta(x_t, t, c)||^2, x_t = (1-t) x0 + t x1, x0 ~ N(0, I), t drawn by
     `time_sampling` (sample_flow_time; the course: U[0, 1))."""
     if t is None:
@@ -124,8 +152,11 @@ def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective
 
     c is the clean one-hot (or None); class dropout (p_uncond) is applied here.
     """
-    weights = (ddpm_loss_weights(alphas_cumprod, cfg.loss_weighting, cfg.min_snr_gamma)
-               if cfg.kind == "ddpm" else None)
+    weights = (
+        ddpm_loss_weights(alphas_cumprod, cfg.loss_weighting, cfg.min_snr_gamma)
+        if cfg.kind == "ddpm"
+        else None
+    )
 
     def objective(model: nn.Module, x: Tensor, c: Tensor | None, generator: torch.Generator):
         if c is not None and cfg.p_uncond > 0:
@@ -135,8 +166,15 @@ def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective
         if cfg.kind == "pure-noise":
             return pure_noise_loss(model, x, generator=generator)
         if cfg.kind == "ddpm":
-            return ddpm_loss(model, x, c, alphas_cumprod=alphas_cumprod, generator=generator,
-                             weights=weights, time_sampling=cfg.time_sampling)
+            return ddpm_loss(
+                model,
+                x,
+                c,
+                alphas_cumprod=alphas_cumprod,
+                generator=generator,
+                weights=weights,
+                time_sampling=cfg.time_sampling,
+            )
         return flow_loss(model, x, c, generator=generator, time_sampling=cfg.time_sampling)
 
     return objective
@@ -145,8 +183,11 @@ def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective
 LOSS_BINS = 10  # t-bins of the logged loss (metrics.jsonl: loss_t_bin)
 
 
-def loss_by_t_bins(losses: Tensor, t: Tensor | None, bins: int = LOSS_BINS) -> tuple[Tensor, Tensor]:
-    """Sum and count of per-sample losses in `bins` equal t-bins over [0, 1]: two (bins,) tensors."""
+def loss_by_t_bins(
+    losses: Tensor, t: Tensor | None, bins: int = LOSS_BINS
+) -> tuple[Tensor, Tensor]:
+    """Sum and count of per-sample losses in `bins` equal t-bins over [0, 1]: two (bins,)
+    tensors."""
     sums = losses.new_zeros(bins, dtype=torch.float32)
     counts = losses.new_zeros(bins, dtype=torch.float32)
     if t is not None:

@@ -5,20 +5,22 @@ writes the same mapping); flow time t in [0, 1] follows the course (x_t = (1-t) 
 the UNet predicts data - noise). Class conditioning is a one-hot (B, 10); label -1 (and the
 all-zero row) is the null class. Samples are (B, 1, 28, 28) in [-1, 1] (background -1). All
 sampling goes through the samplers' table (samplers.SAMPLERS); the UNet runs in the precision
-the machine runs fastest (`--mixed-precision auto`: samplers.devices.resolve_mixed_precision), the
+the machine runs fastest (`--mixed-precision auto`:
+samplers.app.devices.resolve_mixed_precision), the
 samplers' arithmetic in float32.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 import samplers
-from samplers.devices import autocast, resolve_device, resolve_mixed_precision
+from samplers.app.devices import autocast, resolve_device, resolve_mixed_precision
 
 from .checkpoints import CheckpointError, find_checkpoint, load_weights, verify_checksums
 from .config import TrainConfig, check_sampler
@@ -28,7 +30,8 @@ from .runs import load_run_config
 # The most images one UNet call takes on a CPU, by the precision the UNet runs in. In fp32, past
 # it throughput falls (1,000 images a call ran at 0.36x the speed of 128, docs/performance.md); at
 # 64 a D=64 UNet's largest activation (25 MB) stays under the 32 MiB that glibc's malloc can keep
-# for reuse (samplers.devices.keep_freed_memory). Under bf16 autocast larger calls run faster, up
+# for reuse (samplers.app.tuning.keep_freed_memory). Under bf16 autocast larger calls run faster,
+# up
 # to 256 (on a Zen 4, 1.18x the images/s of 64 at D=32, 1.07x at D=64; 512 slower); fp16, whose
 # activations are as small, takes the same (not measured: `auto` never picks fp16 on a CPU).
 CPU_MAX_BATCH = {"no": 64, "bf16": 256, "fp16": 256}
@@ -53,8 +56,9 @@ def unet_time(i: Tensor, num_timesteps: int) -> Tensor:
 
 
 def build_unet(cfg: TrainConfig) -> nn.Module:
-    return build_model(cfg.arch, hidden=cfg.hidden, conditioning=cfg.conditioning,
-                       num_classes=cfg.num_classes)
+    return build_model(
+        cfg.arch, hidden=cfg.hidden, conditioning=cfg.conditioning, num_classes=cfg.num_classes
+    )
 
 
 @dataclass
@@ -106,7 +110,10 @@ class LabModel:
         autocast, in chunks of at most `max_batch` images; output (B, C, H, W) in x's dtype."""
         n = 1 if self.max_batch is None else -(-x.shape[0] // self.max_batch)
         if n > 1:
-            parts = zip(*(v.tensor_split(n) if v is not None else [None] * n for v in (x, t, cond)))
+            parts = zip(
+                *(v.tensor_split(n) if v is not None else [None] * n for v in (x, t, cond)),
+                strict=False,
+            )
             return torch.cat([self.network(*part) for part in parts])
         with autocast(x.device, self.precision):
             out = self.unet(x) if t is None else self.unet(x, t, cond)
@@ -126,8 +133,9 @@ class LabModel:
         """What `sampler` walks in `steps` steps: the flow grid, or `steps` spaced VP timesteps."""
         if sampler in samplers.FLOW_SAMPLERS:
             return samplers.Schedule.flow(steps)
-        return samplers.Schedule.vp(self.alphas_cumprod,
-                                    samplers.spaced_timesteps(self.config.num_timesteps, steps))
+        return samplers.Schedule.vp(
+            self.alphas_cumprod, samplers.spaced_timesteps(self.config.num_timesteps, steps)
+        )
 
     def sampling_model(self, sampler: str, labels: Tensor, guidance_scale: float) -> Callable:
         """model(x, t) for `sampler`, conditioned on `labels` with CFG at `guidance_scale`."""
@@ -142,10 +150,17 @@ class LabModel:
         return samplers.Guided(base, self.one_hot(labels), uncond, guidance_scale)
 
     @torch.no_grad()
-    def sample(self, labels: Sequence[int] | Tensor, *, guidance_scale: float | None = None,
-               sampler: str | None = None, steps: int | None = None,
-               generator: torch.Generator | None = None, callback: Callable | None = None,
-               batch_size: int | None = None) -> Tensor:
+    def sample(
+        self,
+        labels: Sequence[int] | Tensor,
+        *,
+        guidance_scale: float | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable | None = None,
+        batch_size: int | None = None,
+    ) -> Tensor:
         """Generate (B, 1, 28, 28) in [-1, 1], one image per label (-1 = unconditional; a
         time-only model takes only -1, see grid_labels). CFG (default: the run's scale) runs
         batched. Noise is drawn on the generator's device (the CPU without one) and moved.
@@ -155,31 +170,49 @@ class LabModel:
         """
         labels = torch.as_tensor(labels).long().reshape(-1)
         if batch_size is not None and labels.numel() > batch_size:
-            return torch.cat([self.sample(part, guidance_scale=guidance_scale, sampler=sampler,
-                                          steps=steps, generator=generator, callback=callback)
-                              for part in labels.split(batch_size)])
+            return torch.cat(
+                [
+                    self.sample(
+                        part,
+                        guidance_scale=guidance_scale,
+                        sampler=sampler,
+                        steps=steps,
+                        generator=generator,
+                        callback=callback,
+                    )
+                    for part in labels.split(batch_size)
+                ]
+            )
         cfg = self.config
         sampler, steps = sampler or cfg.sampler, steps or cfg.sample_steps
         check_sampler(cfg, sampler, steps)
         if not self.class_conditional and (labels != -1).any():
-            raise ValueError(f"a {cfg.experiment} model is not class-conditional: it draws "
-                             f"unconditional samples only (label -1), got {labels.tolist()}")
+            raise ValueError(
+                f"a {cfg.experiment} model is not class-conditional: it draws "
+                f"unconditional samples only (label -1), got {labels.tolist()}"
+            )
         noise_device = generator.device if generator is not None else "cpu"
-        x = torch.randn((labels.numel(), 1, 28, 28), generator=generator,
-                        device=noise_device).to(self.device)
+        x = torch.randn((labels.numel(), 1, 28, 28), generator=generator, device=noise_device).to(
+            self.device
+        )
         if sampler == "direct":
             return (2 * self.network(x) - 1).clamp(-1, 1)
         scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
         model = self.sampling_model(sampler, labels, scale)
-        out = samplers.get_sampler(sampler)(model, x, self.schedule(sampler, steps),
-                                            generator=generator, callback=callback)
+        out = samplers.get_sampler(sampler)(
+            model, x, self.schedule(sampler, steps), generator=generator, callback=callback
+        )
         return out.clamp(-1, 1)
 
 
-def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = None,
-                   device: str | torch.device = "cpu", precision: str = "auto") -> LabModel:
+def load_lab_model(
+    run_dir: str | Path,
+    checkpoint: int | str | Path | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+) -> LabModel:
     """Load a run's model (EMA weights when the run kept them) in eval mode on `device`, to run
-    in `precision` ("auto": samplers.devices.resolve_mixed_precision), with its BatchNorm folded
+    in `precision` ("auto": samplers.app.devices.resolve_mixed_precision), with its BatchNorm folded
     into the convolutions (models.fold_batchnorm).
 
     Raises FileNotFoundError for a missing run, CheckpointError for a missing, corrupt or
@@ -192,18 +225,26 @@ def load_lab_model(run_dir: str | Path, checkpoint: int | str | Path | None = No
     ckpt.check_experiment(cfg.experiment)
     unet = build_unet(cfg).to(device)
     try:
-        weights = load_weights(ckpt.weights_file, device, experiment=cfg.experiment,
-                               expected=unet.state_dict())
+        weights = load_weights(
+            ckpt.weights_file, device, experiment=cfg.experiment, expected=unet.state_dict()
+        )
     except CheckpointError as e:
         if "does not fit" not in str(e):
             raise
-        raise CheckpointError(f"{e} (run: arch={cfg.arch}, hidden={cfg.hidden}, "
-                              f"conditioning={cfg.conditioning})") from e
+        raise CheckpointError(
+            f"{e} (run: arch={cfg.arch}, hidden={cfg.hidden}, conditioning={cfg.conditioning})"
+        ) from e
     verify_checksums(ckpt, (ckpt.weights_file.name,))
     unet.load_state_dict(weights, strict=True)
     # inference layout: BatchNorm folded into the convolutions, channels-last (see `make bench`)
     unet = fold_batchnorm(unet).to(memory_format=torch.channels_last)
     ab = vp_alphas_cumprod(cfg)
     precision = resolve_mixed_precision(precision, device)
-    return LabModel(cfg, unet.eval(), None if ab is None else ab.to(device), ckpt.path,
-                    precision, max_batch(device, precision))
+    return LabModel(
+        cfg,
+        unet.eval(),
+        None if ab is None else ab.to(device),
+        ckpt.path,
+        precision,
+        max_batch(device, precision),
+    )

@@ -1,16 +1,17 @@
 """Reading (and safely naming) run directories: `runs/<name>/` as docs/run-record.md describes.
 
-    config.json     the full TrainConfig (training.config) as JSON
-    metrics.jsonl   one object per logged step: step, epoch (float: step / period_steps), time, loss, lr,
-                    images_per_s, loss_t_bin (10 values, null where a bin was empty)
-    checkpoints/    epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}
-    samples/        epoch-NNNN.png per epoch, sampling.gif at the end
-    figures/        course deliverables (training.figures)
-    summary.json    status running|finished|failed|stopped, epoch, step, wall_time_s, final_loss,
-                    wandb {mode, project, id, url, dir, sync_command}, evaluation {...},
-                    process {pid, started, host} of the training process (process_alive)
-    wandb/          the W&B run files (offline runs: upload with the summary's sync_command)
+config.json     the full TrainConfig (training.config) as JSON
+metrics.jsonl   one object per logged step: step, epoch (float: step / period_steps), time,
+                loss, lr, images_per_s, loss_t_bin (10 values, null where a bin was empty)
+checkpoints/    epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}
+samples/        epoch-NNNN.png per epoch, sampling.gif at the end
+figures/        course deliverables (training.figures)
+summary.json    status running|finished|failed|stopped, epoch, step, wall_time_s, final_loss,
+                wandb {mode, project, id, url, dir, sync_command}, evaluation {...},
+                process {pid, started, host} of the training process (process_alive)
+wandb/          the W&B run files (offline runs: upload with the summary's sync_command)
 """
+
 from __future__ import annotations
 
 import json
@@ -21,14 +22,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from samplers.files import write_text_atomic
+from samplers.app.files import write_text_atomic
 
 from .checkpoints import Checkpoint, list_checkpoints
 from .config import ConfigError, TrainConfig
 
-__all__ = ["RunFileError", "RunInfo", "list_runs", "load_run_config", "read_config", "read_metrics",
-           "read_summary", "list_checkpoints", "safe_run_dir", "write_json", "process_identity",
-           "process_alive", "sample_grid_path", "list_sample_grids", "check_runs_folder"]
+__all__ = [
+    "RunFileError",
+    "RunInfo",
+    "list_runs",
+    "load_run_config",
+    "read_config",
+    "read_metrics",
+    "read_summary",
+    "list_checkpoints",
+    "safe_run_dir",
+    "write_json",
+    "process_identity",
+    "process_alive",
+    "sample_grid_path",
+    "list_sample_grids",
+    "check_runs_folder",
+]
 
 
 @dataclass
@@ -51,21 +66,32 @@ class RunInfo:
 def safe_run_dir(runs_dir: str | Path, name: str) -> Path:
     """runs_dir / name, refusing names that are empty, hidden (leading '.'), absolute, hold a
     path separator or control character, or leave runs_dir through a symlink (ConfigError)."""
-    if (not isinstance(name, str) or not name.strip() or name.startswith(".")
-            or Path(name).is_absolute() or "\\" in name or any(ord(ch) < 32 for ch in name)):
-        raise ConfigError(f"invalid run name {name!r}: use a plain folder name inside the runs folder")
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name.startswith(".")
+        or Path(name).is_absolute()
+        or "\\" in name
+        or any(ord(ch) < 32 for ch in name)
+    ):
+        raise ConfigError(
+            f"invalid run name {name!r}: use a plain folder name inside the runs folder"
+        )
     root = Path(runs_dir).resolve()
     path = (root / name).resolve()
     if path.parent != root:
-        raise ConfigError(f"invalid run name {name!r}: it must stay inside {runs_dir} "
-                          f"(no '/', '..' or symlink out of it)")
+        raise ConfigError(
+            f"invalid run name {name!r}: it must stay inside {runs_dir} "
+            f"(no '/', '..' or symlink out of it)"
+        )
     return path
 
 
 def _is_run(folder: Path) -> bool:
     """Whether `folder` holds a run record: config.json and summary.json or checkpoints/."""
     return (folder / "config.json").is_file() and (
-        (folder / "summary.json").is_file() or (folder / "checkpoints").is_dir())
+        (folder / "summary.json").is_file() or (folder / "checkpoints").is_dir()
+    )
 
 
 def check_runs_folder(runs_dir: str | Path) -> None:
@@ -74,14 +100,17 @@ def check_runs_folder(runs_dir: str | Path) -> None:
     root = Path(runs_dir).resolve()
     for folder in (root, root.parent):
         if _is_run(folder):
-            raise ConfigError(f"the runs folder {runs_dir} is inside the run {folder.name!r}; "
-                              f"use the folder that holds the runs ({folder.parent})")
+            raise ConfigError(
+                f"the runs folder {runs_dir} is inside the run {folder.name!r}; "
+                f"use the folder that holds the runs ({folder.parent})"
+            )
     existing = next(p for p in (root, *root.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"the runs folder {runs_dir} is not a folder ({existing} is a file)")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"the runs folder {runs_dir} cannot be written "
-                          f"({existing} is read-only here)")
+        raise ConfigError(
+            f"the runs folder {runs_dir} cannot be written ({existing} is read-only here)"
+        )
 
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:
@@ -102,8 +131,10 @@ def process_alive(identity: dict[str, Any] | None) -> bool | None:
         return None
     try:
         proc = psutil.Process(int(identity["pid"]))
-        return (abs(proc.create_time() - float(identity["started"])) < 0.01
-                and proc.status() != psutil.STATUS_ZOMBIE)
+        return (
+            abs(proc.create_time() - float(identity["started"])) < 0.01
+            and proc.status() != psutil.STATUS_ZOMBIE
+        )
     except (psutil.Error, KeyError, TypeError, ValueError):
         return False
 
@@ -153,7 +184,8 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows in order; a partially written (or otherwise unparsable) line is skipped."""
+    """metrics.jsonl rows in order; a partially written (or otherwise unparsable) line is
+    skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     rows = []
     try:
@@ -175,17 +207,25 @@ def run_info(run_dir: str | Path) -> RunInfo:
     cfg, summary = read_config(run_dir), read_summary(run_dir)
     ckpts: list[Checkpoint] = list_checkpoints(run_dir)
     return RunInfo(
-        name=run_dir.name, path=run_dir, experiment=cfg.get("experiment", "?"),
-        dataset=cfg.get("dataset", "?"), scheduler=bool(cfg.get("scheduler", True)),
-        status=summary.get("status", "unknown"), epoch=summary.get("epoch"),
-        step=summary.get("step"), total_steps=cfg.get("total_steps"),
-        final_loss=summary.get("final_loss"), wall_time_s=summary.get("wall_time_s"),
-        num_checkpoints=len(ckpts), created=(run_dir / "config.json").stat().st_mtime,
+        name=run_dir.name,
+        path=run_dir,
+        experiment=cfg.get("experiment", "?"),
+        dataset=cfg.get("dataset", "?"),
+        scheduler=bool(cfg.get("scheduler", True)),
+        status=summary.get("status", "unknown"),
+        epoch=summary.get("epoch"),
+        step=summary.get("step"),
+        total_steps=cfg.get("total_steps"),
+        final_loss=summary.get("final_loss"),
+        wall_time_s=summary.get("wall_time_s"),
+        num_checkpoints=len(ckpts),
+        created=(run_dir / "config.json").stat().st_mtime,
     )
 
 
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:
-    """Every run (a folder with config.json) under runs_dir, newest first; unreadable ones skipped."""
+    """Every run (a folder with config.json) under runs_dir, newest first; unreadable ones
+    skipped."""
     root = Path(runs_dir)
     infos = []
     for p in root.iterdir() if root.is_dir() else []:

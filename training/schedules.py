@@ -4,6 +4,7 @@
 (True) or once a period (the course's ExponentialLR, False). Both are torch schedulers, so their
 state dicts go into checkpoints and a resume continues them exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ class WarmupCosine:
         return self.final_ratio + (1 - self.final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig
-                   ) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
     """(scheduler, per_step) for a resolved cfg (lr_gamma and lr_decay_steps set)."""
     if cfg.lr_schedule == "exponential" and cfg.warmup_steps == 0:
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma), False

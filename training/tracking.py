@@ -8,6 +8,7 @@ service lost) is never fatal either: one warning with the sync command, then the
 the local record only. W&B files live under `<run_dir>/wandb/`. Secrets are never printed or
 recorded: only the mode, project, run id, URL and sync command are.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from samplers.files import write_text_atomic
+from samplers.app.files import write_text_atomic
 
 from .config import TrainConfig
 from .runs import load_run_config, process_identity, read_metrics, read_summary, write_json
@@ -41,7 +42,9 @@ def key_configured() -> bool:
 
 def resolve_mode(requested: str | None) -> str:
     """The W&B mode to start with (see the module docstring)."""
-    mode = requested or os.environ.get("WANDB_MODE") or ("online" if key_configured() else "offline")
+    mode = (
+        requested or os.environ.get("WANDB_MODE") or ("online" if key_configured() else "offline")
+    )
     return {"dryrun": "offline", "run": "online"}.get(mode, mode)
 
 
@@ -98,8 +101,13 @@ class WandbRun:
         self._wandb = wandb
         self.run_id = run_id or uuid.uuid4().hex[:8]
         kwargs = dict(
-            project=cfg.wandb_project, group=cfg.experiment, name=cfg.name, id=self.run_id,
-            resume="allow", dir=str(run_dir), config=cfg.to_dict(),
+            project=cfg.wandb_project,
+            group=cfg.experiment,
+            name=cfg.name,
+            id=self.run_id,
+            resume="allow",
+            dir=str(run_dir),
+            config=cfg.to_dict(),
             tags=run_tags(cfg.to_dict()),
         )
         try:
@@ -109,10 +117,14 @@ class WandbRun:
             if mode != "online":
                 self._lost("start", e)
                 return
-            _warn(f"W&B online start failed ({_first_line(e)}); "
-                  f"logging offline. Upload later with: {self.sync_command('offline')}")
+            _warn(
+                f"W&B online start failed ({_first_line(e)}); "
+                f"logging offline. Upload later with: {self.sync_command('offline')}"
+            )
         self.mode = "offline"
-        self.run_id = kwargs["id"] = uuid.uuid4().hex[:8]  # the failed id stays taken in wandb's service
+        self.run_id = kwargs["id"] = uuid.uuid4().hex[
+            :8
+        ]  # the failed id stays taken in wandb's service
         try:
             self.run = wandb.init(mode="offline", settings=self._settings(), **kwargs)
         except Exception as e:
@@ -123,8 +135,14 @@ class WandbRun:
         import wandb
 
         timeout = min(float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_S), INIT_TIMEOUT_S)
-        return wandb.Settings(init_timeout=timeout, silent=True, console="off",
-                              x_disable_stats=True, disable_git=True, save_code=False)
+        return wandb.Settings(
+            init_timeout=timeout,
+            silent=True,
+            console="off",
+            x_disable_stats=True,
+            disable_git=True,
+            save_code=False,
+        )
 
     def sync_command(self, mode: str | None = None) -> str:
         """The command that uploads this run's local W&B files (offline, or online cut short)."""
@@ -134,12 +152,18 @@ class WandbRun:
     def info(self) -> dict[str, Any]:
         if self.run is None and self.error is None:
             return {"mode": self.mode}
-        info = self._info if self.run is None else {
-            "mode": self.mode, "project": self.run.project, "id": self.run_id,
-            "url": self.run.url if self.mode == "online" else None,
-            "dir": str(Path(self.run.dir).parent),
-            "sync_command": self.sync_command() if self.mode == "offline" else None,
-        }
+        info = (
+            self._info
+            if self.run is None
+            else {
+                "mode": self.mode,
+                "project": self.run.project,
+                "id": self.run_id,
+                "url": self.run.url if self.mode == "online" else None,
+                "dir": str(Path(self.run.dir).parent),
+                "sync_command": self.sync_command() if self.mode == "offline" else None,
+            }
+        )
         if self.error is not None:
             info = {**info, "error": self.error, "sync_command": self.sync_command()}
         return info
@@ -152,8 +176,10 @@ class WandbRun:
             self._info = {"mode": self.mode, "id": self.run_id}
         self.error = f"W&B {what} failed ({_first_line(e)})"
         self.run = None
-        _warn(f"{self.error}; training goes on with the local run record. "
-              f"Upload what W&B saved later with: {self.sync_command()}")
+        _warn(
+            f"{self.error}; training goes on with the local run record. "
+            f"Upload what W&B saved later with: {self.sync_command()}"
+        )
         try:  # drop the broken wandb service so that its exit hook does not fail again
             self._wandb.teardown()
         except (Exception, SystemExit):
@@ -173,19 +199,25 @@ class WandbRun:
 
     def log_image(self, key: str, path: Path, step: int, **extra: Any) -> None:
         if self.run is not None:
-            self._call("log", lambda: self.run.log({key: self._wandb.Image(str(path)), **extra}, step=step))
+            self._call(
+                "log", lambda: self.run.log({key: self._wandb.Image(str(path)), **extra}, step=step)
+            )
 
     def log_gif(self, key: str, path: Path, step: int) -> None:
         if self.run is not None:
-            self._call("log", lambda: self.run.log({key: self._wandb.Video(str(path), format="gif")},
-                                                   step=step))
+            self._call(
+                "log",
+                lambda: self.run.log({key: self._wandb.Video(str(path), format="gif")}, step=step),
+            )
 
     def log_checkpoint(self, ckpt_dir: Path, epoch: int, metadata: dict[str, Any]) -> None:
         def log():
-            art = self._wandb.Artifact(_artifact_name(self.run.name or "run"), type="model",
-                                       metadata=metadata)
+            art = self._wandb.Artifact(
+                _artifact_name(self.run.name or "run"), type="model", metadata=metadata
+            )
             art.add_dir(str(ckpt_dir))
             self.run.log_artifact(art, aliases=["latest", f"epoch-{epoch}"])
+
         self._call("artifact upload", log)
 
     def update_summary(self, values: dict[str, Any]) -> None:
@@ -201,9 +233,12 @@ class WandbRun:
 def run_tags(config: dict[str, Any]) -> list[str]:
     """A run's W&B tags from its config.json: scheduler or no-scheduler, dataset, the recipe
     (`recipe-course`, `recipe-fast`) and the UNet (`arch-course`, `arch-improved`)."""
-    return ["scheduler" if config.get("scheduler", True) else "no-scheduler",
-            config.get("dataset", "?"), f"recipe-{config.get('recipe', 'course')}",
-            f"arch-{config.get('arch', 'course')}"]
+    return [
+        "scheduler" if config.get("scheduler", True) else "no-scheduler",
+        config.get("dataset", "?"),
+        f"recipe-{config.get('recipe', 'course')}",
+        f"arch-{config.get('arch', 'course')}",
+    ]
 
 
 class Tracker:
@@ -222,26 +257,46 @@ class Tracker:
             self.record.truncate_metrics(resume_step)
         run_id = previous.get("wandb", {}).get("id") if resume_step is not None else None
         self.wandb = WandbRun(run_dir, cfg, run_id, resolve_mode(cfg.wandb_mode))
-        self.record.update_summary(status="running", wandb=self.wandb.info(),
-                                   process=process_identity())
+        self.record.update_summary(
+            status="running", wandb=self.wandb.info(), process=process_identity()
+        )
 
     def wall_time(self) -> float:
         return self.elapsed_before + time.time() - self.start
 
     def log_metrics(self, row: dict[str, Any]) -> None:
         self.record.append_metrics(row)
-        bins = {f"loss_t_bin/{i}": v for i, v in enumerate(row.get("loss_t_bin") or []) if v is not None}
-        self.wandb.log({k: v for k, v in row.items() if k not in ("step", "loss_t_bin")} | bins,
-                       step=row["step"])
+        bins = {
+            f"loss_t_bin/{i}": v for i, v in enumerate(row.get("loss_t_bin") or []) if v is not None
+        }
+        self.wandb.log(
+            {k: v for k, v in row.items() if k not in ("step", "loss_t_bin")} | bins,
+            step=row["step"],
+        )
 
-    def epoch_done(self, epoch: int, step: int, loss: float | None, sample_png: Path | None) -> None:
+    def epoch_done(
+        self, epoch: int, step: int, loss: float | None, sample_png: Path | None
+    ) -> None:
         if sample_png is not None:
             self.wandb.log_image("samples", sample_png, step, epoch=epoch)
-        self.record.update_summary(status="running", epoch=epoch, step=step, final_loss=loss,
-                                   wall_time_s=round(self.wall_time(), 2))
+        self.record.update_summary(
+            status="running",
+            epoch=epoch,
+            step=step,
+            final_loss=loss,
+            wall_time_s=round(self.wall_time(), 2),
+        )
 
-    def finish(self, status: str, *, gif: Path | None, checkpoint: Path | None, epoch: float,
-               step: int, loss: float | None) -> dict[str, Any]:
+    def finish(
+        self,
+        status: str,
+        *,
+        gif: Path | None,
+        checkpoint: Path | None,
+        epoch: float,
+        step: int,
+        loss: float | None,
+    ) -> dict[str, Any]:
         """Log the GIF and the last checkpoint (artifact), close W&B, write the final summary."""
         if gif is not None:
             self.wandb.log_gif("sampling", gif, step)
@@ -254,8 +309,14 @@ class Tracker:
             info = self.wandb.info()
         if info.get("sync_command"):
             print(f"W&B run saved offline; upload with: {info['sync_command']}", file=sys.stderr)
-        return self.record.update_summary(status=status, epoch=epoch, step=step, final_loss=loss,
-                                          wall_time_s=round(self.wall_time(), 2), wandb=info)
+        return self.record.update_summary(
+            status=status,
+            epoch=epoch,
+            step=step,
+            final_loss=loss,
+            wall_time_s=round(self.wall_time(), 2),
+            wandb=info,
+        )
 
     def fail(self, error: str | None = None) -> None:
         """Mark the run failed in W&B (summary, exit code 1) and in summary.json, with `error`."""
@@ -263,13 +324,19 @@ class Tracker:
         info = self.wandb.info()
         self.wandb.finish(1)
         try:
-            self.record.update_summary(status="failed", error=error, wall_time_s=round(self.wall_time(), 2),
-                                       wandb=self.wandb.info() if self.wandb.error else info)
+            self.record.update_summary(
+                status="failed",
+                error=error,
+                wall_time_s=round(self.wall_time(), 2),
+                wandb=self.wandb.info() if self.wandb.error else info,
+            )
         except OSError as e:  # e.g. the disk that failed the run: summary.json stays as it was
             _warn(f"could not mark the run failed in {self.record.run_dir / 'summary.json'}: {e}")
-        if (self.wandb.info().get("sync_command")):
-            print(f"W&B run saved offline; upload with: {self.wandb.info()['sync_command']}",
-                  file=sys.stderr)
+        if self.wandb.info().get("sync_command"):
+            print(
+                f"W&B run saved offline; upload with: {self.wandb.info()['sync_command']}",
+                file=sys.stderr,
+            )
 
 
 def push_evaluation(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ every random draw of step s comes from a generator seeded with (seed, s, rank), 
 repeats the uninterrupted one bit for bit on the same machine. Only the main process writes the
 run record, W&B and checkpoints; each process trains its slice of the global batch (DDP).
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from accelerate import Accelerator, PartialState
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from samplers.devices import resolve_device, resolve_mixed_precision
+from samplers.app.devices import resolve_device, resolve_mixed_precision
 
 from . import checkpoints as ck
 from .config import ConfigError, TrainConfig, TrainingDiverged, preview_sampler, resolve_length
@@ -41,7 +42,8 @@ STOP = threading.Event()  # set by request_stop (the CLI's SIGTERM and first SIG
 
 
 def request_stop(*_signal_args) -> None:
-    """Ask the training loop to stop after the current step: a checkpoint there, status "stopped"."""
+    """Ask the training loop to stop after the current step: a checkpoint there, status
+    "stopped"."""
     STOP.set()
 
 
@@ -49,13 +51,17 @@ def interrupt(*_signal_args) -> None:
     """Ctrl-C (the CLI's SIGINT handler): the first stops as request_stop does, a second aborts."""
     if STOP.is_set():
         raise KeyboardInterrupt
-    print("\nstopping after this step, with a checkpoint there (Ctrl-C again: abort without one)",
-          file=sys.stderr, flush=True)
+    print(
+        "\nstopping after this step, with a checkpoint there (Ctrl-C again: abort without one)",
+        file=sys.stderr,
+        flush=True,
+    )
     request_stop()
 
 
 class EMA:
-    """Exponential moving average of a model's weights (buffers copied), warmed up over early steps."""
+    """Exponential moving average of a model's weights (buffers copied), warmed up over early
+    steps."""
 
     def __init__(self, model: nn.Module, decay: float, warmup: float):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -65,12 +71,14 @@ class EMA:
     def update(self, model: nn.Module, num_updates: int) -> None:
         d = min(self.decay, (1 + num_updates) / (self.warmup + num_updates))
         torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
-        for e, b in zip(self.model.buffers(), model.buffers()):
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=False):
             e.copy_(b)
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, inputs: Callable[[nn.Module, int], object], batches: int) -> None:
+def recalibrate_batchnorm(
+    model: nn.Module, inputs: Callable[[nn.Module, int], object], batches: int
+) -> None:
     """Set every BatchNorm's running statistics to the exact average over `batches` calls of
     inputs(model, k), which runs the model in train mode on batch k (as a training step would).
 
@@ -91,7 +99,7 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Callable[[nn.Module, int], o
         for k in range(batches):
             inputs(model, k)
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=False):
             m.momentum = momentum
         model.train(was_training)
 
@@ -102,8 +110,10 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     device = PartialState(cpu=cfg.device == "cpu").device
     if device.type == "cuda":  # deterministic cuDNN algorithms, so a resumed run stays bit-exact
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    return Accelerator(cpu=cfg.device == "cpu",
-                       mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device))
+    return Accelerator(
+        cpu=cfg.device == "cpu",
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device),
+    )
 
 
 def memory_format(cfg: TrainConfig) -> torch.memory_format:
@@ -119,8 +129,10 @@ def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
     if not resume:
         check_runs_folder(run_dir.parent)
         if exists:
-            raise ConfigError(f"run {run_dir.name!r} already exists in {run_dir.parent}; pass --resume "
-                              f"to continue it, or --name to start a new run")
+            raise ConfigError(
+                f"run {run_dir.name!r} already exists in {run_dir.parent}; pass --resume "
+                f"to continue it, or --name to start a new run"
+            )
         return []
     if not exists:
         raise ConfigError(f"--resume: there is no run {run_dir.name!r} in {run_dir.parent}")
@@ -128,24 +140,36 @@ def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
     owner = summary.get("process") or {}
     another = owner.get("pid") != os.getpid()  # this process's own earlier run has ended
     if summary.get("status") == "running" and another and process_alive(owner):
-        raise ConfigError(f"--resume: run {run_dir.name!r} is training now (process {owner['pid']}); "
-                          f"stop it first (the dashboard's Stop, or kill -TERM {owner['pid']})")
+        raise ConfigError(
+            f"--resume: run {run_dir.name!r} is training now (process {owner['pid']}); "
+            f"stop it first (the dashboard's Stop, or kill -TERM {owner['pid']})"
+        )
     folders = ck.checkpoint_folders(run_dir)[::-1]
     if not folders:
-        raise ConfigError(f"--resume: run {run_dir.name!r} has no complete checkpoint to resume from")
+        raise ConfigError(
+            f"--resume: run {run_dir.name!r} has no complete checkpoint to resume from"
+        )
     return folders
 
 
 class Trainer:
     """One training run; build with a config (resolved in `run`), then call `run()`."""
 
-    def __init__(self, cfg: TrainConfig, runs_dir: str | Path = "runs", *, resume: bool = False,
-                 stop_after: int | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        runs_dir: str | Path = "runs",
+        *,
+        resume: bool = False,
+        stop_after: int | None = None,
+    ):
         self.acc = make_accelerator(cfg)
         self.main = self.acc.is_main_process
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if cfg.batch_size % self.world:
-            raise ConfigError(f"--batch-size {cfg.batch_size} must divide over {self.world} processes")
+            raise ConfigError(
+                f"--batch-size {cfg.batch_size} must divide over {self.world} processes"
+            )
         self.run_dir = safe_run_dir(runs_dir, cfg.name)
         candidates = check_run_dir(self.run_dir, resume)
         self.acc.wait_for_everyone()
@@ -154,21 +178,36 @@ class Trainer:
 
         data = load_dataset(cfg.dataset, cfg.data_root, "train")
         normalize = to_signed if cfg.data_range[0] < 0 else to_unit
-        self.batches = Batches(data, cfg.batch_size, seed=cfg.seed, device=self.device,
-                               normalize=normalize, rank=self.rank, world_size=self.world,
-                               drop_last=self.world > 1)
+        self.batches = Batches(
+            data,
+            cfg.batch_size,
+            seed=cfg.seed,
+            device=self.device,
+            normalize=normalize,
+            rank=self.rank,
+            world_size=self.world,
+            drop_last=self.world > 1,
+        )
         if not resume:
             cfg = resolve_length(cfg, len(data), self.batches.steps_per_pass)
-        extra = {**cfg.extra, "train_size": len(data), "world_size": self.world,
-                 "device": str(self.device), "mixed_precision": self.acc.mixed_precision}
-        self.cfg = cfg = TrainConfig.from_dict({**cfg.to_dict(), "dataset": data.name, "extra": extra})
+        extra = {
+            **cfg.extra,
+            "train_size": len(data),
+            "world_size": self.world,
+            "device": str(self.device),
+            "mixed_precision": self.acc.mixed_precision,
+        }
+        self.cfg = cfg = TrainConfig.from_dict(
+            {**cfg.to_dict(), "dataset": data.name, "extra": extra}
+        )
 
         torch.manual_seed(cfg.seed)
         self.model = build_unet(cfg).to(self.device, memory_format=memory_format(cfg))
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay else None
         # fused: one kernel over all parameters instead of six small ops each (CPU and CUDA have it)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
-                                          fused=self.device.type in ("cpu", "cuda") or None)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, fused=self.device.type in ("cpu", "cuda") or None
+        )
         self.scheduler, self.scheduler_per_step = make_scheduler(self.optimizer, cfg)
         self.alphas_cumprod = vp_alphas_cumprod(cfg)
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
@@ -181,12 +220,17 @@ class Trainer:
             # at its length it resumes only to finish its record (killed in its last bookkeeping)
             finished = read_summary(self.run_dir).get("status") == "finished"
             if self.step > cfg.total_steps or finished:
-                raise ConfigError(f"--resume: run {cfg.name!r} has trained {self.step} steps already, "
-                                  f"and {cfg.total_steps} is its length; pass a larger --steps or "
-                                  f"--epochs to train on")
+                raise ConfigError(
+                    f"--resume: run {cfg.name!r} has trained {self.step} steps already, "
+                    f"and {cfg.total_steps} is its length; pass a larger --steps or "
+                    f"--epochs to train on"
+                )
         self.ddp_model, self.ddp_optimizer = self.acc.prepare(self.model, self.optimizer)
-        self.tracker = Tracker(self.run_dir, cfg, resume_step=self.step if self.resume_from else None) \
-            if self.main else None
+        self.tracker = (
+            Tracker(self.run_dir, cfg, resume_step=self.step if self.resume_from else None)
+            if self.main
+            else None
+        )
         self._test_images: Tensor | None = None
 
     # ------------------------------------------------------------------ state
@@ -201,19 +245,28 @@ class Trainer:
                 continue
             if self.main:
                 for reason in skipped:
-                    print(f"warning: {reason}; resuming from {ckpt.path.name} (step {self.step}) "
-                          f"instead", file=sys.stderr, flush=True)
+                    print(
+                        f"warning: {reason}; resuming from {ckpt.path.name} (step {self.step}) "
+                        f"instead",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             return ckpt
-        raise ck.CheckpointError(f"--resume: no checkpoint of run {self.run_dir.name!r} loads: "
-                                 + "; ".join(skipped))
+        raise ck.CheckpointError(
+            f"--resume: no checkpoint of run {self.run_dir.name!r} loads: " + "; ".join(skipped)
+        )
 
     def _restore(self, path: Path) -> ck.Checkpoint:
         """Load checkpoint folder `path` into model, EMA, optimizer, scheduler and RNGs
         (CheckpointError naming the file when any part is unreadable or does not fit this run)."""
         ckpt = ck.read_checkpoint(path)
         ckpt.check_experiment(self.cfg.experiment)
-        load = lambda name, net: ck.load_weights(path / name, self.device, experiment=self.cfg.experiment,
-                                                 expected=net.state_dict())
+
+        def load(name, net):
+            return ck.load_weights(
+                path / name, self.device, experiment=self.cfg.experiment, expected=net.state_dict()
+            )
+
         weights = load("model.safetensors", self.model)
         ema = load("ema.safetensors", self.ema.model) if self.ema is not None else None
         state = ck.load_state(ckpt)
@@ -223,8 +276,10 @@ class Trainer:
             for i, slots in state["optimizer"]["state"].items():
                 for name, v in slots.items():
                     if v.dim() and v.shape != params[i].shape:
-                        raise ValueError(f"optimizer {name} of parameter {i} has shape "
-                                         f"{tuple(v.shape)}, the model's is {tuple(params[i].shape)}")
+                        raise ValueError(
+                            f"optimizer {name} of parameter {i} has shape "
+                            f"{tuple(v.shape)}, the model's is {tuple(params[i].shape)}"
+                        )
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             step = int(state["step"])
@@ -242,17 +297,35 @@ class Trainer:
     def _save(self, period: int, partial_step: int | None = None) -> Path:
         nets = [self.model] + ([self.ema.model] if self.ema is not None else [])
         if not torch.stack([p.isfinite().all() for n in nets for p in n.parameters()]).all():
-            raise TrainingDiverged(f"the weights became NaN or infinite by step {self.step}; "
-                                   f"checkpoint {ck.checkpoint_name(period)} was not written")
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "rng": ck.rng_state(), "step": self.step}
-        meta = {"experiment": self.cfg.experiment, "step": self.step, "loss": self.last_loss,
-                "arch": self.cfg.arch, "hidden": self.cfg.hidden, "conditioning": self.cfg.conditioning,
-                "wall_time_s": round(self.tracker.wall_time(), 2),
-                "preview_s": round(self.preview_seconds, 2)}
-        path = ck.save_checkpoint(self.run_dir, period, model=self.model.state_dict(), state=state,
-                                  meta=meta, ema=self.ema.model.state_dict() if self.ema else None,
-                                  step=partial_step)
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite by step {self.step}; "
+                f"checkpoint {ck.checkpoint_name(period)} was not written"
+            )
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ck.rng_state(),
+            "step": self.step,
+        }
+        meta = {
+            "experiment": self.cfg.experiment,
+            "step": self.step,
+            "loss": self.last_loss,
+            "arch": self.cfg.arch,
+            "hidden": self.cfg.hidden,
+            "conditioning": self.cfg.conditioning,
+            "wall_time_s": round(self.tracker.wall_time(), 2),
+            "preview_s": round(self.preview_seconds, 2),
+        }
+        path = ck.save_checkpoint(
+            self.run_dir,
+            period,
+            model=self.model.state_dict(),
+            state=state,
+            meta=meta,
+            ema=self.ema.model.state_dict() if self.ema else None,
+            step=partial_step,
+        )
         ck.prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints, self.cfg.milestones)
         return path
 
@@ -260,8 +333,13 @@ class Trainer:
     def _sampling_model(self) -> LabModel:
         net = self.ema.model if self.ema is not None else self.model
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
-        return LabModel(self.cfg, net, ab, precision=self.acc.mixed_precision,
-                        max_batch=max_batch(self.device, self.acc.mixed_precision))
+        return LabModel(
+            self.cfg,
+            net,
+            ab,
+            precision=self.acc.mixed_precision,
+            max_batch=max_batch(self.device, self.acc.mixed_precision),
+        )
 
     @torch.no_grad()
     def _preview(self, period: int, gif: bool) -> tuple[Path, Path | None]:
@@ -276,7 +354,9 @@ class Trainer:
         try:
             if self.cfg.kind == "denoiser":
                 clean = self._test_batch()
-                noisy = clean + self.cfg.sigma * torch.randn(clean.shape, generator=g, device=self.device)
+                noisy = clean + self.cfg.sigma * torch.randn(
+                    clean.shape, generator=g, device=self.device
+                )
                 rows = torch.cat([clean, noisy.clamp(0, 1), lab.unet(noisy).clamp(0, 1)])
                 return save_grid(rows * 2 - 1, sample_grid_path(self.run_dir, period)), None
             sampler, steps = preview_sampler(self.cfg)
@@ -288,7 +368,8 @@ class Trainer:
             lab.unet.train(was_training)
 
     def _test_batch(self) -> Tensor:
-        """The first 10 test images (10, 1, 28, 28) in [0, 1]: the denoiser's preview, loaded once."""
+        """The first 10 test images (10, 1, 28, 28) in [0, 1]: the denoiser's preview, loaded
+        once."""
         if self._test_images is None:
             test = load_dataset(self.cfg.dataset, self.cfg.data_root, "test")
             self._test_images = to_unit(test.images[:10]).to(self.device)
@@ -317,8 +398,14 @@ class Trainer:
             self._end_period(math.ceil(total / period_steps), final=True)
             return
         last_t, last_step = time.time(), self.step
-        self._bar = bar = tqdm(total=total, initial=self.step, desc=cfg.name, unit="step", disable=not self.main,
-                   dynamic_ncols=True)
+        self._bar = bar = tqdm(
+            total=total,
+            initial=self.step,
+            desc=cfg.name,
+            unit="step",
+            disable=not self.main,
+            dynamic_ncols=True,
+        )
         while self.step < total:
             x, c = self._batch(self.step)
             gen.manual_seed(derive_seed(cfg.seed, "noise", self.step, self.rank))
@@ -326,7 +413,9 @@ class Trainer:
                 losses, t = self.objective(self.ddp_model, x, c, gen)
             loss = losses.mean()
             acc.backward(loss)
-            bad_step = torch.where((bad_step > 0) | loss.detach().isfinite(), bad_step, self.step + 1)
+            bad_step = torch.where(
+                (bad_step > 0) | loss.detach().isfinite(), bad_step, self.step + 1
+            )
             self.ddp_optimizer.step()
             self.ddp_optimizer.zero_grad(set_to_none=True)
             if self.scheduler_per_step:
@@ -335,15 +424,23 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.model, self.step)
             sums, counts = loss_by_t_bins(losses, t)
-            acc_vals += torch.cat([losses.detach().float().sum().view(1),
-                                   losses.new_tensor([losses.shape[0]], dtype=torch.float32), sums, counts])
+            acc_vals += torch.cat(
+                [
+                    losses.detach().float().sum().view(1),
+                    losses.new_tensor([losses.shape[0]], dtype=torch.float32),
+                    sums,
+                    counts,
+                ]
+            )
             bar.update(1)
             period_end = self.step % period_steps == 0 or self.step == total
             if self.step % cfg.log_every == 0 or period_end:
                 now = time.time()
                 vals = acc.reduce(acc_vals, "sum") if self.world > 1 else acc_vals
                 self._check_finite(vals[0], bad_step, last_step)
-                self._log(vals, (self.step - last_step) * cfg.batch_size / max(now - last_t, 1e-9), bar)
+                self._log(
+                    vals, (self.step - last_step) * cfg.batch_size / max(now - last_t, 1e-9), bar
+                )
                 acc_vals.zero_()
                 last_t, last_step = now, self.step
             if period_end:
@@ -378,9 +475,14 @@ class Trainer:
                 if self.ema is not None:
                     self._recalibrate_ema()
                 self._save(self.step // self.cfg.period_steps, partial_step=self.step)
-            self.tracker.finish("stopped", gif=None, checkpoint=None,
-                                epoch=round(self.step / self.cfg.period_steps, 4),
-                                step=self.step, loss=self.last_loss)
+            self.tracker.finish(
+                "stopped",
+                gif=None,
+                checkpoint=None,
+                epoch=round(self.step / self.cfg.period_steps, 4),
+                step=self.step,
+                loss=self.last_loss,
+            )
         self.acc.wait_for_everyone()
 
     def _check_finite(self, loss_sum: Tensor, bad_step: Tensor, last_step: int) -> None:
@@ -393,19 +495,25 @@ class Trainer:
             f"the loss became NaN or infinite at step {step} (epoch "
             f"{math.ceil(int(bad_step or self.step) / self.cfg.period_steps)}); training stopped "
             f"without saving the non-finite weights. Last good checkpoint: "
-            f"{last.path if last else 'none'}. Try a lower --lr (now {self.cfg.lr:g}).")
+            f"{last.path if last else 'none'}. Try a lower --lr (now {self.cfg.lr:g})."
+        )
 
     def _log(self, vals: Tensor, images_per_s: float, bar) -> None:
         if not self.main:
             return
         v = vals.tolist()  # the only host sync of a logging interval
         self.last_loss = v[0] / max(v[1], 1)
-        bin_sums, bin_counts = v[2:2 + LOSS_BINS], v[2 + LOSS_BINS:]
-        bins = [s / n if n else None for s, n in zip(bin_sums, bin_counts)]
-        row = {"step": self.step, "epoch": round(self.step / self.cfg.period_steps, 4),
-               "time": round(self.tracker.wall_time(), 3), "loss": self.last_loss,
-               "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": round(images_per_s, 1),
-               "loss_t_bin": bins}
+        bin_sums, bin_counts = v[2 : 2 + LOSS_BINS], v[2 + LOSS_BINS :]
+        bins = [s / n if n else None for s, n in zip(bin_sums, bin_counts, strict=False)]
+        row = {
+            "step": self.step,
+            "epoch": round(self.step / self.cfg.period_steps, 4),
+            "time": round(self.tracker.wall_time(), 3),
+            "loss": self.last_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": round(images_per_s, 1),
+            "loss_t_bin": bins,
+        }
         self.tracker.log_metrics(row)
         bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{images_per_s:.0f}")
 
@@ -414,7 +522,9 @@ class Trainer:
         (b, K) for class-conditional models (else None)."""
         x, y = self.batches.batch(step)
         x = x.contiguous(memory_format=memory_format(self.cfg))
-        return x, F.one_hot(y, self.cfg.num_classes).to(x.dtype) if self.cfg.class_conditional else None
+        return x, F.one_hot(y, self.cfg.num_classes).to(
+            x.dtype
+        ) if self.cfg.class_conditional else None
 
     def _recalibrate_ema(self) -> None:
         """The EMA model's BatchNorm statistics, recomputed on BN_RECALIBRATION_BATCHES training
@@ -442,13 +552,24 @@ class Trainer:
             if period % self.cfg.checkpoint_every == 0 or final:
                 ckpt = self._save(period)
             if final:
-                self.tracker.finish("finished", gif=gif, checkpoint=ckpt, epoch=period,
-                                    step=self.step, loss=self.last_loss)
+                self.tracker.finish(
+                    "finished",
+                    gif=gif,
+                    checkpoint=ckpt,
+                    epoch=period,
+                    step=self.step,
+                    loss=self.last_loss,
+                )
         self.acc.wait_for_everyone()
 
 
-def train(cfg: TrainConfig, runs_dir: str | Path = "runs", *, resume: bool = False,
-          stop_after: int | None = None) -> Path:
+def train(
+    cfg: TrainConfig,
+    runs_dir: str | Path = "runs",
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> Path:
     """Train `cfg` into runs_dir/cfg.name (continuing it with `resume`); returns the run folder.
 
     `stop_after`: stop after that many periods as if killed (tests of exact resume).

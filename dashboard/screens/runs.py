@@ -1,4 +1,5 @@
 """Runs: compare local (and W&B) runs: curves, config diff, sample grids, evaluation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,15 +21,24 @@ MAX_DEFAULT_SELECTED = 3
 def filtered(runs: list[Run]) -> list[Run]:
     """Filter widgets for experiment, dataset and tag; returns the runs that pass."""
     cols = st.columns(3)
-    picks = [cols[0].multiselect("Experiment", sorted({r.info.experiment for r in runs}),
-                                 key="runs_experiments", **KEEP),
-             cols[1].multiselect("Dataset", sorted({r.info.dataset for r in runs}),
-                                 key="runs_datasets", **KEEP),
-             cols[2].multiselect("Tag", sorted({t for r in runs for t in r.tags}), key="runs_tags",
-                                 **KEEP)]
-    return [r for r in runs if (not picks[0] or r.info.experiment in picks[0])
-            and (not picks[1] or r.info.dataset in picks[1])
-            and (not picks[2] or set(picks[2]) <= set(r.tags))]
+    picks = [
+        cols[0].multiselect(
+            "Experiment", sorted({r.info.experiment for r in runs}), key="runs_experiments", **KEEP
+        ),
+        cols[1].multiselect(
+            "Dataset", sorted({r.info.dataset for r in runs}), key="runs_datasets", **KEEP
+        ),
+        cols[2].multiselect(
+            "Tag", sorted({t for r in runs for t in r.tags}), key="runs_tags", **KEEP
+        ),
+    ]
+    return [
+        r
+        for r in runs
+        if (not picks[0] or r.info.experiment in picks[0])
+        and (not picks[1] or r.info.dataset in picks[1])
+        and (not picks[2] or set(picks[2]) <= set(r.tags))
+    ]
 
 
 def runs_table(runs: list[Run]) -> None:
@@ -36,11 +46,20 @@ def runs_table(runs: list[Run]) -> None:
     for r in runs:
         s = read_summary(r.path) if r.path.is_dir() else {}
         total = r.info.total_steps
-        rows.append({"run": r.label, "experiment": r.info.experiment, "dataset": r.info.dataset,
-                     "status": jobs.run_status(r.path) if r.path.is_dir() else "deleted",
-                     "epoch": s.get("epoch"), "step": f"{s.get('step', 0)} / {total or '?'}",
-                     "final loss": s.get("final_loss"), "wall time (s)": s.get("wall_time_s"),
-                     "checkpoints": r.info.num_checkpoints, "tags": ", ".join(r.tags)})
+        rows.append(
+            {
+                "run": r.label,
+                "experiment": r.info.experiment,
+                "dataset": r.info.dataset,
+                "status": jobs.run_status(r.path) if r.path.is_dir() else "deleted",
+                "epoch": s.get("epoch"),
+                "step": f"{s.get('step', 0)} / {total or '?'}",
+                "final loss": s.get("final_loss"),
+                "wall time (s)": s.get("wall_time_s"),
+                "checkpoints": r.info.num_checkpoints,
+                "tags": ", ".join(r.tags),
+            }
+        )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
@@ -54,19 +73,28 @@ def curves(runs: list[Run]) -> None:
     if not any(metrics.values()):
         st.info("No metrics logged yet: a run writes metrics.jsonl every `--log-every` steps.")
         return
-    st.plotly_chart(charts.metric_figure(metrics, "loss", x=x, smoothing=smoothing, log_y=log_y,
-                                         title="training loss"), width="stretch")
-    st.plotly_chart(charts.metric_figure(metrics, "lr", x=x, log_y=log_y, title="learning rate"),
-                    width="stretch")
+    st.plotly_chart(
+        charts.metric_figure(
+            metrics, "loss", x=x, smoothing=smoothing, log_y=log_y, title="training loss"
+        ),
+        width="stretch",
+    )
+    st.plotly_chart(
+        charts.metric_figure(metrics, "lr", x=x, log_y=log_y, title="learning rate"),
+        width="stretch",
+    )
     st.plotly_chart(charts.t_bin_figure(metrics, log_y=log_y), width="stretch")
 
 
 def live_section(runs: list[Run]) -> None:
     """Status table and curves, refreshed every REFRESH_S seconds while the toggle is on."""
-    running = any(jobs.run_status(r.path) in jobs.BUSY for r in runs
-                  if r.path.is_dir())
-    live = st.toggle(f"Live refresh (every {REFRESH_S} s)", value=running, key="runs_live",
-                     help="On by default while a selected run is training.")
+    running = any(jobs.run_status(r.path) in jobs.BUSY for r in runs if r.path.is_dir())
+    live = st.toggle(
+        f"Live refresh (every {REFRESH_S} s)",
+        value=running,
+        key="runs_live",
+        help="On by default while a selected run is training.",
+    )
 
     @st.fragment(run_every=REFRESH_S if live else None)
     def view() -> None:
@@ -97,9 +125,12 @@ def sample_grids(runs: list[Run]) -> None:
     if not epochs:
         st.caption("No per-epoch sample grids yet (samples/epoch-NNNN.png).")
         return
-    epoch = (st.select_slider("Epoch", epochs, value=epochs[-1], key="grid_epoch")
-             if len(epochs) > 1 else epochs[0])
-    for col, (label, grid) in zip(st.columns(len(grids)), grids.items()):
+    epoch = (
+        st.select_slider("Epoch", epochs, value=epochs[-1], key="grid_epoch")
+        if len(epochs) > 1
+        else epochs[0]
+    )
+    for col, (label, grid) in zip(st.columns(len(grids)), grids.items(), strict=False):
         path: Path | None = grid.get(epoch)
         with col, user_errors(f"Grid of {label}"):
             if path is None:
@@ -124,20 +155,27 @@ def evaluation_table(runs: list[Run]) -> None:
     beside one row per run: its best Fréchet distance and the accuracy at that guidance."""
     evals = evaluations(runs)
     if not evals:
-        st.caption("No evaluation yet: evaluate a run below (or `python -m training evaluate "
-                   "RUN_DIR`).")
+        st.caption(
+            "No evaluation yet: evaluate a run below (or `python -m training evaluate RUN_DIR`)."
+        )
         return
     rows = []
     for label, ev in evals.items():
         g = min(ev["frechet"], key=ev["frechet"].get)
         acc = ev.get("accuracy", {}).get(g)
         floor = ev.get("frechet_floor")
-        rows.append({"run": label, "best Fréchet": round(ev["frechet"][g], 2), "at guidance": g,
-                     "x floor": round(ev["frechet"][g] / floor, 2) if floor else None,
-                     "class accuracy": None if acc is None else f"{100 * acc:.1f}%",
-                     "Fréchet floor (real vs real)": floor,
-                     "samples": ev.get("per_class", 0) * 10 * ev.get("repeats", 1) or None,
-                     "checkpoint": ev.get("checkpoint")})
+        rows.append(
+            {
+                "run": label,
+                "best Fréchet": round(ev["frechet"][g], 2),
+                "at guidance": g,
+                "x floor": round(ev["frechet"][g] / floor, 2) if floor else None,
+                "class accuracy": None if acc is None else f"{100 * acc:.1f}%",
+                "Fréchet floor (real vs real)": floor,
+                "samples": ev.get("per_class", 0) * 10 * ev.get("repeats", 1) or None,
+                "checkpoint": ev.get("checkpoint"),
+            }
+        )
     left, right = st.columns([3, 2])
     left.plotly_chart(charts.evaluation_figure(evals), width="stretch", key="evaluation_chart")
     right.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
@@ -145,8 +183,14 @@ def evaluation_table(runs: list[Run]) -> None:
 
 def evaluate_section(runs: list[Run]) -> None:
     """The plot and table, and an Evaluate button; refreshed while an evaluation runs."""
-    done = [r for r in runs if r.path.is_dir() and r.info.num_checkpoints
-            and jobs.run_status(r.path) in ("finished", "stopped")]
+    done = [
+        r
+        for r in runs
+        if r.path.is_dir()
+        and r.info.num_checkpoints
+        and jobs.run_status(r.path) in ("finished", "stopped")
+    ]
+
     def evaluating() -> bool:
         return any(jobs.live_job(r.path, "evaluate") for r in runs if r.path.is_dir())
 
@@ -174,8 +218,11 @@ def wandb_panel(s: settings.Settings) -> None:
             st.caption(reason)
             st.button("Pull checkpoint into the runs folder", key="wandb_pull", disabled=True)
             return
-        if not st.toggle(f"List the runs of {s.wandb_project}", key="wandb_on",
-                         help="Contacts W&B (network); off by default so the page never waits."):
+        if not st.toggle(
+            f"List the runs of {s.wandb_project}",
+            key="wandb_on",
+            help="Contacts W&B (network); off by default so the page never waits.",
+        ):
             return
         with user_errors("W&B"):
             wb_runs = wandb_source.list_wandb_runs(s.wandb_project)
@@ -184,8 +231,12 @@ def wandb_panel(s: settings.Settings) -> None:
                 return
             st.dataframe(pd.DataFrame(wb_runs), hide_index=True, width="stretch")
             by_id = {r["id"]: r for r in wb_runs}
-            run_id = st.selectbox("W&B run", list(by_id), key="wandb_run",
-                                  format_func=lambda i: f"{by_id[i]['name']} ({i})")
+            run_id = st.selectbox(
+                "W&B run",
+                list(by_id),
+                key="wandb_run",
+                format_func=lambda i: f"{by_id[i]['name']} ({i})",
+            )
             if st.button(f"Pull checkpoint into {s.write_root}", key="wandb_pull"):
                 with st.spinner("Downloading the checkpoint artifact..."):
                     path = wandb_source.pull_checkpoint(s.wandb_project, run_id, s.write_root)

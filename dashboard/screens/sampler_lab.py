@@ -1,33 +1,55 @@
 """Sampler lab (course Part A) on DeepFloyd IF when it loads, else on a lab MNIST model."""
+
 from __future__ import annotations
 
 import streamlit as st
 
 import samplers
-from samplers import tasks
-from samplers.backends import BackendUnavailable
-from samplers.images import figure, gif_bytes, png_bytes
 from dashboard import backends, settings
 from dashboard.catalog import Run
-from dashboard.components import (KEEP, checkpoint_select, model_label, run_select, runs_or_stop,
-                                  user_errors)
-from dashboard.jobs import MAX_SEED
+from dashboard.components import (
+    KEEP,
+    checkpoint_select,
+    model_label,
+    run_select,
+    runs_or_stop,
+    user_errors,
+)
 from dashboard.inputs import image_input, mask_input, prompt_input
+from dashboard.jobs import MAX_SEED
 from dashboard.results import Progress, Result, show_result
 from dashboard.state import Shared
+from samplers.app import tasks
+from samplers.app.backends import BackendUnavailable
+from samplers.app.images import figure, gif_bytes, png_bytes
 
-TABS = ["Forward process", "Denoising", "Sampling & CFG", "SDEdit", "Text img2img", "Inpainting",
-        "Visual anagrams", "Hybrids", "Upsampling"]
+TABS = [
+    "Forward process",
+    "Denoising",
+    "Sampling & CFG",
+    "SDEdit",
+    "Text img2img",
+    "Inpainting",
+    "Visual anagrams",
+    "Hybrids",
+    "Upsampling",
+]
 BACKENDS = ["Auto", "DeepFloyd IF", "MNIST model"]
 DEFAULTS = {  # prompt defaults: the course's for text backends (IF), digits for MNIST
-    "text": dict(sample="an oil painting of a snowy mountain village", edit="a rocket ship",
-                 first=tasks.ANAGRAM_PROMPTS[0], second=tasks.ANAGRAM_PROMPTS[1],
-                 far=tasks.HYBRID_PROMPTS[0], near=tasks.HYBRID_PROMPTS[1]),
+    "text": dict(
+        sample="an oil painting of a snowy mountain village",
+        edit="a rocket ship",
+        first=tasks.ANAGRAM_PROMPTS[0],
+        second=tasks.ANAGRAM_PROMPTS[1],
+        far=tasks.HYBRID_PROMPTS[0],
+        near=tasks.HYBRID_PROMPTS[1],
+    ),
     "digits": dict(sample="3", edit="7", first="6", second="9", far="0", near="1"),
 }
 
 
 # ---- backend --------------------------------------------------------------------------------
+
 
 def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
     """A lab DDPM / flow run as the backend; the page says which and why."""
@@ -43,13 +65,16 @@ def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
     if ckpt is None:
         return None
     try:
-        shared = backends.backend("mnist", ckpt, run_dir=str(run.path),
-                                  checkpoint=ckpt.path.name, device=s.device)
+        shared = backends.backend(
+            "mnist", ckpt, run_dir=str(run.path), checkpoint=ckpt.path.name, device=s.device
+        )
     except BackendUnavailable as e:
         st.error(f"Cannot load {run.label} / {ckpt.path.name}: {e}")
         return None
-    st.info(f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
-            f"{run.config.get('experiment')}, 28x28). {reason}")
+    st.info(
+        f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
+        f"{run.config.get('experiment')}, 28x28). {reason}"
+    )
     st.session_state["lab_source"] = model_label(run, ckpt)  # what results came from
     return shared
 
@@ -59,8 +84,7 @@ def choose_backend(s: settings.Settings) -> Shared | None:
     if choice == "MNIST model":
         return mnist_backend(s, "Chosen above.")
     try:
-        shared = backends.backend("deepfloyd", device=s.device,
-                                  **settings.deepfloyd_options())
+        shared = backends.backend("deepfloyd", device=s.device, **settings.deepfloyd_options())
     except BackendUnavailable as e:
         if choice == "DeepFloyd IF":
             st.error(f"DeepFloyd IF is unavailable: {e}")
@@ -73,8 +97,9 @@ def choose_backend(s: settings.Settings) -> Shared | None:
 
 # ---- helpers shared by the tabs --------------------------------------------------------------
 
+
 def run(shared: Shared, key: str, label: str, task, total: int, **options) -> None:
-    """Call task(backend, generator=, schedule=, callback=, **options) -- a samplers.tasks
+    """Call task(backend, generator=, schedule=, callback=, **options) -- a samplers.app.tasks
     function, exactly as `python -m samplers` calls it -- under the backend lock; keep the Result
     (the first figure; the others and the chain's frames beside it)."""
     backend = shared.value
@@ -82,8 +107,13 @@ def run(shared: Shared, key: str, label: str, task, total: int, **options) -> No
     progress = Progress(total, label, nrow=min(options.get("n", 1), 8))
     with user_errors(f"{label} failed"), shared.lock:
         try:
-            figures = task(backend, generator=tasks.make_generator(st.session_state.get("lab_seed", 0)),
-                           schedule=tasks.backend_schedule(backend), callback=progress, **options)
+            figures = task(
+                backend,
+                generator=tasks.make_generator(st.session_state.get("lab_seed", 0)),
+                schedule=tasks.backend_schedule(backend),
+                callback=progress,
+                **options,
+            )
         finally:
             progress.clear()
         st.session_state[key] = figures_result(figures, label, progress)
@@ -97,16 +127,21 @@ def figures_result(figures: list[tasks.Figure], caption: str, progress: Progress
     frames = next((f.frames for f in figures if f.frames), None)
     gif = gif_bytes(frames) if frames else progress and progress.gif()
     labels = " · ".join(figures[0].row_labels or figures[0].col_labels)
-    return Result(pngs[0], f"{caption}: {labels}" if labels else caption, gif,
-                  [(f.name, png) for f, png in zip(figures[1:], pngs[1:])],
-                  st.session_state["lab_source"])
+    return Result(
+        pngs[0],
+        f"{caption}: {labels}" if labels else caption,
+        gif,
+        [(f.name, png) for f, png in zip(figures[1:], pngs[1:], strict=False)],
+        st.session_state["lab_source"],
+    )
 
 
 def steps(backend, *levels: int) -> int:
     """Sampler steps of the backend's default schedule from each course level (0: the start)."""
     schedule = tasks.backend_schedule(backend)
-    return sum(len(schedule) - 1 - (tasks.level_index(backend, schedule, lv) if lv else 0)
-               for lv in levels)
+    return sum(
+        len(schedule) - 1 - (tasks.level_index(backend, schedule, lv) if lv else 0) for lv in levels
+    )
 
 
 def scale() -> float:
@@ -124,16 +159,24 @@ def defaults(backend) -> dict[str, str]:
 
 # ---- tabs -----------------------------------------------------------------------------------
 
+
 def forward_tab(shared, examples) -> None:
     backend = shared.value
     picked = image_input(backend, "fwd", examples)
-    levels = st.multiselect("Timesteps (the course's 0..999 scale, mapped to the model's)",
-                            list(range(0, tasks.COURSE_T, 50)), default=list(tasks.NOISE_TS),
-                            key="fwd_t")
+    levels = st.multiselect(
+        "Timesteps (the course's 0..999 scale, mapped to the model's)",
+        list(range(0, tasks.COURSE_T, 50)),
+        default=list(tasks.NOISE_TS),
+        key="fwd_t",
+    )
     if picked and levels and st.button("Add noise", key="fwd_go"):
         st.session_state.pop("fwd_result", None)
-        figures = tasks.forward(backend, {"input": picked[1]}, ts=sorted(levels),
-                                generator=tasks.make_generator(st.session_state.get("lab_seed", 0)))
+        figures = tasks.forward(
+            backend,
+            {"input": picked[1]},
+            ts=sorted(levels),
+            generator=tasks.make_generator(st.session_state.get("lab_seed", 0)),
+        )
         st.session_state["fwd_result"] = figures_result(figures, "Forward process", None)
     done("fwd_result", "forward-process")
 
@@ -142,15 +185,29 @@ def denoise_tab(shared, examples) -> None:
     backend = shared.value
     picked = image_input(backend, "den", examples)
     c = st.columns(2)
-    i_start = c[0].slider("Iterative: start at course level i (smaller = noisier)", 0,
-                          len(tasks.COURSE_TIMESTEPS) - 2, 10, key="den_i")
-    guided = c[1].toggle("Classifier-free guidance (the course uses none here)", False,
-                         key="den_cfg")
+    i_start = c[0].slider(
+        "Iterative: start at course level i (smaller = noisier)",
+        0,
+        len(tasks.COURSE_TIMESTEPS) - 2,
+        10,
+        key="den_i",
+    )
+    guided = c[1].toggle(
+        "Classifier-free guidance (the course uses none here)", False, key="den_cfg"
+    )
     prompt = prompt_input(backend, "Prompt", "den_prompt", backend.default_prompt)
     if picked and st.button("Denoise", key="den_go"):
-        run(shared, "den_result", "Denoising", tasks.denoise, steps(backend, i_start),
-            images={"input": picked[1]}, prompt=prompt, i_start=i_start,
-            guidance_scale=scale() if guided else tasks.DENOISE_CFG)
+        run(
+            shared,
+            "den_result",
+            "Denoising",
+            tasks.denoise,
+            steps(backend, i_start),
+            images={"input": picked[1]},
+            prompt=prompt,
+            i_start=i_start,
+            guidance_scale=scale() if guided else tasks.DENOISE_CFG,
+        )
     done("den_result", "denoising")
 
 
@@ -159,8 +216,16 @@ def sample_tab(shared) -> None:
     prompt = prompt_input(backend, "Prompt", "smp_prompt", defaults(backend)["sample"])
     n = int(st.number_input("Images", 1, 16, 4, key="smp_n"))
     if st.button("Sample with and without CFG", key="smp_go"):
-        run(shared, "smp_result", "Sampling", tasks.sample, 2 * steps(backend, 0), prompt=prompt,
-            n=n, guidance_scale=scale())
+        run(
+            shared,
+            "smp_result",
+            "Sampling",
+            tasks.sample,
+            2 * steps(backend, 0),
+            prompt=prompt,
+            n=n,
+            guidance_scale=scale(),
+        )
     done("smp_result", "samples")
 
 
@@ -169,14 +234,26 @@ def edit_tab(shared, examples, key: str, prompt_default: str, what: str) -> None
     backend = shared.value
     picked = image_input(backend, key, examples, sketch=True)
     prompt = prompt_input(backend, "Prompt", f"{key}_prompt", prompt_default)
-    levels = st.multiselect("Course levels i_start (small = bigger edits)",
-                            list(range(len(tasks.COURSE_TIMESTEPS) - 1)),
-                            default=list(tasks.SDEDIT_LEVELS), key=f"{key}_i")
+    levels = st.multiselect(
+        "Course levels i_start (small = bigger edits)",
+        list(range(len(tasks.COURSE_TIMESTEPS) - 1)),
+        default=list(tasks.SDEDIT_LEVELS),
+        key=f"{key}_i",
+    )
     if picked and levels and st.button(what, key=f"{key}_go", type="primary"):
         levels = sorted(levels)
-        run(shared, f"{key}_result", what, tasks.sdedit, steps(backend, *levels),
-            images={"input": picked[1]}, prompt=prompt, levels=levels, guidance_scale=scale(),
-            name=key)
+        run(
+            shared,
+            f"{key}_result",
+            what,
+            tasks.sdedit,
+            steps(backend, *levels),
+            images={"input": picked[1]},
+            prompt=prompt,
+            levels=levels,
+            guidance_scale=scale(),
+            name=key,
+        )
     done(f"{key}_result", key)
 
 
@@ -188,21 +265,30 @@ def inpaint_tab(shared, examples) -> None:
     mask = mask_input("inp_mask", picked[0], backend.image_size)
     prompt = prompt_input(backend, "Prompt", "inp_prompt", backend.default_prompt)
     if mask is not None and st.button("Inpaint", key="inp_go", type="primary"):
-        run(shared, "inp_result", "Inpainting", tasks.inpaint, steps(backend, 0),
-            images={"input": picked[1]}, masks={"input": mask}, prompt=prompt,
-            guidance_scale=scale())
+        run(
+            shared,
+            "inp_result",
+            "Inpainting",
+            tasks.inpaint,
+            steps(backend, 0),
+            images={"input": picked[1]},
+            masks={"input": mask},
+            prompt=prompt,
+            guidance_scale=scale(),
+        )
     done("inp_result", "inpainting")
 
 
-def prompt_pair(backend, n_cols: int, first: tuple[str, str, str],
-                second: tuple[str, str, str]) -> tuple[str, str, list]:
+def prompt_pair(
+    backend, n_cols: int, first: tuple[str, str, str], second: tuple[str, str, str]
+) -> tuple[str, str, list]:
     """Two prompts in the first two of n_cols columns: (first, second, columns).
 
     Each spec is (label, widget key, name of its default in DEFAULTS).
     """
     cols = st.columns(n_cols)
     prompts = []
-    for col, (label, key, default) in zip(cols, (first, second)):
+    for col, (label, key, default) in zip(cols, (first, second), strict=False):
         with col:
             prompts.append(prompt_input(backend, label, key, defaults(backend)[default]))
     return *prompts, cols
@@ -210,40 +296,74 @@ def prompt_pair(backend, n_cols: int, first: tuple[str, str, str],
 
 def anagram_tab(shared) -> None:
     backend = shared.value
-    first, second, cols = prompt_pair(backend, 3, ("Seen as is", "ana_p1", "first"),
-                                      ("Seen under the view", "ana_p2", "second"))
+    first, second, cols = prompt_pair(
+        backend, 3, ("Seen as is", "ana_p1", "first"), ("Seen under the view", "ana_p2", "second")
+    )
     views = [v for v in samplers.VIEW_NAMES if v != "identity" and "pass" not in v]
     view = cols[2].selectbox("View", views, key="ana_view")
     if st.button("Make the anagram", key="ana_go", type="primary"):
-        run(shared, "ana_result", "Visual anagram", tasks.anagram, steps(backend, 0),
-            prompts=[first, second], views=["identity", view], guidance_scale=scale())
+        run(
+            shared,
+            "ana_result",
+            "Visual anagram",
+            tasks.anagram,
+            steps(backend, 0),
+            prompts=[first, second],
+            views=["identity", view],
+            guidance_scale=scale(),
+        )
     done("ana_result", "anagram")
 
 
 def hybrid_tab(shared) -> None:
     backend = shared.value
-    far, near, cols = prompt_pair(backend, 4, ("Seen from far (low frequencies)", "hyb_far", "far"),
-                                  ("Seen up close (high frequencies)", "hyb_near", "near"))
-    kernel = cols[2].select_slider("Blur kernel (at 64 px)", [9, 17, 25, 33, 41],
-                                   tasks.HYBRID_KERNEL_SIZE, key="hyb_k")
-    sigma = cols[3].slider("Blur sigma (at 64 px)", 0.5, 4.0, tasks.HYBRID_SIGMA, 0.5,
-                           key="hyb_sigma")
+    far, near, cols = prompt_pair(
+        backend,
+        4,
+        ("Seen from far (low frequencies)", "hyb_far", "far"),
+        ("Seen up close (high frequencies)", "hyb_near", "near"),
+    )
+    kernel = cols[2].select_slider(
+        "Blur kernel (at 64 px)", [9, 17, 25, 33, 41], tasks.HYBRID_KERNEL_SIZE, key="hyb_k"
+    )
+    sigma = cols[3].slider(
+        "Blur sigma (at 64 px)", 0.5, 4.0, tasks.HYBRID_SIGMA, 0.5, key="hyb_sigma"
+    )
     if st.button("Make the hybrid", key="hyb_go", type="primary"):
-        run(shared, "hyb_result", "Hybrid image", tasks.hybrid, steps(backend, 0), far=far,
-            near=near, kernel_size=kernel, sigma=sigma, guidance_scale=scale())
+        run(
+            shared,
+            "hyb_result",
+            "Hybrid image",
+            tasks.hybrid,
+            steps(backend, 0),
+            far=far,
+            near=near,
+            kernel_size=kernel,
+            sigma=sigma,
+            guidance_scale=scale(),
+        )
     done("hyb_result", "hybrid")
 
 
 def upsample_tab(shared) -> None:
     backend = shared.value
     if not backend.can_upsample:
-        st.info("Stage-2 upsampling (64 -> 256) needs DeepFloyd IF with its stage 2; this "
-                "backend's samples are final at its own size.")
+        st.info(
+            "Stage-2 upsampling (64 -> 256) needs DeepFloyd IF with its stage 2; this "
+            "backend's samples are final at its own size."
+        )
         return
     prompt = prompt_input(backend, "Prompt", "up_prompt", defaults(backend)["sample"])
     if st.button("Sample and upsample", key="up_go", type="primary"):
-        run(shared, "up_result", "Stage 1 + stage 2", tasks.upsample, steps(backend, 0),
-            prompts=[prompt], guidance_scale=scale())
+        run(
+            shared,
+            "up_result",
+            "Stage 1 + stage 2",
+            tasks.upsample,
+            steps(backend, 0),
+            prompts=[prompt],
+            guidance_scale=scale(),
+        )
     done("up_result", "upsampled")
 
 
@@ -256,19 +376,25 @@ def page() -> None:
     backend = shared.value
     c = st.columns(2)
     c[0].number_input("Seed", 0, MAX_SEED, 0, key="lab_seed", **KEEP)
-    c[1].slider("CFG scale", 1.0, 15.0, float(backend.default_guidance_scale), 0.5,
-                key="lab_cfg", **KEEP)
+    c[1].slider(
+        "CFG scale", 1.0, 15.0, float(backend.default_guidance_scale), 0.5, key="lab_cfg", **KEEP
+    )
     examples: dict = {}
     with user_errors("No built-in example images (upload or sketch one)"):
         examples = backends.examples(shared)
     tabs = st.tabs(TABS, key="lab_tab", on_change="rerun")
-    body = [lambda: forward_tab(shared, examples), lambda: denoise_tab(shared, examples),
-            lambda: sample_tab(shared),
-            lambda: edit_tab(shared, examples, "sde", backend.default_prompt, "SDEdit"),
-            lambda: edit_tab(shared, examples, "i2i", defaults(backend)["edit"], "img2img"),
-            lambda: inpaint_tab(shared, examples), lambda: anagram_tab(shared),
-            lambda: hybrid_tab(shared), lambda: upsample_tab(shared)]
-    for tab, render in zip(tabs, body):
+    body = [
+        lambda: forward_tab(shared, examples),
+        lambda: denoise_tab(shared, examples),
+        lambda: sample_tab(shared),
+        lambda: edit_tab(shared, examples, "sde", backend.default_prompt, "SDEdit"),
+        lambda: edit_tab(shared, examples, "i2i", defaults(backend)["edit"], "img2img"),
+        lambda: inpaint_tab(shared, examples),
+        lambda: anagram_tab(shared),
+        lambda: hybrid_tab(shared),
+        lambda: upsample_tab(shared),
+    ]
+    for tab, render in zip(tabs, body, strict=False):
         if tab.open:
             with tab:
                 render()

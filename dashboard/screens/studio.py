@@ -1,12 +1,19 @@
 """MNIST studio: sample digits from a run's checkpoint, live, with the denoising animation."""
+
 from __future__ import annotations
 
 import streamlit as st
 import torch
 
 from dashboard import settings, state
-from dashboard.components import (KEEP, checkpoint_select, model_label, run_select, runs_or_stop,
-                                  user_errors)
+from dashboard.components import (
+    KEEP,
+    checkpoint_select,
+    model_label,
+    run_select,
+    runs_or_stop,
+    user_errors,
+)
 from dashboard.jobs import MAX_SEED
 from dashboard.results import Progress, show_result
 from training.config import FAST_SAMPLER, SAMPLERS_BY_KIND
@@ -21,12 +28,23 @@ def controls(lab: LabModel) -> dict | None:
     with st.form("studio_form", border=True):
         c = st.columns(3)
         if lab.class_conditional:
-            digits = c[0].multiselect("Digits", list(range(cfg.num_classes)),
-                                      default=list(range(cfg.num_classes)), key="studio_digits",
-                                      **KEEP)
+            digits = c[0].multiselect(
+                "Digits",
+                list(range(cfg.num_classes)),
+                default=list(range(cfg.num_classes)),
+                key="studio_digits",
+                **KEEP,
+            )
             count = c[0].number_input("Samples per digit", 1, 16, 4, key="studio_count", **KEEP)
-            guidance = c[1].slider("Guidance scale", 0.0, 10.0, float(cfg.guidance_scale), 0.5,
-                                   key="studio_guidance", **KEEP)
+            guidance = c[1].slider(
+                "Guidance scale",
+                0.0,
+                10.0,
+                float(cfg.guidance_scale),
+                0.5,
+                key="studio_guidance",
+                **KEEP,
+            )
         else:
             digits, guidance = [], 1.0
             count = c[0].number_input("Samples", 1, 100, 40, key="studio_count", **KEEP)
@@ -34,20 +52,38 @@ def controls(lab: LabModel) -> dict | None:
         # keyed by model kind: switching runs of another kind starts from that kind's defaults
         default, default_steps = FAST_SAMPLER.get(lab.kind, (methods[0], cfg.sample_steps))
         trained = f"the run's own: {cfg.sampler} {cfg.sample_steps} steps"
-        sampler = c[2].selectbox("Sampler", methods, index=methods.index(default),
-                                 key=f"studio_sampler_{lab.kind}", help=trained, **KEEP)
-        steps = c[1].number_input("Steps", 1, MAX_STEPS, min(default_steps, MAX_STEPS),
-                                  key=f"studio_steps_{lab.kind}", disabled=sampler == "direct",
-                                  **KEEP,
-                                  help=trained)
+        sampler = c[2].selectbox(
+            "Sampler",
+            methods,
+            index=methods.index(default),
+            key=f"studio_sampler_{lab.kind}",
+            help=trained,
+            **KEEP,
+        )
+        steps = c[1].number_input(
+            "Steps",
+            1,
+            MAX_STEPS,
+            min(default_steps, MAX_STEPS),
+            key=f"studio_steps_{lab.kind}",
+            disabled=sampler == "direct",
+            **KEEP,
+            help=trained,
+        )
         seed = c[2].number_input("Seed", 0, MAX_SEED, 0, key="studio_seed", **KEEP)
         if not st.form_submit_button("Sample", type="primary"):
             return None
     if lab.class_conditional and not digits:
         st.error("Choose at least one digit.")
         return None
-    return dict(digits=digits, count=int(count), guidance=guidance, sampler=sampler,
-                steps=int(steps), seed=int(seed))
+    return dict(
+        digits=digits,
+        count=int(count),
+        guidance=guidance,
+        sampler=sampler,
+        steps=int(steps),
+        seed=int(seed),
+    )
 
 
 def sample(shared: state.Shared, opts: dict, source: str) -> None:
@@ -57,11 +93,19 @@ def sample(shared: state.Shared, opts: dict, source: str) -> None:
     lab: LabModel = shared.value
     digits = opts["digits"]
     nrow = len(digits) if digits else 10
-    progress = Progress(1 if opts["sampler"] == "direct" else opts["steps"],
-                        f"Sampling with {opts['sampler']}", nrow=nrow)
+    progress = Progress(
+        1 if opts["sampler"] == "direct" else opts["steps"],
+        f"Sampling with {opts['sampler']}",
+        nrow=nrow,
+    )
     g = torch.Generator(lab.device).manual_seed(opts["seed"])
-    kw = dict(guidance_scale=opts["guidance"], sampler=opts["sampler"], steps=opts["steps"],
-              generator=g, callback=progress)
+    kw = dict(
+        guidance_scale=opts["guidance"],
+        sampler=opts["sampler"],
+        steps=opts["steps"],
+        generator=g,
+        callback=progress,
+    )
     with shared.lock:
         try:
             x = lab.sample(digits * opts["count"] if digits else [-1] * opts["count"], **kw)
@@ -69,8 +113,11 @@ def sample(shared: state.Shared, opts: dict, source: str) -> None:
             progress.clear()
     what = f"digits {', '.join(map(str, digits))}" if digits else f"{opts['count']} samples"
     st.session_state["studio_result"] = progress.result(
-        x, f"{what} · {opts['sampler']} · {opts['steps']} steps · guidance {opts['guidance']} "
-           f"· seed {opts['seed']}", source)
+        x,
+        f"{what} · {opts['sampler']} · {opts['steps']} steps · guidance {opts['guidance']} "
+        f"· seed {opts['seed']}",
+        source,
+    )
 
 
 def page() -> None:
@@ -90,8 +137,10 @@ def page() -> None:
     if shared is None:
         return
     lab: LabModel = shared.value
-    st.caption(f"{lab.kind} model · {lab.config.conditioning} conditioning · "
-               f"D = {lab.config.hidden} · trained on {lab.config.dataset} · device {s.device}")
+    st.caption(
+        f"{lab.kind} model · {lab.config.conditioning} conditioning · "
+        f"D = {lab.config.hidden} · trained on {lab.config.dataset} · device {s.device}"
+    )
     source = model_label(run, ckpt)
     opts = controls(lab)
     if opts is not None:

@@ -1,12 +1,20 @@
 """Train: start a run of any experiment in the background, watch it live, stop, resume, evaluate."""
+
 from __future__ import annotations
 
 import streamlit as st
 
 from dashboard import charts, jobs, settings
 from dashboard.components import KEEP, evaluate_controls, user_errors
-from training.config import (DEVICES, EXPERIMENTS, RECIPE_HELP, RECIPES, WANDB_MODES, TrainConfig,
-                             recipe_defaults)
+from training.config import (
+    DEVICES,
+    EXPERIMENTS,
+    RECIPE_HELP,
+    RECIPES,
+    WANDB_MODES,
+    TrainConfig,
+    recipe_defaults,
+)
 from training.curves import SMOOTHING
 from training.data import DATASETS
 from training.runs import list_sample_grids, read_config, read_metrics, read_summary
@@ -27,7 +35,9 @@ def free_name(root, experiment: str) -> str:
 
 def _default_width() -> int:
     """The UNet width (D) the chosen experiment defaults to under the chosen recipe."""
-    return recipe_defaults(st.session_state["train_experiment"], st.session_state["train_recipe"]).hidden
+    return recipe_defaults(
+        st.session_state["train_experiment"], st.session_state["train_recipe"]
+    ).hidden
 
 
 def _follow_width() -> None:
@@ -64,50 +74,111 @@ def request_form(root) -> jobs.TrainRequest:
     st.session_state.setdefault("train_hidden", _default_width())
     st.session_state.setdefault("train_width_default", _default_width())
     c = st.columns(3)
-    experiment = c[0].selectbox("Experiment", list(EXPERIMENTS), key="train_experiment", **KEEP,
-                                on_change=_experiment_changed, args=(root,))
-    recipe = c[1].selectbox("Recipe", RECIPES, key="train_recipe", **KEEP,
-                            on_change=_follow_width,
-                            help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
+    experiment = c[0].selectbox(
+        "Experiment",
+        list(EXPERIMENTS),
+        key="train_experiment",
+        **KEEP,
+        on_change=_experiment_changed,
+        args=(root,),
+    )
+    recipe = c[1].selectbox(
+        "Recipe",
+        RECIPES,
+        key="train_recipe",
+        **KEEP,
+        on_change=_follow_width,
+        help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()),
+    )
     width = _default_width()
-    dataset = c[2].selectbox("Dataset", DATASETS, index=DATASETS.index("mnist-5k"),
-                             key="train_dataset", **KEEP,
-                             help="mnist-5k ships with the lab (offline)")
+    dataset = c[2].selectbox(
+        "Dataset",
+        DATASETS,
+        index=DATASETS.index("mnist-5k"),
+        key="train_dataset",
+        **KEEP,
+        help="mnist-5k ships with the lab (offline)",
+    )
     c = st.columns(4)
-    steps = c[0].number_input("Steps", 0, jobs.MAX_STEPS, 0, key="train_steps", **KEEP,
-                              help="optimizer steps; 0: the recipe's length")
-    epochs = c[1].number_input("Epochs", 0, 10_000, 0, key="train_epochs", **KEEP,
-                               help="passes over the dataset; 0: the recipe's length")
+    steps = c[0].number_input(
+        "Steps",
+        0,
+        jobs.MAX_STEPS,
+        0,
+        key="train_steps",
+        **KEEP,
+        help="optimizer steps; 0: the recipe's length",
+    )
+    epochs = c[1].number_input(
+        "Epochs",
+        0,
+        10_000,
+        0,
+        key="train_epochs",
+        **KEEP,
+        help="passes over the dataset; 0: the recipe's length",
+    )
     seed = c[2].number_input("Seed", 0, jobs.MAX_SEED, 0, key="train_seed", **KEEP)
-    hidden = c[3].number_input("Width (--hidden)", 1, jobs.MAX_HIDDEN, key="train_hidden", **KEEP,
-                               help=f"the UNet's D (the {recipe} recipe's: {width})")
+    hidden = c[3].number_input(
+        "Width (--hidden)",
+        1,
+        jobs.MAX_HIDDEN,
+        key="train_hidden",
+        **KEEP,
+        help=f"the UNet's D (the {recipe} recipe's: {width})",
+    )
     c = st.columns(3)
-    wandb_mode = c[0].selectbox("W&B mode", WANDB_MODES, index=WANDB_MODES.index("offline"),
-                                key="train_wandb", **KEEP,
-                                help="offline: logged locally; upload later "
-                                "with the `wandb sync` command the run prints")
-    device = c[1].selectbox("Device", DEVICES, key="train_device", **KEEP,
-                            help="where this run trains (the sidebar's device is for sampling)")
-    name = c[2].text_input("Run name", key="train_name", **KEEP,
-                           help=f"a folder name inside {root}")
+    wandb_mode = c[0].selectbox(
+        "W&B mode",
+        WANDB_MODES,
+        index=WANDB_MODES.index("offline"),
+        key="train_wandb",
+        **KEEP,
+        help="offline: logged locally; upload later with the `wandb sync` command the run prints",
+    )
+    device = c[1].selectbox(
+        "Device",
+        DEVICES,
+        key="train_device",
+        **KEEP,
+        help="where this run trains (the sidebar's device is for sampling)",
+    )
+    name = c[2].text_input(
+        "Run name", key="train_name", **KEEP, help=f"a folder name inside {root}"
+    )
     cadence = TrainConfig.log_every
-    log_every = st.number_input("Log every (steps)", 1, 100_000, cadence, key="train_log_every",
-                                **KEEP,
-                                help="steps between logged metrics: the live view's updates")
+    log_every = st.number_input(
+        "Log every (steps)",
+        1,
+        100_000,
+        cadence,
+        key="train_log_every",
+        **KEEP,
+        help="steps between logged metrics: the live view's updates",
+    )
     return jobs.TrainRequest(
-        experiment=experiment, name=name.strip(), recipe=recipe, dataset=dataset,
-        steps=int(steps) or None, epochs=int(epochs) or None, seed=int(seed),
+        experiment=experiment,
+        name=name.strip(),
+        recipe=recipe,
+        dataset=dataset,
+        steps=int(steps) or None,
+        epochs=int(epochs) or None,
+        seed=int(seed),
         hidden=None if hidden == width else int(hidden),
-        wandb_mode=wandb_mode, device=device,
-        log_every=None if log_every == cadence else int(log_every))
+        wandb_mode=wandb_mode,
+        device=device,
+        log_every=None if log_every == cadence else int(log_every),
+    )
 
 
 def start_section(s: settings.Settings) -> None:
     root = s.write_root
-    st.caption(f"Runs folder: `{root}` (the first of the sidebar's runs folders). "
-               f"At most {s.max_training} {'runs train' if s.max_training > 1 else 'run trains'} "
-               "at a time "
-               "(DIFFUSION_LAB_MAX_TRAINING); further starts can wait in the queue.")
+    st.caption(
+        f"Runs folder: `{root}` (the first of the sidebar's runs folders). "
+        f"At most {s.max_training} {'runs train' if s.max_training > 1 else 'run trains'} "
+        "at a time "
+        "(DIFFUSION_LAB_MAX_TRAINING); further starts can wait in the queue."
+    )
     request = request_form(root)
     problem = None
     try:
@@ -164,8 +235,13 @@ def watchable(root) -> list[str]:
     """Run folders of root (with a record or a job), newest first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-             and ((p / "config.json").exists() or (p / jobs.JOB_FILES["train"]).exists())]
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and ((p / "config.json").exists() or (p / jobs.JOB_FILES["train"]).exists())
+    ]
     return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
@@ -190,26 +266,32 @@ def progress(run_dir, status: str) -> None:
         st.progress(min(step / total, 1.0))
     if rows:
         left, right = st.columns(2)
-        left.plotly_chart(charts.metric_figure({run_dir.name: rows}, "loss", smoothing=SMOOTHING,
-                                               log_y=True, title="training loss"),
-                          key="train_loss_chart")
-        right.plotly_chart(charts.metric_figure({run_dir.name: rows}, "lr", log_y=True,
-                                                title="learning rate"),
-                           key="train_lr_chart")
+        left.plotly_chart(
+            charts.metric_figure(
+                {run_dir.name: rows}, "loss", smoothing=SMOOTHING, log_y=True, title="training loss"
+            ),
+            key="train_loss_chart",
+        )
+        right.plotly_chart(
+            charts.metric_figure({run_dir.name: rows}, "lr", log_y=True, title="learning rate"),
+            key="train_lr_chart",
+        )
 
 
 def _duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m {seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m {seconds % 60:02d}s"
+    )
 
 
 def latest_grid(run_dir) -> None:
     grids = list(list_sample_grids(run_dir).values())
     if grids:
         with user_errors("Sample grid"):
-            st.image(grids[-1].read_bytes(), caption=f"latest samples: {grids[-1].stem}",
-                     width=420)
+            st.image(grids[-1].read_bytes(), caption=f"latest samples: {grids[-1].stem}", width=420)
     else:
         st.caption("No sample grid yet: one is written at the end of every epoch.")
 
@@ -221,19 +303,28 @@ def controls(run_dir, status: str, s: settings.Settings) -> None:
     job = jobs.find(run_dir)
     if status in jobs.BUSY:
         asked = job is not None and job.stop_requested
-        if c[0].button("Stop", key="train_stop", disabled=bool(asked) or status != "running",
-                       help="checkpoints at the next step, then ends with status stopped "
-                            "(once the run has started)"):
+        if c[0].button(
+            "Stop",
+            key="train_stop",
+            disabled=bool(asked) or status != "running",
+            help="checkpoints at the next step, then ends with status stopped "
+            "(once the run has started)",
+        ):
             with user_errors("Cannot stop"):
                 jobs.stop(run_dir)
                 st.toast(f"Stopping {run_dir.name} at its next step.")
         if asked:
             st.caption("Stop requested: the run checkpoints at its next step and ends.")
     elif status in RESUMABLE:
-        if c[0].button("Resume", key="train_resume", type="primary",
-                       help="continues from the last checkpoint (--resume)"):
-            request = jobs.TrainRequest(read_config(run_dir).get("experiment", "?"),
-                                        run_dir.name, resume=True)
+        if c[0].button(
+            "Resume",
+            key="train_resume",
+            type="primary",
+            help="continues from the last checkpoint (--resume)",
+        ):
+            request = jobs.TrainRequest(
+                read_config(run_dir).get("experiment", "?"), run_dir.name, resume=True
+            )
             try:
                 jobs.start_training(request, root, s.max_training)
             except jobs.Busy as e:
@@ -264,8 +355,12 @@ def live_panel(s: settings.Settings) -> None:
     first = jobs.run_status(run_dir)
     evaluating = jobs.live_job(run_dir, "evaluate") is not None
     # refresh while this run, an evaluation or any other run of the folder is busy, or runs wait
-    live = (first in jobs.BUSY or evaluating or bool(jobs.queued(root))
-            or bool(jobs.training_runs(root)))
+    live = (
+        first in jobs.BUSY
+        or evaluating
+        or bool(jobs.queued(root))
+        or bool(jobs.training_runs(root))
+    )
 
     @st.fragment(run_every=LIVE_S if live else None)
     def panel() -> None:

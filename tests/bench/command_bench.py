@@ -1,15 +1,17 @@
 """The sampling command a user runs, end to end, against the same work done the unchunked way.
 
-    lab:       python -m training sample RUN --per-class N --guidance-scale 5 --sampler heun --steps 50
+    lab:       python -m training sample RUN --per-class N --guidance-scale 5 --sampler heun \
+                   --steps 50
     reference: python -m tests.bench.command_bench RUN N OUT: the same model, sampler, seed and
                batch (500 digits, so 1,000 images a CFG call), in fp32, in one UNet call a step and
                with glibc's default allocator (what `sample` did before LabModel.max_batch,
-               samplers.devices.keep_freed_memory and sampling in `--mixed-precision auto`)
+               samplers.app.tuning.keep_freed_memory and sampling in `--mixed-precision auto`)
 
 Each is a fresh process (start-up and model load included), timed by wall clock, interleaved;
 the two .npz files are compared image for image (in a lower precision they differ by rounding;
 `evaluate --mixed-precision no` against the default says whether quality moved).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,19 +24,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samplers.devices import resolve_mixed_precision
+from samplers.app.devices import resolve_mixed_precision
 
 from .report import Row
 from .sampling_bench import GUIDANCE
 
-SECTION = "the sampling command, end to end (s; ratio vs one unchunked call on the default allocator)"
+SECTION = (
+    "the sampling command, end to end (s; ratio vs one unchunked call on the default allocator)"
+)
 SAMPLER, STEPS = "heun", 50
 
 
 def lab_command(run: Path, per_class: int, out: Path) -> list[str]:
-    return [sys.executable, "-m", "training", "sample", str(run), "--per-class", str(per_class),
-            "--guidance-scale", f"{GUIDANCE:g}", "--sampler", SAMPLER, "--steps", str(STEPS),
-            "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "training",
+        "sample",
+        str(run),
+        "--per-class",
+        str(per_class),
+        "--guidance-scale",
+        f"{GUIDANCE:g}",
+        "--sampler",
+        SAMPLER,
+        "--steps",
+        str(STEPS),
+        "--out",
+        str(out),
+    ]
 
 
 def reference_command(run: Path, per_class: int, out: Path) -> list[str]:
@@ -52,8 +70,10 @@ def command_rows(run: Path, per_class: int, repeats: int = 1) -> list[Row]:
     images agree (the chunks change float rounding only; bf16 changes more pixels)."""
     with tempfile.TemporaryDirectory() as tmp:
         outs = {k: Path(tmp) / f"{k}.npz" for k in ("lab", "reference")}
-        commands = {"lab": lab_command(run, per_class, outs["lab"]),
-                    "reference": reference_command(run, per_class, outs["reference"])}
+        commands = {
+            "lab": lab_command(run, per_class, outs["lab"]),
+            "reference": reference_command(run, per_class, outs["reference"]),
+        }
         seconds: dict[str, list[float]] = {k: [] for k in commands}
         for _ in range(repeats):
             for k, command in commands.items():
@@ -64,12 +84,25 @@ def command_rows(run: Path, per_class: int, repeats: int = 1) -> list[Row]:
     n = 10 * per_class
     what = f"{run.name}, {n} digits, {SAMPLER} {STEPS}, guidance {GUIDANCE:g}"
     precision = resolve_mixed_precision("auto", torch.device("cpu"))
-    return [Row(SECTION, f"{what}: reference (one call a step, default malloc)", ref, "s", 1.0,
-                f"{100 * ref / n:.1f} s per 100 digits"),
-            Row(SECTION, f"{what}: python -m training sample ({precision} by --mixed-precision auto)",
-                lab, "s", ref / lab,
-                f"{100 * lab / n:.1f} s per 100 digits; {differing} pixels differ by more than 1 "
-                f"of 255 from the reference")]
+    return [
+        Row(
+            SECTION,
+            f"{what}: reference (one call a step, default malloc)",
+            ref,
+            "s",
+            1.0,
+            f"{100 * ref / n:.1f} s per 100 digits",
+        ),
+        Row(
+            SECTION,
+            f"{what}: python -m training sample ({precision} by --mixed-precision auto)",
+            lab,
+            "s",
+            ref / lab,
+            f"{100 * lab / n:.1f} s per 100 digits; {differing} pixels differ by more than 1 "
+            f"of 255 from the reference",
+        ),
+    ]
 
 
 def _reference(run: str, per_class: int, out: str) -> None:
@@ -80,8 +113,14 @@ def _reference(run: str, per_class: int, out: str) -> None:
 
     lab = dataclasses.replace(load_lab_model(run, precision="no"), max_batch=None)
     labels = torch.arange(lab.config.num_classes).repeat_interleave(per_class)
-    x = lab.sample(labels, guidance_scale=GUIDANCE, sampler=SAMPLER, steps=STEPS,
-                   generator=torch.Generator().manual_seed(0), batch_size=500)
+    x = lab.sample(
+        labels,
+        guidance_scale=GUIDANCE,
+        sampler=SAMPLER,
+        steps=STEPS,
+        generator=torch.Generator().manual_seed(0),
+        batch_size=500,
+    )
     np.savez_compressed(out, images=from_signed(x)[:, 0].numpy())
 
 

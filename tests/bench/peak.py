@@ -1,7 +1,8 @@
 """The machine's GEMM peak and a step's FLOP count."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -35,23 +36,34 @@ def gemm_peak(device: torch.device, n: int = 1024, repeats: int = 5) -> dict[str
     sizes = {torch.float32: n, torch.bfloat16: n if native_bf16(device) else max(n // 4, 64)}
     mats = {dt: torch.randn(s, s, device=device).to(dt) for dt, s in sizes.items()}
     # the same GEMM as a convolution: n pixels (1 x n) of n channels through n 1x1 filters
-    images = {dt: m.T.reshape(1, len(m), 1, len(m)).contiguous(memory_format=torch.channels_last)
-              for dt, m in mats.items()}
-    filters = {dt: m[:, :, None, None].contiguous(memory_format=torch.channels_last)
-               for dt, m in mats.items()}
-    calls = {"matmul": lambda dt: mats[dt] @ mats[dt],
-             "1x1 conv": lambda dt: torch.nn.functional.conv2d(images[dt], filters[dt])}
+    images = {
+        dt: m.T.reshape(1, len(m), 1, len(m)).contiguous(memory_format=torch.channels_last)
+        for dt, m in mats.items()
+    }
+    filters = {
+        dt: m[:, :, None, None].contiguous(memory_format=torch.channels_last)
+        for dt, m in mats.items()
+    }
+    calls = {
+        "matmul": lambda dt: mats[dt] @ mats[dt],
+        "1x1 conv": lambda dt: torch.nn.functional.conv2d(images[dt], filters[dt]),
+    }
 
     def work(path: str, dt: torch.dtype) -> Callable[[], None]:
         def run() -> None:
             calls[path](dt).sum().item()  # .item() syncs a GPU
+
         return run
 
     dtypes = (("fp32", torch.float32), ("bf16", torch.bfloat16))
-    t = interleaved({f"{path} {name}": work(path, dt) for path in GEMM_PATHS for name, dt in dtypes},
-                    repeats=repeats)
-    return {path: {name: 2 * sizes[dt] ** 3 / t[f"{path} {name}"].median / 1e9 for name, dt in dtypes}
-            for path in GEMM_PATHS}
+    t = interleaved(
+        {f"{path} {name}": work(path, dt) for path in GEMM_PATHS for name, dt in dtypes},
+        repeats=repeats,
+    )
+    return {
+        path: {name: 2 * sizes[dt] ** 3 / t[f"{path} {name}"].median / 1e9 for name, dt in dtypes}
+        for path in GEMM_PATHS
+    }
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -59,4 +71,3 @@ def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
-

@@ -1,13 +1,14 @@
 """Sample quality next to speed (needs trained runs) and time to quality (opt-in, long)."""
+
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from training.checkpoints import list_checkpoints
 from training.config import FAST_SAMPLER, recipe_defaults
@@ -22,11 +23,12 @@ TTQ = "time to quality on mnist-5k"
 
 
 def run_kind(run: Path) -> str:
-    """"ddpm" or "flow" for a class-conditional run; ValueError otherwise."""
+    """ "ddpm" or "flow" for a class-conditional run; ValueError otherwise."""
     cfg = read_config(run)
     if cfg.get("conditioning") != "class" or cfg.get("kind") not in SCHEDULES:
-        raise ValueError(f"{run}: need a class-conditional DDPM or flow run, got "
-                         f"{cfg.get('experiment')!r}")
+        raise ValueError(
+            f"{run}: need a class-conditional DDPM or flow run, got {cfg.get('experiment')!r}"
+        )
     return cfg["kind"]
 
 
@@ -36,13 +38,30 @@ def quality_rows(runs: Sequence[Path], per_class: int, device: str) -> list[Row]
     for run in runs:
         for sampler, steps in SCHEDULES[run_kind(run)]:
             start = time.perf_counter()
-            r = evaluate_run(run, (GUIDANCE,), per_class=per_class, sampler=sampler,
-                             steps=steps, device=device, write=False)
+            r = evaluate_run(
+                run,
+                (GUIDANCE,),
+                per_class=per_class,
+                sampler=sampler,
+                steps=steps,
+                device=device,
+                write=False,
+            )
             key = f"{GUIDANCE:g}"
-            note = (f"Fréchet {r['frechet'][key]:.2f} (real-vs-real floor {r['frechet_floor']:.2f}); "
-                    f"{per_class * 10} digits in {time.perf_counter() - start:.0f} s")
-            rows.append(Row(QUALITY, f"{run.name}: {sampler} {steps} steps",
-                            100 * r["accuracy"][key], "% class acc", None, note))
+            note = (
+                f"Fréchet {r['frechet'][key]:.2f} (real-vs-real floor {r['frechet_floor']:.2f}); "
+                f"{per_class * 10} digits in {time.perf_counter() - start:.0f} s"
+            )
+            rows.append(
+                Row(
+                    QUALITY,
+                    f"{run.name}: {sampler} {steps} steps",
+                    100 * r["accuracy"][key],
+                    "% class acc",
+                    None,
+                    note,
+                )
+            )
     return rows
 
 
@@ -50,7 +69,9 @@ def quality_rows(runs: Sequence[Path], per_class: int, device: str) -> list[Row]
 class TTQSettings:
     experiment: str = "flow-class"
     recipe: str = "course"
-    period_steps: int | None = None  # checkpoint (and score) every N steps; None: every course epoch
+    period_steps: int | None = (
+        None  # checkpoint (and score) every N steps; None: every course epoch
+    )
     target: float = 0.98
     per_class: int = 20
     max_minutes: float = 240.0
@@ -70,14 +91,34 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
     do not depend on it)."""
     name = f"ttq-{s.experiment}-{s.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     every = ["--period-steps", str(s.period_steps)] if s.period_steps else []
-    cmd = [sys.executable, "-m", "training", s.experiment, "--recipe", s.recipe, "--dataset",
-           "mnist-5k", "--name", name, "--runs-dir", str(runs_dir), "--wandb-mode", "disabled",
-           "--keep-checkpoints", "1000", "--preview-steps", "1", "--device", s.device, *every,
-           *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        s.experiment,
+        "--recipe",
+        s.recipe,
+        "--dataset",
+        "mnist-5k",
+        "--name",
+        name,
+        "--runs-dir",
+        str(runs_dir),
+        "--wandb-mode",
+        "disabled",
+        "--keep-checkpoints",
+        "1000",
+        "--preview-steps",
+        "1",
+        "--device",
+        s.device,
+        *every,
+        *extra_args,
+    ]
     label = f"{s.experiment} --recipe {s.recipe}"
     sampler, steps = s.scorer
     run_dir, rows, seen = runs_dir / name, [], set()
-    pauses: list[tuple[float, float]] = []   # (end time, seconds): evaluation while SIGSTOPped
+    pauses: list[tuple[float, float]] = []  # (end time, seconds): evaluation while SIGSTOPped
     log = runs_dir / f"{name}.log"
     runs_dir.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as err:
@@ -86,33 +127,58 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
     try:
         while time.time() < deadline:
             done = proc.poll() is not None
-            new = [c for c in list_checkpoints(run_dir) if c.period not in seen] if run_dir.exists() else []
+            new = (
+                [c for c in list_checkpoints(run_dir) if c.period not in seen]
+                if run_dir.exists()
+                else []
+            )
             for ckpt in new:
                 seen.add(ckpt.period)
                 written = (ckpt.path / "meta.json").stat().st_mtime
-                minutes = (ckpt.meta["wall_time_s"] - sum(d for end, d in pauses if end < written)) / 60
+                minutes = (
+                    ckpt.meta["wall_time_s"] - sum(d for end, d in pauses if end < written)
+                ) / 60
                 start = time.time()
                 if not done:
                     proc.send_signal(signal.SIGSTOP)
                 try:
-                    r = evaluate_run(run_dir, (GUIDANCE,), per_class=s.per_class, sampler=sampler,
-                                     steps=steps, checkpoint=ckpt.period, device=s.device, write=False)
+                    r = evaluate_run(
+                        run_dir,
+                        (GUIDANCE,),
+                        per_class=s.per_class,
+                        sampler=sampler,
+                        steps=steps,
+                        checkpoint=ckpt.period,
+                        device=s.device,
+                        write=False,
+                    )
                 finally:
                     if not done:
                         proc.send_signal(signal.SIGCONT)
                         pauses.append((time.time(), time.time() - start))
                 acc = r["accuracy"][f"{GUIDANCE:g}"]
-                rows.append(Row(TTQ, f"{label}: period {ckpt.period} (step {ckpt.meta.get('step')})", minutes,
-                                "min", None, f"class acc {acc:.1%} ({sampler} {steps}, "
-                                f"{s.per_class * 10} digits)"))
+                rows.append(
+                    Row(
+                        TTQ,
+                        f"{label}: period {ckpt.period} (step {ckpt.meta.get('step')})",
+                        minutes,
+                        "min",
+                        None,
+                        f"class acc {acc:.1%} ({sampler} {steps}, {s.per_class * 10} digits)",
+                    )
+                )
                 if acc >= s.target:
                     return rows + [Row(TTQ, f"{label}: reached {s.target:.0%}", minutes, "min")]
             if done:
                 if proc.returncode:
-                    raise RuntimeError(f"training failed ({proc.returncode}): {log.read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"training failed ({proc.returncode}): {log.read_text()[-2000:]}"
+                    )
                 break
             time.sleep(2)
-        return rows + [Row(TTQ, f"{label}: reached {s.target:.0%}", None, "min", None, "not reached")]
+        return rows + [
+            Row(TTQ, f"{label}: reached {s.target:.0%}", None, "min", None, "not reached")
+        ]
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGCONT)

@@ -1,4 +1,5 @@
 """Result rows, the printed table and the JSON file."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -17,7 +18,9 @@ DEFAULT_OUT = Path("test-artifacts/bench/latest.json")
 
 @dataclass(frozen=True)
 class Row:
-    """One figure: `ratio` is against the section's baseline (the reference loop), higher = faster."""
+    """One figure: `ratio` is against the section's baseline (the reference loop), higher =
+    faster."""
+
     section: str
     name: str
     value: float | None
@@ -36,10 +39,15 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    info: dict[str, object] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "python": platform.python_version(),
-                               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -67,8 +75,12 @@ def format_table(rows: Sequence[Row]) -> str:
 def write_json(rows: Sequence[Row], path: Path, *, settings: dict[str, object]) -> Path:
     """{"command", "machine", "settings", "finished", "rows": [...]} at `path` (folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"command": " ".join([Path(sys.executable).name, "-m", "tests.bench", *sys.argv[1:]]),
-           "machine": machine(), "settings": settings,
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": [asdict(r) for r in rows]}
+    doc = {
+        "command": " ".join([Path(sys.executable).name, "-m", "tests.bench", *sys.argv[1:]]),
+        "machine": machine(),
+        "settings": settings,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "rows": [asdict(r) for r in rows],
+    }
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

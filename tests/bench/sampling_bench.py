@@ -4,21 +4,22 @@ Per-step times are medians over a few steps (interleaved repeats) and scaled to 
 counts; the sampler's overhead is the loop's time minus the time spent inside the model, both
 taken in the same run (a timing wrapper around the UNet).
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from training.config import FAST_SAMPLER, make_config
 from training.checkpoints import find_checkpoint, load_weights
+from training.config import FAST_SAMPLER, make_config
 from training.pretrained import LabModel, build_unet, load_lab_model, vp_alphas_cumprod
 
 from .fastpath import FastPath, applied, prepare
@@ -28,17 +29,19 @@ from .timing import interleaved
 SECTION = "sampling 100 digits, guidance 5 (s/step; ratio vs two-call fp32 loop)"
 # (sampler, steps) per model kind: the course's full-length sampler first, then the lab's 50-step
 # default (the dashboard's) and, for DDPM, DDIM at 50 steps beside it.
-SCHEDULES = {"ddpm": (("ddpm", 300), FAST_SAMPLER["ddpm"], ("ddim", 50)),
-             "flow": (("euler", 300), FAST_SAMPLER["flow"])}
+SCHEDULES = {
+    "ddpm": (("ddpm", 300), FAST_SAMPLER["ddpm"], ("ddim", 50)),
+    "flow": (("euler", 300), FAST_SAMPLER["flow"]),
+}
 GUIDANCE = 5.0
 
 
 @dataclass(frozen=True)
 class SampleSizes:
-    steps: int = 4        # sampler steps per timed unit
+    steps: int = 4  # sampler steps per timed unit
     repeats: int = 5
     warmup: int = 1
-    per_class: int = 10   # 100 digits
+    per_class: int = 10  # 100 digits
     hidden: int = 64
 
 
@@ -58,7 +61,9 @@ class TimedModel(nn.Module):
         return out
 
 
-def lab_model(kind: str, run: Path | None, device: torch.device, hidden: int) -> tuple[LabModel, str]:
+def lab_model(
+    kind: str, run: Path | None, device: torch.device, hidden: int
+) -> tuple[LabModel, str]:
     """The run's model as trained (fp32, BatchNorm unfolded: each FastPath adds its levers) when
     given, else a freshly initialised class-conditional one (speed only)."""
     if run is not None:
@@ -69,7 +74,9 @@ def lab_model(kind: str, run: Path | None, device: torch.device, hidden: int) ->
         return dataclasses.replace(lab, unet=unet.eval()), f"weights of {run}"
     cfg = make_config(f"{kind}-class", hidden=hidden, dataset="mnist-5k")
     torch.manual_seed(0)
-    return LabModel(cfg, build_unet(cfg).to(device).eval(), vp_alphas_cumprod(cfg).to(device)), "random weights"
+    return LabModel(
+        cfg, build_unet(cfg).to(device).eval(), vp_alphas_cumprod(cfg).to(device)
+    ), "random weights"
 
 
 @torch.no_grad()
@@ -93,7 +100,7 @@ def two_call_loop(lab: LabModel, labels: Tensor, steps: int, generator: torch.Ge
         return x
     ab, T = lab.alphas_cumprod, cfg.num_timesteps
     ts = [round(T - k * T / steps) - 1 for k in range(steps)] + [-1]
-    for t, t_prev in zip(ts[:-1], ts[1:]):
+    for t, t_prev in zip(ts[:-1], ts[1:], strict=False):
         eps = guided(torch.full((len(labels),), (t + 1) / T, device=x.device))
         a_t, a_prev = ab[t], ab[t_prev] if t_prev >= 0 else ab.new_tensor(1.0)
         beta = 1 - a_t / a_prev
@@ -107,20 +114,38 @@ def two_call_loop(lab: LabModel, labels: Tensor, steps: int, generator: torch.Ge
 class SamplerWork:
     """One timed unit: `lab.sample` of a few steps with a FastPath; records its overhead share."""
 
-    def __init__(self, lab: LabModel, fp: FastPath, sampler: str, labels: Tensor, sizes: SampleSizes,
-                 device: torch.device):
+    def __init__(
+        self,
+        lab: LabModel,
+        fp: FastPath,
+        sampler: str,
+        labels: Tensor,
+        sizes: SampleSizes,
+        device: torch.device,
+    ):
         self.timed = TimedModel(prepare(copy.deepcopy(lab.unet), fp))
         self.lab = dataclasses.replace(lab, unet=self.timed)
-        self.fp, self.sampler, self.labels, self.sizes, self.device = fp, sampler, labels, sizes, device
+        self.fp, self.sampler, self.labels, self.sizes, self.device = (
+            fp,
+            sampler,
+            labels,
+            sizes,
+            device,
+        )
         self.generator = torch.Generator(device).manual_seed(0)
-        self.overheads: list[float] = []   # (loop - model) / model, one per call
+        self.overheads: list[float] = []  # (loop - model) / model, one per call
 
     def __call__(self) -> float:
         self.timed.seconds = 0.0
         start = time.perf_counter()
         with applied(self.fp, self.device, grad=False):
-            self.lab.sample(self.labels, guidance_scale=GUIDANCE, sampler=self.sampler,
-                            steps=self.sizes.steps, generator=self.generator)
+            self.lab.sample(
+                self.labels,
+                guidance_scale=GUIDANCE,
+                sampler=self.sampler,
+                steps=self.sizes.steps,
+                generator=self.generator,
+            )
         wall = time.perf_counter() - start
         self.overheads.append((wall - self.timed.seconds) / self.timed.seconds)
         return wall
@@ -128,11 +153,15 @@ class SamplerWork:
     @property
     def overhead(self) -> float:
         """Median overhead share of the timed (post-warm-up) calls."""
-        return statistics.median(self.overheads[-self.sizes.repeats:])
+        return statistics.median(self.overheads[-self.sizes.repeats :])
 
 
-def sampling_rows(runs: dict[str, Path | None], sizes: SampleSizes, device: torch.device,
-                  variants: Sequence[FastPath]) -> list[Row]:
+def sampling_rows(
+    runs: dict[str, Path | None],
+    sizes: SampleSizes,
+    device: torch.device,
+    variants: Sequence[FastPath],
+) -> list[Row]:
     """Per kind ("ddpm", "flow"): the two-call loop, then each sampler x variant."""
     rows: list[Row] = []
     labels = torch.arange(10, device=device).repeat(sizes.per_class)
@@ -140,22 +169,47 @@ def sampling_rows(runs: dict[str, Path | None], sizes: SampleSizes, device: torc
         lab, source = lab_model(kind, run, device, sizes.hidden)
         gen = torch.Generator(device).manual_seed(0)
 
-        def reference() -> None:
+        def reference(lab=lab, gen=gen) -> None:
             two_call_loop(lab, labels, sizes.steps, gen)
 
-        samplers = dict.fromkeys(s for s, _ in SCHEDULES[kind])   # a step costs the same at any count
-        lab_works = {(s, fp): SamplerWork(lab, fp, s, labels, sizes, device)
-                     for s in samplers for fp in variants}
-        t = interleaved({"two-call": reference, **lab_works}, repeats=sizes.repeats, warmup=sizes.warmup)
+        samplers = dict.fromkeys(
+            s for s, _ in SCHEDULES[kind]
+        )  # a step costs the same at any count
+        lab_works = {
+            (s, fp): SamplerWork(lab, fp, s, labels, sizes, device)
+            for s in samplers
+            for fp in variants
+        }
+        t = interleaved(
+            {"two-call": reference, **lab_works}, repeats=sizes.repeats, warmup=sizes.warmup
+        )
         ref = t["two-call"].median / sizes.steps
         n0 = SCHEDULES[kind][0][1]
-        rows.append(Row(SECTION, f"{kind} ({source}): two-call fp32 loop", ref, "s/step", 1.0,
-                        f"{ref * n0:.1f} s for {n0} steps"))
+        rows.append(
+            Row(
+                SECTION,
+                f"{kind} ({source}): two-call fp32 loop",
+                ref,
+                "s/step",
+                1.0,
+                f"{ref * n0:.1f} s for {n0} steps",
+            )
+        )
         for sampler, n in SCHEDULES[kind]:
             for fp in variants:
                 work, per_step = lab_works[sampler, fp], t[sampler, fp].median / sizes.steps
-                note = (f"{per_step * n:.1f} s for {n} steps ({ref * n0 / (per_step * n):.1f}x the "
-                        f"{n0}-step loop); overhead {work.overhead:.1%} of model time")
-                rows.append(Row(SECTION, f"{kind}: lab {sampler} {n} {fp.label}", per_step, "s/step",
-                                ref / per_step, note))
+                note = (
+                    f"{per_step * n:.1f} s for {n} steps ({ref * n0 / (per_step * n):.1f}x the "
+                    f"{n0}-step loop); overhead {work.overhead:.1%} of model time"
+                )
+                rows.append(
+                    Row(
+                        SECTION,
+                        f"{kind}: lab {sampler} {n} {fp.label}",
+                        per_step,
+                        "s/step",
+                        ref / per_step,
+                        note,
+                    )
+                )
     return rows

@@ -1,10 +1,11 @@
 """Warm-up, interleaved repeats and medians."""
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 # A unit of work; it may return its own measured seconds (e.g. a trainer's logged interval),
 # which then replaces the wall time of the call.
@@ -14,6 +15,7 @@ Work = Callable[[], "float | None"]
 @dataclass(frozen=True)
 class Timing:
     """Seconds of each repeat of one unit of work (after warm-up)."""
+
     seconds: tuple[float, ...]
 
     @property

@@ -9,6 +9,7 @@ the least a step can do (one random batch kept in memory, forward, MSE, backward
 ceiling the trainer's per-step extras (batching, noise, class dropout, EMA, loss bins) are read
 against.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,14 +18,14 @@ import itertools
 import json
 import struct
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from samplers.devices import resolve_mixed_precision
+from samplers.app.devices import resolve_mixed_precision
 from training.checkpoints import latest_checkpoint
 from training.config import TrainConfig, make_config, num_periods, resolve_length
 from training.data import Batches, Digits, derive_seed, load_dataset
@@ -44,17 +45,25 @@ PREVIEW = "preview share of a run (grids + GIF, 50-step sampler)"
 
 @dataclass(frozen=True)
 class TrainSizes:
-    steps: int = 2        # optimizer steps per timed unit
-    repeats: int = 5      # timed units per variant (median reported)
-    warmup: int = 1       # untimed units first
-    hidden: int = 64      # UNet D
+    steps: int = 2  # optimizer steps per timed unit
+    repeats: int = 5  # timed units per variant (median reported)
+    warmup: int = 1  # untimed units first
+    hidden: int = 64  # UNet D
     batch: int | None = None  # None: the experiment's course batch (DDPM 128, flow 64)
 
 
-def experiment_config(experiment: str, sizes: TrainSizes, device: torch.device, **kw) -> TrainConfig:
+def experiment_config(
+    experiment: str, sizes: TrainSizes, device: torch.device, **kw
+) -> TrainConfig:
     """The course config of `experiment` on mnist-5k at the benchmark's width and batch."""
-    over = dict(dataset="mnist-5k", hidden=sizes.hidden, batch_size=sizes.batch,
-                device=device.type, wandb_mode="disabled", **kw)
+    over = dict(
+        dataset="mnist-5k",
+        hidden=sizes.hidden,
+        batch_size=sizes.batch,
+        device=device.type,
+        wandb_mode="disabled",
+        **kw,
+    )
     return make_config(experiment, **over)
 
 
@@ -65,7 +74,8 @@ def _write_idx(path: Path, array: torch.Tensor, magic: int) -> None:
 
 
 def torchvision_mnist(digits: Digits, root: Path):
-    """torchvision's ``MNIST(train=True, transform=ToTensor())`` over `digits` (written as idx files)."""
+    """torchvision's ``MNIST(train=True, transform=ToTensor())`` over `digits` (written as idx
+    files)."""
     from torchvision import datasets, transforms
 
     raw = root / "MNIST" / "raw"
@@ -85,8 +95,9 @@ class ReferenceLoop:
         torch.manual_seed(cfg.seed)
         self.model = build_unet(cfg).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
-                                                  drop_last=True)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True
+        )
         self.batches: Iterator = itertools.chain.from_iterable(itertools.repeat(self.loader))
         self.ab = vp_alphas_cumprod(cfg).to(device)
 
@@ -99,7 +110,9 @@ class ReferenceLoop:
         if self.cfg.kind == "ddpm":
             i = torch.randint(0, len(self.ab), (len(y),), device=self.device)
             ab = self.ab[i].view(-1, 1, 1, 1)
-            pred = self.model(ab.sqrt() * x + (1 - ab).sqrt() * noise, (i + 1).float() / len(self.ab), c)
+            pred = self.model(
+                ab.sqrt() * x + (1 - ab).sqrt() * noise, (i + 1).float() / len(self.ab), c
+            )
             loss = F.mse_loss(pred, noise)
         else:
             t = torch.rand(len(y), device=self.device)
@@ -149,8 +162,9 @@ class BareStep:
         g = torch.Generator(device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         net = build_unet(cfg).to(device)
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=fp.fused_adam or None,
-                                          capturable=fp.cuda_graph)
+        self.optimizer = torch.optim.Adam(
+            net.parameters(), lr=cfg.lr, fused=fp.fused_adam or None, capturable=fp.cuda_graph
+        )
         self.model = prepare(net, fp)
         b = cfg.batch_size
         self.x = as_input(torch.randn(b, 1, 28, 28, generator=g, device=device), fp)
@@ -198,7 +212,9 @@ def trainer_work(cfg: TrainConfig, runs_dir: Path) -> Work:
     def run() -> float:
         name = f"{cfg.experiment}-{next(counter)}"
         with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
-            run_dir = Trainer(make_config(cfg.experiment, **{**_overrides(cfg), "name": name}), runs_dir).run()
+            run_dir = Trainer(
+                make_config(cfg.experiment, **{**_overrides(cfg), "name": name}), runs_dir
+            ).run()
         last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
         return cfg.steps * cfg.batch_size / last["images_per_s"]
 
@@ -206,7 +222,16 @@ def trainer_work(cfg: TrainConfig, runs_dir: Path) -> Work:
 
 
 def _overrides(cfg: TrainConfig) -> dict:
-    keys = ("dataset", "hidden", "batch_size", "device", "wandb_mode", "steps", "log_every", "preview_steps")
+    keys = (
+        "dataset",
+        "hidden",
+        "batch_size",
+        "device",
+        "wandb_mode",
+        "steps",
+        "log_every",
+        "preview_steps",
+    )
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -216,6 +241,7 @@ def _repeat(fn, n: int) -> Work:
             fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+
     return run
 
 
@@ -224,9 +250,15 @@ def _peak_note(gflops: float, peaks: dict[str, float | None]) -> str:
     return f"{gflops:.1f} GFLOP/s" + (" = " + ", ".join(shares) if shares else "")
 
 
-def training_rows(sizes: TrainSizes, device: torch.device, variants: Sequence[FastPath],
-                  *, peaks: dict[str, float | None] | None = None, bare: Sequence[FastPath] = (),
-                  experiments: Sequence[str] = EXPERIMENTS) -> list[Row]:
+def training_rows(
+    sizes: TrainSizes,
+    device: torch.device,
+    variants: Sequence[FastPath],
+    *,
+    peaks: dict[str, float | None] | None = None,
+    bare: Sequence[FastPath] = (),
+    experiments: Sequence[str] = EXPERIMENTS,
+) -> list[Row]:
     """Rows for each experiment: reference, lab trainer, `variants` of LabStep, `bare` BareSteps.
 
     `peaks` ({"fp32": GFLOP/s, "bf16": GFLOP/s}, the matmul peaks) adds each row's share of them."""
@@ -236,31 +268,49 @@ def training_rows(sizes: TrainSizes, device: torch.device, variants: Sequence[Fa
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         dataset = torchvision_mnist(digits, Path(tmp) / "data")
         for exp in experiments:
-            cfg = experiment_config(exp, sizes, device, steps=sizes.steps, log_every=10 ** 6, preview_steps=1)
+            cfg = experiment_config(
+                exp, sizes, device, steps=sizes.steps, log_every=10**6, preview_steps=1
+            )
             ref = ReferenceLoop(cfg, dataset, device)
             labs = {fp.label: LabStep(cfg, digits, device, fp) for fp in variants}
             bares = {"bare " + fp.label: BareStep(cfg, device, fp) for fp in bare}
             flops = count_flops(LabStep(cfg, digits, device, FastPath()).step)
-            works = {"reference": _repeat(ref.step, sizes.steps),
-                     "trainer": trainer_work(cfg, Path(tmp) / "runs"),
-                     **{k: _repeat(lab.step, sizes.steps) for k, lab in {**labs, **bares}.items()}}
+            works = {
+                "reference": _repeat(ref.step, sizes.steps),
+                "trainer": trainer_work(cfg, Path(tmp) / "runs"),
+                **{k: _repeat(lab.step, sizes.steps) for k, lab in {**labs, **bares}.items()},
+            }
             timings = interleaved(works, repeats=sizes.repeats, warmup=sizes.warmup)
             base = timings["reference"].median
-            names = {"reference": "reference loop (torchvision MNIST+ToTensor, DataLoader, fp32)",
-                     "trainer": f"lab Trainer as configured ({resolve_mixed_precision('auto', device)} "
-                                  "by --mixed-precision auto; its logged images/s)",
-                     **{k: f"lab step, {k}" for k in labs},
-                     **{k: f"{k} (random batch in memory, Adam)" for k in bares}}
+            names = {
+                "reference": "reference loop (torchvision MNIST+ToTensor, DataLoader, fp32)",
+                "trainer": f"lab Trainer as configured ({resolve_mixed_precision('auto', device)} "
+                "by --mixed-precision auto; its logged images/s)",
+                **{k: f"lab step, {k}" for k in labs},
+                **{k: f"{k} (random batch in memory, Adam)" for k in bares},
+            }
             for key, t in timings.items():
                 gflops = flops * sizes.steps / t.median / 1e9
                 note = _peak_note(gflops, peaks) + f"; spread {t.spread:.0%}"
-                rows.append(Row(SECTION, f"{exp} B={cfg.batch_size}: {names[key]}",
-                                cfg.batch_size * sizes.steps / t.median, "img/s", base / t.median, note))
+                rows.append(
+                    Row(
+                        SECTION,
+                        f"{exp} B={cfg.batch_size}: {names[key]}",
+                        cfg.batch_size * sizes.steps / t.median,
+                        "img/s",
+                        base / t.median,
+                        note,
+                    )
+                )
     return rows
 
 
-def preview_share_rows(device: torch.device, recipe: str = "fast", steps: int = 4,
-                       experiments: Sequence[str] = EXPERIMENTS) -> list[Row]:
+def preview_share_rows(
+    device: torch.device,
+    recipe: str = "fast",
+    steps: int = 4,
+    experiments: Sequence[str] = EXPERIMENTS,
+) -> list[Row]:
     """Share of a full `recipe` run's wall time its previews take, projected from one short real
     Trainer run: its logged step time and the seconds its final preview (grid + GIF) took.
 
@@ -272,8 +322,10 @@ def preview_share_rows(device: torch.device, recipe: str = "fast", steps: int = 
             over = dict(dataset="mnist-5k", device=device.type, wandb_mode="disabled")
             full = make_config(exp, recipe=recipe, **over)
             data = load_dataset("mnist-5k", split="train")
-            full = resolve_length(full, len(data), Batches(data, full.batch_size, seed=0).steps_per_pass)
-            short = make_config(exp, recipe=recipe, steps=steps, log_every=10 ** 6, name=exp, **over)
+            full = resolve_length(
+                full, len(data), Batches(data, full.batch_size, seed=0).steps_per_pass
+            )
+            short = make_config(exp, recipe=recipe, steps=steps, log_every=10**6, name=exp, **over)
             with contextlib.redirect_stderr(io.StringIO()):
                 run_dir = Trainer(short, Path(tmp)).run()
             last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
@@ -281,8 +333,15 @@ def preview_share_rows(device: torch.device, recipe: str = "fast", steps: int = 
             preview_s = latest_checkpoint(run_dir).meta["preview_s"]
             periods = num_periods(full)
             share = periods * preview_s / (full.total_steps * step_s + periods * preview_s)
-            rows.append(Row(PREVIEW, f"{exp} --recipe {recipe}: {full.total_steps} steps, "
-                            f"{periods} preview(s)", 100 * share, "% of wall", None,
-                            f"preview {preview_s:.1f} s, step {step_s:.3f} s (B={full.batch_size}, "
-                            f"D={full.hidden})"))
+            rows.append(
+                Row(
+                    PREVIEW,
+                    f"{exp} --recipe {recipe}: {full.total_steps} steps, {periods} preview(s)",
+                    100 * share,
+                    "% of wall",
+                    None,
+                    f"preview {preview_s:.1f} s, step {step_s:.3f} s (B={full.batch_size}, "
+                    f"D={full.hidden})",
+                )
+            )
     return rows

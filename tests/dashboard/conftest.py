@@ -1,4 +1,5 @@
 """Dashboard test fixtures: tiny runs made by the real training CLI, once per test session."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,26 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "dashboard" / "app.py")
-TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--steps", "4",
-        "--period-steps", "2", "--log-every", "1", "--sample-steps", "3",
-        "--wandb-mode", "disabled", "--device", "cpu"]
+TINY = [
+    "--dataset",
+    "mnist-5k",
+    "--hidden",
+    "4",
+    "--batch-size",
+    "8",
+    "--steps",
+    "4",
+    "--period-steps",
+    "2",
+    "--log-every",
+    "1",
+    "--sample-steps",
+    "3",
+    "--wandb-mode",
+    "disabled",
+    "--device",
+    "cpu",
+]
 EXPERIMENTS = ("flow-class", "ddpm-class")
 
 
@@ -28,10 +46,18 @@ def pytest_collection_modifyitems(items):
 def train_runs(runs_dir: Path) -> Path:
     """Train each experiment in EXPERIMENTS (4 steps, D=4) into runs_dir, in parallel."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    procs = [subprocess.Popen([sys.executable, "-m", "training", exp, "--runs-dir", str(runs_dir),
-                               *TINY], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for exp in EXPERIMENTS]
-    for exp, p in zip(EXPERIMENTS, procs):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "training", exp, "--runs-dir", str(runs_dir), *TINY],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for exp in EXPERIMENTS
+    ]
+    for exp, p in zip(EXPERIMENTS, procs, strict=False):
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, f"training {exp} failed:\n{out[-2000:]}"
     return runs_dir

@@ -6,6 +6,7 @@ screenshot of each page into $DIFFUSION_LAB_SCREENSHOTS (default test-artifacts/
 server lists the tiny fixture runs, or $DIFFUSION_LAB_BROWSER_RUNS when set; `make screenshots`
 takes the README's on the bundled runs (into dashboard/screenshots).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,9 +28,15 @@ from .conftest import APP, REPO
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 TIMEOUT_MS = 120_000  # generous: CI machines are small and shared
 
 
@@ -56,12 +63,34 @@ def server(browser_runs):
 @contextlib.contextmanager
 def dashboard_server(runs: Path):
     port = free_port()
-    env = {**os.environ, "DIFFUSION_LAB_RUNS": str(runs), "DIFFUSION_LAB_BUNDLED_RUNS": "",
-           "DIFFUSION_LAB_DEVICE": "cpu", "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP,
-                             "--server.headless", "true", "--server.address", "127.0.0.1",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "DIFFUSION_LAB_RUNS": str(runs),
+        "DIFFUSION_LAB_BUNDLED_RUNS": "",
+        "DIFFUSION_LAB_DEVICE": "cpu",
+        "WANDB_MODE": "offline",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            APP,
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -71,7 +100,9 @@ def dashboard_server(runs: Path):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start:\n{proc.stdout.read().decode()}")
+                    raise RuntimeError(
+                        f"streamlit did not start:\n{proc.stdout.read().decode()}"
+                    ) from None
                 time.sleep(0.25)
         yield url
     finally:
@@ -104,9 +135,11 @@ def shots() -> Path:
 
 def screenshot(page, name: str) -> None:
     """A screenshot of the whole page: the viewport grows to the app's content height."""
-    height = page.evaluate("() => Math.max(...[...document.querySelectorAll("
-                           "'[data-testid=stMain], [data-testid=stMainBlockContainer]')]"
-                           ".map(e => e.scrollHeight), 600)")
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll("
+        "'[data-testid=stMain], [data-testid=stMainBlockContainer]')]"
+        ".map(e => e.scrollHeight), 600)"
+    )
     page.set_viewport_size({"width": 1400, "height": min(height + 80, 6000)})
     page.wait_for_timeout(300)
     page.screenshot(path=str(shots() / name), full_page=True)
@@ -187,7 +220,8 @@ TRAIN_STEPS = 300
 def metric(page, label: str) -> str:
     """The value of the st.metric labelled `label`."""
     box = page.locator("[data-testid='stMetric']").filter(
-        has=page.locator("[data-testid='stMetricLabel']", has_text=re.compile(f"^{label}$")))
+        has=page.locator("[data-testid='stMetricLabel']", has_text=re.compile(f"^{label}$"))
+    )
     return box.locator("[data-testid='stMetricValue']").inner_text().strip()
 
 
@@ -241,11 +275,18 @@ def test_train_stop_resume_and_sample_from_the_browser(page, tmp_path):
         assert f"--runs-dir={runs}" in command  # the server's runs folder
         main_button(page, "Start training").click()
         # the same command from the CLI, in one go, beside it (compared at the end)
-        cli = [a if not a.startswith("--runs-dir=") else f"--runs-dir={tmp_path / 'cli'}"
-               for a in command.replace("python -m training ", "").split()]
-        reference = subprocess.Popen([sys.executable, "-m", "training", *cli], cwd=REPO,
-                                     env={**os.environ, "PYTHONPATH": str(REPO)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cli = [
+            a if not a.startswith("--runs-dir=") else f"--runs-dir={tmp_path / 'cli'}"
+            for a in command.replace("python -m training ", "").split()
+        ]
+        reference = subprocess.Popen(
+            [sys.executable, "-m", "training", *cli],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wait_metric(page, "Status", lambda v: v == "running")
         first = step_of(wait_metric(page, "Step", lambda v: step_of(v) >= 1))
         later = step_of(wait_metric(page, "Step", lambda v: step_of(v) >= first + 3))

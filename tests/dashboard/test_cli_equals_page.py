@@ -1,5 +1,6 @@
 """The Sampler lab and `python -m samplers` are one implementation: for the same inputs, options
-and seed, each task's page result is the CLI's figure pixel for pixel (MNIST backend and tiny IF)."""
+and seed, each task's page result is the CLI's figure pixel for pixel (MNIST backend, tiny IF)."""
+
 import io
 import json
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samplers.__main__ import main
+from samplers.app.cli import main
 
 from .conftest import no_errors, png
 
@@ -44,25 +45,68 @@ def upload(key, data, index=0):
     def step(at):
         at.radio(key=f"{key}_source").set_value("Upload").run()
         at.get("file_uploader")[index].set_value(("input.png", data, "image/png")).run()
+
     return step
 
 
 MNIST_TASKS = {  # task: (CLI options, CLI file, page tab, button, result key, page set-up)
-    "forward": (["--examples", "digit-0"], "forward-digit-0.png", "Forward process", "fwd_go",
-                "fwd_result", ()),
-    "denoise": (["--examples", "digit-0"], "denoise-onestep-digit-0.png", "Denoising", "den_go",
-                "den_result", ()),
-    "sample": (["--prompt", "3", "--n", "4"], "sample.png", "Sampling & CFG", "smp_go",
-               "smp_result", ()),
-    "sdedit": (["--examples", "digit-0"], "sdedit-digit-0.png", "SDEdit", "sde_go", "sde_result",
-               ()),
-    "img2img": (["--examples", "digit-0", "--prompt", "7"], "img2img-digit-0.png", "Text img2img",
-                "i2i_go", "i2i_result", ()),
-    "anagram": (["--prompts", "6", "9", "--views", "flip"], "anagram.png", "Visual anagrams",
-                "ana_go", "ana_result", ()),
+    "forward": (
+        ["--examples", "digit-0"],
+        "forward-digit-0.png",
+        "Forward process",
+        "fwd_go",
+        "fwd_result",
+        (),
+    ),
+    "denoise": (
+        ["--examples", "digit-0"],
+        "denoise-onestep-digit-0.png",
+        "Denoising",
+        "den_go",
+        "den_result",
+        (),
+    ),
+    "sample": (
+        ["--prompt", "3", "--n", "4"],
+        "sample.png",
+        "Sampling & CFG",
+        "smp_go",
+        "smp_result",
+        (),
+    ),
+    "sdedit": (
+        ["--examples", "digit-0"],
+        "sdedit-digit-0.png",
+        "SDEdit",
+        "sde_go",
+        "sde_result",
+        (),
+    ),
+    "img2img": (
+        ["--examples", "digit-0", "--prompt", "7"],
+        "img2img-digit-0.png",
+        "Text img2img",
+        "i2i_go",
+        "i2i_result",
+        (),
+    ),
+    "anagram": (
+        ["--prompts", "6", "9", "--views", "flip"],
+        "anagram.png",
+        "Visual anagrams",
+        "ana_go",
+        "ana_result",
+        (),
+    ),
     "hybrid": (["--far", "0", "--near", "1"], "hybrid.png", "Hybrids", "hyb_go", "hyb_result", ()),
-    "inpaint": (["--image", "IMAGE", "--mask", "MASK"], "inpaint-input.png", "Inpainting", "inp_go",
-                "inp_result", (upload("inp", png(DIGIT)), upload("inp_mask", png(MASK), 1))),
+    "inpaint": (
+        ["--image", "IMAGE", "--mask", "MASK"],
+        "inpaint-input.png",
+        "Inpainting",
+        "inp_go",
+        "inp_result",
+        (upload("inp", png(DIGIT)), upload("inp_mask", png(MASK), 1)),
+    ),
 }
 
 
@@ -79,33 +123,56 @@ def test_page_equals_cli_on_the_mnist_backend(task, lab, lab_runs, tmp_path):
 
 
 def test_denoise_with_cfg_on_the_page_equals_the_cli_option(lab, lab_runs, tmp_path):
-    argv = ["denoise", "--backend", "mnist", "--run", str(lab_runs / "flow-class"), *SEED,
-            "--examples", "digit-0", "--prompt", "3"]  # CFG against the null class needs a class
+    argv = [
+        "denoise",
+        "--backend",
+        "mnist",
+        "--run",
+        str(lab_runs / "flow-class"),
+        *SEED,
+        "--examples",
+        "digit-0",
+        "--prompt",
+        "3",
+    ]  # CFG against the null class needs a class
     name = "denoise-onestep-digit-0.png"
     guided = cli_figure([*argv, "--guidance-scale", "5"], tmp_path / "cfg", name)
     assert not np.array_equal(guided, cli_figure(argv, tmp_path / "cli", name))
     assert json.loads((tmp_path / "cfg" / "denoise.json").read_text())["guidance_scale"] == 5
     assert json.loads((tmp_path / "cli" / "denoise.json").read_text())["guidance_scale"] == 1
-    setup = (lambda at: at.selectbox(key="den_prompt").set_value("3").run(),
-             lambda at: at.toggle(key="den_cfg").set_value(True).run())
-    np.testing.assert_array_equal(page_result(lab, "Denoising", "den_go", "den_result", setup),
-                                  guided)
+    setup = (
+        lambda at: at.selectbox(key="den_prompt").set_value("3").run(),
+        lambda at: at.toggle(key="den_cfg").set_value(True).run(),
+    )
+    np.testing.assert_array_equal(
+        page_result(lab, "Denoising", "den_go", "den_result", setup), guided
+    )
 
 
 def test_an_inverted_upload_on_the_page_equals_the_cli_option(lab, lab_runs, tmp_path):
     drawing = png(255 - DIGIT)  # dark ink on light paper
     (tmp_path / "input.png").write_bytes(drawing)
-    argv = ["sdedit", "--backend", "mnist", "--run", str(lab_runs / "flow-class"), *SEED,
-            "--image", str(tmp_path / "input.png"), "--invert"]
+    argv = [
+        "sdedit",
+        "--backend",
+        "mnist",
+        "--run",
+        str(lab_runs / "flow-class"),
+        *SEED,
+        "--image",
+        str(tmp_path / "input.png"),
+        "--invert",
+    ]
     expected = cli_figure(argv, tmp_path / "cli", "sdedit-input.png")
     setup = (upload("sde", drawing), lambda at: at.toggle(key="sde_invert").set_value(True).run())
-    np.testing.assert_array_equal(page_result(lab, "SDEdit", "sde_go", "sde_result", setup),
-                                  expected)
+    np.testing.assert_array_equal(
+        page_result(lab, "SDEdit", "sde_go", "sde_result", setup), expected
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_if(tmp_path_factory):
-    from samplers.backends.tiny_if import build_tiny_if
+    from tests.fixtures.tiny_if import build_tiny_if
 
     return build_tiny_if(tmp_path_factory.mktemp("tiny-if"))
 
@@ -114,22 +181,64 @@ PHOTO = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
 IF_MASK = np.zeros((32, 32), np.uint8)
 IF_MASK[8:20, 10:24] = 255
 IF_TASKS = {  # as MNIST_TASKS, with the page's defaults for a text backend
-    "forward": (["--examples", "astronaut"], "forward-astronaut.png", "Forward process", "fwd_go",
-                "fwd_result", ()),
-    "denoise": (["--examples", "astronaut"], "denoise-onestep-astronaut.png", "Denoising",
-                "den_go", "den_result", ()),
-    "sample": (["--prompt", "an oil painting of a snowy mountain village", "--n", "4"],
-               "sample.png", "Sampling & CFG", "smp_go", "smp_result", ()),
-    "sdedit": (["--examples", "astronaut"], "sdedit-astronaut.png", "SDEdit", "sde_go",
-               "sde_result", ()),
-    "img2img": (["--examples", "astronaut", "--prompt", "a rocket ship"], "img2img-astronaut.png",
-                "Text img2img", "i2i_go", "i2i_result", ()),
-    "inpaint": (["--image", "IMAGE", "--mask", "MASK"], "inpaint-input.png", "Inpainting", "inp_go",
-                "inp_result", (upload("inp", png(PHOTO)), upload("inp_mask", png(IF_MASK), 1))),
+    "forward": (
+        ["--examples", "astronaut"],
+        "forward-astronaut.png",
+        "Forward process",
+        "fwd_go",
+        "fwd_result",
+        (),
+    ),
+    "denoise": (
+        ["--examples", "astronaut"],
+        "denoise-onestep-astronaut.png",
+        "Denoising",
+        "den_go",
+        "den_result",
+        (),
+    ),
+    "sample": (
+        ["--prompt", "an oil painting of a snowy mountain village", "--n", "4"],
+        "sample.png",
+        "Sampling & CFG",
+        "smp_go",
+        "smp_result",
+        (),
+    ),
+    "sdedit": (
+        ["--examples", "astronaut"],
+        "sdedit-astronaut.png",
+        "SDEdit",
+        "sde_go",
+        "sde_result",
+        (),
+    ),
+    "img2img": (
+        ["--examples", "astronaut", "--prompt", "a rocket ship"],
+        "img2img-astronaut.png",
+        "Text img2img",
+        "i2i_go",
+        "i2i_result",
+        (),
+    ),
+    "inpaint": (
+        ["--image", "IMAGE", "--mask", "MASK"],
+        "inpaint-input.png",
+        "Inpainting",
+        "inp_go",
+        "inp_result",
+        (upload("inp", png(PHOTO)), upload("inp_mask", png(IF_MASK), 1)),
+    ),
     "anagram": ([], "anagram.png", "Visual anagrams", "ana_go", "ana_result", ()),
     "hybrid": ([], "hybrid.png", "Hybrids", "hyb_go", "hyb_result", ()),
-    "upsample": (["--prompts", "an oil painting of a snowy mountain village"], "upsample.png",
-                 "Upsampling", "up_go", "up_result", ()),
+    "upsample": (
+        ["--prompts", "an oil painting of a snowy mountain village"],
+        "upsample.png",
+        "Upsampling",
+        "up_go",
+        "up_result",
+        (),
+    ),
 }
 
 
@@ -140,13 +249,28 @@ def test_page_equals_cli_on_the_tiny_if(task, app, lab_runs, tiny_if, tmp_path):
     (tmp_path / "mask.png").write_bytes(png(IF_MASK))
     files = {"IMAGE": str(tmp_path / "input.png"), "MASK": str(tmp_path / "mask.png")}
     cache = str(tmp_path / "cache")
-    at = app(lab_runs, DIFFUSION_LAB_IF_MODEL=str(tiny_if.stage1),
-             DIFFUSION_LAB_IF_STAGE2=str(tiny_if.stage2), DIFFUSION_LAB_CACHE=cache).run()
+    at = app(
+        lab_runs,
+        DIFFUSION_LAB_IF_MODEL=str(tiny_if.stage1),
+        DIFFUSION_LAB_IF_STAGE2=str(tiny_if.stage2),
+        DIFFUSION_LAB_CACHE=cache,
+    ).run()
     at.switch_page(LAB).run()
     at.radio(key="lab_backend").set_value("DeepFloyd IF").run()
     at.slider(key="lab_cfg").set_value(7.0).run()
     page = page_result(at, tab, button, key, setup)
-    argv = [task, "--model-dir", str(tiny_if.stage1), "--stage2-dir", str(tiny_if.stage2),
-            "--device", "cpu", "--cache-dir", cache, "--seed", "0",
-            *[files.get(o, o) for o in options]]
+    argv = [
+        task,
+        "--model-dir",
+        str(tiny_if.stage1),
+        "--stage2-dir",
+        str(tiny_if.stage2),
+        "--device",
+        "cpu",
+        "--cache-dir",
+        cache,
+        "--seed",
+        "0",
+        *[files.get(o, o) for o in options],
+    ]
     np.testing.assert_array_equal(page, cli_figure(argv, tmp_path / "cli", name))

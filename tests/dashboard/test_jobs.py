@@ -1,4 +1,5 @@
 """dashboard.jobs: validated requests, live-process checks, the queue, and a real stop + resume."""
+
 import os
 import socket
 import subprocess
@@ -15,8 +16,9 @@ from training.runs import process_identity, read_summary, write_json
 
 from .conftest import REPO
 
-TINY = dict(experiment="flow-class", dataset="mnist-5k", hidden=4, wandb_mode="disabled",
-            device="cpu")
+TINY = dict(
+    experiment="flow-class", dataset="mnist-5k", hidden=4, wandb_mode="disabled", device="cpu"
+)
 
 
 def test_argv_is_built_from_the_request_only(tmp_path):
@@ -30,23 +32,31 @@ def test_argv_is_built_from_the_request_only(tmp_path):
     assert resume[-1] == "--resume" and not any(a.startswith("--steps") for a in resume)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(name="../outside"), "invalid run name '../outside'"),
-    (dict(name="a/b"), "invalid run name 'a/b'"),
-    (dict(name=".hidden"), "invalid run name"),
-    (dict(name=""), "invalid run name"),
-    (dict(experiment="gan"), "unknown experiment 'gan'"),
-    (dict(recipe="turbo"), "recipe 'turbo' is not one of course, fast"),
-    (dict(dataset="cifar"), "dataset 'cifar' is not one of"),
-    (dict(wandb_mode="loud"), "--wandb-mode 'loud' is not one of online"),
-    pytest.param(dict(device="mps"), "no MPS device is available here", marks=pytest.mark.skipif(
-        torch.backends.mps.is_available(), reason="this machine has the Apple GPU asked for")),
-    (dict(steps=5, epochs=1), "steps or epochs, not both"),
-    (dict(steps=0), "steps must be between 1"),
-    (dict(hidden=10_000), "width (--hidden) must be between 1 and 512"),
-    (dict(seed=-1), "seed must be between 0"),
-    (dict(steps="5"), "steps must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(name="../outside"), "invalid run name '../outside'"),
+        (dict(name="a/b"), "invalid run name 'a/b'"),
+        (dict(name=".hidden"), "invalid run name"),
+        (dict(name=""), "invalid run name"),
+        (dict(experiment="gan"), "unknown experiment 'gan'"),
+        (dict(recipe="turbo"), "recipe 'turbo' is not one of course, fast"),
+        (dict(dataset="cifar"), "dataset 'cifar' is not one of"),
+        (dict(wandb_mode="loud"), "--wandb-mode 'loud' is not one of online"),
+        pytest.param(
+            dict(device="mps"),
+            "no MPS device is available here",
+            marks=pytest.mark.skipif(
+                torch.backends.mps.is_available(), reason="this machine has the Apple GPU asked for"
+            ),
+        ),
+        (dict(steps=5, epochs=1), "steps or epochs, not both"),
+        (dict(steps=0), "steps must be between 1"),
+        (dict(hidden=10_000), "width (--hidden) must be between 1 and 512"),
+        (dict(seed=-1), "seed must be between 0"),
+        (dict(steps="5"), "steps must be a whole number"),
+    ],
+)
 def test_invalid_requests_are_refused_with_the_reason(tmp_path, change, message):
     with pytest.raises(jobs.JobError, match=message.replace("(", r"\(").replace(")", r"\)")):
         jobs.TrainRequest(**{**TINY, "name": "ok", **change}).validate(tmp_path)
@@ -74,8 +84,19 @@ def test_a_runs_folder_that_cannot_take_runs_is_refused_before_a_process_starts(
     with pytest.raises(jobs.JobError, match="is inside the run 'taken'"):
         jobs.start_training(request, tmp_path / "taken")
     # the CLI (the trainer) refuses it too, before training
-    argv = ["flow-class", "--runs-dir", str(tmp_path / "taken" / "deeper"), "--name", "new",
-            "--dataset", "mnist-5k", "--steps", "1", "--wandb-mode", "disabled"]
+    argv = [
+        "flow-class",
+        "--runs-dir",
+        str(tmp_path / "taken" / "deeper"),
+        "--name",
+        "new",
+        "--dataset",
+        "mnist-5k",
+        "--steps",
+        "1",
+        "--wandb-mode",
+        "disabled",
+    ]
     assert training_cli.main(argv) == 2
     assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["checkpoints", "config.json"]
     # a project folder's own config.json above the runs folder is no run
@@ -92,7 +113,9 @@ def fake_job(run_dir, identity):
 def test_a_recycled_pid_is_not_trusted(tmp_path):
     me = process_identity()
     fake_job(tmp_path / "live", me)
-    fake_job(tmp_path / "recycled", {**me, "started": me["started"] - 3600})  # same pid, older start
+    fake_job(
+        tmp_path / "recycled", {**me, "started": me["started"] - 3600}
+    )  # same pid, older start
     fake_job(tmp_path / "other-host", {**me, "host": socket.gethostname() + "-elsewhere"})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     identity = process_identity(dead.pid)
@@ -108,8 +131,10 @@ def test_status_of_a_run_whose_process_died_is_interrupted(tmp_path):
     run.mkdir()
     write_json(run / "config.json", {"experiment": "flow-class"})
     me = process_identity()
-    write_json(run / "summary.json", {"status": "running", "step": 3,
-                                      "process": {**me, "started": me["started"] - 60}})
+    write_json(
+        run / "summary.json",
+        {"status": "running", "step": 3, "process": {**me, "started": me["started"] - 60}},
+    )
     assert jobs.run_status(run) == "interrupted"
     write_json(run / "summary.json", {**read_summary(run), "process": me})
     assert jobs.run_status(run) == "running"  # trained from a terminal: its process is live
@@ -194,9 +219,14 @@ def test_start_stop_resume_equals_the_cli_run(tmp_path):
     job = jobs.start_training(request, tmp_path)
     # the same command from the CLI in one go, beside it (in another runs folder: not counted)
     cli_argv = request.argv(tmp_path / "cli")[1:]
-    reference = subprocess.Popen([sys.executable, *cli_argv], cwd=REPO, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(REPO)})
+    reference = subprocess.Popen(
+        [sys.executable, *cli_argv],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     run = tmp_path / "web"
     wait_for(lambda: steps_logged(run) >= 3 or not job.alive(), what="step 3")
     jobs.stop(run)

@@ -1,4 +1,5 @@
 """AppTest of the Runs page on real tiny runs."""
+
 import json
 import shutil
 import sys
@@ -44,6 +45,7 @@ def test_evaluation_plot_and_table(app, lab_runs):
 
 def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     started = []
+
     def spawn(kind, run_dir, argv):  # records the command instead of running it
         started.append(argv)
         return jobs.Job(kind, run_dir, argv, {"pid": 0, "started": 0.0, "host": ""}, 0.0)
@@ -56,9 +58,23 @@ def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     at.number_input(key="runs_eval_repeats").set_value(4)
     at.button(key="runs_eval_start").click().run()
     assert not at.exception
-    assert started == [[sys.executable, "-m", "training", "evaluate",
-                        str((lab_runs / "ddpm-class").resolve()), "--per-class=5", "--guidance",
-                        "0", "1", "3", "5", "7", "--repeats=4"]]
+    assert started == [
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "evaluate",
+            str((lab_runs / "ddpm-class").resolve()),
+            "--per-class=5",
+            "--guidance",
+            "0",
+            "1",
+            "3",
+            "5",
+            "7",
+            "--repeats=4",
+        ]
+    ]
     at.number_input(key="runs_eval_steps").set_value(301).run()  # a DDPM of T = 300 steps
     at.button(key="runs_eval_start").click().run()
     assert not at.exception and len(started) == 1  # refused on the page, no process started
@@ -99,8 +115,12 @@ def test_wandb_pull_disabled_without_wandb(app, lab_runs):
 
 
 def test_wandb_panel_waits_for_the_user_before_going_online(app, lab_runs):
-    at = app(lab_runs, WANDB_MODE="", WANDB_API_KEY="0" * 40,
-             DIFFUSION_LAB_WANDB_PROJECT="someone/diffusion-lab").run()
+    at = app(
+        lab_runs,
+        WANDB_MODE="",
+        WANDB_API_KEY="0" * 40,
+        DIFFUSION_LAB_WANDB_PROJECT="someone/diffusion-lab",
+    ).run()
     no_errors(at)
     assert at.toggle(key="wandb_on").value is False  # no network call until switched on
     assert at.toggle(key="wandb_on").label == "List the runs of someone/diffusion-lab"

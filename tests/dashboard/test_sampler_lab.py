@@ -1,4 +1,5 @@
 """AppTest of the Sampler lab on the MNIST backend (DeepFloyd IF cannot load without a GPU)."""
+
 import numpy as np
 import pytest
 
@@ -25,14 +26,17 @@ def test_deepfloyd_unavailable_is_a_message(lab):
     assert lab.error[0].value.startswith("DeepFloyd IF is unavailable:")
 
 
-@pytest.mark.parametrize("tab, button, caption", [
-    ("Forward process", "fwd_go", "original · t=75 · t=150 · t=225"),
-    ("Denoising", "den_go", "noisy · blur · one-step"),
-    ("Sampling & CFG", "smp_go", "'3' no CFG · '3' CFG 5"),
-    ("SDEdit", "sde_go", "i=1 t="),
-    ("Visual anagrams", "ana_go", "identity: 6 · flip: 9"),
-    ("Hybrids", "hyb_go", "near: 1 · far: 0"),
-])
+@pytest.mark.parametrize(
+    "tab, button, caption",
+    [
+        ("Forward process", "fwd_go", "original · t=75 · t=150 · t=225"),
+        ("Denoising", "den_go", "noisy · blur · one-step"),
+        ("Sampling & CFG", "smp_go", "'3' no CFG · '3' CFG 5"),
+        ("SDEdit", "sde_go", "i=1 t="),
+        ("Visual anagrams", "ana_go", "identity: 6 · flip: 9"),
+        ("Hybrids", "hyb_go", "near: 1 · far: 0"),
+    ],
+)
 def test_tab_produces_an_image(lab, tab, button, caption):
     at = open_tab(lab, tab)
     no_errors(at)
@@ -49,8 +53,9 @@ def test_a_result_is_shown_only_beside_the_model_that_made_it(lab):
     assert any(c.startswith(made_by) for img in at.image for c in img.captions)
     at.selectbox(key="lab_run").set_value("ddpm-class").run()
     no_errors(at)
-    assert not at.image and any(f"The last result came from {made_by}" in c.value
-                                for c in at.caption)
+    assert not at.image and any(
+        f"The last result came from {made_by}" in c.value for c in at.caption
+    )
 
 
 def test_img2img_takes_an_upload(lab):
@@ -68,10 +73,13 @@ def test_img2img_takes_an_upload(lab):
     assert any("i=5 t=" in c for img in at.image for c in img.captions)
 
 
-@pytest.mark.parametrize("name, data, message", [
-    ("notes.png", b"these are not pixels", "not an image"),
-    ("cut.png", png(np.full((64, 64, 3), 200, np.uint8))[:80], "truncated or corrupt"),
-])
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("notes.png", b"these are not pixels", "not an image"),
+        ("cut.png", png(np.full((64, 64, 3), 200, np.uint8))[:80], "truncated or corrupt"),
+    ],
+)
 def test_bad_upload_is_a_message(lab, name, data, message):
     at = open_tab(lab, "SDEdit")
     at.radio(key="sde_source").set_value("Upload").run()
@@ -126,8 +134,9 @@ def test_corrupt_checkpoint_in_the_lab(app, corrupt_runs):
     assert "Cannot load broken" in at.error[0].value
 
 
-def test_without_the_runs_dataset_examples_give_way_to_uploads(app, lab_runs, tmp_path,
-                                                              mnist_offline):
+def test_without_the_runs_dataset_examples_give_way_to_uploads(
+    app, lab_runs, tmp_path, mnist_offline
+):
     import json
     import shutil
 
@@ -135,13 +144,17 @@ def test_without_the_runs_dataset_examples_give_way_to_uploads(app, lab_runs, tm
 
     run = shutil.copytree(lab_runs / "flow-class", tmp_path / "elsewhere")
     cfg = json.loads((run / "config.json").read_text())
-    write_json(run / "config.json", {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none")})
+    write_json(
+        run / "config.json", {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none")}
+    )
     at = app(tmp_path).run()
     at.switch_page(LAB).run()
     at = open_tab(at, "Forward process")
     assert not at.exception
-    assert at.error[0].value.startswith("No built-in example images (upload or sketch one): the "
-                                        "built-in examples are test digits of the run's dataset")
+    assert at.error[0].value.startswith(
+        "No built-in example images (upload or sketch one): the "
+        "built-in examples are test digits of the run's dataset"
+    )
     assert at.radio(key="fwd_source").options == ["Upload"]
     at = open_tab(at, "Sampling & CFG")  # tabs without an input image still work
     at.button(key="smp_go").click().run()

@@ -1,4 +1,5 @@
 """AppTest of the MNIST studio on real tiny runs."""
+
 import shutil
 
 import pytest
@@ -49,8 +50,7 @@ def test_studio_choices_outlast_a_visit_to_another_page(app, lab_runs):
     assert at.number_input(key="studio_seed").value == 7
 
 
-def test_the_checkpoint_picker_follows_the_newest_until_the_user_picks_one(app, lab_runs,
-                                                                           tmp_path):
+def test_the_checkpoint_picker_follows_the_newest_until_the_user_picks_one(app, lab_runs, tmp_path):
     run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "ddpm-class")
     at = studio(app, tmp_path)
     assert at.selectbox(key="studio_ckpt_ddpm-class").value == "epoch-0002"  # the latest
@@ -73,11 +73,11 @@ def test_studio_samplers_follow_the_model(app, lab_runs):
     at.selectbox(key="studio_sampler_ddpm").set_value("ddim").run()
     at = at.selectbox(key="studio_run").set_value("flow-class").run()
     assert at.selectbox(key="studio_sampler_flow").options == ["euler", "heun", "ddpm", "ddim"]
-    assert at.selectbox(key="studio_sampler_flow").value == "heun"   # the fast default
+    assert at.selectbox(key="studio_sampler_flow").value == "heun"  # the fast default
     assert at.number_input(key="studio_steps_flow").value == 50
     at = at.selectbox(key="studio_run").set_value("ddpm-class").run()
     assert at.selectbox(key="studio_sampler_ddpm").options == ["ddpm", "ddim"]
-    assert at.selectbox(key="studio_sampler_ddpm").value == "ddpm"   # strided DDPM, 50 steps
+    assert at.selectbox(key="studio_sampler_ddpm").value == "ddpm"  # strided DDPM, 50 steps
     at.number_input(key="studio_steps_ddpm").set_value(3)
     at.button[0].click().run()
     no_errors(at)
@@ -91,7 +91,9 @@ def test_studio_corrupt_checkpoint_is_a_message(app, corrupt_runs):
     assert "not a readable safetensors file" in at.error[0].value
 
 
-def test_an_unreadable_checkpoint_is_named_and_the_picker_offers_the_others(app, lab_runs, tmp_path):
+def test_an_unreadable_checkpoint_is_named_and_the_picker_offers_the_others(
+    app, lab_runs, tmp_path
+):
     run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "ddpm-class")
     (run / "checkpoints/epoch-0002/meta.json").write_text('{"exper')
     at = studio(app, tmp_path)
@@ -140,9 +142,9 @@ def test_concurrent_sessions_get_their_own_results(app, lab_runs):
     sessions, errors = [session(1), session(2)], []
 
     def click(at):
-        try:   # two sampling reruns share 2 cores with the other test worker: allow them time
+        try:  # two sampling reruns share 2 cores with the other test worker: allow them time
             at.button[0].click().run(timeout=120)
-        except Exception as e:   # a thread's exception is otherwise lost; fail with it below
+        except Exception as e:  # a thread's exception is otherwise lost; fail with it below
             errors.append(e)
 
     threads = [threading.Thread(target=click, args=(at,)) for at in sessions]
@@ -152,6 +154,7 @@ def test_concurrent_sessions_get_their_own_results(app, lab_runs):
         t.join()
     assert not errors, errors
     together = [at.session_state["studio_result"].png for at in sessions]
-    alone = [session(seed).button[0].click().run().session_state["studio_result"].png
-             for seed in (1, 2)]
+    alone = [
+        session(seed).button[0].click().run().session_state["studio_result"].png for seed in (1, 2)
+    ]
     assert together == alone and together[0] != together[1]

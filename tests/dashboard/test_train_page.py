@@ -1,5 +1,6 @@
 """AppTest of the Train page: the command it shows, validation, the limit and the queue, the
 watch panel of finished, interrupted and busy runs (no training process is started here)."""
+
 import shutil
 import time
 
@@ -23,7 +24,13 @@ def test_the_page_shows_the_exact_command(app, tmp_path):
     no_errors(at)
     assert at.title[0].value == "Train"
     assert at.selectbox(key="train_experiment").options == [
-        "denoiser", "pure-noise", "ddpm-time", "ddpm-class", "flow-time", "flow-class"]
+        "denoiser",
+        "pure-noise",
+        "ddpm-time",
+        "ddpm-class",
+        "flow-time",
+        "flow-class",
+    ]
     assert at.selectbox(key="train_recipe").options == ["course", "fast"]
     assert at.selectbox(key="train_recipe").value == "fast"  # minutes on a CPU
     at.selectbox(key="train_experiment").set_value("ddpm-class").run()
@@ -33,9 +40,11 @@ def test_the_page_shows_the_exact_command(app, tmp_path):
     at.number_input(key="train_hidden").set_value(8)
     at.selectbox(key="train_wandb").set_value("disabled").run()
     no_errors(at)
-    assert command(at) == (f"python -m training ddpm-class --runs-dir={tmp_path.resolve()} "
-                           "--name=ddpm-class --recipe=fast --dataset=mnist-5k --seed=0 "
-                           "--wandb-mode=disabled --device=auto --steps=10 --hidden=8")
+    assert command(at) == (
+        f"python -m training ddpm-class --runs-dir={tmp_path.resolve()} "
+        "--name=ddpm-class --recipe=fast --dataset=mnist-5k --seed=0 "
+        "--wandb-mode=disabled --device=auto --steps=10 --hidden=8"
+    )
     assert not at.warning
 
 
@@ -94,8 +103,10 @@ def test_an_existing_name_asks_to_resume_or_pick_another(app, lab_runs, tmp_path
     at = train_page(app, tmp_path)
     assert at.text_input(key="train_name").value == "flow-class-2"  # a free name by default
     at.text_input(key="train_name").set_value("flow-class").run()
-    assert "already exists" in at.warning[0].value and "resume it, or pick another name" in \
-        at.warning[0].value
+    assert (
+        "already exists" in at.warning[0].value
+        and "resume it, or pick another name" in at.warning[0].value
+    )
     at.button(key="train_start").click().run()
     assert "Cannot start" in at.error[0].value
     assert read_summary(tmp_path / "flow-class")["status"] == "finished"  # untouched
@@ -177,8 +188,14 @@ def test_the_watch_panel_of_a_finished_run(app, lab_runs, tmp_path):
 def test_a_run_whose_process_died_is_interrupted_and_resumable(app, lab_runs, tmp_path):
     run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "died")
     me = process_identity()
-    write_json(run / "summary.json", {**read_summary(run), "status": "running",
-                                      "process": {**me, "started": me["started"] - 60}})
+    write_json(
+        run / "summary.json",
+        {
+            **read_summary(run),
+            "status": "running",
+            "process": {**me, "started": me["started"] - 60},
+        },
+    )
     at = train_page(app, tmp_path)
     no_errors(at)
     assert {m.label: m.value for m in at.metric}["Status"] == "interrupted"

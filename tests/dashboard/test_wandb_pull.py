@@ -4,6 +4,7 @@ The network cannot be reached here, so `wandb.Api` is replaced by a stand-in who
 "downloads" a real checkpoint of a tiny trained run; everything after the download (the folder
 layout, the atomic rename, the run record, the run-name guard) is the real code.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from training.runs import ConfigError
 
 @dataclass
 class FakeArtifact:
-    source: Path                      # a checkpoint folder that plays the artifact's files
+    source: Path  # a checkpoint folder that plays the artifact's files
     aliases: list[str]
     type: str = "model"
 
@@ -49,8 +50,11 @@ def wandb_run(monkeypatch, lab_runs):
     """Installs a stand-in W&B API serving one run; returns that run to edit."""
     local = lab_runs / "flow-class"
     ckpt = list_checkpoints(local)[-1]
-    run = FakeRun("flow-class", json.loads((local / "config.json").read_text()),
-                  [FakeArtifact(ckpt.path, ["latest", f"epoch-{ckpt.period}"])])
+    run = FakeRun(
+        "flow-class",
+        json.loads((local / "config.json").read_text()),
+        [FakeArtifact(ckpt.path, ["latest", f"epoch-{ckpt.period}"])],
+    )
     monkeypatch.setattr(wandb_source, "_api", lambda: SimpleNamespace(run=lambda path: run))
     return run, ckpt.period
 
@@ -59,10 +63,10 @@ def test_pulled_checkpoint_makes_a_loadable_local_run(wandb_run, tmp_path):
     run, period = wandb_run
     path = wandb_source.pull_checkpoint("lab/diffusion-lab", run.id, tmp_path)
     assert path == tmp_path / "flow-class" / "checkpoints" / f"epoch-{period:04d}"
-    assert not list(path.parent.glob(".tmp-pull-*"))          # downloaded aside, then renamed
+    assert not list(path.parent.glob(".tmp-pull-*"))  # downloaded aside, then renamed
     summary = json.loads((tmp_path / "flow-class" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["wandb"]["id"] == run.id
-    lab = load_lab_model(tmp_path / "flow-class")              # checksums verified
+    lab = load_lab_model(tmp_path / "flow-class")  # checksums verified
     assert lab.kind == "flow" and lab.class_conditional
 
 

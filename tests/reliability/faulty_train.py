@@ -1,4 +1,5 @@
-"""`python tests/reliability/faulty_train.py FAULT <python -m training arguments>`: a training run that
+"""`python tests/reliability/faulty_train.py FAULT <python -m training arguments>`: a training run
+that
 SIGKILLs itself at a chosen point (tests only; the training code has no fault hooks).
 
 FAULT is `none`, `write:PERIOD:FILE:FRACTION` (die after writing FRACTION of FILE of checkpoint
@@ -6,6 +7,7 @@ PERIOD into its temporary folder), `after-save:PERIOD` (die right after checkpoi
 renamed into place, before pruning and the rest of the period's bookkeeping) or `sigterm:STEP`
 (send itself SIGTERM as step STEP's metrics are logged: a stop at exactly that step).
 """
+
 import os
 import signal
 import sys
@@ -27,11 +29,14 @@ def install(fault: str) -> None:
         real = ck._write
 
         def write(path, data):
-            if path.name == name and path.parent.name.startswith(f".tmp-{ck.checkpoint_name(period)}-"):
+            if path.name == name and path.parent.name.startswith(
+                f".tmp-{ck.checkpoint_name(period)}-"
+            ):
                 with open(path, "wb") as f:
                     f.write(data[: int(len(data) * fraction)])
                 die()
             real(path, data)
+
         ck._write = write
     elif kind == "after-save":
         period, real_prune = int(args[0]), ck.prune_checkpoints
@@ -40,6 +45,7 @@ def install(fault: str) -> None:
             if ck.latest_checkpoint(run_dir).period == period:
                 die()
             real_prune(run_dir, *a, **kw)
+
         ck.prune_checkpoints = prune
     elif kind == "sigterm":
         step, real_log = int(args[0]), tracking.Tracker.log_metrics
@@ -48,6 +54,7 @@ def install(fault: str) -> None:
             real_log(self, row)
             if row["step"] == step:
                 os.kill(os.getpid(), signal.SIGTERM)
+
         tracking.Tracker.log_metrics = log_metrics
     elif kind != "none":
         raise SystemExit(f"unknown fault {fault!r}")

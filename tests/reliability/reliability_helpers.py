@@ -1,5 +1,6 @@
 """Helpers of the fault-injection suite: tiny runs in-process, or in a child process that a test
 kills with SIGKILL (faulty_train.py can also kill itself at a chosen checkpoint write)."""
+
 import os
 import signal
 import subprocess
@@ -14,8 +15,22 @@ from training import cli
 from training.checkpoints import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
-        "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "disabled"]
+TINY = [
+    "--dataset",
+    "mnist-5k",
+    "--hidden",
+    "4",
+    "--batch-size",
+    "8",
+    "--period-steps",
+    "2",
+    "--preview-steps",
+    "2",
+    "--log-every",
+    "1",
+    "--wandb-mode",
+    "disabled",
+]
 
 
 def train(runs: Path, name: str, *extra: str, experiment: str = "flow-class", tiny=TINY) -> int:
@@ -26,19 +41,33 @@ def train(runs: Path, name: str, *extra: str, experiment: str = "flow-class", ti
 def child_env(**extra: str) -> dict[str, str]:
     # WANDB_SERVICE: this process's wandb service (set once a test here used W&B); a child must
     # start its own, or W&B faults injected into it would hit this process's service
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "WANDB_SERVICE"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "WANDB_SERVICE"
+    }
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="", **extra)
     return env
 
 
-def spawn(runs: Path, name: str, *extra: str, fault: str | None = None, env=None,
-          experiment: str = "flow-class") -> subprocess.Popen:
+def spawn(
+    runs: Path,
+    name: str,
+    *extra: str,
+    fault: str | None = None,
+    env=None,
+    experiment: str = "flow-class",
+) -> subprocess.Popen:
     """Start a training run in a child process (stdout/stderr captured as text)."""
     tiny = TINY if "--wandb-mode" not in extra else TINY[:-2]
     argv = [experiment, *tiny, "--runs-dir", str(runs), "--name", name, *extra]
     cmd = [sys.executable, str(ROOT / "tests/reliability/faulty_train.py"), fault or "none", *argv]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env or child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str]:
@@ -54,14 +83,23 @@ def logged_steps(run: Path) -> int:
         return 0
 
 
-def kill_at_step(proc: subprocess.Popen, run: Path, step: int, delay: float, timeout: float = 180,
-                 kill: bool = True) -> None:
-    """SIGKILL `proc` `delay` seconds after metrics.jsonl shows `step` steps (just wait: kill=False)."""
+def kill_at_step(
+    proc: subprocess.Popen,
+    run: Path,
+    step: int,
+    delay: float,
+    timeout: float = 180,
+    kill: bool = True,
+) -> None:
+    """SIGKILL `proc` `delay` seconds after metrics.jsonl shows `step` steps (just wait:
+    kill=False)."""
     deadline = time.time() + timeout
     while logged_steps(run) < step:
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended (status {proc.returncode}) before step {step}: "
-                                 f"{proc.stderr.read()[-2000:]}")
+            raise AssertionError(
+                f"the run ended (status {proc.returncode}) before step {step}: "
+                f"{proc.stderr.read()[-2000:]}"
+            )
         if time.time() > deadline:
             raise AssertionError(f"no step {step} within {timeout} s")
         time.sleep(0.002)
@@ -88,4 +126,6 @@ def assert_same_weights(a: Path, b: Path, period: int, name: str = "model.safete
 def metric_rows(run: Path) -> list[dict]:
     from training.runs import read_metrics
 
-    return [{k: r[k] for k in ("step", "epoch", "loss", "lr", "loss_t_bin")} for r in read_metrics(run)]
+    return [
+        {k: r[k] for k in ("step", "epoch", "loss", "lr", "loss_t_bin")} for r in read_metrics(run)
+    ]

@@ -1,5 +1,6 @@
 """Truncated, corrupted, mismatched or foreign checkpoints: loading names the file and the reason;
 `--resume` falls back to the previous good checkpoint, says so in one line, and ends exact."""
+
 import hashlib
 import json
 import re
@@ -7,9 +8,9 @@ import shutil
 
 import pytest
 import torch
+from reliability_helpers import assert_same_weights, periods, train
 from safetensors.torch import load_file, save_file
 
-from reliability_helpers import assert_same_weights, periods, train
 from training.checkpoints import CheckpointError
 from training.config import TrainConfig
 from training.pretrained import load_lab_model
@@ -19,7 +20,8 @@ from training.trainer import Trainer
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """`cut`: epochs 1-3 of an 8-step flow-class run; `full`: the whole run; `other`: a ddpm-class run
+    """`cut`: epochs 1-3 of an 8-step flow-class run; `full`: the whole run; `other`: a ddpm-class
+    run
     (same UNet shapes, another experiment)."""
     runs = tmp_path_factory.mktemp("runs")
     assert train(runs, "full", "--steps", "8") == 0
@@ -31,7 +33,7 @@ def runs(tmp_path_factory):
 def flip_bytes(path, at=0.6):
     data = bytearray(path.read_bytes())
     i = int(len(data) * at)
-    data[i:i + 8] = bytes(b ^ 0xFF for b in data[i:i + 8])
+    data[i : i + 8] = bytes(b ^ 0xFF for b in data[i : i + 8])
     path.write_bytes(bytes(data))
 
 
@@ -40,7 +42,10 @@ def truncate(path):
 
 
 def wrong_shapes(path):
-    w = {k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.dim() else v for k, v in load_file(path).items()}
+    w = {
+        k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) if v.dim() else v
+        for k, v in load_file(path).items()
+    }
     save_file(w, path)
 
 
@@ -55,20 +60,50 @@ def optimizer_shapes(path):
 
 
 CASES = {  # name: (file of epoch 3, corruption, message, does load_lab_model fail)
-    "bad bytes in the weights": ("model.safetensors", flip_bytes, r"model\.safetensors: corrupted", True),
-    "garbage weights header": ("model.safetensors", lambda p: flip_bytes(p, 0.001),
-                               r"model\.safetensors: not a readable safetensors file", True),
-    "truncated weights": ("model.safetensors", truncate, r"model\.safetensors: not a readable", True),
+    "bad bytes in the weights": (
+        "model.safetensors",
+        flip_bytes,
+        r"model\.safetensors: corrupted",
+        True,
+    ),
+    "garbage weights header": (
+        "model.safetensors",
+        lambda p: flip_bytes(p, 0.001),
+        r"model\.safetensors: not a readable safetensors file",
+        True,
+    ),
+    "truncated weights": (
+        "model.safetensors",
+        truncate,
+        r"model\.safetensors: not a readable",
+        True,
+    ),
     "truncated state": ("state.pt", truncate, r"state\.pt: cannot load training state", False),
-    "weights of other shapes": ("model.safetensors", wrong_shapes,
-                                r"model\.safetensors: does not fit the run's model: .*instead of", True),
-    "optimizer state of other shapes": ("state.pt", optimizer_shapes,
-                                        r"state\.pt: does not fit this run \(optimizer exp_avg", False),
+    "weights of other shapes": (
+        "model.safetensors",
+        wrong_shapes,
+        r"model\.safetensors: does not fit the run's model: .*instead of",
+        True,
+    ),
+    "optimizer state of other shapes": (
+        "state.pt",
+        optimizer_shapes,
+        r"state\.pt: does not fit this run \(optimizer exp_avg",
+        False,
+    ),
     "unreadable meta.json": ("meta.json", truncate, r"meta\.json: unreadable", None),
-    "another experiment's weights": ("model.safetensors", None,
-                                     r"model\.safetensors: weights of a 'ddpm-class' run, not of 'flow-class'", True),
-    "another experiment's checkpoint": ("meta.json", None,
-                                        r"meta\.json: a checkpoint of 'ddpm-class', but the run is 'flow-class'", True),
+    "another experiment's weights": (
+        "model.safetensors",
+        None,
+        r"model\.safetensors: weights of a 'ddpm-class' run, not of 'flow-class'",
+        True,
+    ),
+    "another experiment's checkpoint": (
+        "meta.json",
+        None,
+        r"meta\.json: a checkpoint of 'ddpm-class', but the run is 'flow-class'",
+        True,
+    ),
 }
 
 

@@ -1,12 +1,13 @@
 """A run folder's JSON files or the evaluation classifier's cache damaged by hand or by a crash:
 every command says which file in one line (status 2) and changes nothing; a damaged cache is
 retrained."""
+
 import shutil
 
 import pytest
+from reliability_helpers import train
 from safetensors.torch import load_file
 
-from reliability_helpers import train
 from training import cli
 from training.classifier import ClassifierConfig, cache_path, load_classifier
 
@@ -14,14 +15,26 @@ TINY_CLASSIFIER = ClassifierConfig(passes=0.05, max_steps=3)
 BAD_CONFIGS = {  # the good config.json text -> a damaged one, and the reason the error gives
     "not JSON": (lambda _: '{"experiment": "flow-class",', "not valid JSON"),
     "a list": (lambda _: "[1, 2]", "not a JSON object"),
-    "fields missing": (lambda _: '{"lr": 0.1}', "not a run config: it lacks experiment, kind, conditioning"),
-    "a wrong type": (lambda t: t.replace('"hidden": 4', '"hidden": "abc"'), "hidden='abc': expected int"),
-    "an unknown kind": (lambda t: t.replace('"kind": "flow"', '"kind": "weird"'),
-                        "kind='weird': expected one of 'denoiser', 'pure-noise', 'ddpm', 'flow'"),
-    "a value that cannot train": (lambda t: t.replace('"hidden": 4', '"hidden": -8'),
-                                  "--hidden must be positive, got -8"),
-    "NaN": (lambda t: t.replace('"guidance_scale": 5.0', '"guidance_scale": NaN'),
-            "--guidance-scale must be a finite number, got nan"),
+    "fields missing": (
+        lambda _: '{"lr": 0.1}',
+        "not a run config: it lacks experiment, kind, conditioning",
+    ),
+    "a wrong type": (
+        lambda t: t.replace('"hidden": 4', '"hidden": "abc"'),
+        "hidden='abc': expected int",
+    ),
+    "an unknown kind": (
+        lambda t: t.replace('"kind": "flow"', '"kind": "weird"'),
+        "kind='weird': expected one of 'denoiser', 'pure-noise', 'ddpm', 'flow'",
+    ),
+    "a value that cannot train": (
+        lambda t: t.replace('"hidden": 4', '"hidden": -8'),
+        "--hidden must be positive, got -8",
+    ),
+    "NaN": (
+        lambda t: t.replace('"guidance_scale": 5.0', '"guidance_scale": NaN'),
+        "--guidance-scale must be a finite number, got nan",
+    ),
 }
 
 
@@ -33,10 +46,21 @@ def run(tmp_path_factory):
 
 
 def commands(run_dir, out):
-    return {"sample": ["sample", str(run_dir), "--out", str(out)],
-            "evaluate": ["evaluate", str(run_dir)], "figures": ["figures", str(run_dir)],
-            "resume": ["flow-class", "--runs-dir", str(run_dir.parent), "--name", run_dir.name,
-                       "--resume", "--wandb-mode", "disabled"]}
+    return {
+        "sample": ["sample", str(run_dir), "--out", str(out)],
+        "evaluate": ["evaluate", str(run_dir)],
+        "figures": ["figures", str(run_dir)],
+        "resume": [
+            "flow-class",
+            "--runs-dir",
+            str(run_dir.parent),
+            "--name",
+            run_dir.name,
+            "--resume",
+            "--wandb-mode",
+            "disabled",
+        ],
+    }
 
 
 def files(run_dir):
@@ -85,5 +109,7 @@ def test_a_damaged_classifier_cache_is_retrained(tmp_path, damage):
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a tensor file")
     again = load_classifier("mnist-5k", tmp_path, cfg=TINY_CLASSIFIER)
     rewritten = load_file(path)  # retrained (seeded: the same weights) and cached again
-    assert rewritten.keys() == weights.keys() and all(rewritten[k].equal(weights[k]) for k in weights)
+    assert rewritten.keys() == weights.keys() and all(
+        rewritten[k].equal(weights[k]) for k in weights
+    )
     assert again.test_accuracy == first.test_accuracy and again.dataset == first.dataset

@@ -1,5 +1,6 @@
 """A disk that refuses writes (full, read-only): one clear error, exit status 1, the earlier
 checkpoints and the run record intact, and a later --resume (space freed) ends bit-identical."""
+
 import errno
 import json
 import os
@@ -8,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from reliability_helpers import assert_same_weights, periods, train
 
 import training.checkpoints as ck
-from reliability_helpers import assert_same_weights, periods, train
 from training import runs as runs_module
 from training import tracking
 from training.runs import read_metrics, read_summary
@@ -24,7 +25,11 @@ def reference(tmp_path_factory):
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for p in (run / "checkpoints").rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in (run / "checkpoints").rglob("*")
+        if p.is_file()
+    }
 
 
 def enospc(path):
@@ -40,6 +45,7 @@ def failing_checkpoint_file(monkeypatch):
                 f.write(data[:100])  # what fit before the disk filled up
             raise enospc(path)
         real(path, data)
+
     monkeypatch.setattr(ck, "_write", write)
 
 
@@ -50,6 +56,7 @@ def failing_summary(monkeypatch):
         if Path(dst).name == "summary.json" and json.loads(Path(src).read_text()).get("epoch") == 3:
             raise enospc(dst)
         real(src, dst)
+
     monkeypatch.setattr(runs_module.os, "replace", replace)
 
 
@@ -62,14 +69,18 @@ def failing_metrics_line(monkeypatch):
                 f.write('{"step": 5, "lo')
             raise enospc(self.metrics_path)
         real(self, row)
+
     monkeypatch.setattr(tracking.RunRecord, "append_metrics", append)
 
 
-@pytest.mark.parametrize("fault, names", [
-    (failing_checkpoint_file, "cannot write checkpoint epoch-0003 into"),
-    (failing_summary, "summary.json"),
-    (failing_metrics_line, "metrics.jsonl"),
-])
+@pytest.mark.parametrize(
+    "fault, names",
+    [
+        (failing_checkpoint_file, "cannot write checkpoint epoch-0003 into"),
+        (failing_summary, "summary.json"),
+        (failing_metrics_line, "metrics.jsonl"),
+    ],
+)
 def test_a_write_failing_with_no_space(tmp_path, reference, monkeypatch, capsys, fault, names):
     run = tmp_path / "cut"
     assert train(tmp_path, "cut", "--steps", "8", "--stop-after", "2") == 0
@@ -77,13 +88,18 @@ def test_a_write_failing_with_no_space(tmp_path, reference, monkeypatch, capsys,
     fault(monkeypatch)
     capsys.readouterr()
     assert train(tmp_path, "cut", "--resume") == 1
-    (line,) = [l for l in capsys.readouterr().err.splitlines() if "error" in l]
-    assert line.startswith("python -m training: error: ") and "No space left on device" in line, line
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert line.startswith("python -m training: error: ") and "No space left on device" in line, (
+        line
+    )
     assert names in line
     assert snapshot(run) == before  # epochs 1-2 untouched, no temporary folder left
     assert not [p for p in run.rglob(".*tmp*")]
     summary = read_summary(run)  # valid JSON: marked failed, or (its own write failed) as it was
-    assert summary["status"] == "failed" or summary == {**summary_before, "status": summary["status"]}
+    assert summary["status"] == "failed" or summary == {
+        **summary_before,
+        "status": summary["status"],
+    }
     monkeypatch.undo()
     assert train(tmp_path, "cut", "--resume") == 0  # space freed
     assert periods(run) == [1, 2, 3, 4]
@@ -93,8 +109,12 @@ def test_a_write_failing_with_no_space(tmp_path, reference, monkeypatch, capsys,
 
 def _mount(target: Path, options: str) -> bool:
     target.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.fixture
@@ -102,7 +122,9 @@ def small_disk(tmp_path):
     """A 4 MiB tmpfs (real ENOSPC / EROFS); needs root, as on the build machine."""
     disk = tmp_path / "disk"
     if os.geteuid() != 0 or not _mount(disk, "size=4m"):
-        pytest.skip("mounting a tmpfs needs root (the injected-fault tests above cover the same paths)")
+        pytest.skip(
+            "mounting a tmpfs needs root (the injected-fault tests above cover the same paths)"
+        )
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=False)
 

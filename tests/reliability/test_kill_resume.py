@@ -1,12 +1,20 @@
 """SIGKILL at chosen and at random points, mid checkpoint write included: `--resume` continues from
 the last complete checkpoint and ends bit-identical to an uninterrupted run (CPU, same seed)."""
+
 import random
 import signal
 
 import pytest
+from reliability_helpers import (
+    assert_same_weights,
+    kill_at_step,
+    metric_rows,
+    periods,
+    spawn,
+    train,
+    wait,
+)
 
-from reliability_helpers import (assert_same_weights, kill_at_step, metric_rows, periods, spawn, train,
-                                 wait)
 from training.runs import read_summary
 
 STEPS = 12  # 6 periods of 2 steps: checkpoints after steps 2, 4, ..., 12
@@ -26,16 +34,22 @@ def assert_matches_reference(run, reference):
     for period in periods(reference):
         assert_same_weights(run, reference, period)
     assert metric_rows(run) == metric_rows(reference)
-    assert not list((run / "checkpoints").glob(".tmp-*")) and not list((run / "checkpoints").glob(".old-*"))
+    assert not list((run / "checkpoints").glob(".tmp-*")) and not list(
+        (run / "checkpoints").glob(".old-*")
+    )
 
 
 def test_kills_inside_checkpoint_writes(tmp_path, reference):
     run = tmp_path / "cut"
     # killed with half of epoch 2's weights written: only epoch 1 is complete
-    status, err = wait(spawn(tmp_path, "cut", "--steps", str(STEPS), fault="write:2:model.safetensors:0.5"))
+    status, err = wait(
+        spawn(tmp_path, "cut", "--steps", str(STEPS), fault="write:2:model.safetensors:0.5")
+    )
     assert status == -signal.SIGKILL, err
     (partial,) = (run / "checkpoints").glob(".tmp-epoch-0002-*")
-    assert (partial / "model.safetensors").stat().st_size > 0 and not (partial / "meta.json").exists()
+    assert (partial / "model.safetensors").stat().st_size > 0 and not (
+        partial / "meta.json"
+    ).exists()
     assert periods(run) == [1] and read_summary(run)["status"] == "running"
 
     # resumed from epoch 1, killed writing epoch 4's meta.json (its weights and state were complete)
@@ -44,7 +58,8 @@ def test_kills_inside_checkpoint_writes(tmp_path, reference):
     assert periods(run) == [1, 2, 3]
     assert (next((run / "checkpoints").glob(".tmp-epoch-0004-*")) / "state.pt").is_file()
 
-    # resumed from epoch 3, killed right after epoch 5 was renamed into place, before its bookkeeping
+    # resumed from epoch 3, killed right after epoch 5 was renamed into place, before its
+    # bookkeeping
     status, err = wait(spawn(tmp_path, "cut", "--resume", fault="after-save:5"))
     assert status == -signal.SIGKILL, err
     assert periods(run) == [1, 2, 3, 4, 5]
@@ -65,8 +80,14 @@ def test_kills_at_random_points(tmp_path, reference):
         kill_at_step(proc, run, step, delay)
         status, err = wait(proc)
         assert status == -signal.SIGKILL, err
-        landed.append((step, round(delay, 3), periods(run),
-                       sorted(p.name for p in (run / "checkpoints").glob(".*"))))
+        landed.append(
+            (
+                step,
+                round(delay, 3),
+                periods(run),
+                sorted(p.name for p in (run / "checkpoints").glob(".*")),
+            )
+        )
         proc = spawn(tmp_path, "cut", "--resume") if high < 10 else None
     assert train(tmp_path, "cut", "--resume") == 0, landed
     assert_matches_reference(run, reference)

@@ -1,11 +1,12 @@
 """NaN / inf loss: the run stops naming the step, keeps the last good checkpoint (never one with
 non-finite weights), is marked failed in summary.json and in W&B, and exits with status 1."""
+
 import math
 
 import pytest
 import torch
-
 from reliability_helpers import TINY, periods, train, weights
+
 from training.config import TrainConfig, TrainingDiverged
 from training.data import Batches
 from training.runs import read_config, read_metrics, read_summary
@@ -23,18 +24,23 @@ def wandb_calls(monkeypatch):
         def spy(self, *a, _real=real, _name=name, **kw):
             calls.append((_name, a, kw))
             return _real(self, *a, **kw)
+
         monkeypatch.setattr(WandbRun, name, spy)
     return calls
 
 
 @pytest.mark.slow  # starts a real (offline) W&B service
-def test_a_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys,
-                                                                      wandb_calls):
+def test_a_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch, capsys, wandb_calls
+):
     real = Batches.batch
 
     def batch(self, step):  # step is 0-based: the 7th step gets a corrupt image
         x, y = real(self, step)
-        return (x.index_fill(0, torch.tensor([0], device=x.device), float("nan")) if step == 6 else x), y
+        return (
+            x.index_fill(0, torch.tensor([0], device=x.device), float("nan")) if step == 6 else x
+        ), y
+
     monkeypatch.setattr(Batches, "batch", batch)
     tiny = [a if a != "disabled" else "offline" for a in TINY]
     assert train(tmp_path, "nan", "--steps", "10", tiny=tiny) == 1
@@ -56,17 +62,24 @@ def test_a_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, 
 def test_a_huge_learning_rate_fails_before_any_checkpoint(tmp_path, capsys):
     assert train(tmp_path, "lr", "--steps", "6", "--lr", "1e12") == 1
     err = capsys.readouterr().err
-    assert "the loss became NaN or infinite at step 2 (epoch 1)" in err and "Last good checkpoint: none" in err
+    assert (
+        "the loss became NaN or infinite at step 2 (epoch 1)" in err
+        and "Last good checkpoint: none" in err
+    )
     assert "Try a lower --lr (now 1e+12)" in err
     assert periods(tmp_path / "lr") == [] and read_summary(tmp_path / "lr")["status"] == "failed"
 
 
 def test_non_finite_weights_are_never_written(tmp_path):
     assert train(tmp_path, "w", "--steps", "2") == 0
-    trainer = Trainer(TrainConfig.from_dict({**read_config(tmp_path / "w"), "name": "w2"}), tmp_path)
+    trainer = Trainer(
+        TrainConfig.from_dict({**read_config(tmp_path / "w"), "name": "w2"}), tmp_path
+    )
     with torch.no_grad():
         next(trainer.model.parameters())[0] = float("inf")
-    with pytest.raises(TrainingDiverged, match="weights became NaN or infinite by step 0; checkpoint "
-                                               "epoch-0001 was not written"):
+    with pytest.raises(
+        TrainingDiverged,
+        match="weights became NaN or infinite by step 0; checkpoint epoch-0001 was not written",
+    ):
         trainer._save(1)
     assert periods(tmp_path / "w2") == []

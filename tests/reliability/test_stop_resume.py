@@ -1,12 +1,20 @@
 """SIGTERM stops a run cleanly at the next step (a checkpoint there, status "stopped"); `--resume`
 continues it to weights bit-identical to an uninterrupted run (CPU, same seed)."""
+
 import os
 import signal
 
 import pytest
+from reliability_helpers import (
+    assert_same_weights,
+    kill_at_step,
+    metric_rows,
+    periods,
+    spawn,
+    train,
+    wait,
+)
 
-from reliability_helpers import (assert_same_weights, kill_at_step, metric_rows, periods, spawn, train,
-                                 wait)
 from training.checkpoints import list_checkpoints
 from training.runs import read_summary
 
@@ -79,16 +87,22 @@ def test_a_run_that_trains_now_or_is_longer_than_asked_is_not_resumed(tmp_path, 
         kill_at_step(proc, run, 2, 0.0, kill=False)
         assert train(tmp_path, "busy", "--resume") == 2
         pid = read_summary(run)["process"]["pid"]
-        assert f"run 'busy' is training now (process {pid}); stop it first" in capsys.readouterr().err
+        assert (
+            f"run 'busy' is training now (process {pid}); stop it first" in capsys.readouterr().err
+        )
     finally:
         os.kill(proc.pid, signal.SIGTERM)
     status, err = wait(proc)
     assert status == 0, err
-    record = {name: (run / name).read_bytes() for name in ("config.json", "summary.json", "metrics.jsonl")}
+    record = {
+        name: (run / name).read_bytes() for name in ("config.json", "summary.json", "metrics.jsonl")
+    }
     done = read_summary(run)["step"]
     assert train(tmp_path, "busy", "--resume", "--steps", str(done - 1)) == 2
-    assert (f"has trained {done} steps already, and {done - 1} is its length; pass a larger --steps"
-            in capsys.readouterr().err)
+    assert (
+        f"has trained {done} steps already, and {done - 1} is its length; pass a larger --steps"
+        in capsys.readouterr().err
+    )
     assert {name: (run / name).read_bytes() for name in record} == record
     assert train(tmp_path, "busy", "--resume", "--steps", str(done)) == 0
     summary = read_summary(run)

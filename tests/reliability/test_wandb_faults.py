@@ -1,13 +1,14 @@
 """W&B with no key, with a key but no network, and lost mid-run: training goes on, the local record
 is complete, the `wandb sync` command is printed, and the key is never printed or written."""
+
 import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
-
 from reliability_helpers import TINY, child_env, kill_at_step, spawn, train, wait
+
 from training.runs import read_metrics, read_summary
 
 KEY = "fa4e0123456789abcdef0123456789abcdef0123"
@@ -64,8 +65,9 @@ def test_key_without_network_falls_back_to_offline(tmp_path, wandb_env, capsys):
 def test_wandb_service_dies_mid_run(tmp_path, wandb_env):
     """The wandb-core process of a run is SIGKILLed mid-run (as when the network or the service
     dies): the run goes on to the end with the local record, and prints the sync command."""
-    env = child_env(WANDB_API_KEY=KEY, WANDB_MODE="offline", HOME=str(tmp_path),
-                    NETRC=str(tmp_path / ".netrc"))
+    env = child_env(
+        WANDB_API_KEY=KEY, WANDB_MODE="offline", HOME=str(tmp_path), NETRC=str(tmp_path / ".netrc")
+    )
     proc = spawn(tmp_path, "lost", "--steps", "10", "--wandb-mode", "offline", env=env)
     run = tmp_path / "lost"
     kill_at_step(proc, run, 3, 0.0, kill=False)
@@ -76,7 +78,10 @@ def test_wandb_service_dies_mid_run(tmp_path, wandb_env):
     status, err = wait(proc)
     assert status == 0, err[-2000:]
     summary = assert_complete(run, 10)
-    assert "W&B log failed (ConnectionResetError" in err and "training goes on with the local run record" in err
+    assert (
+        "W&B log failed (ConnectionResetError" in err
+        and "training goes on with the local run record" in err
+    )
     assert f"wandb sync {run}/wandb/offline-run-*" in err
     assert "Exception ignored" not in err and "Traceback" not in err
     assert summary["wandb"]["error"].startswith("W&B log failed")

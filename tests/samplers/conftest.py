@@ -1,6 +1,7 @@
 """Fixtures for the DeepFloyd backend, image I/O and CLI tests: a tiny IF pair built once per
 session (about a second), a fresh embedding cache per test, and a real local HTTP server to
 stand in for the Hugging Face hub."""
+
 from __future__ import annotations
 
 import http.server
@@ -8,8 +9,8 @@ import threading
 
 import pytest
 
-from samplers.backends import load_backend
-from samplers.backends.tiny_if import TinyIF, build_tiny_if
+from samplers.app.backends import load_backend
+from tests.fixtures.tiny_if import TinyIF, build_tiny_if
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +30,9 @@ def embedding_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def if_backend(tiny_if):
     """The tiny IF loaded through the lab's own loader, on the CPU in float32."""
-    return load_backend("deepfloyd", model=str(tiny_if.stage1), stage2=str(tiny_if.stage2),
-                        device="cpu")
+    return load_backend(
+        "deepfloyd", model=str(tiny_if.stage1), stage2=str(tiny_if.stage2), device="cpu"
+    )
 
 
 @pytest.fixture
@@ -60,8 +62,9 @@ def fake_hub(monkeypatch):
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         servers.append((server, release))
         url = f"http://127.0.0.1:{server.server_address[1]}"
         monkeypatch.setenv("HF_ENDPOINT", url)

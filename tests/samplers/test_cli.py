@@ -1,6 +1,7 @@
 """`python -m samplers`: every Part A task end to end on the tiny IF (CPU, 6 strided steps) and on
 a bundled MNIST run through the real MnistBackend, the files each writes, reproducibility, and
 clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import transformers
 from PIL import Image
 
 import samplers
-from samplers import tasks
-from samplers.__main__ import main
-from samplers.backends import Backend
+from samplers.app import tasks
+from samplers.app.backends import Backend
+from samplers.app.cli import main
 from samplers.schedules import alpha_bar
 
 SD = 0.3
@@ -27,7 +28,12 @@ class GaussianDigits:
     per digit class (mu = 0 for the null class), on MNIST's T = 300 linear schedule."""
 
     name, image_size, channels, dtype = "gaussian", 28, 1, torch.float32
-    default_prompt, prompts, default_guidance_scale, can_upsample = "", ("", *"0123456789"), 5.0, False
+    default_prompt, prompts, default_guidance_scale, can_upsample = (
+        "",
+        ("", *"0123456789"),
+        5.0,
+        False,
+    )
 
     def __init__(self, run_dir, checkpoint=None, device="cpu"):
         self.device = torch.device(device)
@@ -62,8 +68,14 @@ def mnist():
 
 @pytest.fixture
 def tiny(tiny_if):
-    return ["--model-dir", str(tiny_if.stage1), "--stage2-dir", str(tiny_if.stage2),
-            "--stride", "198"]
+    return [
+        "--model-dir",
+        str(tiny_if.stage1),
+        "--stage2-dir",
+        str(tiny_if.stage2),
+        "--stride",
+        "198",
+    ]
 
 
 def run(argv, out, capsys) -> list[str]:
@@ -77,21 +89,38 @@ def run(argv, out, capsys) -> list[str]:
 
 IF_TASKS = {
     "forward": ([], ["forward-astronaut.png", "forward.json"]),
-    "denoise": ([], ["denoise-onestep-astronaut.png", "denoise-iterative-astronaut.png",
-                     "denoise-iterative-astronaut.gif", "denoise-compare-astronaut.png",
-                     "denoise.json"]),
+    "denoise": (
+        [],
+        [
+            "denoise-onestep-astronaut.png",
+            "denoise-iterative-astronaut.png",
+            "denoise-iterative-astronaut.gif",
+            "denoise-compare-astronaut.png",
+            "denoise.json",
+        ],
+    ),
     "sample": (["--n", "2"], ["sample.png", "sample.gif", "sample.json"]),
-    "sdedit": (["--examples", "sketch", "--levels", "1", "10", "20"],
-               ["sdedit-sketch.png", "sdedit.json"]),
-    "img2img": (["--examples", "cat", "--prompt", "a rocket ship", "--levels", "20"],
-                ["img2img-cat.png", "img2img.json"]),
+    "sdedit": (
+        ["--examples", "sketch", "--levels", "1", "10", "20"],
+        ["sdedit-sketch.png", "sdedit.json"],
+    ),
+    "img2img": (
+        ["--examples", "cat", "--prompt", "a rocket ship", "--levels", "20"],
+        ["img2img-cat.png", "img2img.json"],
+    ),
     "inpaint": (["--examples", "astronaut", "--n", "2"], ["inpaint-astronaut.png", "inpaint.json"]),
-    "anagram": (["--prompts", "a photo of a dog", "a photo of a man", "--views", "flip"],
-                ["anagram.png", "anagram.json"]),
-    "hybrid": (["--far", "a lithograph of a skull", "--near", "a rocket ship"],
-               ["hybrid.png", "hybrid.json"]),
-    "upsample": (["--prompts", "a rocket ship", "--upsample-steps", "2"],
-                 ["upsample.png", "upsample.json"]),
+    "anagram": (
+        ["--prompts", "a photo of a dog", "a photo of a man", "--views", "flip"],
+        ["anagram.png", "anagram.json"],
+    ),
+    "hybrid": (
+        ["--far", "a lithograph of a skull", "--near", "a rocket ship"],
+        ["hybrid.png", "hybrid.json"],
+    ),
+    "upsample": (
+        ["--prompts", "a rocket ship", "--upsample-steps", "2"],
+        ["upsample.png", "upsample.json"],
+    ),
 }
 
 
@@ -122,19 +151,34 @@ def test_user_images_masks_and_imported_embeddings(tiny, tmp_path, capsys, monke
     mask = np.zeros((50, 70), np.uint8)
     mask[10:30, 20:50] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    torch.save({"a pencil": torch.randn(1, 77, 32).half(), "": torch.randn(1, 77, 32).half()},
-               tmp_path / "prompt_embeds_dict.pth")
+    torch.save(
+        {"a pencil": torch.randn(1, 77, 32).half(), "": torch.randn(1, 77, 32).half()},
+        tmp_path / "prompt_embeds_dict.pth",
+    )
     monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", None)  # T5 must not load
-    argv = ["inpaint", *tiny, "--image", str(tmp_path / "photo.png"),
-            "--mask", str(tmp_path / "mask.png"), "--prompt", "a pencil",
-            "--import-embeds", str(tmp_path / "prompt_embeds_dict.pth")]
+    argv = [
+        "inpaint",
+        *tiny,
+        "--image",
+        str(tmp_path / "photo.png"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "--prompt",
+        "a pencil",
+        "--import-embeds",
+        str(tmp_path / "prompt_embeds_dict.pth"),
+    ]
     assert run(argv, tmp_path / "out", capsys) == ["inpaint-photo.png", "inpaint.json"]
 
 
 MNIST_TASKS = {
-    "forward": [], "denoise": ["--prompt", "3"], "sample": ["--prompt", "7", "--n", "3"],
-    "sdedit": ["--prompt", "1"], "img2img": ["--prompt", "8", "--examples", "digit-0"],
-    "inpaint": ["--prompt", "2"], "anagram": ["--prompts", "6", "9", "--views", "rotate_180"],
+    "forward": [],
+    "denoise": ["--prompt", "3"],
+    "sample": ["--prompt", "7", "--n", "3"],
+    "sdedit": ["--prompt", "1"],
+    "img2img": ["--prompt", "8", "--examples", "digit-0"],
+    "inpaint": ["--prompt", "2"],
+    "anagram": ["--prompts", "6", "9", "--views", "rotate_180"],
     "hybrid": ["--far", "0", "--near", "1"],
 }
 
@@ -154,8 +198,11 @@ def test_guidance_defaults_to_the_backends_own(tiny, tmp_path, capsys):
     mnist_run = shutil.copytree(BUNDLED / "ddpm-class-d32", tmp_path / "run")
     config = json.loads((mnist_run / "config.json").read_text())
     write_json(mnist_run / "config.json", {**config, "guidance_scale": 3.0})  # the run's own
-    run(["sample", "--backend", "mnist", "--run", str(mnist_run), "--steps", "2", "--n", "1"],
-        tmp_path / "mnist", capsys)
+    run(
+        ["sample", "--backend", "mnist", "--run", str(mnist_run), "--steps", "2", "--n", "1"],
+        tmp_path / "mnist",
+        capsys,
+    )
     assert json.loads((tmp_path / "mnist/sample.json").read_text())["guidance_scale"] == 3.0
     run(["sample", *tiny, "--n", "1"], tmp_path / "if", capsys)
     assert json.loads((tmp_path / "if/sample.json").read_text())["guidance_scale"] == 7.0
@@ -164,11 +211,16 @@ def test_guidance_defaults_to_the_backends_own(tiny, tmp_path, capsys):
 def test_mnist_sample_follows_the_class():
     backend = GaussianDigits("x")
     assert isinstance(backend, Backend)
-    fig, = tasks.sample(backend, generator=tasks.make_generator(0),
-                        schedule=tasks.backend_schedule(backend), prompt="9", n=256)
+    (fig,) = tasks.sample(
+        backend,
+        generator=tasks.make_generator(0),
+        schedule=tasks.backend_schedule(backend),
+        prompt="9",
+        n=256,
+    )
     plain, guided = (row.mean().item() for row in fig.rows)
     assert abs(plain - 0.9) < 0.05, plain  # the class mean of the exact model
-    assert guided > plain + 0.5, guided    # CFG pushes further from the null class (mean 0)
+    assert guided > plain + 0.5, guided  # CFG pushes further from the null class (mean 0)
 
 
 def test_course_levels_map_to_any_schedule():
@@ -187,8 +239,10 @@ ERRORS = [
     (["sdedit", "--examples", "campanile"], "unknown example"),
     (["sdedit", "--levels", "33"], "levels index the course's 34 strided timesteps"),
     (["anagram", "--views", "spin"], "unknown view 'spin'"),
-    (["anagram", "--prompts", "a", "b", "c", "--views", "flip"],
-     "at least 2 prompts and one view each"),
+    (
+        ["anagram", "--prompts", "a", "b", "c", "--views", "flip"],
+        "at least 2 prompts and one view each",
+    ),
     (["inpaint", "--mask", "m.png"], "--mask goes with --image"),
     (["forward", "--ts", "1000"], "0..999 scale"),
     (["forward", "--run", "runs/x"], "--run is for --backend mnist"),
@@ -202,9 +256,14 @@ def test_bad_options_are_clear(argv, message, tiny, tmp_path, capsys):
 
 
 USAGE_ERRORS = [
-    (["sdedit", "--guidance-scale", "nan"], "argument --guidance-scale: expected a finite number, got 'nan'"),
-    (["sdedit", "--image", "a.png", "--examples", "campanile"],
-     "argument --examples: not allowed with argument --image"),
+    (
+        ["sdedit", "--guidance-scale", "nan"],
+        "argument --guidance-scale: expected a finite number, got 'nan'",
+    ),
+    (
+        ["sdedit", "--image", "a.png", "--examples", "campanile"],
+        "argument --examples: not allowed with argument --image",
+    ),
     (["hybrid", "--kernel-size", "-3"], "argument --kernel-size: must be positive, got -3"),
     (["denoise", "--sigma", "0"], "argument --sigma: must be positive, got 0"),
     (["sample", "--steps", "1.5"], "argument --steps: expected a whole number, got '1.5'"),
@@ -251,7 +310,9 @@ def test_mnist_examples_without_the_dataset_say_what_to_do(tmp_path, capsys, mni
     run = tmp_path / "run"
     shutil.copytree(BUNDLED / "ddpm-class-d32", run)
     cfg = json.loads((run / "config.json").read_text())
-    write_json(run / "config.json", {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none")})
+    write_json(
+        run / "config.json", {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none")}
+    )
     assert main(["forward", "--backend", "mnist", "--run", str(run), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "the built-in examples are test digits of the run's dataset" in err

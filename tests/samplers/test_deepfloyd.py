@@ -1,6 +1,7 @@
 """The DeepFloyd IF backend on a tiny IF pair built offline: loading through the lab's loader,
 the 6-channel model call, T5 prompt embeddings and their on-disk cache, the course's
 prompt_embeds_dict.pth, stage-2 upsampling, and failing fast without weights or access."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,8 +13,8 @@ import transformers
 from diffusers import DDPMScheduler, IFPipeline
 
 import samplers
-from samplers.backends import BACKENDS, Backend, BackendUnavailable, load_backend
-from samplers.backends.deepfloyd import ACCESS_HELP, DeepFloydBackend
+from samplers.app.backends import Backend, BackendUnavailable, load_backend, register_backend
+from samplers.app.backends.deepfloyd import ACCESS_HELP, DeepFloydBackend
 
 
 def test_loads_as_a_backend(if_backend):
@@ -27,8 +28,13 @@ def test_loads_as_a_backend(if_backend):
 
 def test_a_folder_without_fp16_weight_files_loads_in_fp16(tiny_if):
     # fp16 (CUDA's default) asks for IF's fp16 weight files; a folder saved in fp32 has none
-    backend = load_backend("deepfloyd", model=str(tiny_if.stage1), stage2=str(tiny_if.stage2),
-                           device="cpu", dtype=torch.float16)
+    backend = load_backend(
+        "deepfloyd",
+        model=str(tiny_if.stage1),
+        stage2=str(tiny_if.stage2),
+        device="cpu",
+        dtype=torch.float16,
+    )
     assert backend.stage1.unet.dtype == torch.float16
     assert backend.encode(["a photo of a dog"]).dtype == torch.float16  # T5 loads the same way
     assert backend.stage2.unet.dtype == torch.float16
@@ -43,16 +49,22 @@ def test_call_is_the_unet_with_eps_and_variance(if_backend):
     torch.testing.assert_close(if_backend(x, torch.tensor([500, 500]), cond), direct)
 
 
-def test_encode_matches_the_pipeline_and_caches_on_disk(if_backend, tiny_if, monkeypatch,
-                                                        embedding_cache):
+def test_encode_matches_the_pipeline_and_caches_on_disk(
+    if_backend, tiny_if, monkeypatch, embedding_cache
+):
     prompts = ["a photo of a dog", "", "a photo of a dog"]
     embeds = if_backend.encode(prompts)
     assert embeds.shape == (3, 77, 32) and if_backend.text_encoder_loads == 1
-    full = IFPipeline.from_pretrained(str(tiny_if.stage1), safety_checker=None,
-                                      feature_extractor=None, watermarker=None,
-                                      requires_safety_checker=False)
-    expected, _ = full.encode_prompt(prompts[:2], do_classifier_free_guidance=False,
-                                     clean_caption=False)
+    full = IFPipeline.from_pretrained(
+        str(tiny_if.stage1),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+    expected, _ = full.encode_prompt(
+        prompts[:2], do_classifier_free_guidance=False, clean_caption=False
+    )
     torch.testing.assert_close(embeds[:2], expected)
     assert len(list(embedding_cache.rglob("*.safetensors"))) == 2
 
@@ -106,9 +118,11 @@ def test_without_a_text_encoder_new_prompts_ask_for_precomputed_embeddings(tiny_
 def test_upsample_through_stage_2(if_backend):
     low = torch.rand(2, 3, 32, 32) * 2 - 1
     prompts = ["a photo of a dog", "a rocket ship"]
+
     def run(seed=0):
-        return if_backend.upsample(low, prompts, generator=torch.Generator().manual_seed(seed),
-                                   num_inference_steps=2)
+        return if_backend.upsample(
+            low, prompts, generator=torch.Generator().manual_seed(seed), num_inference_steps=2
+        )
 
     high = run()
     assert high.shape == (2, 3, 64, 64) and high.isfinite().all()
@@ -146,8 +160,9 @@ def test_gated_repo_answers_with_access_help(fake_hub):
 
 def test_hanging_hub_times_out(fake_hub):
     fake_hub("hang")
-    err = _fails_fast(5.0, "cannot reach the Hugging Face hub .* within 1 s", model="M",
-                      probe_timeout=1.0)
+    err = _fails_fast(
+        5.0, "cannot reach the Hugging Face hub .* within 1 s", model="M", probe_timeout=1.0
+    )
     assert "DeepFloyd/IF-I-M-v1.0" in str(err) and ACCESS_HELP in str(err)
 
 
@@ -157,17 +172,23 @@ def test_bad_sources_are_clear(tmp_path):
 
 
 def test_the_stages_swapped_are_named(tiny_if):
-    _fails_fast(10.0, r"holds a stage-2 \(super-resolution\) model \(IFSuperResolutionPipeline\); "
-                      r"a stage-1 one \(IFPipeline\) is needed here", model=str(tiny_if.stage2))
-    backend = load_backend("deepfloyd", device="cpu", model=str(tiny_if.stage1),
-                           stage2=str(tiny_if.stage1))
+    _fails_fast(
+        10.0,
+        r"holds a stage-2 \(super-resolution\) model \(IFSuperResolutionPipeline\); "
+        r"a stage-1 one \(IFPipeline\) is needed here",
+        model=str(tiny_if.stage2),
+    )
+    backend = load_backend(
+        "deepfloyd", device="cpu", model=str(tiny_if.stage1), stage2=str(tiny_if.stage1)
+    )
     with pytest.raises(BackendUnavailable, match="holds a stage-1 model"):
-        backend.stage2
+        _ = backend.stage2
 
 
 def test_registry(monkeypatch):
     with pytest.raises(ValueError, match="unknown backend 'nope'; choose from deepfloyd, mnist"):
         load_backend("nope")
-    monkeypatch.setitem(BACKENDS, "plugin", "no_such_module_for_the_lab:Backend")
+    monkeypatch.setattr("samplers.app.backends._registered", {})
+    register_backend("plugin", "no_such_module_for_the_lab:Backend")
     with pytest.raises(BackendUnavailable, match="no_such_module_for_the_lab"):
         load_backend("plugin")

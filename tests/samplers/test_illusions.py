@@ -1,4 +1,6 @@
-"""Visual anagrams and hybrids: one batched call per step, exact formulas, reduction to plain CFG."""
+"""Visual anagrams and hybrids: one batched call per step, exact formulas, reduction to plain
+CFG."""
+
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -28,8 +30,10 @@ def test_identical_prompts_reduce_to_plain_cfg(variance):
 
 def test_all_views_and_prompts_share_one_model_call():
     model = ToyModel()
-    run(S.anagram_noise(model, [C1, C2, C1], ["identity", "flip", "rotate_90"], UNCOND, 7.0),
-        torch.randn(2, 3, 16, 16))
+    run(
+        S.anagram_noise(model, [C1, C2, C1], ["identity", "flip", "rotate_90"], UNCOND, 7.0),
+        torch.randn(2, 3, 16, 16),
+    )
     assert [c[0] for c in model.calls] == [2 * 3 * 2] * (len(TS) - 1)
 
 
@@ -39,14 +43,24 @@ def test_anagram_noise_is_the_course_formula():
     out = net(x, t)
     o1 = S.guided_output(model, x, t, C1, UNCOND, 7.0)
     o2 = S.guided_output(model, x.flip(2), t, C2, UNCOND, 7.0).flip(2)
-    torch.testing.assert_close(out, (o1 + o2) / 2)  # noise and variance both inverse-viewed and averaged
+    torch.testing.assert_close(
+        out, (o1 + o2) / 2
+    )  # noise and variance both inverse-viewed and averaged
 
 
 def test_hybrid_noise_is_low_far_plus_high_near():
     model, x, t = ToyModel(), torch.randn(1, 3, 64, 64), 500
-    out = S.CombinedNoise(model, ["low_pass", "high_pass"], [C1, C2], UNCOND, 7.0, reduction="sum")(x, t)
-    far, near = S.guided_output(model, x, t, C1, UNCOND, 7.0), S.guided_output(model, x, t, C2, UNCOND, 7.0)
-    blur = lambda e: TF.gaussian_blur(e, 33, 2.0)
+    out = S.CombinedNoise(model, ["low_pass", "high_pass"], [C1, C2], UNCOND, 7.0, reduction="sum")(
+        x, t
+    )
+    far, near = (
+        S.guided_output(model, x, t, C1, UNCOND, 7.0),
+        S.guided_output(model, x, t, C2, UNCOND, 7.0),
+    )
+
+    def blur(e):
+        return TF.gaussian_blur(e, 33, 2.0)
+
     torch.testing.assert_close(out[:, :3], blur(far[:, :3]) + near[:, :3] - blur(near[:, :3]))
     torch.testing.assert_close(out[:, 3:], (far[:, 3:] + near[:, 3:]) / 2)
 
@@ -57,4 +71,7 @@ def test_bad_illusion_input():
     with pytest.raises(ValueError, match="unknown view"):
         S.anagram_noise(ToyModel(), [C1, C2], ["identity", "spin"])
     with pytest.raises(ValueError, match="keep the image shape"):
-        run(S.anagram_noise(ToyModel(), [C1, C2], ["identity", "rotate_90"]), torch.randn(1, 3, 8, 16))
+        run(
+            S.anagram_noise(ToyModel(), [C1, C2], ["identity", "rotate_90"]),
+            torch.randn(1, 3, 8, 16),
+        )

@@ -1,5 +1,6 @@
-"""samplers.images on every odd input: not an image, truncated, palette, RGBA, 16-bit,
+"""samplers.app.images on every odd input: not an image, truncated, palette, RGBA, 16-bit,
 grayscale, EXIF rotation, decompression bombs and big photos; masks; grids and GIFs."""
+
 from __future__ import annotations
 
 import io
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from samplers import images as I
+from samplers.app import images as I
 
 
 def png_bytes(img: Image.Image, **kwargs) -> bytes:
@@ -23,8 +24,14 @@ def png_bytes(img: Image.Image, **kwargs) -> bytes:
 def test_same_result_from_path_bytes_pil_and_array(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "a.png")
-    sources = [tmp_path / "a.png", str(tmp_path / "a.png"), (tmp_path / "a.png").read_bytes(),
-               Image.fromarray(rgb), rgb, io.BytesIO((tmp_path / "a.png").read_bytes())]
+    sources = [
+        tmp_path / "a.png",
+        str(tmp_path / "a.png"),
+        (tmp_path / "a.png").read_bytes(),
+        Image.fromarray(rgb),
+        rgb,
+        io.BytesIO((tmp_path / "a.png").read_bytes()),
+    ]
     out = [I.load_image(s, 32) for s in sources]
     assert out[0].shape == (1, 3, 32, 32) and -1 <= out[0].min() and out[0].max() <= 1
     for x in out[1:]:
@@ -59,7 +66,7 @@ def test_palette_and_rgba_transparency_over_white():
     pal.putpixel((0, 0), 1)
     pal.info["transparency"] = 1
     x = I.load_image(png_bytes(pal, transparency=1), 8)
-    torch.testing.assert_close(x[0, :, 0, 0], torch.ones(3))            # transparent -> white
+    torch.testing.assert_close(x[0, :, 0, 0], torch.ones(3))  # transparent -> white
     torch.testing.assert_close(x[0, :, 4, 4], torch.tensor([1.0, -1.0, -1.0]))  # red
     rgba = np.zeros((8, 8, 4), np.uint8)
     rgba[:, :4] = (0, 255, 0, 255)
@@ -103,13 +110,18 @@ def test_exif_rotation_is_applied():
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels but holds (almost) no pixel data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + data))
         return struct.pack(">I", len(data)) + kind + data + crc
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_is_refused():

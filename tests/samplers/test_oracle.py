@@ -1,5 +1,6 @@
 """Exact oracles: for data ~ N(mu, s^2 I) the ideal noise and velocity predictors are closed-form,
 so every sampler must return samples with mean mu and std s."""
+
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -12,9 +13,11 @@ MU, SD, N = 0.4, 0.3, 4000
 
 def eps_oracle(ab):
     """E[eps | x_t] = sqrt(1 - a)(x_t - sqrt(a) mu) / (a s^2 + 1 - a), a = ab[t]."""
+
     def model(x, t, cond=None):
         a = alpha_bar(ab, t, x)
         return (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * SD**2 + 1 - a)
+
     return model
 
 
@@ -43,15 +46,22 @@ LINEAR = S.linear_alphas_cumprod()
 COSINE = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
 
 
-@pytest.mark.parametrize("ab, timesteps, sampler", [
-    (LINEAR, S.spaced_timesteps(300, 300), S.sample_ddpm),    # course B.2, the full chain
-    (LINEAR, S.spaced_timesteps(300, 50), S.sample_ddpm),     # strided, sigma^2 = strided beta
-    (COSINE, S.strided_timesteps(), S.sample_ddpm),           # the IF schedule of Part A
-    (LINEAR, S.spaced_timesteps(300, 100), S.sample_ddim),    # deterministic, first order
-])
+@pytest.mark.parametrize(
+    "ab, timesteps, sampler",
+    [
+        (LINEAR, S.spaced_timesteps(300, 300), S.sample_ddpm),  # course B.2, the full chain
+        (LINEAR, S.spaced_timesteps(300, 50), S.sample_ddpm),  # strided, sigma^2 = strided beta
+        (COSINE, S.strided_timesteps(), S.sample_ddpm),  # the IF schedule of Part A
+        (LINEAR, S.spaced_timesteps(300, 100), S.sample_ddim),  # deterministic, first order
+    ],
+)
 def test_eps_samplers_reach_the_data_distribution(ab, timesteps, sampler):
-    x = sampler(eps_oracle(ab), marginal(ab, timesteps[0]), S.Schedule.vp(ab, timesteps),
-                generator=torch.Generator().manual_seed(1))
+    x = sampler(
+        eps_oracle(ab),
+        marginal(ab, timesteps[0]),
+        S.Schedule.vp(ab, timesteps),
+        generator=torch.Generator().manual_seed(1),
+    )
     assert_moments(x)
 
 
@@ -67,7 +77,9 @@ def test_velocity_as_eps_is_the_ideal_noise_predictor():
         torch.testing.assert_close(wrapped(x, t), ideal(x, t), atol=1e-4, rtol=1e-4)
     t = torch.randint(0, 300, (64,))
     torch.testing.assert_close(wrapped(x, t), ideal(x, t), atol=1e-4, rtol=1e-4)
-    x = S.sample_ddim(wrapped, marginal(LINEAR, 299), S.Schedule.vp(LINEAR, S.spaced_timesteps(300, 50)))
+    x = S.sample_ddim(
+        wrapped, marginal(LINEAR, 299), S.Schedule.vp(LINEAR, S.spaced_timesteps(300, 50))
+    )
     assert_moments(x)
 
 

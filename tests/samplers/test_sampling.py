@@ -1,5 +1,6 @@
 """The sampler table: one signature, schedules and slices, callback dicts, CFG batching through
 Guided, seeds, dtypes, devices; flow samplers against diffusers after converting conventions."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,9 @@ class ToyModel:
 
     def __init__(self, channels=3, variance=True):
         g = torch.Generator().manual_seed(0)
-        self.w = torch.randn(2 * channels if variance else channels, channels, 3, 3, generator=g) * 0.2
+        self.w = (
+            torch.randn(2 * channels if variance else channels, channels, 3, 3, generator=g) * 0.2
+        )
         self.calls = []
 
     def __call__(self, x, t, cond=None):
@@ -35,11 +38,11 @@ def toy_velocity(x, t, cond=None):
 
 def test_the_table_has_one_signature():
     import inspect
+
     for name, fn in S.SAMPLERS.items():
         params = inspect.signature(fn).parameters
         assert list(params)[:5] == ["model", "x", "schedule", "generator", "callback"], name
-        assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY
-                   for p in list(params)[3:]), name
+        assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY for p in list(params)[3:]), name
     assert S.get_sampler("heun") is S.sample_heun
     with pytest.raises(ValueError, match="unknown sampler 'rk4'"):
         S.get_sampler("rk4")
@@ -50,11 +53,14 @@ def test_vp_model_gets_int_timesteps_and_callback_a_dict_per_step():
     x = torch.randn(2, 3, 8, 8)
     out = S.sample_ddpm(S.Guided(model), x, VP[3:], callback=seen.append)
     assert out.shape == x.shape
-    assert [c[1] for c in model.calls] == TS[3:-1] and all(isinstance(c[1], int) for c in model.calls)
+    assert [c[1] for c in model.calls] == TS[3:-1] and all(
+        isinstance(c[1], int) for c in model.calls
+    )
     assert [s["i"] for s in seen] == list(range(len(TS) - 4)) and [s["t"] for s in seen] == TS[3:-1]
     assert torch.equal(seen[0]["x"], x)
-    torch.testing.assert_close(seen[0]["denoised"],
-                               S.predict_denoised(x, model(x, TS[3]), TS[3], AB))
+    torch.testing.assert_close(
+        seen[0]["denoised"], S.predict_denoised(x, model(x, TS[3]), TS[3], AB)
+    )
 
 
 def test_a_slice_is_a_schedule_that_starts_part_way():
@@ -63,7 +69,7 @@ def test_a_slice_is_a_schedule_that_starts_part_way():
     with pytest.raises(TypeError, match="slice"):
         VP[3]
     with pytest.raises(ValueError, match="at least 2 timesteps"):
-        S.sample_ddpm(S.Guided(ToyModel()), torch.randn(1, 3, 4, 4), VP[len(TS) - 1:])
+        S.sample_ddpm(S.Guided(ToyModel()), torch.randn(1, 3, 4, 4), VP[len(TS) - 1 :])
 
 
 def test_samplers_refuse_the_other_kind_of_schedule():
@@ -80,7 +86,9 @@ def test_cfg_one_batched_call_with_expanded_conditioning():
     model = ToyModel()
     x = torch.randn(3, 3, 8, 8)
     cond, uncond = torch.tensor([[0.5]]), torch.tensor([[0.0]])
-    S.sample_ddpm(S.Guided(model, cond, uncond, 5.0), x, VP, generator=torch.Generator().manual_seed(0))
+    S.sample_ddpm(
+        S.Guided(model, cond, uncond, 5.0), x, VP, generator=torch.Generator().manual_seed(0)
+    )
     assert [c[0] for c in model.calls] == [6] * (len(TS) - 1) and {c[2] for c in model.calls} == {6}
     model.calls.clear()
     S.sample_ddpm(S.Guided(model, cond), x, VP)  # conditional only: cond expanded to B
@@ -94,8 +102,12 @@ def test_guidance_scale_zero_is_unconditional_and_one_skips_the_unconditional_ha
     def run(model):
         return S.sample_ddpm(model, x, VP, generator=torch.Generator().manual_seed(2))
 
-    model = ToyModel(variance=False)  # with variance channels, scale 0 keeps the conditional variance
-    torch.testing.assert_close(run(S.Guided(model, cond, uncond, 0.0)), run(S.Guided(model, uncond)))
+    model = ToyModel(
+        variance=False
+    )  # with variance channels, scale 0 keeps the conditional variance
+    torch.testing.assert_close(
+        run(S.Guided(model, cond, uncond, 0.0)), run(S.Guided(model, uncond))
+    )
     model = ToyModel()
     torch.testing.assert_close(run(S.Guided(model, cond, uncond, 1.0)), run(S.Guided(model, cond)))
     assert {c[0] for c in model.calls} == {2}  # no doubled batch at scale 1
@@ -122,8 +134,9 @@ def test_ddpm_samples_depend_on_the_batch_they_are_drawn_in():
     x = torch.randn(4, 3, 8, 8)
     whole = S.sample_ddpm(model, x, VP, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
-    halves = torch.cat([S.sample_ddpm(model, x[:2], VP, generator=g),
-                        S.sample_ddpm(model, x[2:], VP, generator=g)])
+    halves = torch.cat(
+        [S.sample_ddpm(model, x[:2], VP, generator=g), S.sample_ddpm(model, x[2:], VP, generator=g)]
+    )
     assert not torch.allclose(whole, halves)
     again = S.sample_ddpm(model, x, VP, generator=torch.Generator().manual_seed(0))
     assert torch.equal(whole, again)
@@ -132,9 +145,13 @@ def test_ddpm_samples_depend_on_the_batch_they_are_drawn_in():
 def test_rising_pairs_renoise_without_calling_the_model():
     model, seen = ToyModel(), []
     schedule = S.Schedule.vp(AB, [200, 100, 200, 100, -1])
-    S.sample_ddpm(S.Guided(model), torch.randn(1, 3, 4, 4), schedule,
-                  callback=lambda step: seen.append(step["i"]),
-                  project=lambda x, t: seen.append(("project", t)) or x)
+    S.sample_ddpm(
+        S.Guided(model),
+        torch.randn(1, 3, 4, 4),
+        schedule,
+        callback=lambda step: seen.append(step["i"]),
+        project=lambda x, t: seen.append(("project", t)) or x,
+    )
     assert [c[1] for c in model.calls] == [200, 200, 100]
     assert seen == [0, ("project", 100), 2, ("project", 100), 3, ("project", -1)]
 
@@ -144,20 +161,31 @@ def test_bad_model_outputs_are_clear():
     with pytest.raises(ValueError, match="expected \\(3, 3 or 6, 4, 4\\)"):
         S.sample_ddpm(lambda x, t: x[:, :1], x, S.Schedule.vp(AB, [10, 5, -1]))
     with pytest.raises(ValueError, match="classifier-free guidance needs `cond`"):
-        S.sample_ddpm(S.Guided(lambda x, t, c: x, None, torch.zeros(1, 1), 3.0), x,
-                      S.Schedule.vp(AB, [10, -1]))
+        S.sample_ddpm(
+            S.Guided(lambda x, t, c: x, None, torch.zeros(1, 1), 3.0),
+            x,
+            S.Schedule.vp(AB, [10, -1]),
+        )
     with pytest.raises(ValueError, match="conditioning has batch 2"):
-        S.sample_ddpm(S.Guided(lambda x, t, c: x, torch.zeros(2, 1)), x, S.Schedule.vp(AB, [10, -1]))
+        S.sample_ddpm(
+            S.Guided(lambda x, t, c: x, torch.zeros(2, 1)), x, S.Schedule.vp(AB, [10, -1])
+        )
     with pytest.raises(ValueError, match="expected \\(1, 1, 2, 2\\)"):
-        S.sample_euler(lambda x, t: torch.cat([x, x], 1), torch.zeros(1, 1, 2, 2), S.Schedule.flow(3))
+        S.sample_euler(
+            lambda x, t: torch.cat([x, x], 1), torch.zeros(1, 1, 2, 2), S.Schedule.flow(3)
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_dtype_is_kept(dtype):
     model = ToyModel()
     model.w = model.w.to(dtype)
-    out = S.sample_ddpm(S.Guided(model), torch.randn(1, 3, 8, 8, dtype=dtype), VP,
-                        generator=torch.Generator().manual_seed(0))
+    out = S.sample_ddpm(
+        S.Guided(model),
+        torch.randn(1, 3, 8, 8, dtype=dtype),
+        VP,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.dtype == dtype and torch.isfinite(out.float()).all()
 
 
@@ -168,8 +196,9 @@ def test_no_tensor_is_pinned_to_the_cpu():
     model.w = model.w.to(meta)
     x, g = torch.randn(2, 3, 16, 16, device=meta), torch.Generator().manual_seed(0)
     assert S.sample_ddpm(S.Guided(model, cond, cond, 3.0), x, VP, generator=g).is_meta
-    assert S.sample_ddpm(S.anagram_noise(model, [cond] * 2, ["flip", "patch_permute"]), x, VP[-3:],
-                         generator=g).is_meta
+    assert S.sample_ddpm(
+        S.anagram_noise(model, [cond] * 2, ["flip", "patch_permute"]), x, VP[-3:], generator=g
+    ).is_meta
     assert S.sample_ddpm(S.hybrid_noise(model, cond, cond), x, VP[-3:], generator=g).is_meta
     velocity = lambda x, t: x * t.view(-1, 1, 1, 1)  # noqa: E731
     assert S.sample_heun(velocity, x, S.Schedule.flow(2)).is_meta
@@ -178,7 +207,8 @@ def test_no_tensor_is_pinned_to_the_cpu():
 
 # ----------------------------------------------------------------------------- flow samplers
 def test_euler_equals_diffusers_flow_match_euler():
-    """diffusers: sigma = 1 is noise, model output = noise - data. Ours: t = 1 - sigma, v = -output."""
+    """diffusers: sigma = 1 is noise, model output = noise - data. Ours: t = 1 - sigma, v =
+    -output."""
     n = 12
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
     sched.set_timesteps(sigmas=[1 - k / n for k in range(n)])
@@ -188,8 +218,9 @@ def test_euler_equals_diffusers_flow_match_euler():
         sigma = sched.sigmas[i]
         out = -toy_velocity(x, (1 - sigma).expand(x.shape[0]))
         x = sched.step(out, timestep, x).prev_sample
-    torch.testing.assert_close(S.sample_euler(toy_velocity, noise0, S.Schedule.flow(n)), x,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        S.sample_euler(toy_velocity, noise0, S.Schedule.flow(n)), x, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_flow_model_gets_float_batch_times_on_a_uniform_grid():
@@ -209,8 +240,11 @@ def test_flow_model_gets_float_batch_times_on_a_uniform_grid():
 def test_heun_is_more_accurate_than_euler_per_step():
     def std_error(sampler, steps):
         return abs(sampler(velocity_oracle, noise(), S.Schedule.flow(steps)).std().item() - SD)
+
     assert std_error(S.sample_heun, 5) < std_error(S.sample_euler, 10) / 2
-    assert abs(S.sample_heun(velocity_oracle, noise(), S.Schedule.flow(5)).mean().item() - MU) < 0.02
+    assert (
+        abs(S.sample_heun(velocity_oracle, noise(), S.Schedule.flow(5)).mean().item() - MU) < 0.02
+    )
 
 
 def test_flow_cfg_is_one_batched_call_and_matches_the_formula():

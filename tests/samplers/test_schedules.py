@@ -7,7 +7,9 @@ from samplers.schedules import alpha_bar
 
 
 def test_linear_alphas_cumprod_matches_diffusers():
-    sched = DDPMScheduler(num_train_timesteps=300, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    sched = DDPMScheduler(
+        num_train_timesteps=300, beta_start=1e-4, beta_end=0.02, beta_schedule="linear"
+    )
     ab = S.linear_alphas_cumprod()
     assert ab.shape == (300,) and ab.dtype == torch.float32
     torch.testing.assert_close(ab, sched.alphas_cumprod)
@@ -41,7 +43,7 @@ def test_repaint_timesteps():
     assert S.repaint_timesteps(ts) == ts
     out = S.repaint_timesteps(ts, jump_length=3, jump_n_sample=2)
     assert out[0] == 9 and out[-1] == -1
-    steps = list(zip(out, out[1:]))
+    steps = list(zip(out, out[1:], strict=False))
     assert all(abs(ts.index(a) - ts.index(b)) == 1 for a, b in steps)  # one entry at a time
     assert sum(b > a for a, b in steps) == 3 * 3  # three jump points, three entries back each
     assert out[:8] == [9, 8, 7, 6, 7, 8, 9, 8]
@@ -52,11 +54,15 @@ def test_repaint_timesteps():
 def test_add_noise_and_renoise():
     ab = S.linear_alphas_cumprod()
     x0, eps = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
-    torch.testing.assert_close(S.add_noise(x0, 100, ab, eps), ab[100].sqrt() * x0 + (1 - ab[100]).sqrt() * eps)
+    torch.testing.assert_close(
+        S.add_noise(x0, 100, ab, eps), ab[100].sqrt() * x0 + (1 - ab[100]).sqrt() * eps
+    )
     torch.testing.assert_close(S.add_noise(x0, -1, ab, eps), x0)
     per = S.add_noise(x0, torch.tensor([10, 200]), ab, eps)
     torch.testing.assert_close(per[1], S.add_noise(x0, 200, ab, eps)[1])
-    torch.testing.assert_close(S.predict_denoised(S.add_noise(x0, 150, ab, eps), eps, 150, ab), x0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        S.predict_denoised(S.add_noise(x0, 150, ab, eps), eps, 150, ab), x0, atol=1e-5, rtol=0
+    )
     # renoise from the clean image is the forward process with the same noise draw
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     torch.testing.assert_close(S.renoise(x0, -1, 50, ab, g1), S.add_noise(x0, 50, ab, generator=g2))

@@ -1,4 +1,5 @@
 """ddpm_step / ddim_step / sample_ddpm against diffusers' schedulers with the same generator."""
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -7,8 +8,13 @@ import samplers as S
 
 
 def if_scheduler(variance_type, timesteps):
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                          variance_type=variance_type, clip_sample=False, thresholding=False)
+    sched = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        variance_type=variance_type,
+        clip_sample=False,
+        thresholding=False,
+    )
     sched.set_timesteps(timesteps=timesteps)
     return sched
 
@@ -44,8 +50,15 @@ def test_ddpm_step_noise_drawn_once_only_when_t_positive():
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_ddim_step_equals_diffusers(eta):
-    sched = DDIMScheduler(num_train_timesteps=300, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                          clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading")
+    sched = DDIMScheduler(
+        num_train_timesteps=300,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        clip_sample=False,
+        set_alpha_to_one=True,
+        timestep_spacing="leading",
+    )
     sched.set_timesteps(10)
     ab = S.linear_alphas_cumprod()
     x = torch.randn(2, 1, 6, 6)
@@ -67,13 +80,19 @@ def test_sample_ddpm_equals_diffusers_loop():
 
     cond, uncond = torch.tensor([[0.3]]), torch.tensor([[-0.2]])
     x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    ours = S.sample_ddpm(S.Guided(model, cond, uncond, 7.0), x0, S.Schedule.vp(sched.alphas_cumprod, ts),
-                         generator=torch.Generator().manual_seed(1))
+    ours = S.sample_ddpm(
+        S.Guided(model, cond, uncond, 7.0),
+        x0,
+        S.Schedule.vp(sched.alphas_cumprod, ts),
+        generator=torch.Generator().manual_seed(1),
+    )
     g, x = torch.Generator().manual_seed(1), x0
     for t in sched.timesteps[:-1]:  # the course loop stops at timesteps[-1] = 0
         out = torch.cat([model(x, t, cond.expand(2, 1)), model(x, t, uncond.expand(2, 1))])
         (eps_c, eps_u), var = out[:, :3].chunk(2), out[:2, 3:]
-        x = sched.step(torch.cat([eps_u + 7.0 * (eps_c - eps_u), var], 1), t, x, generator=g).prev_sample
+        x = sched.step(
+            torch.cat([eps_u + 7.0 * (eps_c - eps_u), var], 1), t, x, generator=g
+        ).prev_sample
     torch.testing.assert_close(ours, x, atol=1e-5, rtol=1e-5)
 
 

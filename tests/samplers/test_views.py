@@ -1,4 +1,5 @@
 """Views: exact inverses, frequency bands that sum to the estimate, resolution scaling, errors."""
+
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -29,14 +30,23 @@ def test_named_views_do_what_they_say():
     assert torch.equal(S.get_view("transpose").view(x), x.transpose(2, 3))
     assert torch.equal(S.get_view("negate").view(x), -x)
     patches = S.get_view("patch_permute", patch_size=2, seed=3).view(x)
-    blocks = lambda y: {tuple(y[0, :, i:i + 2, j:j + 2].flatten().tolist()) for i in (0, 2) for j in (0, 2)}
+
+    def blocks(y):
+        return {
+            tuple(y[0, :, i : i + 2, j : j + 2].flatten().tolist()) for i in (0, 2) for j in (0, 2)
+        }
+
     assert blocks(patches) == blocks(x) and not torch.equal(patches, x)
     pixels = S.get_view("pixel_permute").view(x)
     assert torch.equal(pixels[0, 0].flatten().sort().values, x[0, 0].flatten())
-    assert torch.equal(pixels[0, 1] - pixels[0, 0], torch.full((4, 4), 16.0))  # same permutation per channel
+    assert torch.equal(
+        pixels[0, 1] - pixels[0, 0], torch.full((4, 4), 16.0)
+    )  # same permutation per channel
     a, b = S.get_view("patch_permute", seed=1), S.get_view("patch_permute", seed=2)
     y = torch.randn(1, 1, 64, 64)
-    assert torch.equal(a.view(y), S.get_view("patch_permute", seed=1).view(y)) and not torch.equal(a.view(y), b.view(y))
+    assert torch.equal(a.view(y), S.get_view("patch_permute", seed=1).view(y)) and not torch.equal(
+        a.view(y), b.view(y)
+    )
 
 
 def test_variance_follows_geometry_only():

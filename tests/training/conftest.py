@@ -1,4 +1,5 @@
 """Fixtures for training tests: tiny fake run folders built without the trainer."""
+
 import json
 
 import pytest
@@ -17,9 +18,16 @@ def fake_run(tmp_path):
     Each period gets a checkpoint of a freshly initialised model (seeded by the period), plus a
     metrics.jsonl, config.json and summary.json shaped like a real run's.
     """
+
     def make(experiment: str, periods=(1,), **overrides):
-        kw = dict(hidden=8, dataset="mnist-5k", sample_steps=4, wandb_mode="disabled",
-                  period_steps=10, total_steps=10 * max(periods))
+        kw = dict(
+            hidden=8,
+            dataset="mnist-5k",
+            sample_steps=4,
+            wandb_mode="disabled",
+            period_steps=10,
+            total_steps=10 * max(periods),
+        )
         cfg = make_config(experiment, **{**kw, **overrides})
         run_dir = tmp_path / "runs" / cfg.name
         run_dir.mkdir(parents=True)
@@ -27,11 +35,27 @@ def fake_run(tmp_path):
         for p in periods:
             torch.manual_seed(p)
             unet = build_unet(cfg)
-            save_checkpoint(run_dir, p, model=unet.state_dict(), state={},
-                            meta={"experiment": cfg.experiment, "step": 10 * p})
-        rows = [{"step": s, "epoch": s / 10, "time": s * 0.1, "loss": 1.0 / s, "lr": cfg.lr,
-                 "images_per_s": 100.0, "loss_t_bin": [None] * 10} for s in range(1, 10 * max(periods) + 1)]
+            save_checkpoint(
+                run_dir,
+                p,
+                model=unet.state_dict(),
+                state={},
+                meta={"experiment": cfg.experiment, "step": 10 * p},
+            )
+        rows = [
+            {
+                "step": s,
+                "epoch": s / 10,
+                "time": s * 0.1,
+                "loss": 1.0 / s,
+                "lr": cfg.lr,
+                "images_per_s": 100.0,
+                "loss_t_bin": [None] * 10,
+            }
+            for s in range(1, 10 * max(periods) + 1)
+        ]
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         write_json(run_dir / "summary.json", {"status": "finished", "epoch": max(periods)})
         return run_dir
+
     return make

@@ -1,5 +1,6 @@
 """The runs shipped in training/pretrained_runs/ (what a fresh `make dashboard` opens on) load with
 verified checksums and draw the digits they are asked for."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from samplers.devices import resolve_mixed_precision
+from samplers.app.devices import resolve_mixed_precision
 from training.data import load_dataset
 from training.pretrained import load_lab_model
 
@@ -17,8 +18,9 @@ RUNS = sorted(p.name for p in BUNDLED.iterdir() if (p / "config.json").is_file()
 QUICK_SAMPLER = {"flow": ("heun", 10), "ddpm": ("ddpm", 20)}
 
 
-def nearest_neighbour_labels(images: torch.Tensor, train_images: torch.Tensor,
-                             train_labels: torch.Tensor) -> torch.Tensor:
+def nearest_neighbour_labels(
+    images: torch.Tensor, train_images: torch.Tensor, train_labels: torch.Tensor
+) -> torch.Tensor:
     """1-NN class in pixel space: images (B, 28, 28) in [0, 1] against uint8 (N, 28, 28)."""
     ref = train_images.flatten(1).float() / 255
     return train_labels[torch.cdist(images.flatten(1), ref).argmin(dim=1)]
@@ -31,15 +33,23 @@ def test_the_first_run_has_both_model_kinds():
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("run", RUNS)
 def test_bundled_run_draws_the_requested_digits(run, device):
-    lab = load_lab_model(BUNDLED / run, device=device)   # raises on a checksum mismatch or a missing file
+    lab = load_lab_model(
+        BUNDLED / run, device=device
+    )  # raises on a checksum mismatch or a missing file
     assert lab.precision == resolve_mixed_precision("auto", torch.device(device))
     sampler, steps = QUICK_SAMPLER[lab.kind]
     labels = torch.arange(10).repeat(3)
-    x = lab.sample(labels, guidance_scale=5, sampler=sampler, steps=steps,
-                   generator=torch.Generator().manual_seed(0))
+    x = lab.sample(
+        labels,
+        guidance_scale=5,
+        sampler=sampler,
+        steps=steps,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert x.device.type == device and x.shape == (30, 1, 28, 28) and torch.isfinite(x).all()
     train = load_dataset("mnist-5k", split="train")
-    predicted = nearest_neighbour_labels((x.float().cpu().squeeze(1) + 1) / 2, train.images,
-                                         train.labels)
+    predicted = nearest_neighbour_labels(
+        (x.float().cpu().squeeze(1) + 1) / 2, train.images, train.labels
+    )
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy >= 0.8, f"{run}: only {accuracy:.0%} of 30 samples look like their class"

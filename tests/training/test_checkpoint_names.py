@@ -1,15 +1,29 @@
 """Mid-epoch checkpoints (a stopped run): named by step, ordered by step, pruned once superseded."""
+
 import pytest
 import torch
 
-from training.checkpoints import (CheckpointError, checkpoint_folders, checkpoint_name, find_checkpoint,
-                                  list_checkpoints, prune_checkpoints, save_checkpoint)
+from training.checkpoints import (
+    CheckpointError,
+    checkpoint_folders,
+    checkpoint_name,
+    find_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from training.figures import _pick_checkpoints
 
 
 def save(run, epoch, step=None):
-    return save_checkpoint(run, epoch, model={"w": torch.zeros(1)}, state={}, step=step,
-                           meta={"experiment": "flow-class", "step": step or 10 * epoch})
+    return save_checkpoint(
+        run,
+        epoch,
+        model={"w": torch.zeros(1)},
+        state={},
+        step=step,
+        meta={"experiment": "flow-class", "step": step or 10 * epoch},
+    )
 
 
 def names(run):
@@ -21,8 +35,13 @@ def test_names_sort_in_step_order(tmp_path):
     assert checkpoint_name(2, 25) == "epoch-0002-step-00000025"
     for epoch, step in [(3, None), (2, 25), (1, None), (2, None), (2, 7)]:
         save(tmp_path, epoch, step)
-    assert names(tmp_path) == ["epoch-0001", "epoch-0002", "epoch-0002-step-00000007",
-                               "epoch-0002-step-00000025", "epoch-0003"]
+    assert names(tmp_path) == [
+        "epoch-0001",
+        "epoch-0002",
+        "epoch-0002-step-00000007",
+        "epoch-0002-step-00000025",
+        "epoch-0003",
+    ]
     ckpts = list_checkpoints(tmp_path)
     assert [c.partial for c in ckpts] == [False, False, True, True, False]
     assert [c.period for c in ckpts] == [1, 2, 2, 2, 3]  # epochs complete
@@ -62,8 +81,11 @@ def test_an_unreadable_checkpoint_is_named_never_passed_over(tmp_path):
         save(tmp_path, epoch)
     (tmp_path / "checkpoints" / "epoch-0003" / "meta.json").write_text('{"experi')
     for asked in (None, 3, "epoch-0003"):  # the latest, by number, by name
-        with pytest.raises(CheckpointError, match=r"epoch-0003/meta.json: unreadable .*; readable "
-                                                  r"checkpoints: epoch-0001, epoch-0002$"):
+        with pytest.raises(
+            CheckpointError,
+            match=r"epoch-0003/meta.json: unreadable .*; readable "
+            r"checkpoints: epoch-0001, epoch-0002$",
+        ):
             find_checkpoint(tmp_path, asked)
     assert find_checkpoint(tmp_path, 2).path.name == "epoch-0002"
     (tmp_path / "checkpoints" / "epoch-0002" / "meta.json").unlink()

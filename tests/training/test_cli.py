@@ -1,4 +1,5 @@
 """The `python -m training` command line: bad options, sample (.npz), evaluate, figures."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,22 @@ from training.classifier import ClassifierConfig
 from training.runs import read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
-        "--preview-steps", "2", "--steps", "2", "--wandb-mode", "disabled"]
+TINY = [
+    "--dataset",
+    "mnist-5k",
+    "--hidden",
+    "4",
+    "--batch-size",
+    "8",
+    "--period-steps",
+    "2",
+    "--preview-steps",
+    "2",
+    "--steps",
+    "2",
+    "--wandb-mode",
+    "disabled",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +40,33 @@ def runs(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["nonsense"], "invalid choice: 'nonsense'"),
-    (["flow-class", "--epochs", "-3"], "argument --epochs: must be positive, got -3"),
-    (["flow-class", "--epochs", "0"], "argument --epochs: must be positive, got 0"),
-    (["flow-class", "--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
-    (["flow-class", "--lr", "abc"], "argument --lr: expected a number"),
-    (["flow-class", "--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
-    (["flow-class", "--guidance-scale", "nan"], "argument --guidance-scale: expected a finite number"),
-    (["flow-class", "--p-uncond", "inf"], "argument --p-uncond: expected a finite number, got 'inf'"),
-    (["sample", "RUN", "--guidance-scale", "nan"], "argument --guidance-scale: expected a finite number"),
-    (["evaluate", "RUN", "--guidance", "1", "inf"], "argument --guidance: expected a finite number"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nonsense"], "invalid choice: 'nonsense'"),
+        (["flow-class", "--epochs", "-3"], "argument --epochs: must be positive, got -3"),
+        (["flow-class", "--epochs", "0"], "argument --epochs: must be positive, got 0"),
+        (["flow-class", "--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+        (["flow-class", "--lr", "abc"], "argument --lr: expected a number"),
+        (["flow-class", "--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+        (
+            ["flow-class", "--guidance-scale", "nan"],
+            "argument --guidance-scale: expected a finite number",
+        ),
+        (
+            ["flow-class", "--p-uncond", "inf"],
+            "argument --p-uncond: expected a finite number, got 'inf'",
+        ),
+        (
+            ["sample", "RUN", "--guidance-scale", "nan"],
+            "argument --guidance-scale: expected a finite number",
+        ),
+        (
+            ["evaluate", "RUN", "--guidance", "1", "inf"],
+            "argument --guidance: expected a finite number",
+        ),
+    ],
+)
 def test_bad_options_exit_2_with_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
@@ -44,10 +74,14 @@ def test_bad_options_exit_2_with_one_line(capsys, argv, message):
     assert e.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
-@pytest.mark.parametrize("name, message", [
-    ("../escape", "invalid run name '../escape'"), ("/abs/run", "invalid run name '/abs/run'"),
-    ("a/b", "invalid run name 'a/b'"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("../escape", "invalid run name '../escape'"),
+        ("/abs/run", "invalid run name '/abs/run'"),
+        ("a/b", "invalid run name 'a/b'"),
+    ],
+)
 def test_run_names_must_stay_inside_the_runs_folder(tmp_path, capsys, name, message):
     assert cli.main(["flow-class", *TINY, "--runs-dir", str(tmp_path), "--name", name]) == 2
     err = capsys.readouterr().err
@@ -56,8 +90,21 @@ def test_run_names_must_stay_inside_the_runs_folder(tmp_path, capsys, name, mess
 
 
 def test_a_width_the_improved_unet_cannot_take_is_a_config_error(tmp_path, capsys):
-    assert cli.main(["flow-class", *TINY, "--arch", "improved", "--hidden", "12",
-                     "--runs-dir", str(tmp_path)]) == 2
+    assert (
+        cli.main(
+            [
+                "flow-class",
+                *TINY,
+                "--arch",
+                "improved",
+                "--hidden",
+                "12",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "needs a width (--hidden) divisible by 8" in err and err.count("\n") == 1, err
     assert not list(tmp_path.iterdir())
@@ -69,7 +116,10 @@ def test_resume_and_existing_run_errors(runs, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_text((runs / "flow-class" / "config.json").read_text())
-    assert cli.main(["flow-class", *TINY, "--runs-dir", str(tmp_path), "--name", "empty", "--resume"]) == 2
+    assert (
+        cli.main(["flow-class", *TINY, "--runs-dir", str(tmp_path), "--name", "empty", "--resume"])
+        == 2
+    )
     assert "has no complete checkpoint" in capsys.readouterr().err
     assert cli.main(["flow-class", *TINY, "--runs-dir", str(runs)]) == 2
     err = capsys.readouterr().err
@@ -78,20 +128,65 @@ def test_resume_and_existing_run_errors(runs, tmp_path, capsys):
 
 def test_sample_class_model_writes_labelled_uint8_digits(runs, tmp_path):
     out = tmp_path / "s.npz"
-    assert cli.main(["sample", str(runs / "flow-class"), "--per-class", "2", "--guidance-scale", "5",
-                     "--steps", "3", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                str(runs / "flow-class"),
+                "--per-class",
+                "2",
+                "--guidance-scale",
+                "5",
+                "--steps",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     z = np.load(out)
     assert z["images"].dtype == np.uint8 and z["images"].shape == (20, 28, 28)
     assert z["labels"].tolist() == [k for k in range(10) for _ in range(2)]
     again = tmp_path / "again.npz"
-    assert cli.main(["sample", str(runs / "flow-class"), "--per-class", "2", "--guidance-scale", "5",
-                     "--steps", "3", "--out", str(again), "--batch", "7"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                str(runs / "flow-class"),
+                "--per-class",
+                "2",
+                "--guidance-scale",
+                "5",
+                "--steps",
+                "3",
+                "--out",
+                str(again),
+                "--batch",
+                "7",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.load(again)["images"], z["images"])  # seeded, batch-size independent
 
 
 def test_sample_names_the_file_it_wrote_and_records_how(runs, tmp_path, capsys):
-    assert cli.main(["sample", str(runs / "flow-class"), "--per-class", "1", "--steps", "2",
-                     "--out", str(tmp_path / "digits")]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                str(runs / "flow-class"),
+                "--per-class",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "digits"),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "digits.npz"  # .npz added, and said
     assert f"to {out}" in capsys.readouterr().out and not (tmp_path / "digits").exists()
     z = np.load(out)
@@ -101,11 +196,30 @@ def test_sample_names_the_file_it_wrote_and_records_how(runs, tmp_path, capsys):
 
 def test_sample_time_only_model_has_labels_minus_one(runs, tmp_path, capsys):
     out = tmp_path / "t.npz"
-    assert cli.main(["sample", str(runs / "ddpm-time"), "--per-class", "1", "--guidance-scale", "5",
-                     "--steps", "2", "--sampler", "ddim", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                str(runs / "ddpm-time"),
+                "--per-class",
+                "1",
+                "--guidance-scale",
+                "5",
+                "--steps",
+                "2",
+                "--sampler",
+                "ddim",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     z = np.load(out)
     assert z["images"].shape == (10, 28, 28) and set(z["labels"].tolist()) == {-1}
-    assert cli.main(["sample", str(runs / "ddpm-time"), "--sampler", "euler", "--out", str(out)]) == 2
+    assert (
+        cli.main(["sample", str(runs / "ddpm-time"), "--sampler", "euler", "--out", str(out)]) == 2
+    )
     assert "does not apply to a ddpm model" in capsys.readouterr().err
     assert cli.main(["sample", str(runs / "ddpm-time"), "--steps", "301", "--out", str(out)]) == 2
     assert "takes 1 to 300 steps on this model" in capsys.readouterr().err
@@ -116,10 +230,29 @@ def test_sample_time_only_model_has_labels_minus_one(runs, tmp_path, capsys):
 def test_evaluate_prints_accuracy_and_frechet_with_floor(runs, capsys, monkeypatch):
     import training.evaluation as ev
 
-    monkeypatch.setitem(ev.evaluate_run.__kwdefaults__, "classifier_config",
-                        ClassifierConfig(passes=0.05, max_steps=3))
-    assert cli.main(["evaluate", str(runs / "flow-class"), "--guidance", "0", "5", "--per-class", "2",
-                     "--steps", "2", "--repeats", "2"]) == 0
+    monkeypatch.setitem(
+        ev.evaluate_run.__kwdefaults__,
+        "classifier_config",
+        ClassifierConfig(passes=0.05, max_steps=3),
+    )
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                str(runs / "flow-class"),
+                "--guidance",
+                "0",
+                "5",
+                "--per-class",
+                "2",
+                "--steps",
+                "2",
+                "--repeats",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "guidance 0: class accuracy" in out and "guidance 5:" in out and "Frechet floor" in out
     evaluation = read_summary(runs / "flow-class")["evaluation"]
@@ -136,15 +269,22 @@ def test_evaluate_prints_accuracy_and_frechet_with_floor(runs, capsys, monkeypat
 
 
 def test_a_device_that_is_not_here_is_one_line_and_status_2(runs, tmp_path, capsys):
-    for argv in (["sample", str(runs / "flow-class"), "--out", str(tmp_path / "x.npz")],
-                 ["evaluate", str(runs / "flow-class")], ["figures", str(runs / "flow-class")]):
+    for argv in (
+        ["sample", str(runs / "flow-class"), "--out", str(tmp_path / "x.npz")],
+        ["evaluate", str(runs / "flow-class")],
+        ["figures", str(runs / "flow-class")],
+    ):
         assert cli.main([*argv, "--device", "gpu0"]) == 2
-        assert capsys.readouterr().err.strip() == ("python -m training: error: device 'gpu0' is not "
-                                                   "a device name; use one of auto, cpu, cuda, mps")
+        assert capsys.readouterr().err.strip() == (
+            "python -m training: error: device 'gpu0' is not "
+            "a device name; use one of auto, cpu, cuda, mps"
+        )
 
 
-@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has the Apple GPU "
-                    "that the test asks for as the absent device")
+@pytest.mark.skipif(
+    torch.backends.mps.is_available(),
+    reason="this machine has the Apple GPU that the test asks for as the absent device",
+)
 def test_training_on_an_absent_device_writes_nothing(tmp_path, capsys):
     assert cli.main(["flow-class", "--device", "mps", "--runs-dir", str(tmp_path)]) == 2
     assert "no MPS device is available here" in capsys.readouterr().err
@@ -158,6 +298,10 @@ def test_figures_command(runs, capsys):
 
 
 def test_module_entry_point_runs():
-    r = subprocess.run([sys.executable, "-m", "training", "flow-class", "--epochs", "-1"], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "training", "flow-class", "--epochs", "-1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and r.stderr.strip().endswith("must be positive, got -1")

@@ -1,4 +1,5 @@
 """Datasets (offline: mnist-5k, Debian's Fashion-MNIST when installed) and the batcher."""
+
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,15 @@ def test_mnist_5k_split_shapes_and_stratification():
     assert train.class_names == tuple("0123456789")
     assert test.labels.bincount().tolist() == [50] * 10
     assert train.labels.bincount().tolist() == [450] * 10
-    assert train.images.float().mean() > 20 and train.images.max() == 255     # real digits, 0 = background
+    assert (
+        train.images.float().mean() > 20 and train.images.max() == 255
+    )  # real digits, 0 = background
     assert train.images[:, :, 0, :].float().mean() < 1
+
     # disjoint and deterministic
-    flat = lambda d: {bytes(x.numpy()) for x in d.images.reshape(len(d), -1)}
+    def flat(d):
+        return {bytes(x.numpy()) for x in d.images.reshape(len(d), -1)}
+
     assert not flat(train) & flat(test)
     again = load_dataset("mnist-5k", split="test")
     assert torch.equal(again.images, test.images) and torch.equal(again.labels, test.labels)
@@ -61,13 +67,16 @@ def test_mnist_from_disk_converts_whole_tensors(tmp_path, monkeypatch):
             n = 7 if train else 3
             self.data = torch.full((n, 28, 28), 9, dtype=torch.uint8)
             self.targets = torch.arange(n)
+
     monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
     d = load_dataset("mnist", root=tmp_path, split="train")
     assert d.images.shape == (7, 1, 28, 28) and d.images.dtype == torch.uint8 and d.name == "mnist"
     assert D.mnist_available(tmp_path)
 
 
-@pytest.mark.skipif(not D.DEBIAN_FASHION.is_dir(), reason="Debian dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not D.DEBIAN_FASHION.is_dir(), reason="Debian dataset-fashion-mnist not installed"
+)
 def test_fashion_mnist_from_debian(tmp_path):
     d = load_dataset("fashion-mnist", root=tmp_path, split="test")
     assert d.images.shape == (10000, 1, 28, 28) and d.num_classes == 10
@@ -100,24 +109,24 @@ def test_batches_deterministic_and_cover_each_pass(small):
     a, b = Batches(small, 16, seed=3), Batches(small, 16, seed=3)
     assert a.steps_per_pass == 7
     seen = []
-    for step, (x, y) in zip(range(7), a()):
+    for step, (x, y) in zip(range(7), a(), strict=False):
         x2, y2 = b.batch(step)
         assert torch.equal(x, x2) and torch.equal(y, y2)
         assert x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
         seen.append(y)
     assert torch.cat(seen).sort().values.tolist() == small.labels.sort().values.tolist()
-    assert x.shape[0] == 103 - 6 * 16                       # last batch of a pass is partial
-    assert not torch.equal(a.batch(0)[0], a.batch(7)[0])    # pass 1 reshuffled
+    assert x.shape[0] == 103 - 6 * 16  # last batch of a pass is partial
+    assert not torch.equal(a.batch(0)[0], a.batch(7)[0])  # pass 1 reshuffled
     assert not torch.equal(a.batch(0)[0], Batches(small, 16, seed=4).batch(0)[0])
     assert Batches(small, 16, seed=3, drop_last=True).steps_per_pass == 6
 
 
 def test_batches_resume_at_step(small):
     full = Batches(small, 10, seed=1, normalize=to_unit)
-    stream = [y for _, (_, y) in zip(range(40), full())]
+    stream = [y for _, (_, y) in zip(range(40), full(), strict=False)]
     resumed = Batches(small, 10, seed=1, normalize=to_unit)
-    tail = [y for _, (_, y) in zip(range(15), resumed(25))]
-    for got, want in zip(tail, stream[25:]):
+    tail = [y for _, (_, y) in zip(range(15), resumed(25), strict=False)]
+    for got, want in zip(tail, stream[25:], strict=False):
         assert torch.equal(got, want)
 
 
@@ -125,7 +134,7 @@ def test_batches_shards_cover_the_global_batch(small):
     world = 3
     shards = [Batches(small, 12, seed=0, rank=r, world_size=world) for r in range(world)]
     single = Batches(small, 12, seed=0)
-    for step in (0, 5, 8):          # 8 = the partial last batch (103 = 8*12 + 7)
+    for step in (0, 5, 8):  # 8 = the partial last batch (103 = 8*12 + 7)
         parts = [s.batch(step)[1] for s in shards]
         assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
         assert sorted(torch.cat(parts).tolist()) == sorted(single.batch(step)[1].tolist())

@@ -1,4 +1,6 @@
-"""Two CPU processes through torchrun (gloo): each trains its half of the global batch, rank 0 writes."""
+"""Two CPU processes through torchrun (gloo): each trains its half of the global batch, rank 0
+writes."""
+
 import json
 import os
 import subprocess
@@ -18,9 +20,32 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_two_process_cpu_run_with_torchrun(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "training", "flow-class", "--dataset",
-           "mnist-5k", "--hidden", "4", "--batch-size", "8", "--steps", "4", "--period-steps", "2",
-           "--preview-steps", "2", "--log-every", "1", "--device", "cpu", "--runs-dir", str(tmp_path)]
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training",
+        "flow-class",
+        "--dataset",
+        "mnist-5k",
+        "--hidden",
+        "4",
+        "--batch-size",
+        "8",
+        "--steps",
+        "4",
+        "--period-steps",
+        "2",
+        "--preview-steps",
+        "2",
+        "--log-every",
+        "1",
+        "--device",
+        "cpu",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "flow-class"

@@ -1,10 +1,11 @@
 """make_figures on tiny fake runs of each kind, and its drawing helpers."""
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from samplers.images import save_gif
+from samplers.app.images import save_gif
 from training.figures import SIGMAS, grid_array, make_figures, plot_loss
 
 
@@ -35,22 +36,35 @@ def test_plot_loss_without_metrics(tmp_path):
 def test_denoiser_figures(fake_run):
     run = fake_run("denoiser", periods=(1, 3, 5))
     paths = make_figures(run, device="cpu")
-    assert _names(paths) == ["denoise-epoch-0001.png", "denoise-epoch-0005.png", "loss.png",
-                             "noising-sigmas.png", "ood-sigmas.png"]
+    assert _names(paths) == [
+        "denoise-epoch-0001.png",
+        "denoise-epoch-0005.png",
+        "loss.png",
+        "noising-sigmas.png",
+        "ood-sigmas.png",
+    ]
     assert all(p.parent == run / "figures" and p.stat().st_size > 1000 for p in paths)
     assert len(SIGMAS) == 7
 
 
 def test_pure_noise_figures(fake_run):
     paths = make_figures(fake_run("pure-noise", periods=(2,)), device="cpu")
-    assert _names(paths) == ["loss.png", "pure-noise-epoch-0002.png"]   # no epoch 1/5: the one there is
+    assert _names(paths) == [
+        "loss.png",
+        "pure-noise-epoch-0002.png",
+    ]  # no epoch 1/5: the one there is
 
 
 @pytest.mark.parametrize("experiment", ["ddpm-class", "flow-time"])
 def test_sample_figures_and_gif(fake_run, experiment):
     run = fake_run(experiment, periods=(1, 2, 5))
     paths = make_figures(run, device="cpu", steps=3)
-    assert _names(paths) == ["loss.png", "samples-epoch-0001.png", "samples-epoch-0005.png", "sampling.gif"]
+    assert _names(paths) == [
+        "loss.png",
+        "samples-epoch-0001.png",
+        "samples-epoch-0005.png",
+        "sampling.gif",
+    ]
     with Image.open(run / "figures" / "sampling.gif") as im:
         assert im.n_frames == 4 and im.size == (2 * (10 * 30 + 2), 2 * (4 * 30 + 2))
 

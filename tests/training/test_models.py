@@ -1,13 +1,19 @@
 """The course UNet family: parameter counts (docs/course.md 3.3), shapes, conditioning semantics."""
+
 import pytest
 import torch
 
 from training.models import ARCHS, CONDITIONINGS, ImprovedUNet, UNet, build_model, count_parameters
 
 COUNTS = {  # docs/course.md 3.3, biases and BN affine included
-    (64, "none"): 1_975_361, (64, "time-add"): 1_996_417, (64, "time-mul"): 1_996_417,
-    (64, "class"): 2_019_201, (128, "none"): 7_891_073, (128, "time-add"): 7_974_145,
-    (128, "time-mul"): 7_974_145, (128, "class"): 8_060_673,
+    (64, "none"): 1_975_361,
+    (64, "time-add"): 1_996_417,
+    (64, "time-mul"): 1_996_417,
+    (64, "class"): 2_019_201,
+    (128, "none"): 7_891_073,
+    (128, "time-add"): 7_974_145,
+    (128, "time-mul"): 7_974_145,
+    (128, "class"): 8_060_673,
 }
 
 
@@ -21,7 +27,10 @@ def _inputs(b=4, seed=0):
 
 @pytest.mark.parametrize("hidden,conditioning", list(COUNTS))
 def test_course_parameter_counts(hidden, conditioning):
-    assert count_parameters(UNet(hidden=hidden, conditioning=conditioning)) == COUNTS[hidden, conditioning]
+    assert (
+        count_parameters(UNet(hidden=hidden, conditioning=conditioning))
+        == COUNTS[hidden, conditioning]
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -49,7 +58,9 @@ def test_time_shapes_equivalent(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_time_conditioning_matters(arch):
     torch.manual_seed(0)
-    model = build_model(arch, hidden=16, conditioning="time-mul").train()  # batch-stat BN: effects visible at init
+    model = build_model(
+        arch, hidden=16, conditioning="time-mul"
+    ).train()  # batch-stat BN: effects visible at init
     x, t, _ = _inputs()
     assert not torch.allclose(model(x, t), model(x, 1 - t), atol=1e-3)
     with pytest.raises(ValueError, match="time-conditioned"):
@@ -138,7 +149,9 @@ def test_point_expand_is_the_transposed_convolution(channels_last):
     assert y.is_contiguous(memory_format=fmt) and y.shape == (3, 5, 7, 7)
     g = torch.randn_like(ref)
     grads = torch.autograd.grad(y, (x, layer.weight, layer.bias), g)
-    for got, want in zip(grads, torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)):
+    for got, want in zip(
+        grads, torch.autograd.grad(ref, (x, conv.weight, conv.bias), g), strict=False
+    ):
         torch.testing.assert_close(got, want)
     wide = torch.randn(2, 6, 2, 3)
     torch.testing.assert_close(layer(wide), conv(wide))
@@ -152,8 +165,9 @@ def test_gelu_on_channels_last_keeps_values_and_layout():
     assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
     torch.testing.assert_close(y, torch.nn.functional.gelu(x))
     g = torch.randn_like(y)
-    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0],
-                               torch.autograd.grad(torch.nn.functional.gelu(x), x, g)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(y, x, g)[0], torch.autograd.grad(torch.nn.functional.gelu(x), x, g)[0]
+    )
 
 
 def test_improved_is_bigger_but_reasonable():

@@ -1,10 +1,19 @@
 """Objectives of Part B: each loss against its closed form (tiny fake models, fixed noise)."""
+
 import pytest
 import torch
 
 from training.config import make_config
-from training.objectives import (denoiser_loss, ddpm_loss, ddpm_loss_weights, drop_classes, flow_loss,
-                                 loss_by_t_bins, make_objective, pure_noise_loss)
+from training.objectives import (
+    ddpm_loss,
+    ddpm_loss_weights,
+    denoiser_loss,
+    drop_classes,
+    flow_loss,
+    loss_by_t_bins,
+    make_objective,
+    pure_noise_loss,
+)
 
 
 def _data(b=6, lo=-1.0):
@@ -25,8 +34,12 @@ def test_flow_loss_is_zero_for_the_exact_velocity_and_sees_the_course_interpolat
     loss, t_out = flow_loss(oracle, x1, None, generator=g, noise=x0, t=t)
     assert torch.all(loss == 0) and loss.shape == (6,)
     assert torch.equal(t_out, t) and torch.equal(seen["t"], t)
-    torch.testing.assert_close(seen["x_t"], (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * x1)
-    zero_loss, _ = flow_loss(lambda x, tt, c: torch.zeros_like(x), x1, None, generator=g, noise=x0, t=t)
+    torch.testing.assert_close(
+        seen["x_t"], (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * x1
+    )
+    zero_loss, _ = flow_loss(
+        lambda x, tt, c: torch.zeros_like(x), x1, None, generator=g, noise=x0, t=t
+    )
     torch.testing.assert_close(zero_loss, (x1 - x0).pow(2).flatten(1).mean(1))
 
 
@@ -45,8 +58,13 @@ def test_ddpm_loss_targets_the_noise_at_the_agreed_indexing():
     torch.testing.assert_close(t, (i + 1).float() / 300)  # the UNet is given (i + 1) / T
     a = ab[i].view(-1, 1, 1, 1)
     torch.testing.assert_close(seen["x_t"], a.sqrt() * x0 + (1 - a).sqrt() * eps)
-    drawn_loss, drawn_t = ddpm_loss(lambda x, t, c: torch.zeros_like(x), x0, None, alphas_cumprod=ab,
-                                    generator=torch.Generator().manual_seed(1))
+    drawn_loss, drawn_t = ddpm_loss(
+        lambda x, t, c: torch.zeros_like(x),
+        x0,
+        None,
+        alphas_cumprod=ab,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert drawn_t.min() >= 1 / 300 and drawn_t.max() <= 1 and drawn_loss.shape == (6,)
 
 
@@ -57,7 +75,9 @@ def test_min_snr_weighting_scales_only_the_low_noise_steps():
     zero = lambda x, t, c: torch.zeros_like(x)  # noqa: E731
     weights = ddpm_loss_weights(ab, "min-snr", 5.0)
     plain, _ = ddpm_loss(zero, x0, None, alphas_cumprod=ab, generator=g, noise=eps, i=i)
-    weighted, _ = ddpm_loss(zero, x0, None, alphas_cumprod=ab, generator=g, noise=eps, i=i, weights=weights)
+    weighted, _ = ddpm_loss(
+        zero, x0, None, alphas_cumprod=ab, generator=g, noise=eps, i=i, weights=weights
+    )
     snr = ab / (1 - ab)
     raw = torch.where(snr > 5, 5 / snr, torch.ones_like(snr))
     torch.testing.assert_close(weights, raw / raw.mean())
@@ -84,8 +104,9 @@ def test_flow_weighting_makes_the_noise_loss_flow_matchings_velocity_loss():
     raw = (1 + snr.rsqrt()) ** 2
     weights = ddpm_loss_weights(ab, "flow")
     torch.testing.assert_close(weights, raw / raw.mean())
-    weighted, _ = ddpm_loss(as_eps, x1, None, alphas_cumprod=ab, generator=g, noise=noise, i=i,
-                            weights=weights)
+    weighted, _ = ddpm_loss(
+        as_eps, x1, None, alphas_cumprod=ab, generator=g, noise=noise, i=i, weights=weights
+    )
     velocity, _ = flow_loss(u, x1, None, generator=g, noise=noise, t=tau)
     torch.testing.assert_close(weighted * raw.mean(), velocity, rtol=1e-4, atol=1e-6)
     assert weights[299] > 10 * weights[0]  # the noisiest step counts most
@@ -112,7 +133,9 @@ def test_single_step_denoiser_and_pure_noise_losses():
     assert t is None
     torch.testing.assert_close(loss, (0.5 * eps).pow(2).flatten(1).mean(1))
     inputs = []
-    loss, t = pure_noise_loss(lambda z: inputs.append(z) or torch.zeros_like(z), x, generator=g, noise=eps)
+    loss, t = pure_noise_loss(
+        lambda z: inputs.append(z) or torch.zeros_like(z), x, generator=g, noise=eps
+    )
     assert t is None and torch.equal(inputs[0], eps)
     torch.testing.assert_close(loss, x.pow(2).flatten(1).mean(1))
 

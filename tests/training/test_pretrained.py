@@ -1,4 +1,5 @@
 """load_lab_model (errors, conventions, samplers) and the MnistBackend plugin."""
+
 import dataclasses
 import json
 
@@ -10,8 +11,22 @@ from training.backend import MnistBackend
 from training.checkpoints import CheckpointError
 from training.pretrained import CPU_MAX_BATCH, load_lab_model
 
-TINY = ["--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8", "--period-steps", "2",
-        "--preview-steps", "2", "--steps", "2", "--wandb-mode", "disabled"]
+TINY = [
+    "--dataset",
+    "mnist-5k",
+    "--hidden",
+    "4",
+    "--batch-size",
+    "8",
+    "--period-steps",
+    "2",
+    "--preview-steps",
+    "2",
+    "--steps",
+    "2",
+    "--wandb-mode",
+    "disabled",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +51,29 @@ def test_lab_model_conventions(runs):
     assert torch.allclose(seen[0], torch.tensor([1 / 300, 1.0]))  # i -> (i + 1) / T
 
 
-@pytest.mark.parametrize("run, sampler", [("ddpm-class", "ddpm"), ("ddpm-class", "ddim"),
-                                          ("flow-class", "euler"), ("flow-class", "heun"),
-                                          ("flow-class", "ddim"), ("ddpm-time", "ddpm"),
-                                          ("pure-noise", None)])
+@pytest.mark.parametrize(
+    "run, sampler",
+    [
+        ("ddpm-class", "ddpm"),
+        ("ddpm-class", "ddim"),
+        ("flow-class", "euler"),
+        ("flow-class", "heun"),
+        ("flow-class", "ddim"),
+        ("ddpm-time", "ddpm"),
+        ("pure-noise", None),
+    ],
+)
 def test_sample_through_the_sampler_table(runs, run, sampler):
     lab = load_lab_model(runs / run)
     steps = []
     labels = [0, 5, -1] if lab.class_conditional else [-1, -1, -1]
-    x = lab.sample(labels, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0),
-                   callback=steps.append)
+    x = lab.sample(
+        labels,
+        sampler=sampler,
+        steps=4,
+        generator=torch.Generator().manual_seed(0),
+        callback=steps.append,
+    )
     assert x.shape == (3, 1, 28, 28) and x.isfinite().all()
     assert [s["i"] for s in steps] == ([] if run == "pure-noise" else [0, 1, 2, 3])
     if steps:
@@ -71,8 +99,9 @@ def test_chunked_sampling_is_reproducible_at_a_batch_size(runs):
     labels = list(range(10))
 
     def draw(batch_size):
-        return lab.sample(labels, steps=3, generator=torch.Generator().manual_seed(0),
-                          batch_size=batch_size)
+        return lab.sample(
+            labels, steps=3, generator=torch.Generator().manual_seed(0), batch_size=batch_size
+        )
 
     assert torch.equal(draw(4), draw(4)) and draw(4).shape == (10, 1, 28, 28)
     assert not torch.equal(draw(4), draw(None))  # documented: images depend on the batch size
@@ -85,11 +114,13 @@ def test_network_chunks_change_no_image(runs):
     lab.unet.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
     labels = [*range(10)] * 3
     whole = dataclasses.replace(lab, max_batch=None).sample(
-        labels, steps=3, guidance_scale=5, generator=torch.Generator().manual_seed(0))
+        labels, steps=3, guidance_scale=5, generator=torch.Generator().manual_seed(0)
+    )
     assert calls == [60] * 3  # one call a step: conditional and unconditional halves batched
     calls.clear()
     chunked = dataclasses.replace(lab, max_batch=16).sample(
-        labels, steps=3, guidance_scale=5, generator=torch.Generator().manual_seed(0))
+        labels, steps=3, guidance_scale=5, generator=torch.Generator().manual_seed(0)
+    )
     assert calls == [15, 15, 15, 15] * 3  # equal chunks of at most 16
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
 
@@ -97,15 +128,17 @@ def test_network_chunks_change_no_image(runs):
 def test_keep_freed_memory_applies_on_glibc():
     import platform
 
-    from samplers.devices import keep_freed_memory
+    from samplers.app.tuning import keep_freed_memory
 
     assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
 
 
 def test_sampling_precision_follows_the_machine(runs):
-    from samplers.devices import cpu_bf16_is_faster
+    from samplers.app.tuning import cpu_bf16_is_faster
 
-    assert load_lab_model(runs / "flow-class").precision == ("bf16" if cpu_bf16_is_faster() else "no")
+    assert load_lab_model(runs / "flow-class").precision == (
+        "bf16" if cpu_bf16_is_faster() else "no"
+    )
     fp32 = load_lab_model(runs / "flow-class", precision="no")
     assert fp32.precision == "no"
     x = fp32.sample([1, 2], steps=2, generator=torch.Generator().manual_seed(0))
@@ -134,7 +167,9 @@ def test_corrupt_and_mismatched_checkpoints(runs, tmp_path):
     shutil.copytree(runs / "ddpm-time", bad)
     weights = bad / "checkpoints" / "epoch-0001" / "model.safetensors"
     weights.write_bytes(b"\x00garbage" * 3)
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors: not a readable safetensors file"
+    ):
         load_lab_model(bad)
     other = tmp_path / "other"
     shutil.copytree(runs / "ddpm-time", other)

@@ -1,4 +1,5 @@
 """Recipes: named defaults over the course's, recorded in the run, composing with every option."""
+
 import math
 
 import pytest
@@ -6,8 +7,15 @@ import torch
 
 from samplers.schedules import linear_alphas_cumprod
 from training import cli
-from training.config import (EXPERIMENTS, FAST_RECIPE, RECIPES, ConfigError, make_config,
-                             resolve_length, validate)
+from training.config import (
+    EXPERIMENTS,
+    FAST_RECIPE,
+    RECIPES,
+    ConfigError,
+    make_config,
+    resolve_length,
+    validate,
+)
 from training.objectives import sample_ddpm_step, sample_flow_time
 from training.runs import read_config, read_metrics
 from training.schedules import WarmupCosine, make_scheduler
@@ -17,9 +25,15 @@ def test_course_recipe_is_the_course_exactly():
     for name, base in EXPERIMENTS.items():
         cfg = make_config(name)
         assert cfg.recipe == "course" and make_config(name, recipe="course") == cfg
-        assert (cfg.lr, cfg.batch_size, cfg.hidden, cfg.lr_schedule, cfg.warmup_steps,
-                cfg.ema_decay, cfg.time_sampling) == (base.lr, base.batch_size, base.hidden,
-                                                      "exponential", 0, None, "uniform")
+        assert (
+            cfg.lr,
+            cfg.batch_size,
+            cfg.hidden,
+            cfg.lr_schedule,
+            cfg.warmup_steps,
+            cfg.ema_decay,
+            cfg.time_sampling,
+        ) == (base.lr, base.batch_size, base.hidden, "exponential", 0, None, "uniform")
 
 
 @pytest.mark.parametrize("experiment", ["flow-class", "ddpm-class"])
@@ -41,10 +55,17 @@ def test_help_quotes_each_recipes_defaults_of_that_experiment(experiment, capsys
         cli.build_parser().parse_args([experiment, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     course, fast = make_config(experiment), make_config(experiment, recipe="fast")
-    for option, field in (("hidden", "hidden"), ("batch-size", "batch_size"),
-                          ("sample-steps", "sample_steps"), ("time-sampling", "time_sampling")):
-        quoted = (f"course: {getattr(course, field)}; fast: {getattr(fast, field)}"
-                  if getattr(course, field) != getattr(fast, field) else f"{getattr(course, field)}")
+    for option, field in (
+        ("hidden", "hidden"),
+        ("batch-size", "batch_size"),
+        ("sample-steps", "sample_steps"),
+        ("time-sampling", "time_sampling"),
+    ):
+        quoted = (
+            f"course: {getattr(course, field)}; fast: {getattr(fast, field)}"
+            if getattr(course, field) != getattr(fast, field)
+            else f"{getattr(course, field)}"
+        )
         help_text = text.split(f"--{option} ")[2].split(" --")[0]  # [1] is the usage line
         assert f"default {quoted}" in help_text, (option, help_text)
 
@@ -52,8 +73,10 @@ def test_help_quotes_each_recipes_defaults_of_that_experiment(experiment, capsys
 def test_fast_no_scheduler_is_a_constant_rate():
     cfg = make_config("flow-class", recipe="fast", no_scheduler=True)
     assert not cfg.scheduler and cfg.warmup_steps == 0 and cfg.ema_decay
-    assert cfg.lr == pytest.approx(1e-2 * 0.02 ** 0.5)  # the middle of the cosine's 1e-2 -> 2e-4
-    assert make_config("flow-class", recipe="fast", no_scheduler=True, lr=3e-3).lr == 3e-3  # explicit wins
+    assert cfg.lr == pytest.approx(1e-2 * 0.02**0.5)  # the middle of the cosine's 1e-2 -> 2e-4
+    assert (
+        make_config("flow-class", recipe="fast", no_scheduler=True, lr=3e-3).lr == 3e-3
+    )  # explicit wins
     cfg = resolve_length(cfg, 4500, 71)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     sched, per_step = make_scheduler(opt, cfg)
@@ -73,11 +96,15 @@ def test_unknown_recipe_and_bad_combinations_raise():
 
 
 def test_samplers_that_cannot_run_on_the_model_are_refused_before_training():
-    with pytest.raises(ConfigError, match="--preview-sampler / --preview-steps: sampler 'heun' "
-                                          "does not apply to a ddpm model"):
+    with pytest.raises(
+        ConfigError,
+        match="--preview-sampler / --preview-steps: sampler 'heun' does not apply to a ddpm model",
+    ):
         make_config("ddpm-class", preview_sampler="heun")
-    with pytest.raises(ConfigError, match="--sampler / --sample-steps: the ddpm sampler takes 1 to "
-                                          "300 steps on this model"):
+    with pytest.raises(
+        ConfigError,
+        match="--sampler / --sample-steps: the ddpm sampler takes 1 to 300 steps on this model",
+    ):
         make_config("ddpm-class", sample_steps=301)
     with pytest.raises(ConfigError, match="--preview-steps: the ddim sampler takes 1 to 300"):
         make_config("flow-class", preview_sampler="ddim", preview_steps=500)
@@ -89,11 +116,13 @@ def test_warmup_cosine_shape():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
     values = [f(s) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_logit_normal_time_is_inside_the_unit_interval_and_seeded():
-    g = lambda: torch.Generator().manual_seed(3)
+    def g():
+        return torch.Generator().manual_seed(3)
+
     t = sample_flow_time(20_000, g(), "cpu", density="logit-normal")
     assert 0 < t.min() and t.max() < 1 and abs(float(t.mean()) - 0.5) < 0.01
     assert float(((t > 0.25) & (t < 0.75)).float().mean()) > 0.6  # uniform: 0.5
@@ -102,7 +131,10 @@ def test_logit_normal_time_is_inside_the_unit_interval_and_seeded():
 
 def test_logit_normal_ddpm_steps_are_flow_noise_levels_and_seeded():
     ab = linear_alphas_cumprod(300, 1e-4, 0.02)
-    g = lambda: torch.Generator().manual_seed(3)
+
+    def g():
+        return torch.Generator().manual_seed(3)
+
     i = sample_ddpm_step(50_000, ab, g(), density="logit-normal")
     assert i.dtype == torch.int64 and 0 <= i.min() and i.max() < 300
     assert torch.equal(i, sample_ddpm_step(50_000, ab, g(), density="logit-normal"))
@@ -121,14 +153,41 @@ def test_time_sampling_is_for_models_with_a_time():
 
 
 def test_recipe_is_written_into_the_run_record(tmp_path):
-    argv = ["flow-class", "--recipe", "fast", "--dataset", "mnist-5k", "--hidden", "4",
-            "--batch-size", "8", "--steps", "4", "--warmup-steps", "2", "--period-steps", "2",
-            "--preview-steps", "2", "--log-every", "1", "--wandb-mode", "disabled",
-            "--runs-dir", str(tmp_path), "--name", "fast"]
+    argv = [
+        "flow-class",
+        "--recipe",
+        "fast",
+        "--dataset",
+        "mnist-5k",
+        "--hidden",
+        "4",
+        "--batch-size",
+        "8",
+        "--steps",
+        "4",
+        "--warmup-steps",
+        "2",
+        "--period-steps",
+        "2",
+        "--preview-steps",
+        "2",
+        "--log-every",
+        "1",
+        "--wandb-mode",
+        "disabled",
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "fast",
+    ]
     assert cli.main(argv) == 0
     cfg = read_config(tmp_path / "fast")
     assert (cfg["recipe"], cfg["lr_schedule"], cfg["time_sampling"], cfg["warmup_steps"]) == (
-        "fast", "cosine", "logit-normal", 2)
+        "fast",
+        "cosine",
+        "logit-normal",
+        2,
+    )
     lrs = [r["lr"] for r in read_metrics(tmp_path / "fast")]
     peak, final = cfg["lr"], cfg["lr"] * cfg["lr_final_ratio"]
     assert lrs[0] == pytest.approx(peak) and lrs[-1] == pytest.approx(final)  # after warm-up, end
@@ -144,4 +203,6 @@ def test_previews_default_to_the_50_step_sampler_and_options_win():
     assert (fast_ddpm.sampler, fast_ddpm.sample_steps) == ("ddpm", 100)
     assert preview_sampler(fast_ddpm) == ("ddpm", 50)
     assert preview_sampler(make_config("flow-class", preview_sampler="euler", preview_steps=7)) == (
-        "euler", 7)
+        "euler",
+        7,
+    )

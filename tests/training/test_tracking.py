@@ -1,4 +1,5 @@
 """W&B mode resolution, the offline fallback, the local run record, and no secrets recorded."""
+
 import json
 import time
 
@@ -30,7 +31,9 @@ def test_mode_is_online_only_with_a_key(no_key, monkeypatch):
     assert resolve_mode(None) == "disabled" and resolve_mode("offline") == "offline"
 
 
-def test_online_without_network_falls_back_to_offline_quickly(no_key, monkeypatch, tmp_path, capsys):
+def test_online_without_network_falls_back_to_offline_quickly(
+    no_key, monkeypatch, tmp_path, capsys
+):
     monkeypatch.setenv("WANDB_API_KEY", KEY)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
@@ -46,9 +49,30 @@ def test_online_without_network_falls_back_to_offline_quickly(no_key, monkeypatc
 
 def test_offline_run_on_disk_and_no_secret_recorded(no_key, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_API_KEY", KEY)
-    assert cli.main(["flow-time", "--dataset", "mnist-5k", "--hidden", "4", "--batch-size", "8",
-                     "--steps", "2", "--period-steps", "2", "--preview-steps", "2", "--wandb-mode",
-                     "offline", "--runs-dir", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "flow-time",
+                "--dataset",
+                "mnist-5k",
+                "--hidden",
+                "4",
+                "--batch-size",
+                "8",
+                "--steps",
+                "2",
+                "--period-steps",
+                "2",
+                "--preview-steps",
+                "2",
+                "--wandb-mode",
+                "offline",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "flow-time"
     (offline,) = (run / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb")) and (offline / "files").is_dir()

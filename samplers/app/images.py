@@ -1,6 +1,7 @@
 """Image I/O for the samplers: files, bytes, arrays or PIL images to (1, C, H, W) tensors in [-1, 1]
 (the course's `process_pil_im`: Resize shorter side, CenterCrop, scale to [-1, 1]), masks, and
 tensors back to uint8, PIL, labelled grids and GIFs."""
+
 from __future__ import annotations
 
 import io
@@ -8,7 +9,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -20,11 +21,16 @@ from torchvision.utils import make_grid
 
 from .files import atomic_path
 
-ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
 
 ASSETS = Path(__file__).parent / "assets"
-EXAMPLES = {"astronaut": "astronaut.jpg", "cat": "cat.jpg", "coffee": "coffee.jpg",
-            "rocket": "rocket.jpg", "sketch": "sketch.png"}
+EXAMPLES = {
+    "astronaut": "astronaut.jpg",
+    "cat": "cat.jpg",
+    "coffee": "coffee.jpg",
+    "rocket": "rocket.jpg",
+    "sketch": "sketch.png",
+}
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # ~89 megapixels; larger files are refused as bombs
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 _REDUCIBLE = ("L", "RGB", "RGBA", "LA")  # modes Image.reduce supports
@@ -47,8 +53,10 @@ def open_image(source: ImageSource, *, min_side: int | None = None) -> Image.Ima
         try:
             return Image.fromarray(source)
         except (TypeError, ValueError) as err:
-            raise ImageLoadError(f"cannot read an image from an array of shape {source.shape} and "
-                                 f"dtype {source.dtype}: {err}") from err
+            raise ImageLoadError(
+                f"cannot read an image from an array of shape {source.shape} and "
+                f"dtype {source.dtype}: {err}"
+            ) from err
     name = str(source) if isinstance(source, (str, os.PathLike)) else "the given data"
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -65,11 +73,14 @@ def open_image(source: ImageSource, *, min_side: int | None = None) -> Image.Ima
     except FileNotFoundError as err:
         raise ImageLoadError(f"no such image file: {name}") from err
     except UnidentifiedImageError as err:
-        raise ImageLoadError(f"{name} is not an image file PIL can read (PNG, JPEG, GIF, "
-                             "BMP, WebP, TIFF...)") from err
+        raise ImageLoadError(
+            f"{name} is not an image file PIL can read (PNG, JPEG, GIF, BMP, WebP, TIFF...)"
+        ) from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageLoadError(f"{name} is too large to load safely (over {MAX_PIXELS:,} pixels; "
-                             "possible decompression bomb): downscale it first") from err
+        raise ImageLoadError(
+            f"{name} is too large to load safely (over {MAX_PIXELS:,} pixels; "
+            "possible decompression bomb): downscale it first"
+        ) from err
     except (IsADirectoryError, PermissionError) as err:
         raise ImageLoadError(f"cannot read {name}: {err.strerror}") from err
     except (OSError, SyntaxError, ValueError) as err:
@@ -96,8 +107,12 @@ def _fit(img: Image.Image, size: int) -> Tensor:
     return TF.to_tensor(img).unsqueeze(0)
 
 
-def load_image(source: ImageSource, size: int, channels: int = 3,
-               background: tuple[int, int, int] = (255, 255, 255)) -> Tensor:
+def load_image(
+    source: ImageSource,
+    size: int,
+    channels: int = 3,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Tensor:
     """Any image -> (1, channels, size, size) float32 in [-1, 1], as the course's `process_pil_im`.
 
     Transparent pixels are composited over `background`; 16-bit images are scaled, not clipped.
@@ -155,8 +170,12 @@ def _upscale(rows: Sequence[Tensor], min_tile: int) -> list[Tensor]:
     return out
 
 
-def figure(rows: Sequence[Tensor], row_labels: Sequence[str] = (), col_labels: Sequence[str] = (),
-           min_tile: int = 128) -> Image.Image:
+def figure(
+    rows: Sequence[Tensor],
+    row_labels: Sequence[str] = (),
+    col_labels: Sequence[str] = (),
+    min_tile: int = 128,
+) -> Image.Image:
     """A labelled grid: `rows` are (N_i, C, H, W) tensors in [-1, 1], one row each (short rows are
     left blank at the end); small images are enlarged (nearest) to at least `min_tile` pixels."""
     if not rows:
@@ -179,8 +198,9 @@ def figure(rows: Sequence[Tensor], row_labels: Sequence[str] = (), col_labels: S
     return canvas
 
 
-def grid(images: Tensor, nrow: int = 8, *, scale: int = 1, min_side: int = 0,
-         pad_value: float = -1.0) -> np.ndarray:
+def grid(
+    images: Tensor, nrow: int = 8, *, scale: int = 1, min_side: int = 0, pad_value: float = -1.0
+) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> uint8 (H', W', 3) grid, `nrow` tiles a row.
 
     Tiles are enlarged pixel-exact (each pixel repeated) by `scale`, or more to reach `min_side`
@@ -206,30 +226,49 @@ def png_bytes(image: Image.Image | np.ndarray) -> bytes:
     return _encode(image, "PNG")
 
 
-Frame = Union[Tensor, np.ndarray, Image.Image]
+Frame = Tensor | np.ndarray | Image.Image
 
 
-def _write_gif(frames: Sequence[Frame], target, duration_ms: int, hold_ms: int | None,
-               min_tile: int) -> None:
+def _write_gif(
+    frames: Sequence[Frame], target, duration_ms: int, hold_ms: int | None, min_tile: int
+) -> None:
     if not frames:
         raise ValueError("a GIF needs at least one frame")
-    images = [figure([f], min_tile=min_tile) if isinstance(f, Tensor)
-              else f if isinstance(f, Image.Image) else Image.fromarray(f) for f in frames]
+    images = [
+        figure([f], min_tile=min_tile)
+        if isinstance(f, Tensor)
+        else f
+        if isinstance(f, Image.Image)
+        else Image.fromarray(f)
+        for f in frames
+    ]
     duration = duration_ms if hold_ms is None else [duration_ms] * (len(images) - 1) + [hold_ms]
-    images[0].save(target, format="GIF", save_all=True, append_images=images[1:],
-                   duration=duration, loop=0)
+    images[0].save(
+        target, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0
+    )
 
 
-def gif_bytes(frames: Sequence[Frame], *, duration_ms: int = 80, min_tile: int = 128,
-              hold_ms: int | None = None) -> bytes:
+def gif_bytes(
+    frames: Sequence[Frame],
+    *,
+    duration_ms: int = 80,
+    min_tile: int = 128,
+    hold_ms: int | None = None,
+) -> bytes:
     """`save_gif`, as GIF file bytes."""
     buf = io.BytesIO()
     _write_gif(frames, buf, duration_ms, hold_ms, min_tile)
     return buf.getvalue()
 
 
-def save_gif(frames: Sequence[Frame], path: str | os.PathLike, *, duration_ms: int = 80,
-             min_tile: int = 128, hold_ms: int | None = None) -> Path:
+def save_gif(
+    frames: Sequence[Frame],
+    path: str | os.PathLike,
+    *,
+    duration_ms: int = 80,
+    min_tile: int = 128,
+    hold_ms: int | None = None,
+) -> Path:
     """An endlessly looping GIF of `frames`: tensors (B, C, H, W) in [-1, 1] (each shown as one
     `figure` row) or ready images (uint8 arrays, PIL); the last frame is held `hold_ms` if given."""
     path = Path(path)

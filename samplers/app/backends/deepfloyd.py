@@ -5,6 +5,7 @@ Loading never hangs: a local folder is used as is; a hub id is tried from the lo
 first, then (unless HF_HUB_OFFLINE) one metadata request with a short timeout checks access before
 any download. Every failure raises `BackendUnavailable` with what to do.
 """
+
 from __future__ import annotations
 
 import gc
@@ -16,9 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from samplers.schedules import strided_timesteps
+
 from .. import images as image_io
 from ..devices import resolve_device
-from ..schedules import strided_timesteps
 from .base import BackendUnavailable
 from .embeddings import EmbeddingCache, default_cache_root, read_prompt_dict
 
@@ -46,12 +48,14 @@ def _probe_access(repo_id: str, timeout: float) -> None:
     except GatedRepoError as err:
         raise BackendUnavailable(f"no access to {repo_id} (gated). {ACCESS_HELP}") from err
     except RepositoryNotFoundError as err:
-        raise BackendUnavailable(f"{repo_id} not found, or gated and no token given. "
-                                 f"{ACCESS_HELP}") from err
+        raise BackendUnavailable(
+            f"{repo_id} not found, or gated and no token given. {ACCESS_HELP}"
+        ) from err
     except Exception as err:  # network errors come as several httpx/OS types
         raise BackendUnavailable(
             f"cannot reach the Hugging Face hub for {repo_id} within {timeout:g} s "
-            f"({type(err).__name__}: {err}). {ACCESS_HELP}") from err
+            f"({type(err).__name__}: {err}). {ACCESS_HELP}"
+        ) from err
 
 
 def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
@@ -63,21 +67,26 @@ def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
     folder = Path(source).expanduser()
     if folder.is_dir():
         if not (folder / "model_index.json").is_file() and not (folder / "config.json").is_file():
-            raise BackendUnavailable(f"{folder} is not a diffusers/transformers model folder "
-                                     "(no model_index.json or config.json)")
+            raise BackendUnavailable(
+                f"{folder} is not a diffusers/transformers model folder "
+                "(no model_index.json or config.json)"
+            )
         _check_pipeline_class(folder, pipeline_cls)
-        if "variant" in kwargs and not _has_variant(folder / kwargs.get("subfolder", ""),
-                                                    kwargs["variant"]):
+        if "variant" in kwargs and not _has_variant(
+            folder / kwargs.get("subfolder", ""), kwargs["variant"]
+        ):
             # e.g. a folder saved in fp32 only: load those weights and cast them to `dtype`
             kwargs = {k: v for k, v in kwargs.items() if k != "variant"}
         try:
             return pipeline_cls.from_pretrained(str(folder), **kwargs)
         except OSError as err:
             raise BackendUnavailable(
-                f"cannot load {pipeline_cls.__name__} from {folder}: {err}") from err
+                f"cannot load {pipeline_cls.__name__} from {folder}: {err}"
+            ) from err
     if source.count("/") != 1 or source.startswith((".", "/", "~")):
-        raise BackendUnavailable(f"{source!r} is neither a local folder nor a hub id like "
-                                 f"{DEFAULT_STAGE1!r}")
+        raise BackendUnavailable(
+            f"{source!r} is neither a local folder nor a hub id like {DEFAULT_STAGE1!r}"
+        )
     try:
         return pipeline_cls.from_pretrained(source, local_files_only=True, **kwargs)
     except (OSError, ValueError):
@@ -85,8 +94,10 @@ def _load(pipeline_cls, source: str, probe_timeout: float, **kwargs):
     from huggingface_hub import is_offline_mode
 
     if is_offline_mode():
-        raise BackendUnavailable(f"{source} is not in the local Hugging Face cache and "
-                                 f"HF_HUB_OFFLINE is set. {ACCESS_HELP}")
+        raise BackendUnavailable(
+            f"{source} is not in the local Hugging Face cache and "
+            f"HF_HUB_OFFLINE is set. {ACCESS_HELP}"
+        )
     _probe_access(source, probe_timeout)
     try:
         return pipeline_cls.from_pretrained(source, **kwargs)
@@ -115,8 +126,10 @@ def _check_pipeline_class(folder: Path, pipeline_cls) -> None:
         return  # no readable index: diffusers says what is wrong
     stages = {"IFPipeline": "stage-1", "IFSuperResolutionPipeline": "stage-2 (super-resolution)"}
     if found and found != expected:
-        raise BackendUnavailable(f"{folder} holds a {stages.get(found, found)} model ({found}); "
-                                 f"a {stages.get(expected, expected)} one ({expected}) is needed here")
+        raise BackendUnavailable(
+            f"{folder} holds a {stages.get(found, found)} model ({found}); "
+            f"a {stages.get(expected, expected)} one ({expected}) is needed here"
+        )
 
 
 def _namespace(source: str) -> str:
@@ -135,9 +148,18 @@ class DeepFloydBackend:
     prompts = None
     default_guidance_scale = 7.0
 
-    def __init__(self, stage1, source: str, *, stage2_source: str | None, device: torch.device,
-                 dtype: torch.dtype, cache: EmbeddingCache, probe_timeout: float,
-                 cpu_offload: bool) -> None:
+    def __init__(
+        self,
+        stage1,
+        source: str,
+        *,
+        stage2_source: str | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        cache: EmbeddingCache,
+        probe_timeout: float,
+        cpu_offload: bool,
+    ) -> None:
         self.stage1 = stage1
         self.source = source
         self.stage2_source = stage2_source
@@ -160,10 +182,17 @@ class DeepFloydBackend:
         return self.stage2_source is not None
 
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_STAGE1, *, stage2: str | None = DEFAULT_STAGE2,
-                        device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                        cache_dir: str | os.PathLike | None = None, cpu_offload: bool = False,
-                        probe_timeout: float = 5.0) -> DeepFloydBackend:
+    def from_pretrained(
+        cls,
+        model: str = DEFAULT_STAGE1,
+        *,
+        stage2: str | None = DEFAULT_STAGE2,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        cpu_offload: bool = False,
+        probe_timeout: float = 5.0,
+    ) -> DeepFloydBackend:
         """Load stage 1 without its text encoder.
 
         `model`: "XL" | "L" | "M", a hub id, or a local folder; `stage2`: hub id or local folder
@@ -179,16 +208,29 @@ class DeepFloydBackend:
         stage1 = _load(IFPipeline, source, probe_timeout, **cls._pipeline_kwargs(dtype))
         cls._place(stage1, device, cpu_offload)
         root = Path(cache_dir) if cache_dir is not None else default_cache_root()
-        return cls(stage1, source, stage2_source=stage2, device=device, dtype=dtype,
-                   cache=EmbeddingCache(root, _namespace(source)), probe_timeout=probe_timeout,
-                   cpu_offload=cpu_offload)
+        return cls(
+            stage1,
+            source,
+            stage2_source=stage2,
+            device=device,
+            dtype=dtype,
+            cache=EmbeddingCache(root, _namespace(source)),
+            probe_timeout=probe_timeout,
+            cpu_offload=cpu_offload,
+        )
 
     @staticmethod
     def _pipeline_kwargs(dtype: torch.dtype) -> dict:
         """No text encoder (cached embeddings instead), no safety checker or watermarker (the lab
         returns tensors); fp16 weight files when computing in fp16."""
-        kwargs = dict(text_encoder=None, safety_checker=None, feature_extractor=None,
-                      watermarker=None, requires_safety_checker=False, dtype=dtype)
+        kwargs = dict(
+            text_encoder=None,
+            safety_checker=None,
+            feature_extractor=None,
+            watermarker=None,
+            requires_safety_checker=False,
+            dtype=dtype,
+        )
         if dtype == torch.float16:
             kwargs["variant"] = "fp16"
         return kwargs
@@ -210,8 +252,12 @@ class DeepFloydBackend:
         if cond.shape[0] == 1 and x.shape[0] > 1:
             cond = cond.expand(x.shape[0], -1, -1)
         t = torch.as_tensor(t, device=self.device)
-        out = self.stage1.unet(x.to(self.device, self.dtype), t, return_dict=False,
-                               encoder_hidden_states=cond.to(self.device, self.dtype))[0]
+        out = self.stage1.unet(
+            x.to(self.device, self.dtype),
+            t,
+            return_dict=False,
+            encoder_hidden_states=cond.to(self.device, self.dtype),
+        )[0]
         return out.to(x.dtype)
 
     def example_images(self) -> dict[str, Tensor]:
@@ -226,7 +272,7 @@ class DeepFloydBackend:
             raise TypeError("encode takes a list of prompts, not a single string")
         missing = [p for p in dict.fromkeys(prompts) if self.cache.get(p) is None]
         if missing:
-            for prompt, emb in zip(missing, self._run_text_encoder(missing)):
+            for prompt, emb in zip(missing, self._run_text_encoder(missing), strict=False):
                 self.cache.put(prompt, emb)
         embeds = [self.cache.get(p) for p in prompts]
         return torch.stack(embeds).to(self.device, self.dtype)
@@ -238,21 +284,35 @@ class DeepFloydBackend:
         self.text_encoder_loads += 1
         kwargs = {"variant": "fp16"} if self.dtype == torch.float16 else {}
         try:
-            encoder = _load(T5EncoderModel, self.source, self.probe_timeout,
-                            subfolder="text_encoder", dtype=self.dtype, **kwargs)
+            encoder = _load(
+                T5EncoderModel,
+                self.source,
+                self.probe_timeout,
+                subfolder="text_encoder",
+                dtype=self.dtype,
+                **kwargs,
+            )
         except BackendUnavailable as err:
             raise BackendUnavailable(
                 f"prompts {prompts} are not in the embedding cache and the T5 text encoder cannot "
                 f"load ({err}). Import precomputed embeddings, e.g. the course's "
-                "prompt_embeds_dict.pth (import_prompt_embeds / --import-embeds).") from err
+                "prompt_embeds_dict.pth (import_prompt_embeds / --import-embeds)."
+            ) from err
         try:
             encoder.to(self.device).eval()
-            pipe = IFPipeline(tokenizer=self.stage1.tokenizer, text_encoder=encoder, unet=None,
-                              scheduler=self.stage1.scheduler, safety_checker=None,
-                              feature_extractor=None, watermarker=None,
-                              requires_safety_checker=False)
-            embeds, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
-                                           device=self.device, clean_caption=False)
+            pipe = IFPipeline(
+                tokenizer=self.stage1.tokenizer,
+                text_encoder=encoder,
+                unet=None,
+                scheduler=self.stage1.scheduler,
+                safety_checker=None,
+                feature_extractor=None,
+                watermarker=None,
+                requires_safety_checker=False,
+            )
+            embeds, _ = pipe.encode_prompt(
+                prompts, do_classifier_free_guidance=False, device=self.device, clean_caption=False
+            )
             return embeds.cpu()
         finally:
             del encoder
@@ -266,8 +326,10 @@ class DeepFloydBackend:
         data = read_prompt_dict(path)
         for prompt, emb in data.items():
             if emb.shape[-1] != self.embed_dim:
-                raise ValueError(f"{path}: {prompt!r} has width {emb.shape[-1]}, this model "
-                                 f"expects {self.embed_dim}")
+                raise ValueError(
+                    f"{path}: {prompt!r} has width {emb.shape[-1]}, this model "
+                    f"expects {self.embed_dim}"
+                )
             self.cache.put(prompt, emb)
         return list(data)
 
@@ -280,23 +342,41 @@ class DeepFloydBackend:
                 raise NotImplementedError("this DeepFloyd backend was loaded with stage2=None")
             from diffusers import IFSuperResolutionPipeline
 
-            self._stage2 = _load(IFSuperResolutionPipeline, self.stage2_source, self.probe_timeout,
-                                 **self._pipeline_kwargs(self.dtype))
+            self._stage2 = _load(
+                IFSuperResolutionPipeline,
+                self.stage2_source,
+                self.probe_timeout,
+                **self._pipeline_kwargs(self.dtype),
+            )
             self._place(self._stage2, self.device, self.cpu_offload)
         return self._stage2
 
     @torch.no_grad()
-    def upsample(self, images: Tensor, prompts: Sequence[str], *,
-                 generator: torch.Generator | None = None, num_inference_steps: int = 30,
-                 guidance_scale: float = 4.0, noise_level: int = 250) -> Tensor:
+    def upsample(
+        self,
+        images: Tensor,
+        prompts: Sequence[str],
+        *,
+        generator: torch.Generator | None = None,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 4.0,
+        noise_level: int = 250,
+    ) -> Tensor:
         """Stage 2 as the course's `upsample`: (B, 3, 64, 64) in [-1, 1] + B prompts ->
         (B, 3, 256, 256) in [-1, 1], with CFG against the "" prompt."""
         if len(prompts) != images.shape[0]:
-            raise ValueError(f"upsample needs one prompt per image: {images.shape[0]} images, "
-                             f"{len(prompts)} prompts")
-        out = self.stage2(image=images.to(self.device, self.dtype),
-                          prompt_embeds=self.encode(prompts),
-                          negative_prompt_embeds=self.encode([""] * len(prompts)),
-                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                          noise_level=noise_level, generator=generator, output_type="pt").images
+            raise ValueError(
+                f"upsample needs one prompt per image: {images.shape[0]} images, "
+                f"{len(prompts)} prompts"
+            )
+        out = self.stage2(
+            image=images.to(self.device, self.dtype),
+            prompt_embeds=self.encode(prompts),
+            negative_prompt_embeds=self.encode([""] * len(prompts)),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            noise_level=noise_level,
+            generator=generator,
+            output_type="pt",
+        ).images
         return out.float().clamp(-1, 1)

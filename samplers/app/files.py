@@ -3,14 +3,15 @@
 The one implementation the lab uses for its run records, checkpoints, caches and downloads.
 Temporary names start with "." and hold "tmp", so listings and cleaners can skip them.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 @contextmanager
@@ -46,7 +47,7 @@ def write_synced(path: str | os.PathLike, data: bytes) -> None:
 
 def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     """Move the finished folder `tmp` to `final`. A folder already at `final` is renamed aside
-    (`.old-NAME-PID`) first and removed after, so `final` is always either the old or the new one."""
+    (`.old-NAME-PID`) first and removed after, so `final` is always the old or the new one."""
     tmp, final = Path(tmp), Path(final)
     old = final.with_name(f".old-{final.name}-{os.getpid()}")
     if final.exists():

@@ -3,6 +3,7 @@
 Layout: `<root>/<namespace>/<sha256(prompt)[:32]>.safetensors`, one (77, D) tensor under "embeds"
 with the prompt itself in the file's metadata. The namespace names the text encoder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,12 +66,16 @@ class EmbeddingCache:
         if embeds.dim() == 3 and embeds.shape[0] == 1:
             embeds = embeds[0]
         if embeds.dim() != 2:
-            raise ValueError(f"a prompt embedding must be (77, D) or (1, 77, D), "
-                             f"got {tuple(embeds.shape)}")
+            raise ValueError(
+                f"a prompt embedding must be (77, D) or (1, 77, D), got {tuple(embeds.shape)}"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path(prompt)) as tmp:
-            save_file({"embeds": embeds.detach().cpu().contiguous()}, str(tmp),
-                      metadata={"prompt": prompt})
+            save_file(
+                {"embeds": embeds.detach().cpu().contiguous()},
+                str(tmp),
+                metadata={"prompt": prompt},
+            )
 
     def prompts(self) -> list[str]:
         """Every cached prompt, sorted."""
@@ -91,15 +96,22 @@ def read_prompt_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except pickle.UnpicklingError as err:  # objects weights_only refuses: loading them could run code
-        raise ValueError(f"{path} holds Python objects other than tensors, strings and numbers; "
-                         f"the lab refuses to load it (that could run code in the file)") from err
+    except (
+        pickle.UnpicklingError
+    ) as err:  # objects weights_only refuses: loading them could run code
+        raise ValueError(
+            f"{path} holds Python objects other than tensors, strings and numbers; "
+            f"the lab refuses to load it (that could run code in the file)"
+        ) from err
     except Exception as err:  # torch raises many types for a file that is not a torch.save
-        raise ValueError(f"{path} is not a file written by torch.save "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+        raise ValueError(
+            f"{path} is not a file written by torch.save "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
     if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path} must hold a non-empty dict prompt -> tensor, "
-                         f"got {type(data).__name__}")
+        raise ValueError(
+            f"{path} must hold a non-empty dict prompt -> tensor, got {type(data).__name__}"
+        )
     for prompt, emb in data.items():
         if not isinstance(prompt, str) or not isinstance(emb, Tensor) or emb.dim() not in (2, 3):
             raise ValueError(f"{path}: entry {prompt!r} is not a prompt -> (1, 77, D) tensor")

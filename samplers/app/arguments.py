@@ -1,14 +1,16 @@
 """argparse value types of `python -m samplers` and `python -m training`: a bad value becomes a
 one-line usage error (exit status 2) before anything loads."""
+
 from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 def number(kind: type = float, *, positive: bool = False) -> Callable[[str], float | int]:
     """A parser of finite `kind` values (int or float); with `positive`, only values > 0."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -20,6 +22,7 @@ def number(kind: type = float, *, positive: bool = False) -> Callable[[str], flo
         if positive and value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
+
     return parse
 
 
