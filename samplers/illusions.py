@@ -3,10 +3,19 @@
 Each function returns a `CombinedNoise`, a model(x, t) to pass to sample_ddpm or sample_ddim.
 """
 
-import torch
+from __future__ import annotations
 
-from .guidance import expand_batch, guided_output
-from .views import get_view
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .course import HYBRID_KERNEL_SIZE, HYBRID_SIGMA
+from .guidance import ConditionalModel, expand_batch, guided_output
+from .views import View, get_view
+
+ViewLike = View | str
 
 
 class CombinedNoise:
@@ -18,7 +27,15 @@ class CombinedNoise:
     batch 2KB (KB without CFG). Views must keep the image shape (square images for rotations).
     """
 
-    def __init__(self, model, views, conds, uncond=None, guidance_scale=1.0, reduction="mean"):
+    def __init__(
+        self,
+        model: ConditionalModel,
+        views: Sequence[ViewLike],
+        conds: Sequence[Tensor | None],
+        uncond: Tensor | None = None,
+        guidance_scale: float = 1.0,
+        reduction: Literal["mean", "sum"] = "mean",
+    ) -> None:
         if len(views) != len(conds) or not views:
             raise ValueError(
                 f"need one cond per view, got {len(conds)} conds for {len(views)} views"
@@ -28,15 +45,15 @@ class CombinedNoise:
         self.model, self.views, self.conds = model, [get_view(v) for v in views], list(conds)
         self.uncond, self.guidance_scale, self.reduction = uncond, guidance_scale, reduction
 
-    def __call__(self, x, t):
+    def __call__(self, x: Tensor, t: int | Tensor) -> Tensor:
         b, c, k = x.shape[0], x.shape[1], len(self.views)
         viewed = [v.view(x) for v in self.views]
         if any(y.shape != x.shape for y in viewed):
             raise ValueError(
                 "every view must keep the image shape (use square images for rotations/transpose)"
             )
-        conds = torch.cat([expand_batch(cd, b) for cd in self.conds])
-        uncond = None if self.uncond is None else torch.cat([expand_batch(self.uncond, b)] * k)
+        conds = torch.cat([_batch(cd, b) for cd in self.conds])
+        uncond = None if self.uncond is None else torch.cat([_batch(self.uncond, b)] * k)
         out = guided_output(
             self.model, torch.cat(viewed), t, conds, uncond, self.guidance_scale
         ).chunk(k)
@@ -50,24 +67,35 @@ class CombinedNoise:
         return torch.cat([eps, var], dim=1)
 
 
-def anagram_noise(model, conds, views, uncond=None, guidance_scale=1.0):
+def _batch(c: Tensor | None, batch: int) -> Tensor:
+    """A view's conditioning expanded to `batch` (views need one: a prompt each)."""
+    out = expand_batch(c, batch)
+    if out is None:
+        raise ValueError("every view needs a condition (a prompt embedding), got None")
+    return out
+
+
+def anagram_noise(
+    model: ConditionalModel,
+    conds: Sequence[Tensor | None],
+    views: Sequence[ViewLike],
+    uncond: Tensor | None = None,
+    guidance_scale: float = 1.0,
+) -> CombinedNoise:
     """An image that reads as conds[k] under views[k] (View objects or names): the mean of the
     inverse-viewed noise. Course 1.8 is conds=[p1, p2], views=["identity", "flip"]."""
     return CombinedNoise(model, views, conds, uncond, guidance_scale, "mean")
 
 
-HYBRID_KERNEL_SIZE, HYBRID_SIGMA = 33, 2.0  # the course's low-pass, at 64 px
-
-
 def hybrid_noise(
-    model,
-    cond_far,
-    cond_near,
-    uncond=None,
-    guidance_scale=1.0,
-    kernel_size=HYBRID_KERNEL_SIZE,
-    sigma=HYBRID_SIGMA,
-):
+    model: ConditionalModel,
+    cond_far: Tensor | None,
+    cond_near: Tensor | None,
+    uncond: Tensor | None = None,
+    guidance_scale: float = 1.0,
+    kernel_size: int = HYBRID_KERNEL_SIZE,
+    sigma: float = HYBRID_SIGMA,
+) -> CombinedNoise:
     """Factorized diffusion (course 1.9): eps = lowpass(eps_far) + highpass(eps_near).
 
     kernel_size and sigma are given at 64 px and scale with the image (views.scaled_blur).
@@ -80,15 +108,15 @@ def hybrid_noise(
 
 
 def three_band_noise(
-    model,
-    cond_far,
-    cond_mid,
-    cond_near,
-    uncond=None,
-    guidance_scale=1.0,
-    kernel_size=HYBRID_KERNEL_SIZE,
-    sigmas=(1.0, 2.0),
-):
+    model: ConditionalModel,
+    cond_far: Tensor | None,
+    cond_mid: Tensor | None,
+    cond_near: Tensor | None,
+    uncond: Tensor | None = None,
+    guidance_scale: float = 1.0,
+    kernel_size: int = HYBRID_KERNEL_SIZE,
+    sigmas: tuple[float, float] = (1.0, 2.0),
+) -> CombinedNoise:
     """Three-band factorized diffusion: low band of eps_far + mid of eps_mid + high of eps_near.
 
     The bands come from blurring with sigmas[0] then sigmas[1] (views.FrequencyBand), at 64 px.

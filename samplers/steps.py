@@ -1,7 +1,10 @@
 """Single reverse steps x_t -> x_t_prev over any pair of timesteps t > t_prev (t_prev = -1:
 clean)."""
 
+from __future__ import annotations
+
 import torch
+from torch import Tensor
 
 from .forward import randn_like_gen
 from .parameterization import predict_denoised
@@ -9,7 +12,15 @@ from .schedules import alpha_bar
 
 
 @torch.no_grad()
-def ddpm_step(x_t, eps, t, t_prev, alphas_cumprod, predicted_variance=None, generator=None):
+def ddpm_step(
+    x_t: Tensor,
+    eps: Tensor,
+    t: int,
+    t_prev: int,
+    alphas_cumprod: Tensor,
+    predicted_variance: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """One (strided) DDPM step, course eq. A.3, plus noise; equals diffusers' DDPMScheduler.step.
 
     mean = sqrt(ab')(1 - a)/(1 - ab) x0_hat + sqrt(a)(1 - ab')/(1 - ab) x_t with a = ab/ab'.
@@ -38,7 +49,15 @@ def ddpm_step(x_t, eps, t, t_prev, alphas_cumprod, predicted_variance=None, gene
 
 
 @torch.no_grad()
-def ddim_step(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, generator=None):
+def ddim_step(
+    x_t: Tensor,
+    eps: Tensor,
+    t: int,
+    t_prev: int,
+    alphas_cumprod: Tensor,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """One DDIM step (Song et al. 2021, eq. 12); eta=0 is deterministic, eta=1 is DDPM-like.
 
     x' = sqrt(ab') x0_hat + sqrt(1 - ab' - s^2) eps + s z, s = eta sqrt((1-ab')/(1-ab)(1 - ab/ab')).

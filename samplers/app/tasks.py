@@ -6,6 +6,10 @@ Noise levels are given as in the course, on IF's 1000-step schedule: a timestep 
 On another backend or timestep list they map to the same fraction of the noise schedule: t becomes
 round(t T / 1000) (MNIST, T = 300: 75, 150, 225), and index i the entry of the sampling list
 nearest to that t. On IF with the default list both maps are the identity.
+
+Tasks that sample take `sampler`, a name of the sampler table (samplers.table) that walks VP
+schedules, as a backend's noise model needs: ddpm (the course's, the default), ddim, dpmpp_2m.
+Inpainting stays DDPM (it projects the known region after each step).
 """
 
 from __future__ import annotations
@@ -17,23 +21,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from samplers.course import (
+    ANAGRAM_PROMPTS,
+    COURSE_SAMPLER,
+    COURSE_T,
+    DENOISE_CFG,
+    HYBRID_KERNEL_SIZE,
+    HYBRID_PROMPTS,
+    HYBRID_SIGMA,
+    NOISE_TS,
+    SDEDIT_LEVELS,
+)
 from samplers.denoise import blur_denoise, one_step_denoise
 from samplers.editing import inpaint as inpaint_image
 from samplers.editing import sdedit as sdedit_image
 from samplers.forward import add_noise
-from samplers.illusions import HYBRID_KERNEL_SIZE, HYBRID_SIGMA, anagram_noise, hybrid_noise
-from samplers.sampling import Callback, Guided, Schedule, sample_ddpm
-from samplers.schedules import spaced_timesteps, strided_timesteps
+from samplers.illusions import anagram_noise, hybrid_noise
+from samplers.sampling import Callback, Guided, Sampler
+from samplers.schedules import Schedule, spaced_timesteps, strided_timesteps
+from samplers.table import sampler_spec
 from samplers.views import get_view
 
 from .backends.base import Backend
 
 COURSE_TIMESTEPS = strided_timesteps()  # [990, 960, ..., 30, 0]
-COURSE_T = 1000
-SDEDIT_LEVELS = (1, 3, 5, 7, 10, 20)
-NOISE_TS = (250, 500, 750)  # course 1.1-1.3's noise levels on the 0..999 scale
-ANAGRAM_PROMPTS = ("an oil painting of people around a campfire", "an oil painting of an old man")
-HYBRID_PROMPTS = ("a lithograph of a skull", "a lithograph of waterfalls")  # (far, near)
 
 
 @dataclass
@@ -95,7 +106,10 @@ def _noise(backend: Backend, n: int, generator: torch.Generator) -> Tensor:
     return torch.randn(shape, generator=generator).to(backend.device)
 
 
-DENOISE_CFG = 1.0  # the course denoises (1.2-1.4) without CFG
+def noise_sampler(name: str) -> Sampler:
+    """The table's sampler `name`, if it walks VP schedules as a backend's noise model needs
+    (ValueError naming the choices otherwise)."""
+    return sampler_spec(name, "vp").function
 
 
 def cfg_scale(backend: Backend, guidance_scale: float | None) -> float:
@@ -144,12 +158,14 @@ def denoise(
     i_start: int = 10,
     kernel_size: int = 5,
     sigma: float = 2.0,
+    sampler: str = COURSE_SAMPLER,
     callback: Callback | None = None,
 ) -> list[Figure]:
     """Course 1.2-1.4: Gaussian blur vs one-step vs iterative denoising, conditioned on `prompt`
     (no CFG unless guidance_scale != 1). Per image three figures: noisy / blur / one-step at
     `ts`; the iterative chain from course level `i_start`, every 5th course step (and a GIF);
     the results side by side."""
+    walk = noise_sampler(sampler)
     model, ab = guided(backend, prompt, guidance_scale), backend.alphas_cumprod
     steps = [scaled_t(backend, t) for t in ts]
     start = level_index(backend, schedule, i_start)
@@ -183,7 +199,7 @@ def denoise(
             if step["i"] in shown:
                 seen.append((step["t"], frames[-1]))
 
-        result = sample_ddpm(model, x_start, schedule[start:], generator=generator, callback=record)
+        result = walk(model, x_start, schedule[start:], generator=generator, callback=record)
         figures.append(
             Figure(
                 f"denoise-iterative-{name}",
@@ -228,20 +244,22 @@ def sample(
     prompt: str,
     n: int = 5,
     guidance_scale: float | None = None,
+    sampler: str = COURSE_SAMPLER,
     callback: Callback | None = None,
 ) -> list[Figure]:
     """Course 1.5-1.6: n samples from pure noise conditioned on `prompt`, without CFG and with CFG
     (scale `guidance_scale` against ""); the GIF shows the CFG chain."""
+    walk = noise_sampler(sampler)
     guidance_scale = cfg_scale(backend, guidance_scale)
     frames: list[Tensor] = []
-    plain = sample_ddpm(
+    plain = walk(
         guided(backend, prompt),
         _noise(backend, n, generator),
         schedule,
         generator=generator,
         callback=callback,
     )
-    cfg = sample_ddpm(
+    cfg = walk(
         guided(backend, prompt, guidance_scale),
         _noise(backend, n, generator),
         schedule,
@@ -268,10 +286,12 @@ def sdedit(
     levels: Sequence[int] = SDEDIT_LEVELS,
     guidance_scale: float | None = None,
     name: str = "sdedit",
+    sampler: str = COURSE_SAMPLER,
     callback: Callback | None = None,
 ) -> list[Figure]:
     """Course 1.7 / 1.7.1 (and 1.7.3 img2img with another prompt): each image noised to course
     level i (index into [990, ..., 0]) and denoised with CFG; small i = big edits."""
+    walk = noise_sampler(sampler)
     guidance_scale = cfg_scale(backend, guidance_scale)
     model = guided(backend, prompt, guidance_scale)
     indices = [level_index(backend, schedule, i) for i in levels]
@@ -279,7 +299,9 @@ def sdedit(
     figures = []
     for image_name, image in images.items():
         edits = [
-            sdedit_image(model, image, schedule[i:], generator=generator, callback=callback)
+            sdedit_image(
+                model, image, schedule[i:], sampler=walk, generator=generator, callback=callback
+            )
             for i in indices
         ]
         figures.append(
@@ -350,9 +372,11 @@ def anagram(
     views: Sequence[str] = ("identity", "flip"),
     n: int = 1,
     guidance_scale: float | None = None,
+    sampler: str = COURSE_SAMPLER,
     callback: Callback | None = None,
 ) -> list[Figure]:
     """Course 1.8: an image reading as prompts[k] under views[k]; one row per view."""
+    walk = noise_sampler(sampler)
     guidance_scale = cfg_scale(backend, guidance_scale)
     if len(prompts) != len(views) or len(prompts) < 2:
         raise ValueError(
@@ -367,7 +391,7 @@ def anagram(
         backend.encode([""]),
         guidance_scale,
     )
-    result = sample_ddpm(
+    result = walk(
         model, _noise(backend, n, generator), schedule, generator=generator, callback=callback
     )
     return [
@@ -390,10 +414,12 @@ def hybrid(
     guidance_scale: float | None = None,
     kernel_size: int = HYBRID_KERNEL_SIZE,
     sigma: float = HYBRID_SIGMA,
+    sampler: str = COURSE_SAMPLER,
     callback: Callback | None = None,
 ) -> list[Figure]:
     """Course 1.9: low frequencies from `far`, high from `near`; the second row mimics viewing
     from afar (4x area-downsampled)."""
+    walk = noise_sampler(sampler)
     guidance_scale = cfg_scale(backend, guidance_scale)
     model = hybrid_noise(
         backend,
@@ -404,7 +430,7 @@ def hybrid(
         kernel_size,
         sigma,
     )
-    result = sample_ddpm(
+    result = walk(
         model, _noise(backend, n, generator), schedule, generator=generator, callback=callback
     )
     small = F.interpolate(result.float(), scale_factor=0.25, mode="area")
@@ -418,17 +444,19 @@ def upsample(
     schedule: Schedule,
     prompts: Sequence[str],
     guidance_scale: float | None = None,
+    sampler: str = COURSE_SAMPLER,
     callback: Callback | None = None,
     **stage2: int | float,
 ) -> list[Figure]:
     """Course Part 0 / bells & whistles: one CFG sample per prompt, then the backend's
     super-resolution stage (IF stage 2, 64 -> 256); `stage2` kwargs go to backend.upsample."""
+    walk = noise_sampler(sampler)
     guidance_scale = cfg_scale(backend, guidance_scale)
     if not backend.can_upsample:
         raise NotImplementedError(f"the {backend.name} backend has no super-resolution stage")
     low = torch.cat(
         [
-            sample_ddpm(
+            walk(
                 guided(backend, p, guidance_scale),
                 _noise(backend, 1, generator),
                 schedule,

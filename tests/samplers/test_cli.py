@@ -5,6 +5,8 @@ clear errors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +192,63 @@ def test_every_task_on_an_mnist_backend(task, device, mnist, tmp_path, capsys):
     assert f"{task}.json" in names and any(n.endswith(".png") for n in names)
 
 
+@pytest.mark.parametrize(
+    "task, sampler", [("sample", "ddim"), ("sample", "dpmpp_2m"), ("sdedit", "dpmpp_2m")]
+)
+def test_tasks_walk_the_schedule_with_the_chosen_sampler(task, sampler, mnist, tmp_path, capsys):
+    names = run([task, *mnist, "--prompt", "4", "--sampler", sampler], tmp_path, capsys)
+    assert f"{task}.json" in names
+    assert json.loads((tmp_path / f"{task}.json").read_text())["sampler"] == sampler
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_another_sampler_follows_the_class_too(sampler):
+    backend = GaussianDigits("x")
+    (fig,) = tasks.sample(
+        backend,
+        generator=tasks.make_generator(0),
+        schedule=tasks.backend_schedule(backend),
+        prompt="9",
+        n=256,
+        sampler=sampler,
+    )
+    plain, guided = (row.mean().item() for row in fig.rows)
+    # deterministic from N(0, I), they keep the bias of a schedule that ends at ab = 0.048, not
+    # at pure noise (0.85 for both; DDPM's fresh noise washes it out)
+    assert abs(plain - 0.9) < 0.1, plain
+    assert guided > plain + 0.5, guided
+    with pytest.raises(ValueError, match="sampler 'euler' walks flow schedules only"):
+        tasks.sample(
+            backend,
+            generator=tasks.make_generator(0),
+            schedule=tasks.backend_schedule(backend),
+            prompt="9",
+            sampler="euler",
+        )
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["sample", "--help"], ["sample", "--sampler", "euler", "--out", "x"]]
+)
+def test_help_and_usage_errors_load_neither_torch_nor_training(argv):
+    """The parser is built from torch-free modules: the answer comes before torch loads."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "samplers", *argv],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == (0 if "--help" in argv else 2), proc.stderr[-500:]
+    assert "--sampler {ddpm,ddim,dpmpp_2m}" in proc.stdout + proc.stderr or argv == ["--help"]
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "samplers" in imported
+    assert not imported & {"torch", "training", "dashboard", "numpy", "PIL"}
+
+
 def test_guidance_defaults_to_the_backends_own(tiny, tmp_path, capsys):
     import shutil
 
@@ -267,6 +326,13 @@ USAGE_ERRORS = [
     (["hybrid", "--kernel-size", "-3"], "argument --kernel-size: must be positive, got -3"),
     (["denoise", "--sigma", "0"], "argument --sigma: must be positive, got 0"),
     (["sample", "--steps", "1.5"], "argument --steps: expected a whole number, got '1.5'"),
+    (
+        ["sample", "--sampler", "heun"],
+        "argument --sampler: sampler 'heun' walks flow schedules only; for a model that predicts "
+        "noise (vp) choose from ddpm, ddim, dpmpp_2m",
+    ),
+    (["anagram", "--sampler", "rk4"], "unknown sampler 'rk4'; choose from ddpm, ddim, dpmpp_2m"),
+    (["inpaint", "--sampler", "ddim"], "unrecognized arguments: --sampler ddim"),  # DDPM only
 ]
 
 

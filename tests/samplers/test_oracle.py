@@ -53,6 +53,8 @@ COSINE = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v
         (LINEAR, S.spaced_timesteps(300, 50), S.sample_ddpm),  # strided, sigma^2 = strided beta
         (COSINE, S.strided_timesteps(), S.sample_ddpm),  # the IF schedule of Part A
         (LINEAR, S.spaced_timesteps(300, 100), S.sample_ddim),  # deterministic, first order
+        (COSINE, S.spaced_timesteps(1000, 50), S.sample_dpmpp_2m),  # second order, to clean
+        (LINEAR, S.spaced_timesteps(300, 50), S.sample_dpmpp_2m),
     ],
 )
 def test_eps_samplers_reach_the_data_distribution(ab, timesteps, sampler):

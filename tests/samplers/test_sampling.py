@@ -39,13 +39,52 @@ def toy_velocity(x, t, cond=None):
 def test_the_table_has_one_signature():
     import inspect
 
-    for name, fn in S.SAMPLERS.items():
-        params = inspect.signature(fn).parameters
-        assert list(params)[:5] == ["model", "x", "schedule", "generator", "callback"], name
-        assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY for p in list(params)[3:]), name
-    assert S.get_sampler("heun") is S.sample_heun
-    with pytest.raises(ValueError, match="unknown sampler 'rk4'"):
+    for spec in S.SAMPLER_TABLE:
+        params = inspect.signature(spec.function).parameters
+        assert list(params)[:5] == ["model", "x", "schedule", "generator", "callback"], spec
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(params.values())[3:])
+        assert spec.function is getattr(S, f"sample_{spec.name}") is S.get_sampler(spec.name)
+    with pytest.raises(ValueError, match="unknown sampler 'rk4'; choose from ddpm, ddim, euler"):
         S.get_sampler("rk4")
+
+
+def test_the_table_says_what_each_sampler_walks_and_costs():
+    assert S.samplers_for("vp") == ("ddpm", "ddim", "dpmpp_2m")
+    assert S.samplers_for("flow") == ("euler", "heun", "dpmpp_2m")
+    assert [S.nfe(name, 10) for name in ("ddpm", "ddim", "euler", "heun", "dpmpp_2m")] == [
+        10,
+        10,
+        10,
+        20,
+        10,
+    ]
+    assert S.sampler_spec("dpmpp_2m", "flow").kinds == ("vp", "flow")
+    with pytest.raises(ValueError, match="'heun' walks flow schedules only; for a model that "):
+        S.sampler_spec("heun", "vp")
+    with pytest.raises(ValueError, match="unknown sampler 'rk4'; choose from euler, heun, dpmpp"):
+        S.sampler_spec("rk4", "flow")
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        S.nfe("ddpm", -1)
+    # the older names training uses: every function by name, and the flow-only samplers
+    assert S.SAMPLERS == {spec.name: spec.function for spec in S.SAMPLER_TABLE}
+    assert S.FLOW_SAMPLERS == ("euler", "heun")
+
+
+def test_each_sampler_calls_the_model_as_often_as_the_table_says():
+    ab, calls = S.linear_alphas_cumprod(), []
+
+    def model(x, t):
+        calls.append(t)
+        return torch.zeros_like(x)
+
+    for spec in S.SAMPLER_TABLE:
+        for kind in spec.kinds:
+            calls.clear()
+            schedule = (
+                S.Schedule.flow(4) if kind == "flow" else S.Schedule.vp(ab, [299, 200, 100, 50, -1])
+            )
+            spec.function(model, torch.zeros(1, 1, 2, 2), schedule)
+            assert len(calls) == S.nfe(spec.name, len(schedule) - 1), (spec.name, kind)
 
 
 def test_vp_model_gets_int_timesteps_and_callback_a_dict_per_step():
@@ -80,6 +119,8 @@ def test_samplers_refuse_the_other_kind_of_schedule():
         S.sample_heun(toy_velocity, x, VP)
     with pytest.raises(ValueError, match="num_steps"):
         S.Schedule.flow(0)
+    with pytest.raises(ValueError, match="timesteps \\[300\\] are outside -1..299"):
+        S.Schedule.vp(AB, [300, 100, -1])
 
 
 def test_cfg_one_batched_call_with_expanded_conditioning():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: listing the backends (`--help`) loads no torch
+    import torch
+    from torch import Tensor
 
 
 class BackendUnavailable(RuntimeError):
