@@ -18,7 +18,7 @@ COSINE = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v
 
 class NearOracle:
     """A noise model that denoises like a real one: the exact noise of data ~ N(MU, SD^2), plus a
-    per-pixel, spatially mixing, t-dependent perturbation (0.1 tanh(conv(x) + t / 1000)); with
+    per-pixel, spatially mixing, t-dependent perturbation 0.1 tanh(0.2 conv(x) + t / 1000); with
     `variance`, 3 more channels of variance values in [-1, 1], as DeepFloyd IF returns."""
 
     def __init__(self, alphas_cumprod, variance=False):
