@@ -9,6 +9,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from training.curves import smooth
+from training.evaluation_record import RunEvaluation
 
 Rows = list[dict[str, Any]]
 COLORS = qualitative.Plotly
@@ -77,17 +78,10 @@ def t_bin_figure(runs: dict[str, Rows], *, log_y: bool = False) -> go.Figure:
     return _layout(fig, "loss by t (last logged step)", "t (bin centre)", "loss", log_y)
 
 
-def _guidance(key: str) -> float | None:
-    try:
-        return float(key)
-    except ValueError:  # "none": a time-only or single-step model
-        return None
-
-
-def evaluation_figure(evals: dict[str, dict[str, Any]]) -> go.Figure:
-    """Class accuracy and Fréchet distance against guidance scale, a trace per run
-    (summary.json "evaluation"); each real-vs-real floor a dashed line, an unguided model's
-    Fréchet distance a dotted one."""
+def evaluation_figure(evals: dict[str, RunEvaluation]) -> go.Figure:
+    """Class accuracy and Fréchet distance against guidance scale, a trace per run (its latest
+    evaluation setting, RunEvaluation.latest); each real-vs-real floor a dashed line, an
+    unguided model's Fréchet distance a dotted one."""
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -97,9 +91,9 @@ def evaluation_figure(evals: dict[str, dict[str, Any]]) -> go.Figure:
     floors: dict[float, list[str]] = {}
     for i, (name, ev) in enumerate(evals.items()):
         color = COLORS[i % len(COLORS)]
-        points = sorted((g, k) for k in ev.get("frechet", {}) if (g := _guidance(k)) is not None)
-        acc = [(g, ev.get("accuracy", {}).get(k)) for g, k in points]
-        acc = [(g, 100 * a) for g, a in acc if a is not None]
+        cells = ev.latest()
+        guided = [c for c in cells if c.guidance is not None]
+        acc = [(c.guidance, 100 * c.accuracy) for c in guided if c.accuracy is not None]
         if acc:
             fig.add_scatter(
                 x=[g for g, _ in acc],
@@ -111,10 +105,10 @@ def evaluation_figure(evals: dict[str, dict[str, Any]]) -> go.Figure:
                 row=1,
                 col=1,
             )
-        if points:
+        if guided:
             fig.add_scatter(
-                x=[g for g, _ in points],
-                y=[ev["frechet"][k] for _, k in points],
+                x=[c.guidance for c in guided],
+                y=[c.frechet for c in guided],
                 name=name,
                 legendgroup=name,
                 showlegend=not acc,
@@ -123,19 +117,17 @@ def evaluation_figure(evals: dict[str, dict[str, Any]]) -> go.Figure:
                 row=1,
                 col=2,
             )
-        for k, fd in ev.get("frechet", {}).items():
-            if _guidance(k) is None:
+        for c in cells:
+            if c.guidance is None:
                 fig.add_hline(
-                    y=fd,
+                    y=c.frechet,
                     line=dict(color=color, dash="dot"),
                     row=1,
                     col=2,
                     annotation_text=f"{name} (no guidance)",
                 )
-        if ev.get("frechet_floor") is not None:
-            floors.setdefault(round(float(ev["frechet_floor"]), 2), []).append(
-                ev.get("dataset", "?")
-            )
+        if cells and (floor := ev.floor(cells[0])) is not None:
+            floors.setdefault(round(floor.mean, 2), []).append(floor.dataset)
     for floor, datasets in floors.items():
         fig.add_hline(
             y=floor,

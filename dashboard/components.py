@@ -10,7 +10,7 @@ import streamlit as st
 
 from training.checkpoints import Checkpoint, checkpoint_folders, list_checkpoints
 from training.config import GUIDANCE_SCALES, PER_CLASS
-from training.runs import read_summary
+from training.evaluation_record import read_evaluation
 
 from . import jobs
 from .catalog import Run, find_runs, no_runs_message
@@ -128,7 +128,7 @@ def evaluate_controls(run_dir: Path, key: str) -> bool:
                 st.toast(f"Evaluating {run_dir.name} (pid {job.pid}).")
                 return True
     last = jobs.find(run_dir, "evaluate")
-    if last is not None and "evaluation" not in read_summary(run_dir):
+    if last is not None and not read_evaluation(run_dir).cells:
         st.warning(f"The last evaluation of {run_dir.name} left no result; its log ends:")
         st.code(jobs.tail(last.log, 8), language=None, wrap_lines=True)
     return False

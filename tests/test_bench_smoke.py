@@ -11,6 +11,7 @@ from samplers.app.devices import resolve_mixed_precision
 from tests.bench.__main__ import main, plan
 from tests.bench.deepfloyd_bench import IFSizes, deepfloyd_rows
 from tests.bench.fastpath import FastPath
+from tests.bench.frontier_bench import BUNDLED_RUNS, FrontierSizes, frontier_rows
 from tests.bench.peak import count_flops, gemm_peak
 from tests.bench.quality import TTQSettings
 from tests.bench.report import Row, format_table, write_json
@@ -23,6 +24,7 @@ from tests.bench.training_bench import (
     preview_share_rows,
     training_rows,
 )
+from training.classifier import ClassifierConfig
 
 CPU = torch.device("cpu")
 
@@ -150,3 +152,23 @@ def test_command_rows_time_the_real_sample_command_against_the_reference():
         assert differing == 0  # chunking changes float rounding, not the images
     else:  # the lab samples in bf16 here: rounding moves a few pixels, not the digits
         assert differing < 0.05 * 10 * 28 * 28
+
+
+def test_frontier_rows_give_each_sampler_its_fewest_steps_at_the_default_quality(tmp_path):
+    tiny = ClassifierConfig(width=4, feature_dim=16, passes=0.05, max_steps=3, batch_size=64)
+    sizes = FrontierSizes(steps=(1, 2), per_class=1)
+    rows = frontier_rows(BUNDLED_RUNS[0], sizes, runs_dir=tmp_path, classifier_config=tiny)
+    assert rows[0].name == "flow-class-d32: heun 50 (the run's default), NFE 200"
+    assert rows[0].ratio == 1.0 and rows[0].value > 0
+    assert [r.name.split(": ")[1].split()[0].rstrip(",") for r in rows[1:]] == [
+        "euler",
+        "heun",
+        "ddpm",
+        "ddim",
+    ]
+    heun = rows[2]  # the default itself is always at its own quality: a row with a time
+    assert heun.value > 0 and heun.name.split(", NFE ")[1] in ("4", "8", "200")
+    for r in rows[1:]:
+        assert (r.value is None and "not at the default's quality" in r.note) or (
+            r.value > 0 and r.ratio > 0 and "steps tried 1, 2" in r.note
+        )

@@ -1,4 +1,5 @@
-"""`python -m training <experiment> [options]`, `sample`, `evaluate`, `figures` (docs/api.md).
+"""`python -m training <experiment> [options]`, `sample`, `evaluate`, `frontier`, `figures`
+(docs/api.md).
 
 User errors print one line (`python -m training: error: ...`) and exit with status 2; a run that
 fails (NaN/inf loss, a disk that refuses a write) prints one line and exits with status 1, its
@@ -223,7 +224,11 @@ def build_parser() -> Parser:
         default=SAMPLE_BATCH,
         help=f"images per model batch (default {SAMPLE_BATCH})",
     )
-    e = sub.add_parser("evaluate", help="class accuracy and Frechet distance of a run's samples")
+    e = sub.add_parser(
+        "evaluate",
+        help="class accuracy and Frechet distance of runs' samples, per sampler x steps x "
+        "guidance, with NFE and seconds per 1,000 digits",
+    )
     for p in (s, e):
         p.add_argument(
             "--mixed-precision",
@@ -235,7 +240,7 @@ def build_parser() -> Parser:
     s.add_argument(
         "--out", type=Path, required=True, help="output .npz file (.npz is added when missing)"
     )
-    e.add_argument("run_dir", type=Path)
+    e.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="runs to score")
     e.add_argument(
         "--guidance",
         type=finite_float,
@@ -249,18 +254,41 @@ def build_parser() -> Parser:
         default=PER_CLASS,
         help=f"samples a class (default {PER_CLASS})",
     )
-    e.add_argument("--sampler", choices=SAMPLERS, help="default: the run's own, as for sample")
-    e.add_argument("--steps", type=positive_int, help="default: the run's own, as for sample")
+    e.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        nargs="+",
+        help="samplers to compare (default: the run's own, as for sample); one that does not "
+        "suit a run's model is left out with the reason printed, and refused when none suits",
+    )
+    e.add_argument(
+        "--steps",
+        type=positive_int,
+        nargs="+",
+        help="step counts of each sampler (default: the run's own, as for sample)",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument(
         "--repeats",
         type=positive_int,
         default=1,
-        help="sample sets a scale, drawn as --seed S, S+1, ... would; scores are their "
+        help="sample sets a cell, drawn as --seed S, S+1, ... would; scores are their "
         "mean (default 1; one set of 500 digits varies by about 15%%)",
     )
     e.add_argument("--checkpoint")
     e.add_argument("--device", default="cpu", help="as for sample")
+    fr = sub.add_parser(
+        "frontier",
+        help="plot runs' stored evaluations: Frechet distance and class accuracy against NFE",
+    )
+    fr.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="evaluated runs")
+    fr.add_argument("--out", type=Path, required=True, help="the PNG file to write")
+    fr.add_argument(
+        "--guidance",
+        type=finite_float,
+        nargs="+",
+        help="only these guidance scales (default: every one evaluated)",
+    )
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
     f.add_argument("run_dir", type=Path)
     f.add_argument("--steps", type=positive_int, help="sampler steps (default: the run's)")
@@ -368,21 +396,66 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_run, format_evaluation
+    from tqdm import tqdm
 
-    results = evaluate_run(
-        args.run_dir,
-        args.guidance,
-        per_class=args.per_class,
-        seed=args.seed,
-        repeats=args.repeats,
-        sampler=args.sampler,
-        steps=args.steps,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        precision=args.mixed_precision,
-    )
+    from .evaluation import format_evaluation, plan_sweep, run_sweeps
+
+    plans = []
+    for run_dir in args.run_dirs:
+        try:
+            plans.append(
+                plan_sweep(
+                    run_dir,
+                    args.sampler or (),
+                    args.steps or (),
+                    args.guidance,
+                    checkpoint=args.checkpoint,
+                    device=args.device,
+                    precision=args.mixed_precision,
+                )
+            )
+        except ConfigError as e:
+            if len(args.run_dirs) == 1:
+                raise
+            raise ConfigError(f"{run_dir}: {e}") from None
+    bar = None
+
+    def progress(i: int, total: int, label: str) -> None:  # a bar from the first cell on
+        nonlocal bar
+        bar = bar or tqdm(total=total, unit="cell", dynamic_ncols=True)
+        bar.update(i - bar.n)
+        bar.set_description(label)
+
+    try:
+        results = run_sweeps(
+            plans,
+            per_class=args.per_class,
+            seed=args.seed,
+            repeats=args.repeats,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     print(format_evaluation(results))
+    return 0
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    from .evaluation_record import read_evaluation
+    from .frontier import write_frontier_png
+    from .runs import load_run_config
+
+    evaluations = {}
+    for run_dir in args.run_dirs:
+        load_run_config(run_dir)  # a run folder, or one line saying why not
+        ev = read_evaluation(run_dir)
+        for problem in ev.problems:
+            print(f"warning: left out: {problem}", file=sys.stderr)
+        evaluations[run_dir.name if run_dir.name not in evaluations else str(run_dir)] = ev
+    out = args.out if args.out.suffix == ".png" else args.out.with_name(args.out.name + ".png")
+    cells = write_frontier_png(evaluations, out, guidance=args.guidance)
+    print(f"wrote {out}: {cells} results of {len(evaluations)} runs")
     return 0
 
 
@@ -398,9 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"sample": cmd_sample, "evaluate": cmd_evaluate, "figures": cmd_figures}.get(
-        args.command, cmd_train
-    )
+    command = {
+        "sample": cmd_sample,
+        "evaluate": cmd_evaluate,
+        "frontier": cmd_frontier,
+        "figures": cmd_figures,
+    }.get(args.command, cmd_train)
     try:
         return command(args)
     except (

@@ -339,14 +339,12 @@ class Tracker:
             )
 
 
-def push_evaluation(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
-    """Write evaluation results into summary.json and the W&B run's summary (same id and mode)."""
-    record = RunRecord(Path(run_dir))
-    summary = record.update_summary(evaluation=results)
-    wb = summary.get("wandb", {})
-    if wb.get("id") and wb.get("mode") in ("online", "offline"):
+def push_evaluation(run_dir: Path, results: dict[str, Any]) -> None:
+    """Write evaluation results (evaluation.json's content: training.evaluation_record) into the
+    W&B run's summary under "evaluation" (same id and mode)."""
+    wb = read_summary(run_dir).get("wandb")
+    if isinstance(wb, dict) and wb.get("id") and wb.get("mode") in ("online", "offline"):
         cfg = load_run_config(run_dir)
         run = WandbRun(Path(run_dir), cfg, wb["id"], wb["mode"])
         run.update_summary({"evaluation": results})
         run.finish()
-    return summary

@@ -11,6 +11,7 @@ from dashboard import charts, jobs, settings, wandb_source
 from dashboard.catalog import Run
 from dashboard.components import KEEP, evaluate_controls, runs_or_stop, user_errors
 from training.curves import SMOOTHING
+from training.evaluation_record import RunEvaluation, read_evaluation
 from training.runs import list_sample_grids, read_metrics, read_summary
 
 REFRESH_S = 5
@@ -139,20 +140,21 @@ def sample_grids(runs: list[Run]) -> None:
                 st.image(path.read_bytes(), caption=f"{label} · epoch {epoch}", width="stretch")
 
 
-def evaluations(runs: list[Run]) -> dict[str, dict]:
-    """summary.json "evaluation" of each run that has one (written by `python -m training
-    evaluate`)."""
+def evaluations(runs: list[Run]) -> dict[str, RunEvaluation]:
+    """The stored evaluation results of each run that has some (`python -m training evaluate`;
+    training.evaluation_record)."""
     out = {}
     for r in runs:
-        ev = read_summary(r.path).get("evaluation") if r.path.is_dir() else None
-        if ev and ev.get("frechet"):
+        ev = read_evaluation(r.path) if r.path.is_dir() else None
+        if ev is not None and ev.cells:
             out[r.label] = ev
     return out
 
 
 def evaluation_table(runs: list[Run]) -> None:
     """Class accuracy and Fréchet distance against guidance (the real-vs-real floor a line),
-    beside one row per run: its best Fréchet distance and the accuracy at that guidance."""
+    beside one row per run: its best Fréchet distance and the accuracy at that guidance, from
+    the run's latest evaluation setting (RunEvaluation.latest)."""
     evals = evaluations(runs)
     if not evals:
         st.caption(
@@ -161,19 +163,18 @@ def evaluation_table(runs: list[Run]) -> None:
         return
     rows = []
     for label, ev in evals.items():
-        g = min(ev["frechet"], key=ev["frechet"].get)
-        acc = ev.get("accuracy", {}).get(g)
-        floor = ev.get("frechet_floor")
+        best = min(ev.latest(), key=lambda c: c.frechet)
+        floor, ratio = ev.floor(best), ev.ratio(best)
         rows.append(
             {
                 "run": label,
-                "best Fréchet": round(ev["frechet"][g], 2),
-                "at guidance": g,
-                "x floor": round(ev["frechet"][g] / floor, 2) if floor else None,
-                "class accuracy": None if acc is None else f"{100 * acc:.1f}%",
-                "Fréchet floor (real vs real)": floor,
-                "samples": ev.get("per_class", 0) * 10 * ev.get("repeats", 1) or None,
-                "checkpoint": ev.get("checkpoint"),
+                "best Fréchet": round(best.frechet, 2),
+                "at guidance": "none" if best.guidance is None else f"{best.guidance:g}",
+                "x floor": None if ratio is None else round(ratio, 2),
+                "class accuracy": None if best.accuracy is None else f"{100 * best.accuracy:.1f}%",
+                "Fréchet floor (real vs real)": None if floor is None else floor.mean,
+                "samples": best.per_class * 10 * best.repeats,
+                "checkpoint": best.checkpoint,
             }
         )
     left, right = st.columns([3, 2])

@@ -20,13 +20,23 @@ from training.config import RECIPES
 from .command_bench import command_rows
 from .deepfloyd_bench import IFSizes, deepfloyd_rows
 from .fastpath import FastPath
+from .frontier_bench import BUNDLED_RUNS, QUICK, FrontierSizes, frontier_rows
 from .peak import gemm_peak, native_bf16
 from .quality import TTQSettings, quality_rows, run_kind, time_to_quality
 from .report import DEFAULT_OUT, Row, format_table, write_json
 from .sampling_bench import SampleSizes, sampling_rows
 from .training_bench import TrainSizes, preview_share_rows, training_rows
 
-SECTIONS = ("peak", "training", "preview", "sampling", "command", "quality", "deepfloyd")
+SECTIONS = (
+    "peak",
+    "training",
+    "preview",
+    "sampling",
+    "command",
+    "quality",
+    "frontier",
+    "deepfloyd",
+)
 COMMAND_RUN = Path("training/pretrained_runs/flow-class-d32")  # the bundled run the command samples
 PEAK_N = 2048  # GEMM size of the peak rows
 PEAK = "machine peak (GFLOP/s)"
@@ -137,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         action="append",
         default=[],
-        help="a trained ddpm-class or flow-class run: its weights for sampling, plus quality rows",
+        help="a trained ddpm-class or flow-class run: its weights for sampling, plus quality "
+        "rows; the frontier rows' runs (default: the bundled flow-class-d32, ddpm-class-d32)",
     )
     p.add_argument(
         "--quality-per-class", type=int, default=10, help="digits a class for quality rows"
@@ -231,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                     "quality rows skipped: pass --run RUN_DIR "
                     "(a trained ddpm-class / flow-class run)"
                 )
+        if "frontier" in sections:
+            for run in args.run or BUNDLED_RUNS:
+                rows += frontier_rows(run, QUICK if args.quick else FrontierSizes(), args.device)
         if "deepfloyd" in sections:
             rows += deepfloyd_rows(pl.deepfloyd)
     print(format_table(rows))

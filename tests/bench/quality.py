@@ -42,21 +42,21 @@ def quality_rows(runs: Sequence[Path], per_class: int, device: str) -> list[Row]
                 run,
                 (GUIDANCE,),
                 per_class=per_class,
-                sampler=sampler,
-                steps=steps,
+                samplers=(sampler,),
+                steps=(steps,),
                 device=device,
                 write=False,
             )
-            key = f"{GUIDANCE:g}"
+            (cell,), (floor,) = r.evaluation.cells, r.evaluation.floors
             note = (
-                f"Fréchet {r['frechet'][key]:.2f} (real-vs-real floor {r['frechet_floor']:.2f}); "
+                f"Fréchet {cell.frechet:.2f} (real-vs-real floor {floor.mean:.2f}); "
                 f"{per_class * 10} digits in {time.perf_counter() - start:.0f} s"
             )
             rows.append(
                 Row(
                     QUALITY,
                     f"{run.name}: {sampler} {steps} steps",
-                    100 * r["accuracy"][key],
+                    100 * cell.accuracy,
                     "% class acc",
                     None,
                     note,
@@ -146,8 +146,8 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
                         run_dir,
                         (GUIDANCE,),
                         per_class=s.per_class,
-                        sampler=sampler,
-                        steps=steps,
+                        samplers=(sampler,),
+                        steps=(steps,),
                         checkpoint=ckpt.period,
                         device=s.device,
                         write=False,
@@ -156,7 +156,7 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
                     if not done:
                         proc.send_signal(signal.SIGCONT)
                         pauses.append((time.time(), time.time() - start))
-                acc = r["accuracy"][f"{GUIDANCE:g}"]
+                acc = r.evaluation.cells[0].accuracy
                 rows.append(
                     Row(
                         TTQ,

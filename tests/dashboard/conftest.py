@@ -64,12 +64,12 @@ def train_runs(runs_dir: Path) -> Path:
 
 
 def evaluate(run_dir: Path) -> None:
-    """The real evaluation (summary.json "evaluation") with a tiny classifier and few samples."""
+    """The real evaluation (evaluation.json) with a tiny classifier and few samples."""
     from training.classifier import ClassifierConfig
     from training.evaluation import evaluate_run
 
     tiny = ClassifierConfig(width=4, feature_dim=16, passes=0.05, max_steps=3, batch_size=64)
-    evaluate_run(run_dir, (0, 5), per_class=3, steps=2, classifier_config=tiny)
+    evaluate_run(run_dir, (0, 5), per_class=3, steps=(2,), classifier_config=tiny)
 
 
 @pytest.fixture(scope="session")

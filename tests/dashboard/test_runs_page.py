@@ -5,7 +5,7 @@ import shutil
 import sys
 
 from dashboard import jobs
-from training.runs import read_summary
+from training.evaluation_record import read_evaluation
 
 from .conftest import no_errors
 
@@ -33,12 +33,12 @@ def test_evaluation_plot_and_table(app, lab_runs):
     assert table["at guidance"][0] in ("0", "5")
     assert {"best Fréchet", "class accuracy", "Fréchet floor (real vs real)"} <= set(table)
     assert table["Fréchet floor (real vs real)"].notna().all()
-    ev = read_summary(lab_runs / "flow-class")["evaluation"]
-    assert table["x floor"][0] == round(min(ev["frechet"].values()) / ev["frechet_floor"], 2)
+    ev = read_evaluation(lab_runs / "flow-class")
+    floor = ev.floors[0].mean
+    assert table["x floor"][0] == round(min(c.frechet for c in ev.cells) / floor, 2)
     spec = json.loads(at.get("plotly_chart")[3].proto.spec)
     traces = [(t["name"], t["x"]) for t in spec["data"]]
     assert traces == [("flow-class", [0.0, 5.0])] * 2  # accuracy and Fréchet against guidance
-    floor = read_summary(lab_runs / "flow-class")["evaluation"]["frechet_floor"]
     lines = [shape["y0"] for shape in spec["layout"]["shapes"]]
     assert lines == [round(floor, 2)]  # the real-vs-real floor
 

@@ -10,7 +10,7 @@ import torch
 
 from training import cli
 from training.classifier import ClassifierConfig
-from training.runs import read_summary
+from training.evaluation_record import read_evaluation
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -227,38 +227,47 @@ def test_sample_time_only_model_has_labels_minus_one(runs, tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
 
 
-def test_evaluate_prints_accuracy_and_frechet_with_floor(runs, capsys, monkeypatch):
+def test_evaluate_prints_one_table_of_what_it_records(runs, capsys, monkeypatch):
     import training.evaluation as ev
 
     monkeypatch.setitem(
-        ev.evaluate_run.__kwdefaults__,
+        ev.run_sweeps.__kwdefaults__,
         "classifier_config",
         ClassifierConfig(passes=0.05, max_steps=3),
     )
-    assert (
-        cli.main(
-            [
-                "evaluate",
-                str(runs / "flow-class"),
-                "--guidance",
-                "0",
-                "5",
-                "--per-class",
-                "2",
-                "--steps",
-                "2",
-                "--repeats",
-                "2",
-            ]
-        )
-        == 0
-    )
+    flow = str(runs / "flow-class")
+    argv = ["--guidance", "0", "5", "--per-class", "2", "--steps", "2", "--repeats", "2"]
+    assert cli.main(["evaluate", flow, *argv]) == 0
+    out, err = capsys.readouterr()
+    stored = read_evaluation(runs / "flow-class")
+    (floor,) = stored.floors
+    assert f"Frechet floor {floor.mean:.2f} at 2 a class (mean of 50 draws" in out
+    assert "means of 2 sample sets" in out and "2/2" in err  # tqdm over the cells
+    assert [c.guidance for c in stored.cells] == [0.0, 5.0] and stored.cells[0].repeats == 2
+    for row, c in zip(out.splitlines()[-2:], stored.cells, strict=True):  # printed = recorded
+        assert row.split() == [
+            "euler",
+            "2",
+            "4",
+            f"{c.guidance:g}",
+            f"{100 * c.accuracy:.1f}%",
+            f"{c.frechet:.2f}",
+            f"{c.frechet_sd:.2f}",
+            f"{c.frechet / floor.mean:.2f}",
+            f"{c.seconds_per_1000:.1f}",
+        ]
+    # two runs at once: a sampler that does not suit one of them is left out with the reason
+    argv = ["--sampler", "heun", "ddim", "--steps", "1", "--guidance", "5", "--per-class", "1"]
+    assert cli.main(["evaluate", flow, str(runs / "ddpm-time"), *argv]) == 0
     out = capsys.readouterr().out
-    assert "guidance 0: class accuracy" in out and "guidance 5:" in out and "Frechet floor" in out
-    evaluation = read_summary(runs / "flow-class")["evaluation"]
-    assert set(evaluation["accuracy"]) == {"0", "5"} and evaluation["repeats"] == 2
-    assert f"Frechet floor {evaluation['frechet_floor']:.3f}" in out  # printed = recorded
-    assert f"guidance 5: class accuracy {100 * evaluation['accuracy']['5']:.1f}%" in out
+    assert "  left out: sampler 'heun' does not apply to a ddpm model" in out
+    rows = [line.split() for line in out.splitlines()[-3:]]
+    assert [r[:6] for r in rows] == [
+        ["flow-class", "heun", "1", "4", "5", rows[0][5]],
+        ["flow-class", "ddim", "1", "2", "5", rows[1][5]],
+        ["ddpm-time", "ddim", "1", "1", "-", "n/a"],  # unconditional: no guidance pair
+    ]
+    assert len(read_evaluation(runs / "flow-class").cells) == 4  # joined the earlier two
 
     def no_classifier(*args, **kwargs):
         raise AssertionError("a refused sampler must not reach the classifier")
@@ -266,6 +275,12 @@ def test_evaluate_prints_accuracy_and_frechet_with_floor(runs, capsys, monkeypat
     monkeypatch.setattr(ev, "load_classifier", no_classifier)
     assert cli.main(["evaluate", str(runs / "ddpm-time"), "--sampler", "heun"]) == 2
     assert "does not apply to a ddpm model" in capsys.readouterr().err
+    assert cli.main(["evaluate", flow, str(runs / "ddpm-time"), "--sampler", "heun"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"python -m training: error: {runs / 'ddpm-time'}: sampler 'heun' does not apply to a "
+        "ddpm model; choose from ddpm, ddim\n"
+    )
 
 
 def test_a_device_that_is_not_here_is_one_line_and_status_2(runs, tmp_path, capsys):

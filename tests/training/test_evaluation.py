@@ -1,4 +1,5 @@
-"""Classifier, Fréchet distance and evaluate_run (tiny classifier config, tiny fake runs)."""
+"""Classifier, Fréchet distance, the sampler x steps x guidance sweep and its table (tiny
+classifier config, tiny fake runs)."""
 
 import json
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from training import classifier as C
+from training.config import ConfigError
 from training.data import derive_seed, load_dataset
 from training.evaluation import (
     FLOOR_DRAWS,
@@ -14,9 +16,13 @@ from training.evaluation import (
     format_evaluation,
     frechet_distance,
     frechet_floor,
+    plan_sweep,
+    run_sweeps,
     score_samples,
     stratified_subset,
 )
+from training.evaluation_record import EVALS_PER_STEP, nfe, read_evaluation
+from training.pretrained import load_lab_model
 
 TINY = C.ClassifierConfig(
     width=8, feature_dim=32, passes=1, max_steps=40, batch_size=64, lr=1e-2, max_shift=0
@@ -102,43 +108,126 @@ def test_evaluate_run_class_model(fake_run, tiny_classifier):
     clf, runs = tiny_classifier
     run_dir = fake_run("ddpm-class", sampler="ddim")
     result = evaluate_run(
-        run_dir, (0, 5), per_class=3, runs_dir=runs, classifier_config=TINY, steps=2
+        run_dir, (0, 5), per_class=3, runs_dir=runs, classifier_config=TINY, steps=(2,)
     )
-    assert set(result["accuracy"]) == set(result["frechet"]) == {"0", "5"}
-    assert all(0 <= a <= 1 for a in result["accuracy"].values())
-    assert result["classifier_test_accuracy"] == clf.test_accuracy and result["frechet_floor"] > 0
+    cells, (floor,) = result.evaluation.cells, result.evaluation.floors
+    assert [(c.sampler, c.steps, c.guidance, c.nfe) for c in cells] == [
+        ("ddim", 2, 0.0, 4),  # a guidance pair at any scale but 1: two evaluations a step
+        ("ddim", 2, 5.0, 4),
+    ]
+    assert all(0 <= c.accuracy <= 1 and c.frechet > 0 and c.seconds_per_1000 > 0 for c in cells)
+    assert all(c.checkpoint == "epoch-0001" and c.per_class == 3 for c in cells)
+    assert floor.classifier_test_accuracy == clf.test_accuracy and floor.mean > 0
+    assert floor.draws == FLOOR_DRAWS and floor.sd > 0 and floor.per_class == 3
+    assert read_evaluation(run_dir).cells == cells  # recorded in evaluation.json
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["evaluation"]["frechet"] == result["frechet"]
-    assert result["frechet_floor_draws"] == FLOOR_DRAWS and result["frechet_floor_sd"] > 0
-    assert "guidance 5" in format_evaluation(result)
-    assert f"mean of {FLOOR_DRAWS} draws" in format_evaluation(result)
-    old = {k: v for k, v in result.items() if k not in ("frechet_floor_sd", "frechet_floor_draws")}
-    assert "one draw" in format_evaluation(old)  # summaries written before the floor was a mean
+    assert summary == {"status": "finished", "epoch": 1}  # the training summary is left alone
+    text = format_evaluation([result])
+    assert f"Frechet floor {floor.mean:.2f} at 3 a class (mean of {FLOOR_DRAWS} draws" in text
+    c = cells[1]
+    assert text.splitlines()[-1].split() == [  # printed = recorded
+        "ddim",
+        "2",
+        "4",
+        "5",
+        f"{100 * c.accuracy:.1f}%",
+        f"{c.frechet:.2f}",
+        f"{c.frechet / floor.mean:.2f}",
+        f"{c.seconds_per_1000:.1f}",
+    ]
 
 
 def test_evaluate_run_repeats_are_the_seeds_in_turn(fake_run, tiny_classifier):
     _, runs = tiny_classifier
     run_dir = fake_run("flow-class")
-    kw = dict(per_class=2, runs_dir=runs, classifier_config=TINY, steps=2, write=False)
-    both = evaluate_run(run_dir, (1,), seed=4, repeats=2, **kw)
-    single = [evaluate_run(run_dir, (1,), seed=s, **kw) for s in (4, 5)]
-    fds = [r["frechet"]["1"] for r in single]
-    assert fds[0] != fds[1] and both["frechet"]["1"] == pytest.approx(sum(fds) / 2)
-    assert both["frechet_sd"]["1"] == pytest.approx(abs(fds[0] - fds[1]) / 2**0.5)
-    accs = [r["accuracy"]["1"] for r in single]
-    assert both["accuracy"]["1"] == pytest.approx(sum(accs) / 2)
-    assert single[0]["frechet_sd"] == {"1": None} and both["repeats"] == 2
-    assert "mean of 2 repeats" in format_evaluation(both) and "repeats" not in format_evaluation(
-        single[0]
-    )
+    kw = dict(per_class=2, runs_dir=runs, classifier_config=TINY, steps=(2,), write=False)
+    both = evaluate_run(run_dir, (1,), seed=4, repeats=2, **kw).evaluation.cells[0]
+    single = [evaluate_run(run_dir, (1,), seed=s, **kw).evaluation.cells[0] for s in (4, 5)]
+    fds = [c.frechet for c in single]
+    assert fds[0] != fds[1] and both.frechet == pytest.approx(sum(fds) / 2)
+    assert both.frechet_sd == pytest.approx(abs(fds[0] - fds[1]) / 2**0.5)
+    assert both.accuracy == pytest.approx(sum(c.accuracy for c in single) / 2)
+    assert single[0].frechet_sd is None and both.repeats == 2
 
 
 def test_evaluate_run_time_only_model(fake_run, tiny_classifier):
     _, runs = tiny_classifier
     run_dir = fake_run("flow-time")
     result = evaluate_run(
-        run_dir, per_class=2, runs_dir=runs, classifier_config=TINY, steps=2, write=False
+        run_dir, per_class=2, runs_dir=runs, classifier_config=TINY, steps=(2,), write=False
     )
-    assert result["accuracy"] == {"none": None} and result["frechet"]["none"] > 0
-    assert "evaluation" not in json.loads((run_dir / "summary.json").read_text())
-    assert "n/a" in format_evaluation(result)
+    (cell,) = result.evaluation.cells  # one unguided cell, whatever the guidance scales
+    assert cell.guidance is None and cell.accuracy is None and cell.frechet > 0
+    assert cell.nfe == 2  # no guidance pair
+    assert not (run_dir / "evaluation.json").exists()
+    assert "n/a" in format_evaluation([result]).splitlines()[-1]
+
+
+def test_a_sweep_scores_every_cell_records_them_and_reports_progress(fake_run, tiny_classifier):
+    _, runs = tiny_classifier
+    run_dir = fake_run("flow-class")
+    calls = []
+    kw = dict(per_class=2, runs_dir=runs, classifier_config=TINY)
+    plan = plan_sweep(run_dir, ("euler", "heun"), (1, 2), (1, 5))
+    (result,) = run_sweeps([plan], progress=lambda *a: calls.append(a), **kw)
+    cells = result.evaluation.cells
+    assert [(c.sampler, c.steps, c.guidance, c.nfe) for c in cells] == [
+        ("euler", 1, 1.0, 1),
+        ("euler", 1, 5.0, 2),
+        ("euler", 2, 1.0, 2),
+        ("euler", 2, 5.0, 4),
+        ("heun", 1, 1.0, 2),  # Heun: two evaluations a step
+        ("heun", 1, 5.0, 4),
+        ("heun", 2, 1.0, 4),
+        ("heun", 2, 5.0, 8),
+    ]
+    assert calls[0] == (0, 8, "flow-class: euler 1, guidance 1")
+    assert [c[0] for c in calls] == list(range(9)) and calls[-1] == (8, 8, "done")
+    assert read_evaluation(run_dir).cells == cells
+    # a later sweep replaces the cells it scores again and keeps the others
+    again = evaluate_run(run_dir, (5,), samplers=("heun",), steps=(2,), seed=3, **kw)
+    stored = read_evaluation(run_dir)
+    assert len(stored.cells) == 8 and again.evaluation.cells[0] in stored.cells
+    assert stored.cells[7] == again.evaluation.cells[0] and stored.cells[:7] == cells[:7]
+    text = format_evaluation([result])
+    lines = text.splitlines()
+    assert lines[3].split() == [
+        "sampler", "steps", "NFE", "guidance", "class", "acc", "Frechet", "x", "floor",
+        "s/1000", "digits",
+    ]  # fmt: skip
+    assert len(lines) == 4 + 8
+
+
+def test_model_evaluations_counted_equal_nfe(fake_run):
+    """nfe() against the UNet calls each sampler makes, counted image by image."""
+    lab = load_lab_model(fake_run("flow-class"))
+    seen = []
+    forward = lab.unet.forward
+
+    def counting(x, *args, **kwargs):
+        seen.append(x.shape[0])
+        return forward(x, *args, **kwargs)
+
+    lab.unet.forward = counting
+    for sampler in ("ddpm", "ddim", "euler", "heun"):
+        assert sampler in EVALS_PER_STEP
+        for g in (1.0, 5.0):
+            seen.clear()
+            lab.sample([0, 1, 2], sampler=sampler, steps=3, guidance_scale=g)
+            assert sum(seen) / 3 == nfe(sampler, 3, g), (sampler, g)
+
+
+def test_samplers_that_do_not_suit_the_model_are_left_out_or_refused(fake_run):
+    run_dir = fake_run("ddpm-class")
+    plan = plan_sweep(run_dir, ("euler", "ddim"), (2, 400), (5,))
+    assert plan.cells == (("ddim", 2, 5),)
+    assert plan.skipped == (
+        "sampler 'euler' does not apply to a ddpm model; choose from ddpm, ddim",
+        "the ddim sampler takes 1 to 300 steps on this model (its T), got 400",
+    )
+    with pytest.raises(ConfigError, match="^sampler 'heun' does not apply to a ddpm model"):
+        plan_sweep(run_dir, ("heun",), (2,))
+    with pytest.raises(
+        ConfigError, match="nothing asked suits ddpm-class: sampler 'euler'.*'heun'"
+    ):
+        plan_sweep(run_dir, ("euler", "heun"), (2,))
