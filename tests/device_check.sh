@@ -44,5 +44,6 @@ for experiment in flow-class ddpm-class; do
   part "evaluate $experiment" fast-recipe.txt "$py" -m training evaluate "$runs/$experiment" \
     --guidance 1 5 --repeats 2 --device cuda
   cp "$runs/$experiment/summary.json" "$out/summary-$experiment.json" 2>/dev/null
+  cp "$runs/$experiment/evaluation.json" "$out/evaluation-$experiment.json" 2>/dev/null
 done
 exit "$failed"

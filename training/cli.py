@@ -289,6 +289,11 @@ def build_parser() -> Parser:
         nargs="+",
         help="only these guidance scales (default: every one evaluated)",
     )
+    fr.add_argument(
+        "--per-class",
+        type=positive_int,
+        help="only results of this many samples a class (default: all)",
+    )
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
     f.add_argument("run_dir", type=Path)
     f.add_argument("--steps", type=positive_int, help="sampler steps (default: the run's)")
@@ -423,8 +428,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     def progress(i: int, total: int, label: str) -> None:  # a bar from the first cell on
         nonlocal bar
         bar = bar or tqdm(total=total, unit="cell", dynamic_ncols=True)
+        bar.set_description(label, refresh=False)
         bar.update(i - bar.n)
-        bar.set_description(label)
 
     try:
         results = run_sweeps(
@@ -454,7 +459,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
             print(f"warning: left out: {problem}", file=sys.stderr)
         evaluations[run_dir.name if run_dir.name not in evaluations else str(run_dir)] = ev
     out = args.out if args.out.suffix == ".png" else args.out.with_name(args.out.name + ".png")
-    cells = write_frontier_png(evaluations, out, guidance=args.guidance)
+    cells = write_frontier_png(evaluations, out, guidance=args.guidance, per_class=args.per_class)
     print(f"wrote {out}: {cells} results of {len(evaluations)} runs")
     return 0
 

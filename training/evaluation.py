@@ -282,25 +282,28 @@ def run_sweeps(
         for plan in plans:
             check_recordable(plan.run_dir)
     total, done = sum(len(p.cells) for p in plans), 0
-    scorers: dict[tuple[str, Path], _Scorer] = {}
+    scorers: dict[tuple[str, Path, str], _Scorer] = {}
     results = []
     for plan in plans:
         cfg = plan.lab.config
         folder = Path(runs_dir or plan.run_dir.parent).resolve()
-        if (cfg.dataset, folder) not in scorers:
+        key = (cfg.dataset, folder, str(plan.lab.device))
+        if key not in scorers:
             classifier = load_classifier(
-                cfg.dataset, folder, data_root=cfg.data_root, cfg=classifier_config
+                cfg.dataset,
+                folder,
+                data_root=cfg.data_root,
+                cfg=classifier_config,
+                device=plan.lab.device,
             )
             train = load_dataset(cfg.dataset, cfg.data_root, "train")
             test = load_dataset(cfg.dataset, cfg.data_root, "test")
-            scorers[cfg.dataset, folder] = _Scorer(
-                classifier, train, classifier.features(test.images), {}
-            )
-        scorer = scorers[cfg.dataset, folder]
+            scorers[key] = _Scorer(classifier, train, classifier.features(test.images), {})
+        scorer = scorers[key]
         floor = scorer.floor(per_class, seed)
         sampler, _, g = plan.cells[0]  # warm up: one step, so one-time costs are not timed
         plan.lab.sample(
-            torch.full((min(batch_size, 10 * per_class),), -1 if g is None else 0),
+            torch.full((min(batch_size, cfg.num_classes * per_class),), -1 if g is None else 0),
             guidance_scale=g,
             sampler=sampler,
             steps=1,

@@ -23,6 +23,9 @@ from .evaluation_record import EvaluationCell, RunEvaluation
 
 COLORS = qualitative.Plotly  # a colour per run and sampler
 DASHES = ("solid", "dash", "dot", "dashdot")  # a dash per guidance scale
+MARKERS = ("circle", "square", "diamond", "triangle-up")  # a marker per run
+MPL_STYLE = {"solid": "-", "dash": "--", "dot": ":", "dashdot": "-.", "circle": "o"}
+MPL_STYLE |= {"square": "s", "diamond": "D", "triangle-up": "^"}
 FRECHET_TITLE = "Fréchet distance (lower is better)"
 ACCURACY_TITLE = "class accuracy (%)"
 NFE_TITLE = "model evaluations per image (NFE)"
@@ -35,6 +38,7 @@ class FrontierLine:
     label: str
     color: str
     dash: str
+    marker: str
     cells: tuple[EvaluationCell, ...]
     ratios: tuple[float | None, ...]  # each cell's Fréchet distance over its floor
 
@@ -48,18 +52,25 @@ class FloorLine:
 
 
 def frontier_lines(
-    evaluations: Mapping[str, RunEvaluation], guidance: Sequence[float] | None = None
+    evaluations: Mapping[str, RunEvaluation],
+    guidance: Sequence[float] | None = None,
+    per_class: int | None = None,
 ) -> tuple[list[FrontierLine], list[FloorLine]]:
     """The lines and floors of runs' results (name -> read_evaluation), keeping only the guidance
-    scales in `guidance` when given (an unconditional model's cells are always kept)."""
+    scales in `guidance` (an unconditional model's cells are always kept) and the sample count
+    `per_class` when given."""
     groups: dict[tuple, list[EvaluationCell]] = {}
     for run, ev in evaluations.items():
         for c in ev.cells:
-            if guidance is None or c.guidance is None or c.guidance in guidance:
+            if (guidance is None or c.guidance is None or c.guidance in guidance) and (
+                per_class is None or c.per_class == per_class
+            ):
                 key = (run, c.sampler, c.guidance, c.checkpoint, c.per_class)
                 groups.setdefault(key, []).append(c)
-    varies = [len({k[i] for k in groups}) > 1 for i in range(5)]
-    colors = {k[:2]: COLORS[i % len(COLORS)] for i, k in enumerate(dict.fromkeys(groups))}
+    varies = [len(evaluations) > 1] + [len({k[i] for k in groups}) > 1 for i in range(1, 5)]
+    pairs = dict.fromkeys(k[:2] for k in groups)  # (run, sampler)
+    colors = {pair: COLORS[i % len(COLORS)] for i, pair in enumerate(pairs)}
+    markers = {run: MARKERS[i % len(MARKERS)] for i, run in enumerate(evaluations)}
     scales = list(dict.fromkeys(sorted(k[2] for k in groups if k[2] is not None)))
     lines, floors = [], {}
     for key, cells in groups.items():
@@ -75,6 +86,7 @@ def frontier_lines(
                 " · ".join(parts),
                 colors[run, sampler],
                 dash,
+                markers[run],
                 tuple(cells),
                 tuple(ev.ratio(c) for c in cells),
             )
@@ -112,17 +124,21 @@ def _frechet_ticks(lines: list[FrontierLine], floors: list[FloorLine]) -> list[f
     return log_ticks(min(positive), max(positive))
 
 
-def _nfe_ticks(lines: list[FrontierLine]) -> list[int]:
-    return sorted({c.nfe for line in lines for c in line.cells})
+def _nfe_ticks(lines: list[FrontierLine]) -> list[float]:
+    nfes = [c.nfe for line in lines for c in line.cells]
+    return log_ticks(min(nfes), max(nfes))
 
 
 def frontier_figure(
-    evaluations: Mapping[str, RunEvaluation], guidance: Sequence[float] | None = None
+    evaluations: Mapping[str, RunEvaluation],
+    guidance: Sequence[float] | None = None,
+    per_class: int | None = None,
 ) -> go.Figure:
     """Plotly figure: Fréchet distance (log axis, the floors as dashed grey lines labelled with
-    their sample count) and class accuracy against NFE (log axis, ticks at the NFEs evaluated),
-    one line per run, sampler and guidance scale. ConfigError when there is nothing to plot."""
-    lines, floors = frontier_lines(evaluations, guidance)
+    their sample count) and class accuracy against NFE (log axis), ticks at 1, 2, 5, 10, ...; one
+    line per run (its marker), sampler (with the run: its colour) and guidance scale (its dash);
+    frontier_lines keeps `guidance` and `per_class`. ConfigError when there is nothing to plot."""
+    lines, floors = frontier_lines(evaluations, guidance, per_class)
     _check(lines)
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=(FRECHET_TITLE, ACCURACY_TITLE), horizontal_spacing=0.08
@@ -130,7 +146,7 @@ def frontier_figure(
     for line in lines:
         steps = [c.steps for c in line.cells]
         style = dict(name=line.label, legendgroup=line.label, mode="lines+markers")
-        style |= dict(line=dict(color=line.color, dash=line.dash))
+        style |= dict(line=dict(color=line.color, dash=line.dash), marker=dict(symbol=line.marker))
         ratios = ["-" if r is None else f"{r:.2f}x the floor" for r in line.ratios]
         fig.add_scatter(
             x=[c.nfe for c in line.cells],
@@ -165,7 +181,7 @@ def frontier_figure(
             col=1,
         )
     nfes = _nfe_ticks(lines)
-    fig.update_xaxes(type="log", tickvals=nfes, ticktext=[str(n) for n in nfes], title=NFE_TITLE)
+    fig.update_xaxes(type="log", tickvals=nfes, ticktext=[f"{n:g}" for n in nfes], title=NFE_TITLE)
     ticks = _frechet_ticks(lines, floors)
     fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=1, col=1)
     fig.update_yaxes(range=[0, 101], row=1, col=2)
@@ -182,6 +198,7 @@ def write_frontier_png(
     evaluations: Mapping[str, RunEvaluation],
     out: str | Path,
     guidance: Sequence[float] | None = None,
+    per_class: int | None = None,
 ) -> int:
     """Draw what frontier_figure draws with matplotlib into the PNG `out` (atomically); returns
     the number of results plotted. ConfigError when there is nothing to plot."""
@@ -190,13 +207,13 @@ def write_frontier_png(
 
     from .figures import save_figure
 
-    lines, floors = frontier_lines(evaluations, guidance)
+    lines, floors = frontier_lines(evaluations, guidance, per_class)
     _check(lines)
     fig = Figure(figsize=(12, 5.2), layout="constrained")
     ax_fd, ax_acc = fig.subplots(1, 2)
-    mpl_dash = {"solid": "-", "dash": "--", "dot": ":", "dashdot": "-."}
     for line in lines:
-        style = dict(color=line.color, linestyle=mpl_dash[line.dash], marker="o", markersize=4)
+        style = dict(color=line.color, linestyle=MPL_STYLE[line.dash], markersize=4)
+        style["marker"] = MPL_STYLE[line.marker]
         x, y = [c.nfe for c in line.cells], [c.frechet for c in line.cells]
         ax_fd.plot(x, y, label=line.label, **style)
         accuracy = [(c.nfe, 100 * c.accuracy) for c in line.cells if c.accuracy is not None]
@@ -215,7 +232,7 @@ def write_frontier_png(
     nfes, ticks = _nfe_ticks(lines), _frechet_ticks(lines, floors)
     for ax, title in ((ax_fd, FRECHET_TITLE), (ax_acc, ACCURACY_TITLE)):
         ax.set_xscale("log")
-        ax.set_xticks(nfes, [str(n) for n in nfes])
+        ax.set_xticks(nfes, [f"{n:g}" for n in nfes])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(NFE_TITLE)
         ax.set_title(title)

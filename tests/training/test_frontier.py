@@ -46,7 +46,8 @@ def test_lines_one_per_run_sampler_and_guidance_with_floors_by_sample_count():
         "ddpm · ddpm · guidance 1 · 50 a class",
     ]
     assert [c.nfe for c in lines[3].cells] == [4, 16, 64] and lines[3].dash != lines[2].dash
-    assert lines[0].color == lines[1].color != lines[2].color
+    assert lines[0].color == lines[1].color != lines[2].color != lines[4].color
+    assert lines[0].marker == lines[3].marker != lines[4].marker
     assert lines[0].ratios[0] == pytest.approx(300.0 / 30.7)
     assert [(f.label, f.value) for f in floors] == [
         ("real vs real, mnist-5k, 50 a class: 12.1", 12.1),
@@ -54,6 +55,9 @@ def test_lines_one_per_run_sampler_and_guidance_with_floors_by_sample_count():
     ]
     only5, _ = frontier_lines({"flow": FLOW}, guidance=[5])
     assert [line.label for line in only5] == ["euler · guidance 5", "heun · guidance 5"]
+    only50, floors = frontier_lines({"flow": FLOW, "ddpm": DDPM}, per_class=50)
+    assert [line.label for line in only50] == ["ddpm · ddpm · guidance 1"]
+    assert [f.value for f in floors] == [12.1]
 
 
 def test_figure_log_nfe_axis_with_readable_ticks_and_one_floor_line_per_sample_count():
@@ -64,8 +68,9 @@ def test_figure_log_nfe_axis_with_readable_ticks_and_one_floor_line_per_sample_c
     assert list(frechet[2]["x"]) == [2, 8, 32] and list(frechet[2]["y"]) == [300.0, 80.0, 25.0]
     assert list(accuracy[2]["y"]) == pytest.approx([90.0] * 3)
     x = fig["layout"]["xaxis"]
-    assert x["type"] == "log" and list(x["tickvals"]) == [1, 2, 4, 8, 16, 32, 50, 64, 100]
-    assert list(x["ticktext"]) == ["1", "2", "4", "8", "16", "32", "50", "64", "100"]
+    assert x["type"] == "log" and list(x["tickvals"]) == [1, 2, 5, 10, 20, 50, 100]
+    assert list(x["ticktext"]) == ["1", "2", "5", "10", "20", "50", "100"]  # no bare "2 ... 9"
+    assert frechet[0]["marker"]["symbol"] != frechet[4]["marker"]["symbol"]  # a marker per run
     y = fig["layout"]["yaxis"]
     assert y["type"] == "log" and list(y["ticktext"]) == ["10", "20", "50", "100", "200"]
     assert [s["y0"] for s in fig["layout"]["shapes"]] == [12.1, 30.7]
