@@ -231,3 +231,25 @@ def test_samplers_that_do_not_suit_the_model_are_left_out_or_refused(fake_run):
         ConfigError, match="nothing asked suits ddpm-class: sampler 'euler'.*'heun'"
     ):
         plan_sweep(run_dir, ("euler", "heun"), (2,))
+
+
+def test_evaluate_refuses_a_record_it_cannot_merge_into_before_it_samples(
+    fake_run, capsys, monkeypatch
+):
+    import training.evaluation as ev
+    from training import cli
+
+    def no_classifier(*args, **kwargs):
+        raise AssertionError("evaluate sampled although it could not record the result")
+
+    monkeypatch.setattr(ev, "load_classifier", no_classifier)
+    run_dir = fake_run("flow-class")
+    damaged = '{"format": 1, "cells": [{"frechet": []}]}'
+    (run_dir / "evaluation.json").write_text(damaged)
+    assert cli.main(["evaluate", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"python -m training: error: {run_dir / 'evaluation.json'}: cell 0: checkpoint is "
+        "missing (fix or remove the file; nothing was changed)\n"
+    )
+    assert (run_dir / "evaluation.json").read_text() == damaged
