@@ -23,8 +23,10 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import samplers
 from samplers.app.files import write_text_atomic
 
+from .config import SAMPLERS
 from .runs import RunFileError, read_summary
 
 FILE = "evaluation.json"
@@ -33,17 +35,14 @@ MAX_BYTES = 4 << 20  # a file larger than this is not one the lab wrote
 MAX_ENTRIES = 10_000  # cells or floors
 MAX_TEXT = 64  # characters of a text field
 
-# Model evaluations per sampler step. A stand-in until the sampler core's table says how many
-# evaluations a step of each sampler costs (branch `solvers`); the integration replaces this.
-EVALS_PER_STEP = {"ddpm": 1, "ddim": 1, "euler": 1, "heun": 2, "direct": 1}
-
 
 def nfe(sampler: str, steps: int, guidance: float | None) -> int:
-    """Model evaluations per image: steps x evaluations a step, doubled for a classifier-free
-    guidance pair (a class model at any scale but 1; `guidance` None = an unconditional model).
-    KeyError for a sampler of unknown cost."""
-    pair = guidance is not None and guidance != 1
-    return steps * EVALS_PER_STEP[sampler] * (2 if pair else 1)
+    """Model evaluations per image: the sampler table's count for `steps` steps ("direct", a
+    single-step denoiser: one call), doubled for a classifier-free guidance pair (a class model
+    at any scale but 1; `guidance` None = an unconditional model). ValueError for a sampler
+    the table does not know."""
+    calls = 1 if sampler == "direct" else samplers.nfe(sampler, steps)
+    return calls * (2 if guidance is not None and guidance != 1 else 1)
 
 
 def _bounded(lo: float | None = None, hi: float | None = None, **kwargs: Any) -> Any:
@@ -204,7 +203,7 @@ def _parse(cls: type, raw: Any, where: str) -> tuple[Any, str]:
         if problem:
             return None, f"{where}: {f.name} {problem}"
         values[f.name] = value
-    if cls is EvaluationCell and values["sampler"] not in EVALS_PER_STEP:
+    if cls is EvaluationCell and values["sampler"] not in SAMPLERS:
         return None, f"{where}: sampler {values['sampler']!r} is not one the lab knows"
     return cls(**values), ""
 
