@@ -252,3 +252,31 @@ def test_evaluate_refuses_a_record_it_cannot_merge_into_before_it_samples(
         "missing (fix or remove the file; nothing was changed)\n"
     )
     assert (run_dir / "evaluation.json").read_text() == damaged
+
+
+def test_the_record_goes_to_the_runs_wandb_summary(fake_run, tiny_classifier, monkeypatch):
+    import training.tracking as tracking
+
+    pushed = []
+
+    class Recorder:  # the W&B run of the same id and mode, recording instead of logging
+        def __init__(self, run_dir, cfg, run_id, mode):
+            pushed.append((run_id, mode))
+
+        def update_summary(self, values):
+            pushed.append(values)
+
+        def finish(self):
+            pushed.append("finished")
+
+    monkeypatch.setattr(tracking, "WandbRun", Recorder)
+    _, runs = tiny_classifier
+    run_dir = fake_run("flow-class")
+    summary = {"status": "finished", "wandb": {"id": "abc", "mode": "offline"}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    evaluate_run(run_dir, (5,), per_class=1, steps=(1,), runs_dir=runs, classifier_config=TINY)
+    assert pushed == [
+        ("abc", "offline"),
+        {"evaluation": read_evaluation(run_dir).to_json()},
+        "finished",
+    ]
