@@ -2,7 +2,8 @@
 
 A job is `python -m training ...` started in its own session, so it outlives the page and the
 server; its argv is built from a validated request (TrainRequest, EvalRequest), never from text,
-and it runs without a shell. Its stdout and stderr go to `<run>/train.log` (`evaluate.log`), and
+and it runs without a shell. A new run's options go to it in `<run>/options.json`, which the CLI
+reads with `--config`. Its stdout and stderr go to `<run>/train.log` (`evaluate.log`), and
 `<run>/job.json` (`evaluate-job.json`, written atomically) records its pid, the process's start
 time and its argv: a job counts as live only while a process with that pid and start time runs,
 so a recycled pid is never trusted. Runs trained from a terminal are found through the process
@@ -31,9 +32,12 @@ from training.config import (
     GUIDANCE_SCALES,
     PER_CLASS,
     ConfigError,
+    TrainOptions,
     check_sampler,
-    make_config,
+    save_options,
+    validate,
 )
+from training.jsontypes import from_json
 from training.runs import (
     RunFileError,
     check_runs_folder,
@@ -49,6 +53,7 @@ from training.runs import (
 REPO = Path(__file__).resolve().parent.parent
 JOB_FILES = {"train": "job.json", "evaluate": "evaluate-job.json"}
 LOGS = {"train": "train.log", "evaluate": "evaluate.log"}
+OPTIONS_FILE = "options.json"  # a new run's options, as the Train page asked (--config)
 QUEUE_FILE = ".queue.json"
 LOCK_FILE = ".jobs.lock"
 MAX_HIDDEN = 512
@@ -74,23 +79,36 @@ def _int(name: str, value: Any, low: int, high: int) -> int:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """One `python -m training EXPERIMENT ...` run, as the Train page's form describes it."""
+    """A training run the Train page asks for: a new run of `options` (built by
+    training.config.make_options, as the CLI builds its own), or, without options, the resume of
+    the run `name` of `experiment`. A new run's options travel to the training process in an
+    options file (`python -m training EXPERIMENT --config FILE`), so the CLI reads and checks them
+    as it reads any options file."""
 
     experiment: str
     name: str
-    recipe: str = "course"
-    dataset: str = "auto"
-    steps: int | None = None  # None: the recipe's length (or `epochs`)
-    epochs: int | None = None
-    seed: int = 0
-    hidden: int | None = None  # None: the experiment's D
-    wandb_mode: str = "offline"
-    device: str = "auto"
-    log_every: int | None = None  # None: the CLI's (TrainConfig.log_every)
-    resume: bool = False
+    options: TrainOptions | None = None  # None: resume the run `name`
+
+    @classmethod
+    def new(cls, options: TrainOptions) -> TrainRequest:
+        return cls(options.experiment, options.name, options)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "request") -> TrainRequest:
+        """A request as asdict wrote it (a queue row); ValueError when it is not one."""
+        request = from_json(cls, data, source)
+        if request.options is not None:
+            validate(request.options)
+        return request
+
+    @property
+    def resume(self) -> bool:
+        return self.options is None
 
     def validate(self, runs_dir: str | Path) -> Path:
-        """The run folder; JobError (a clear message) for any value the CLI would not take."""
+        """The run folder; JobError (a clear message) when the run cannot start there: a name
+        that is taken or unsafe, a run that cannot resume, a runs folder that cannot take runs,
+        a device this machine lacks."""
         if self.experiment not in EXPERIMENTS:
             raise JobError(
                 f"unknown experiment {self.experiment!r}; choose from {', '.join(EXPERIMENTS)}"
@@ -99,7 +117,7 @@ class TrainRequest:
             run_dir = safe_run_dir(runs_dir, self.name)
         except ConfigError as e:
             raise JobError(str(e)) from None
-        if self.resume:
+        if self.options is None:
             cfg = read_config(run_dir)
             if not cfg:
                 raise JobError(f"there is no run {self.name!r} in {runs_dir} to resume")
@@ -112,6 +130,8 @@ class TrainRequest:
             if read_summary(run_dir).get("status") == "finished":
                 raise JobError(f"run {self.name!r} has finished; start a new run to train more")
             return run_dir
+        if (self.options.experiment, self.options.name) != (self.experiment, self.name):
+            raise JobError(f"the options are those of run {self.options.name!r}, not {self.name!r}")
         if (run_dir / "config.json").exists():
             raise JobError(
                 f"a run named {self.name!r} already exists in {runs_dir}: resume it, "
@@ -119,54 +139,31 @@ class TrainRequest:
             )
         try:
             check_runs_folder(runs_dir)
-        except ConfigError as e:
-            raise JobError(str(e)) from None
-        if self.steps is not None and self.epochs is not None:
-            raise JobError("give steps or epochs, not both")
-        if self.steps is not None:
-            _int("steps", self.steps, 1, MAX_STEPS)
-        if self.epochs is not None:
-            _int("epochs", self.epochs, 1, 10_000)
-        if self.hidden is not None:
-            _int("width (--hidden)", self.hidden, 1, MAX_HIDDEN)
-        if self.log_every is not None:
-            _int("log every", self.log_every, 1, 100_000)
-        _int("seed", self.seed, 0, MAX_SEED)
-        try:  # what the CLI itself would refuse: the same checks, before a process starts
-            make_config(
-                self.experiment,
-                recipe=self.recipe,
-                dataset=self.dataset,
-                steps=self.steps,
-                epochs=self.epochs,
-                seed=self.seed,
-                hidden=self.hidden,
-                wandb_mode=self.wandb_mode,
-                device=self.device,
-                log_every=self.log_every,
-            )
-            resolve_device(self.device)
+            resolve_device(self.options.device)
         except ValueError as e:  # ConfigError, DeviceUnavailable
             raise JobError(str(e)) from None
         return run_dir
 
+    def options_file(self, runs_dir: str | Path) -> Path:
+        """Where a new run's options are written for its process: in its run folder."""
+        return Path(runs_dir).resolve() / self.name / OPTIONS_FILE
+
     def argv(self, runs_dir: str | Path) -> list[str]:
-        """The command (after validate): `python -m training EXPERIMENT --option=value ...`."""
-        args = [self.experiment, f"--runs-dir={Path(runs_dir).resolve()}", f"--name={self.name}"]
-        if self.resume:
-            return [sys.executable, "-m", "training", *args, "--resume"]
-        args += [
-            f"--recipe={self.recipe}",
-            f"--dataset={self.dataset}",
-            f"--seed={self.seed}",
-            f"--wandb-mode={self.wandb_mode}",
-            f"--device={self.device}",
-        ]
-        args += [f"--steps={self.steps}"] if self.steps is not None else []
-        args += [f"--epochs={self.epochs}"] if self.epochs is not None else []
-        args += [f"--hidden={self.hidden}"] if self.hidden is not None else []
-        args += [f"--log-every={self.log_every}"] if self.log_every is not None else []
+        """The command (after validate): `python -m training EXPERIMENT --runs-dir=DIR` with
+        `--config=FILE` (a new run: prepare writes FILE) or `--name=NAME --resume`."""
+        args = [self.experiment, f"--runs-dir={Path(runs_dir).resolve()}"]
+        if self.options is None:
+            args += [f"--name={self.name}", "--resume"]
+        else:
+            args += [f"--config={self.options_file(runs_dir)}"]
         return [sys.executable, "-m", "training", *args]
+
+    def prepare(self, runs_dir: str | Path) -> list[str]:
+        """argv, after writing a new run's options file (atomically) where argv names it."""
+        if self.options is not None:
+            self.options_file(runs_dir).parent.mkdir(parents=True, exist_ok=True)
+            save_options(self.options_file(runs_dir), self.options)
+        return self.argv(runs_dir)
 
 
 @dataclass(frozen=True)
@@ -188,8 +185,8 @@ class EvalRequest:
         _int("samples per class", self.per_class, 1, 1000)
         _int("repeats", self.repeats, 1, 20)
         if self.steps is not None:
-            cfg = load_run_config(self.run_dir)
-            check_sampler(cfg, cfg.sampler, _int("sampler steps", self.steps, 1, 1000))
+            options = load_run_config(self.run_dir).options
+            check_sampler(options, options.sampler, _int("sampler steps", self.steps, 1, 1000))
         if not self.guidance or not all(
             isinstance(g, (int, float)) and 0 <= g <= 20 for g in self.guidance
         ):
@@ -401,7 +398,7 @@ def _start_locked(request: TrainRequest, runs_dir: Path, limit: int) -> Job:
             f"{len(busy)} run{'s' * (len(busy) > 1)} already training ({names}); the limit "
             f"is {limit} at a time"
         )
-    return _spawn("train", run_dir, request.argv(runs_dir))
+    return _spawn("train", run_dir, request.prepare(runs_dir))
 
 
 def start_evaluation(request: EvalRequest) -> Job:
@@ -445,8 +442,8 @@ def queued(runs_dir: str | Path) -> list[TrainRequest]:
     out = []
     for row in rows if isinstance(rows, list) else []:
         try:
-            out.append(TrainRequest(**row))
-        except TypeError:
+            out.append(TrainRequest.from_json(row, QUEUE_FILE))
+        except ValueError:
             continue
     return out
 

@@ -18,7 +18,7 @@ import streamlit as st
 
 from samplers.app.files import replace_folder
 from training.checkpoints import checkpoint_name
-from training.config import TrainConfig
+from training.config import RunConfig
 from training.runs import safe_run_dir, write_json
 from training.tracking import key_configured
 
@@ -59,7 +59,7 @@ def list_wandb_runs(project: str) -> list[dict[str, Any]]:
     ]
 
 
-def _period(artifact) -> int:
+def _epoch(artifact) -> int:
     """The epoch of a checkpoint artifact, from the `epoch-N` alias the trainer gives it
     (training.tracking.WandbRun.log_checkpoint); ValueError without one."""
     alias = next((a for a in artifact.aliases if re.fullmatch(r"epoch-\d+", a)), None)
@@ -82,9 +82,9 @@ def pull_checkpoint(project: str, run_id: str, runs_root: Path) -> Path:
     if not models:
         raise ValueError(f"W&B run {run.name!r} has no model artifact to pull")
     artifact = next((a for a in models if "latest" in a.aliases), models[-1])
-    TrainConfig.from_dict(dict(run.config))  # ConfigError for a run the lab did not train
+    RunConfig.from_json(dict(run.config), f"W&B run {run.name!r}")  # ConfigError: not the lab's
     run_dir = safe_run_dir(runs_root, run.name)
-    final = run_dir / "checkpoints" / checkpoint_name(_period(artifact))
+    final = run_dir / "checkpoints" / checkpoint_name(_epoch(artifact))
     tmp = final.parent / f".tmp-pull-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import torch
 from samplers.app.devices import resolve_device, resolve_mixed_precision
 from training import cli
 from training.pretrained import load_lab_model
-from training.runs import read_config, read_metrics
+from training.runs import load_run_config, read_metrics
 
 from .training.test_bundled_runs import QUICK_SAMPLER
 
@@ -51,9 +51,9 @@ def test_fast_recipe_trains_on_the_gpu_in_half_precision(tmp_path, experiment):
         == 0
     )
     run = tmp_path / "run"
-    extra = read_config(run)["extra"]
-    assert extra["device"].startswith("cuda")
-    assert extra["mixed_precision"] == resolve_mixed_precision("auto", resolve_device("cuda"))
+    plan = load_run_config(run).plan
+    assert plan.device.startswith("cuda")
+    assert plan.mixed_precision == resolve_mixed_precision("auto", resolve_device("cuda"))
     losses = [r["loss"] for r in read_metrics(run)]
     assert len(losses) == 9 and all(torch.isfinite(torch.tensor(losses)))
     lab = load_lab_model(run, device="cpu")  # a GPU run's checkpoint samples on the CPU too

@@ -76,7 +76,7 @@ class MnistBackend:
         """One test digit of each class, name "digit-k" -> (1, 1, 28, 28) in [-1, 1]."""
         cfg = self.lab.config
         try:
-            test = load_dataset(cfg.dataset, cfg.data_root, "test")
+            test = load_dataset(self.lab.dataset, cfg.data_root, "test")
         except DatasetUnavailableError as e:
             raise ValueError(
                 f"the built-in examples are test digits of the run's dataset: {e}; "

@@ -9,8 +9,10 @@ removes once a newer checkpoint exists.
 A checkpoint is written into a hidden temporary folder (each file serialized in memory, written
 and fsynced) and renamed into place, so a folder named `epoch-NNNN` is always complete; a failed
 write removes its temporary folder and leaves the earlier checkpoints as they were. Weights are
-safetensors (their header records the experiment); `state.pt` (optimizer, scheduler, RNG states,
-step) loads with `torch.load(weights_only=True)`, so a pickle that would run code is refused.
+safetensors (their header records the experiment); `state.pt` (optimizer, scheduler, step) loads
+with `torch.load(weights_only=True)`, so a pickle that would run code is refused. No random state
+is saved: every draw of training step s comes from a generator seeded with (seed, s), so a resume
+needs none (the `rng` entry that checkpoints of earlier versions hold is ignored).
 """
 
 from __future__ import annotations
@@ -20,14 +22,12 @@ import io
 import json
 import os
 import pickle
-import random
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
@@ -51,7 +51,7 @@ class CheckpointWriteError(OSError):
 @dataclass
 class Checkpoint:
     path: Path
-    period: int  # the epoch number (NNNN of the folder's name; "period" in meta.json)
+    epoch: int  # the epoch number: NNNN of the folder's name (epochs complete)
     meta: dict[str, Any]
 
     @property
@@ -158,29 +158,6 @@ def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
     return ckpts[-1] if ckpts else None
 
 
-def rng_state() -> dict[str, Any]:
-    """torch (CPU and CUDA), numpy and python RNG states as weights_only-loadable objects."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *map(float, np_state[2:])],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
@@ -210,7 +187,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         files = {"model.safetensors": safetensors_bytes(_contiguous(model), header)}
-        meta = {**meta, "period": epoch, "sampling_weights": "model.safetensors"}
+        meta = {**meta, "epoch": epoch, "sampling_weights": "model.safetensors"}
         if ema is not None:
             files["ema.safetensors"] = safetensors_bytes(_contiguous(ema), header)
             meta["sampling_weights"] = "ema.safetensors"
@@ -257,7 +234,7 @@ def prune_checkpoints(run_dir: str | Path, keep: int, milestones: tuple[int, ...
     ckpts = list_checkpoints(run_dir)
     ends = [c for c in ckpts if not c.partial]
     for c in ends[:-keep] if keep > 0 else ends:
-        if c.period not in milestones:
+        if c.epoch not in milestones:
             shutil.rmtree(c.path, ignore_errors=True)
     for c in ckpts[:-1]:
         if c.partial:
@@ -316,11 +293,11 @@ def check_shapes(
         raise CheckpointError(f"{path}: does not fit the run's model: {'; '.join(problems)}")
 
 
-STATE_KEYS = ("optimizer", "scheduler", "rng", "step")
+STATE_KEYS = ("optimizer", "scheduler", "step")
 
 
 def load_state(ckpt: Checkpoint, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """`state.pt` of a checkpoint (optimizer, scheduler, RNG, step), loaded with weights_only.
+    """`state.pt` of a checkpoint (optimizer, scheduler, step), loaded with weights_only.
 
     A file that is truncated, is not a torch file, holds a pickle that would run code, or lacks one
     of STATE_KEYS raises CheckpointError naming it."""

@@ -16,21 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from samplers.app.arguments import finite_float, positive_float, positive_int
-from samplers.app.devices import AUTO_PRECISION_HELP, DeviceUnavailable
+from samplers.app.devices import AUTO_PRECISION_HELP, DEVICES, PRECISIONS, DeviceUnavailable
 from samplers.app.files import atomic_path
 from samplers.app.tuning import keep_freed_memory
 
 from .checkpoints import CheckpointError
 from .config import (
-    ARCHS,
-    DEVICES,
     EXPERIMENTS,
     GUIDANCE_SCALES,
     LOSS_WEIGHTINGS,
     LR_SCHEDULES,
     NO_SCHEDULER_HELP,
     PER_CLASS,
-    PRECISIONS,
     RECIPE_HELP,
     RECIPES,
     SAMPLE_BATCH,
@@ -38,15 +35,17 @@ from .config import (
     TIME_SAMPLINGS,
     WANDB_MODES,
     ConfigError,
-    TrainConfig,
     TrainingDiverged,
+    TrainOptions,
     default_run_name,
-    make_config,
+    make_options,
     preview_sampler,
+    read_options,
     recipe_defaults,
-    resume_config,
+    resume_options,
 )
 from .data import DATASETS, DatasetUnavailableError
+from .models import ARCHS
 from .runs import RunFileError
 
 PROG = "python -m training"
@@ -68,6 +67,12 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
         add(flag, help=f"{text} (default {_recipe_values(field, (experiment,))})", **kwargs)
 
     add(
+        "--config",
+        type=Path,
+        help="read the run's options from a JSON file (an options file the Train page writes, or "
+        "a run's config.json); options given beside it override the file's",
+    )
+    add(
         "--recipe",
         choices=RECIPES,
         help="defaults to start from; explicit options still win: "
@@ -84,9 +89,11 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add(
         "--epochs",
         type=positive_int,
-        help="course epochs; an explicit value means N passes over the dataset",
+        help=f"N passes over the dataset (default: the course's "
+        f"{recipe_defaults(experiment).course_epochs} epochs of 60,000 images; with --resume, N "
+        "epochs of the run)",
     )
-    add("--steps", type=positive_int, help="total optimizer steps (overrides the length)")
+    add("--steps", type=positive_int, help="optimizer steps in all (instead of --epochs)")
     add("--dataset", choices=DATASETS, help="mnist, mnist-5k, fashion-mnist or auto (default)")
     add_defaulted("--data-root", "dataset folder")
     add_defaulted("--seed", "seed of the weights, batch order and noise", type=int)
@@ -158,7 +165,7 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add_defaulted(
         "--keep-checkpoints",
         "recent checkpoints kept besides the milestone epochs "
-        f"{','.join(map(str, TrainConfig.milestones))}",
+        f"{','.join(map(str, TrainOptions.milestones))}",
         type=positive_int,
     )
     add(
@@ -167,10 +174,8 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
         help="default: online when a W&B key is configured, else offline",
     )
     add_defaulted("--wandb-project", "W&B project")
-    add("--period-steps", type=positive_int, help=argparse.SUPPRESS)  # tests: steps per period
-    add(
-        "--stop-after", type=positive_int, help=argparse.SUPPRESS
-    )  # tests: stop after N periods, as if killed
+    add("--epoch-steps", type=positive_int, help=argparse.SUPPRESS)  # tests: steps of an epoch
+    add("--stop-after", type=positive_int, help=argparse.SUPPRESS)  # tests: after N epochs, killed
 
 
 def _recipe_values(field: str, experiments: Sequence[str] = ("ddpm-class", "flow-class")) -> str:
@@ -194,11 +199,11 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
-    for name, cfg in EXPERIMENTS.items():
+    for name, defaults in EXPERIMENTS.items():
         p = sub.add_parser(
             name,
-            help=f"train {name} ({cfg.kind}, D={cfg.hidden}, batch "
-            f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)",
+            help=f"train {name} ({defaults.kind}, D={defaults.hidden}, batch "
+            f"{defaults.batch_size}, lr {defaults.lr:g}, {defaults.course_epochs} epochs)",
         )
         _train_options(p, name)
     s = sub.add_parser("sample", help="write samples of a run to an .npz (images uint8, labels)")
@@ -216,7 +221,7 @@ def build_parser() -> Parser:
         help=f"sampler steps (default: the run's own; {_recipe_values('sample_steps')})",
     )
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--checkpoint", help="checkpoint period or folder name (default: latest)")
+    s.add_argument("--checkpoint", help="checkpoint epoch or folder name (default: latest)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     s.add_argument(
         "--batch",
@@ -302,25 +307,30 @@ def build_parser() -> Parser:
     return parser
 
 
-_NOT_CONFIG = ("command", "runs_dir", "resume", "stop_after", "no_scheduler")
+_NOT_OPTIONS = ("command", "runs_dir", "resume", "stop_after", "no_scheduler", "recipe", "config")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run config: course defaults + options, or (--resume) the stored config + allowed
-    changes."""
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
+    """The run's options: the experiment's defaults under --recipe (or the --config file's) with
+    the options given; with --resume, the stored run's options with the changes a resume allows."""
     from .runs import load_run_config, safe_run_dir
 
-    given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and v is not None}
+    given = {k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS and v is not None}
     if not args.resume:
-        return make_config(args.command, no_scheduler=args.no_scheduler, **given)
+        base = read_options(args.config) if args.config else None
+        return make_options(
+            args.command, recipe=args.recipe, no_scheduler=args.no_scheduler, base=base, **given
+        )
+    if args.config:
+        raise ConfigError("--resume continues a run with its stored options: drop --config")
     name = args.name or default_run_name(args.command, args.no_scheduler)
     run_dir = safe_run_dir(args.runs_dir, name)
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"--resume: there is no run {name!r} in {args.runs_dir}")
-    given.update(experiment=args.command, name=name)
+    given.update(experiment=args.command, name=name, recipe=args.recipe)
     if args.no_scheduler:
         given["scheduler"] = False
-    return resume_config(load_run_config(run_dir), given)
+    return resume_options(load_run_config(run_dir).options, given)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -328,13 +338,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .trainer import STOP, interrupt, request_stop, train
 
-    cfg = config_from_args(args)
+    options = options_from_args(args)
     STOP.clear()
     main_thread = threading.current_thread() is threading.main_thread()
     handlers = {signal.SIGTERM: request_stop, signal.SIGINT: interrupt}  # stop cleanly
     previous = {s: signal.signal(s, h) for s, h in handlers.items()} if main_thread else {}
     try:
-        run_dir = train(cfg, args.runs_dir, resume=args.resume, stop_after=args.stop_after)
+        run_dir = train(options, args.runs_dir, resume=args.resume, stop_after=args.stop_after)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -343,13 +353,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     s = read_summary(run_dir)
     if s.get("status") == "finished" and PartialState().is_main_process:
         print(
-            f"{cfg.name}: finished at step {s.get('step')} (epoch {s.get('epoch')}), "
+            f"{options.name}: finished at step {s.get('step')} (epoch {s.get('epoch')}), "
             f"loss {s.get('final_loss', float('nan')):.4f}, {s.get('wall_time_s')} s -> {run_dir}"
         )
     elif s.get("status") == "stopped" and PartialState().is_main_process:
         print(
-            f"{cfg.name}: stopped at step {s.get('step')}; continue it with: {PROG} "
-            f"{cfg.experiment} --runs-dir {args.runs_dir} --name {cfg.name} --resume"
+            f"{options.name}: stopped at step {s.get('step')}; continue it with: {PROG} "
+            f"{options.experiment} --runs-dir {args.runs_dir} --name {options.name} --resume"
         )
     return 0
 

@@ -1,32 +1,51 @@
-"""Typed run configuration and the registry of course experiments (docs/course.md 3.5-3.9).
+"""A run's configuration: the user's options, and the plan resolved when it starts.
 
-One flat dataclass, `TrainConfig`, holds everything a run needs; `EXPERIMENTS` maps each experiment
-name to its course defaults, and `make_config` applies a user's overrides. `config.json` in a run
-directory is `asdict(TrainConfig)`, so `TrainConfig.from_dict` reads it back.
+`TrainOptions` holds what a user chooses (`python -m training` flags, the Train page's form, an
+options file); `EXPERIMENTS` maps each experiment to its course defaults, `RECIPES` lay other
+defaults over them, and `make_options` applies a user's choices. `TrainPlan` holds what the
+trainer resolved at the start: the epoch length, the total steps, the learning-rate decay, the
+dataset actually used and its size, the processes, device and precision. A run's `config.json`
+is both, `RunConfig`: the options' fields with the plan under the key "plan". Both are checked
+against their type hints when read (training.jsontypes); config.json files of the layout before
+the split (one flat object with `period_steps`, `extra`, ...) are read and converted, never
+rewritten.
 
-Length (docs/course.md 3.8): training is counted in optimizer steps. An *epoch* (the course's
-epoch; `period_steps` steps, the field's name kept in config.json) is ceil(60000 / batch_size)
-steps when the course length is scaled to a smaller dataset (mnist-5k), else one pass over the
-dataset (full MNIST, or an explicit ``--epochs N``).
-`resolve_length` turns (epochs, steps, dataset size) into (period_steps, total_steps).
+An **epoch** is `TrainPlan.epoch_steps` optimizer steps (docs/course.md 3.8): one pass over the
+dataset with an explicit `--epochs N` or on a dataset as large as MNIST; otherwise a course epoch,
+ceil(60000 / batch_size) steps, so that a run on mnist-5k takes the course's number of steps.
+Epochs are counted from 1; step s lies in epoch ceil(s / epoch_steps), the last may be partial.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
 
-from samplers.app.devices import DEVICES, PRECISIONS
+from samplers.app.devices import Device, Precision
+from samplers.app.files import write_text_atomic
 from samplers.sampling import FLOW_SAMPLERS
 from samplers.sampling import SAMPLERS as SAMPLER_TABLE
 
-from .data import DATASETS
-from .models import ARCHS, check_width
+from .data import DatasetName
+from .jsontypes import JSONTypeError, from_json
+from .models import Arch, Conditioning, check_width
 
+Experiment = Literal["denoiser", "pure-noise", "ddpm-time", "ddpm-class", "flow-time", "flow-class"]
 Kind = Literal["denoiser", "pure-noise", "ddpm", "flow"]
+LrSchedule = Literal["exponential", "cosine"]
+TimeSampling = Literal["uniform", "logit-normal"]
+LossWeighting = Literal["none", "min-snr", "flow"]
+Recipe = Literal["course", "fast"]
+WandbMode = Literal["online", "offline", "disabled"]
+# the samplers table's names (read off the table, so a solver added there is a choice here) and
+# the denoisers' one call
+SamplerName = Literal[(*SAMPLER_TABLE, "direct")]
+
 COURSE_TRAIN_SIZE = 60_000  # MNIST train split: the course's epochs are passes over it
+COURSE_EPOCHS: dict[Kind, int] = {"denoiser": 5, "pure-noise": 5, "ddpm": 20, "flow": 10}
 COURSE_LR_DECAY = 0.1  # the course's ExponentialLR: the rate falls x0.1 over the run
 NO_SCHEDULER_EMA_DECAY = 0.999
 NO_SCHEDULER_HELP = (
@@ -49,72 +68,61 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run. Images: denoisers in [0, 1], DDPM/flow in [-1, 1]."""
+class TrainOptions:
+    """What a user chooses for a run. Images: denoisers in [0, 1], DDPM/flow in [-1, 1]."""
 
-    experiment: str
-    kind: Kind
-    conditioning: str  # "none" | "time-add" | "time-mul" | "class" (training.models)
+    experiment: Experiment
+    kind: Kind  # the experiment's
+    conditioning: Conditioning  # the experiment's (training.models)
     # model
-    arch: str = "course"  # "course" | "improved"
+    arch: Arch = "course"
     hidden: int = 64  # the course's D
     num_classes: int = 10
     # optimization
     batch_size: int = 128  # global batch (split over processes)
     lr: float = 1e-3
     scheduler: bool = True  # False: constant learning rate (after any warm-up)
-    lr_schedule: str = "exponential"  # "exponential": ExponentialLR(0.1 ** (1 / epochs)) an epoch;
-    #                                  "cosine": per-step cosine from lr to lr * lr_final_ratio
+    lr_schedule: LrSchedule = "exponential"  # ExponentialLR(0.1 ** (1 / epochs)) an epoch, or a
+    #                                          per-step cosine from lr to lr * lr_final_ratio
     lr_final_ratio: float = 0.1  # "cosine": the last step's rate as a fraction of lr
-    warmup_steps: int = (
-        0  # linear learning-rate warm-up from lr / warmup_steps (per-step schedules)
-    )
+    warmup_steps: int = 0  # linear learning-rate warm-up from lr / warmup_steps (per-step)
     ema_decay: float | None = None  # EMA cap; set by --no-scheduler and --recipe fast
     ema_warmup: float = 10.0  # step n's decay is min(ema_decay, (1 + n) / (ema_warmup + n)): the
     #                           EMA then spans about the last n / (ema_warmup - 1) steps
-    no_scheduler_compensation: str | None = None
-    epochs: int = 20  # course epochs (period_steps optimizer steps each)
-    epochs_explicit: bool = False  # True: --epochs N given, so N passes over the dataset
-    steps: int | None = None  # overrides the length
-    period_steps: int | None = None  # steps per epoch; resolved at start (or a test knob)
-    total_steps: int | None = None  # resolved at start
-    lr_gamma: float | None = None  # resolved at start; kept when a resume extends the length
-    lr_decay_steps: int | None = None  # the steps the warm-up + cosine spans (total_steps at
-    #                                    start); kept when a resume extends the length
+    # length (run_length): `steps`, else `epochs` passes over the dataset, else the course's
+    epochs: int | None = None  # N passes over the dataset (None: the course's course_epochs)
+    steps: int | None = None  # optimizer steps in all; wins over epochs
+    epoch_steps: int | None = None  # fixes the epoch length (a test knob; None: see the docstring)
     # objective
     sigma: float = 0.5  # single-step denoiser noise level, data in [0, 1]
     num_timesteps: int = 300  # DDPM T
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    loss_weighting: str = "none"  # DDPM noise loss per step: "none" (the course), "min-snr", "flow"
+    loss_weighting: LossWeighting = "none"  # DDPM noise loss per step ("none": the course's)
     min_snr_gamma: float = 5.0  # "min-snr": step i's weight is min(SNR_i, gamma) / SNR_i
     p_uncond: float = 0.1  # class dropout probability (zero one-hot = null class)
-    time_sampling: str = "uniform"  # flow t / DDPM step: "uniform" (the course) or "logit-normal"
-    #                                 (flow: sigmoid(N(0, 1)); DDPM: the same noise levels)
+    time_sampling: TimeSampling = "uniform"  # flow t / DDPM step density ("uniform": the course)
     # sampling
-    sampler: str = "ddpm"  # "ddpm" | "ddim" | "euler" | "heun" | "direct" (denoisers)
+    sampler: SamplerName = "ddpm"  # the run's default sampler ("direct": the denoisers)
     sample_steps: int = 300  # DDPM: T steps; flow: the course's num_ts Euler steps
     guidance_scale: float = 5.0
-    preview_sampler: str | None = (
-        None  # sampler of per-epoch grids and the GIF (None: FAST_SAMPLER)
-    )
+    preview_sampler: SamplerName | None = None  # per-epoch grids and the GIF (None: FAST_SAMPLER)
     preview_steps: int | None = None  # its steps (None: FAST_SAMPLER's 50; sample_steps for others)
     # run
-    recipe: str = "course"  # the RECIPES entry whose defaults this run started from
+    recipe: Recipe = "course"  # the RECIPES entry whose defaults this run started from
     name: str = ""
-    dataset: str = "auto"
+    dataset: Literal["auto", DatasetName] = "auto"
     data_root: str = "data"
     seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps"
-    mixed_precision: str = "auto"  # "auto" | "no" | "fp16" | "bf16"
+    device: Device = "auto"
+    mixed_precision: Literal["auto", Precision] = "auto"
     channels_last: bool = True  # train in NHWC memory format (same values, faster convolutions)
     log_every: int = 25  # steps between logged metrics (the only host syncs)
     checkpoint_every: int = 1  # epochs
     keep_checkpoints: int = 3
     milestones: tuple[int, ...] = (1, 5, 10, 15, 20)  # checkpoints kept for the figures
-    wandb_mode: str | None = None  # None: online when a key is configured, else offline
+    wandb_mode: WandbMode | None = None  # None: online when a key is configured, else offline
     wandb_project: str = "diffusion-lab"
-    extra: dict[str, Any] = field(default_factory=dict)  # resolved facts (dataset size, world)
 
     @property
     def class_conditional(self) -> bool:
@@ -124,99 +132,173 @@ class TrainConfig:
     def data_range(self) -> tuple[float, float]:
         return (0.0, 1.0) if self.kind in ("denoiser", "pure-noise") else (-1.0, 1.0)
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def course_epochs(self) -> int:
+        """The course's number of epochs for this kind of model (its length without --epochs)."""
+        return COURSE_EPOCHS[self.kind]
+
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """The config that asdict() wrote (unknown keys ignored); ConfigError without the fields
-        every run has, for a value of the wrong type, or for one that cannot train (validate)."""
-        missing = [
-            f.name
-            for f in fields(cls)
-            if f.default is MISSING and f.default_factory is MISSING and f.name not in d
-        ]
-        if missing:
-            raise ConfigError(f"not a run config: it lacks {', '.join(missing)}")
-        hints = get_type_hints(cls)
-        kw = {k: v for k, v in d.items() if k in hints}
-        for key, value in kw.items():
-            if not _fits(value, hints[key]):
-                raise ConfigError(f"{key}={value!r}: expected {_type_name(hints[key])}")
-        if kw["experiment"] not in EXPERIMENTS:
-            raise ConfigError(
-                f"experiment {kw['experiment']!r} is not one of {', '.join(EXPERIMENTS)}"
-            )
-        if "milestones" in kw:
-            kw["milestones"] = tuple(kw["milestones"])
-        cfg = cls(**kw)
-        validate(cfg)
-        return cfg
+    def from_json(cls, data: Any, source: str = "options") -> TrainOptions:
+        """The options in `data`: an options object, a run's config.json (its plan ignored), or a
+        config.json of the layout before the plan (converted); ConfigError naming `source` and
+        the field for a value of the wrong type or one that cannot train (validate)."""
+        if isinstance(data, dict) and "plan" not in data and _OLD_LAYOUT & data.keys():
+            return _from_old_layout(data, source).options
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "plan"}
+        try:
+            return validate(from_json(cls, data, source))
+        except JSONTypeError as e:
+            raise ConfigError(str(e)) from None
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a JSON value is of a TrainConfig field's type (an int passes for a float)."""
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, UnionType):
-        return any(_fits(value, arm) for arm in args)
-    if origin is Literal:
-        return value in args
-    if origin is tuple:
-        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
+@dataclass(frozen=True)
+class TrainPlan:
+    """What the trainer resolved when a run started (config.json's "plan"). A resume keeps the
+    epoch length and the learning-rate decay, takes a new total (a longer run) and records the
+    device, precision and processes it runs on."""
+
+    epoch_steps: int  # optimizer steps of an epoch (the module docstring says which)
+    total_steps: int  # optimizer steps of the whole run
+    lr_gamma: float  # ExponentialLR factor an epoch, 0.1 ** (1 / epochs); 1.0 without that decay
+    lr_decay_steps: int  # the steps the per-step warm-up + cosine spans (the first total_steps)
+    dataset: DatasetName  # the dataset trained on ("auto" resolved)
+    train_size: int  # images in its training split
+    world_size: int  # training processes
+    device: str  # torch's name of the device, e.g. "cpu", "cuda:0"
+    mixed_precision: Precision  # the autocast "auto" resolved to
+
+    @property
+    def epochs(self) -> int:
+        """Epochs of the run; the last may be partial."""
+        return self.epoch_of(self.total_steps)
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch that step `step` (1-based; 0: none yet) belongs to: ceil(step /
+        epoch_steps)."""
+        return math.ceil(step / self.epoch_steps)
 
 
-def _type_name(hint: Any) -> str:
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, UnionType):
-        return " or ".join(_type_name(arm) for arm in args)
-    if origin is Literal:
-        return "one of " + ", ".join(map(repr, args))
-    if origin is tuple:
-        return f"a list of {_type_name(args[0])}"
-    if origin is not None:
-        return origin.__name__
-    return "null" if hint is type(None) else hint.__name__
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's config.json: its options, and the plan resolved at its start."""
+
+    options: TrainOptions
+    plan: TrainPlan
+
+    def to_json(self) -> dict[str, Any]:
+        """config.json's object: the options' fields, and the plan under "plan"."""
+        return {**self.options.to_json(), "plan": asdict(self.plan)}
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "config.json") -> RunConfig:
+        """The RunConfig that to_json wrote, or one converted from the layout before the plan;
+        ConfigError (one line naming `source` and the field) for one that does not fit."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: not a run config (not a JSON object)")
+        if "plan" not in data:
+            if not _OLD_LAYOUT & data.keys():
+                raise ConfigError(f"{source}: not a run config (it has no plan)")
+            return _from_old_layout(data, source)
+        options = TrainOptions.from_json(data, source)
+        try:
+            return cls(options, from_json(TrainPlan, data["plan"], f"{source} (plan)"))
+        except JSONTypeError as e:
+            raise ConfigError(str(e)) from None
+
+
+def read_options(path: str | Path) -> TrainOptions:
+    """The options in a JSON file (save_options', or a run's config.json); FileNotFoundError, or
+    ConfigError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    return TrainOptions.from_json(data, str(path))
+
+
+def save_options(path: str | Path, options: TrainOptions) -> None:
+    """Write `options` as JSON, atomically (what `python -m training --config` reads)."""
+    write_text_atomic(path, json.dumps(options.to_json(), indent=2))
+
+
+# config.json before the plan: one flat object, these fields beside the options
+_OLD_LAYOUT = {
+    "period_steps",
+    "total_steps",
+    "lr_gamma",
+    "lr_decay_steps",
+    "epochs_explicit",
+    "no_scheduler_compensation",
+    "extra",
+}
+
+
+def _from_old_layout(d: dict[str, Any], source: str) -> RunConfig:
+    """A RunConfig from a config.json written before the plan (one flat object: the resolved
+    values beside the options, `extra` holding size, processes, device and precision)."""
+    options = {k: v for k, v in d.items() if k not in _OLD_LAYOUT}
+    extra = d.get("extra") if isinstance(d.get("extra"), dict) else {}
+    plan = {
+        "epoch_steps": d.get("period_steps"),
+        "total_steps": d.get("total_steps"),
+        "lr_gamma": d.get("lr_gamma"),
+        "lr_decay_steps": d.get("lr_decay_steps") or d.get("total_steps"),
+        "dataset": d.get("dataset"),  # that trainer wrote the dataset it used into the options
+        "train_size": extra.get("train_size"),
+        "world_size": extra.get("world_size"),
+        "device": extra.get("device"),
+        "mixed_precision": extra.get("mixed_precision", d.get("mixed_precision")),
+    }
+    plan = {k: v for k, v in plan.items() if v is not None}
+    # its `epochs` was the course's length unless `epochs_explicit` (then passes over the data)
+    course = COURSE_EPOCHS.get(d.get("kind"), 0)
+    epochs = d.get("epochs", course)
+    options["epochs"] = epochs if d.get("epochs_explicit") or epochs != course else None
+    epoch_steps, total = d.get("period_steps"), d.get("total_steps")
+    if isinstance(epoch_steps, int) and isinstance(total, int):
+        steps, epochs = options.get("steps"), options["epochs"] or course
+        if (steps if steps is not None else epochs * epoch_steps) != total:
+            options.update(steps=total, epochs=None)  # a resume of that version extended it so
+    try:
+        parsed = from_json(TrainOptions, options, source, unknown="ignore")
+        return RunConfig(validate(parsed), from_json(TrainPlan, plan, f"{source} (plan)"))
+    except JSONTypeError as e:
+        raise ConfigError(str(e)) from None
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 _SINGLE_STEP = dict(
     hidden=128,
     batch_size=256,
     lr=1e-4,
-    epochs=5,
     scheduler=False,
     sampler="direct",
     sample_steps=1,
     guidance_scale=1.0,
 )
-_DDPM = dict(
-    kind="ddpm", hidden=64, batch_size=128, lr=1e-3, epochs=20, sampler="ddpm", sample_steps=300
-)
-_FLOW = dict(
-    kind="flow", hidden=64, batch_size=64, lr=1e-2, epochs=10, sampler="euler", sample_steps=300
-)
+_DDPM = dict(kind="ddpm", hidden=64, batch_size=128, lr=1e-3, sampler="ddpm", sample_steps=300)
+_FLOW = dict(kind="flow", hidden=64, batch_size=64, lr=1e-2, sampler="euler", sample_steps=300)
 
-EXPERIMENTS: dict[str, TrainConfig] = {
-    "denoiser": TrainConfig("denoiser", "denoiser", "none", **_SINGLE_STEP),
-    "pure-noise": TrainConfig("pure-noise", "pure-noise", "none", **_SINGLE_STEP),
-    "ddpm-time": TrainConfig("ddpm-time", conditioning="time-add", **_DDPM),
-    "ddpm-class": TrainConfig("ddpm-class", conditioning="class", **_DDPM),
-    "flow-time": TrainConfig("flow-time", conditioning="time-mul", **_FLOW),
-    "flow-class": TrainConfig("flow-class", conditioning="class", **_FLOW),
+EXPERIMENTS: dict[Experiment, TrainOptions] = {
+    "denoiser": TrainOptions("denoiser", "denoiser", "none", **_SINGLE_STEP),
+    "pure-noise": TrainOptions("pure-noise", "pure-noise", "none", **_SINGLE_STEP),
+    "ddpm-time": TrainOptions("ddpm-time", conditioning="time-add", **_DDPM),
+    "ddpm-class": TrainOptions("ddpm-class", conditioning="class", **_DDPM),
+    "flow-time": TrainOptions("flow-time", conditioning="time-mul", **_FLOW),
+    "flow-class": TrainOptions("flow-class", conditioning="class", **_FLOW),
 }
-LR_SCHEDULES = ("exponential", "cosine")
-TIME_SAMPLINGS = ("uniform", "logit-normal")
-LOSS_WEIGHTINGS = ("none", "min-snr", "flow")
-SAMPLERS = (*SAMPLER_TABLE, "direct")  # the samplers table, and the denoisers' one call
-WANDB_MODES = ("online", "offline", "disabled")
+LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
+TIME_SAMPLINGS: tuple[TimeSampling, ...] = get_args(TimeSampling)
+LOSS_WEIGHTINGS: tuple[LossWeighting, ...] = get_args(LossWeighting)
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+WANDB_MODES: tuple[WandbMode, ...] = get_args(WandbMode)
 # evaluate's defaults (CLI and dashboard): guidance scales, samples a class (500 digits a scale),
 # and images per model batch of `sample` and `evaluate`
 GUIDANCE_SCALES = (0, 1, 3, 5, 7)
@@ -233,33 +315,34 @@ SAMPLERS_BY_KIND = {
 FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
 
 
-def check_sampler(cfg: TrainConfig, sampler: str, steps: int) -> None:
-    """ConfigError unless `sampler` applies to cfg's kind of model and can walk `steps` steps on
-    it (a VP sampler: at most the model's T = cfg.num_timesteps)."""
-    allowed = SAMPLERS_BY_KIND[cfg.kind]
+def check_sampler(options: TrainOptions, sampler: str, steps: int) -> None:
+    """ConfigError unless `sampler` applies to the options' kind of model and can walk `steps`
+    steps on it (a VP sampler: at most the model's T = options.num_timesteps)."""
+    allowed = SAMPLERS_BY_KIND[options.kind]
     if sampler not in allowed:
         raise ConfigError(
-            f"sampler {sampler!r} does not apply to a {cfg.kind} model; choose from "
+            f"sampler {sampler!r} does not apply to a {options.kind} model; choose from "
             f"{', '.join(allowed)}"
         )
-    if sampler not in (*FLOW_SAMPLERS, "direct") and not 1 <= steps <= cfg.num_timesteps:
+    if sampler not in (*FLOW_SAMPLERS, "direct") and not 1 <= steps <= options.num_timesteps:
         raise ConfigError(
-            f"the {sampler} sampler takes 1 to {cfg.num_timesteps} steps on this "
+            f"the {sampler} sampler takes 1 to {options.num_timesteps} steps on this "
             f"model (its T), got {steps}"
         )
 
 
-def preview_sampler(cfg: TrainConfig) -> tuple[str, int]:
-    """(sampler, steps) of the per-period grids and the GIF: the run's preview settings, else the
+def preview_sampler(options: TrainOptions) -> tuple[str, int]:
+    """(sampler, steps) of the per-epoch grids and the GIF: the run's preview settings, else the
     50-step default of its kind (FAST_SAMPLER), else its own sampler and steps."""
-    default_sampler, default_steps = FAST_SAMPLER.get(cfg.kind, (cfg.sampler, cfg.sample_steps))
-    return cfg.preview_sampler or default_sampler, cfg.preview_steps or default_steps
+    fallback = (options.sampler, options.sample_steps)
+    default_sampler, default_steps = FAST_SAMPLER.get(options.kind, fallback)
+    return options.preview_sampler or default_sampler, options.preview_steps or default_steps
 
 
 # ----------------------------------------------------------------------------- recipes
 # A recipe is a set of defaults laid over an experiment's course defaults; every explicit option
 # still wins. "course" is the course exactly; "fast" reaches the quality bar in minutes on a CPU.
-RECIPES: tuple[str, ...] = ("course", "fast")
+RECIPES: tuple[Recipe, ...] = get_args(Recipe)
 RECIPE_HELP = {
     "course": "the course's hyperparameters, unchanged",
     "fast": "DDPM and flow experiments: warm-up + cosine learning rate, EMA weights, "
@@ -299,7 +382,7 @@ FAST_RECIPE: dict[str, dict[str, Any]] = {
 RECIPE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"course": {}, "fast": FAST_RECIPE}
 
 
-def recipe_defaults(experiment: str, recipe: str = "course") -> TrainConfig:
+def recipe_defaults(experiment: str, recipe: str = "course") -> TrainOptions:
     """The defaults of `experiment` under `recipe` (ConfigError for unknown names)."""
     if experiment not in EXPERIMENTS:
         raise ConfigError(
@@ -316,44 +399,72 @@ def default_run_name(experiment: str, no_scheduler: bool = False) -> str:
     return experiment + ("-no-scheduler" if no_scheduler else "")
 
 
-def constant_lr_factor(cfg: TrainConfig) -> float:
+def constant_lr_factor(options: TrainOptions) -> float:
     """The --no-scheduler rate as a fraction of lr0: the geometric middle of the range lr0 -> last
-    rate that cfg's schedule spans (ExponentialLR: x0.1 over the run; cosine: lr_final_ratio)."""
-    return math.sqrt(cfg.lr_final_ratio if cfg.lr_schedule == "cosine" else COURSE_LR_DECAY)
+    rate that the schedule spans (ExponentialLR: x0.1 over the run; cosine: lr_final_ratio)."""
+    return math.sqrt(options.lr_final_ratio if options.lr_schedule == "cosine" else COURSE_LR_DECAY)
 
 
-def make_config(
-    experiment: str, *, no_scheduler: bool = False, recipe: str | None = None, **overrides: Any
-) -> TrainConfig:
-    """Defaults of `experiment` under `recipe` (default "course") with `overrides` (None values
-    are ignored) applied; an explicit ``epochs`` replaces a recipe's ``steps``.
+def make_options(
+    experiment: str,
+    *,
+    recipe: str | None = None,
+    no_scheduler: bool = False,
+    base: TrainOptions | None = None,
+    **overrides: Any,
+) -> TrainOptions:
+    """The options of a new run: `base` (an options file's), else the defaults of `experiment`
+    under `recipe` (default "course"), with `overrides` (None values ignored) applied. The CLI
+    and the Train page both build a run's options here.
 
-    `no_scheduler` makes the learning rate constant (no decay, no warm-up) with the documented
-    compensation (NO_SCHEDULER_HELP). Raises ConfigError for unknown names and invalid values.
+    `epochs` and `steps` set the length: either one replaces the other's default (an explicit
+    `epochs` replaces the fast recipe's `steps`); both at once are refused. `no_scheduler` makes
+    the learning rate constant (no decay, no warm-up) with the compensation NO_SCHEDULER_HELP
+    describes. ConfigError for unknown names and for values that cannot train (validate).
     """
-    base = recipe_defaults(experiment, recipe or "course")
+    if base is None:
+        base = recipe_defaults(experiment, recipe or "course")
+    elif recipe is not None or no_scheduler:
+        raise ConfigError(
+            "--recipe and --no-scheduler choose defaults, and an options file (--config) "
+            "gives them all: set the options in the file instead"
+        )
+    elif base.experiment != experiment:
+        raise ConfigError(f"the options are for {base.experiment}, not {experiment}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = overrides.keys() - {f.name for f in fields(TrainOptions)}
+    if unknown:
+        raise ConfigError(f"no such option: {', '.join(sorted(unknown))}")
+    if "epochs" in overrides and "steps" in overrides:
+        raise ConfigError(
+            "give --steps or --epochs, not both (--steps counts optimizer steps, "
+            "--epochs passes over the dataset)"
+        )
     if "epochs" in overrides:
-        overrides["epochs_explicit"] = True
-        overrides.setdefault("steps", None)
+        overrides["steps"] = None
+    if "steps" in overrides:
+        overrides.setdefault("epochs", None)
     if no_scheduler and base.scheduler:
         overrides.setdefault("lr", base.lr * constant_lr_factor(base))
         overrides.setdefault("ema_decay", base.ema_decay or NO_SCHEDULER_EMA_DECAY)
         overrides.setdefault("warmup_steps", 0)
-        overrides["no_scheduler_compensation"] = NO_SCHEDULER_HELP
     if no_scheduler:
         overrides["scheduler"] = False
-    if not overrides.get("name"):
+    if "name" not in overrides and not base.name:
         overrides["name"] = default_run_name(experiment, no_scheduler)
-    cfg = replace(base, **overrides)
-    if "min_snr_gamma" in overrides and cfg.loss_weighting != "min-snr":
+    options = replace(base, **overrides)
+    if "min_snr_gamma" in overrides and options.loss_weighting != "min-snr":
         raise ConfigError("--min-snr-gamma is the G of --loss-weighting min-snr; add that option")
-    validate(cfg)
-    return cfg
+    return validate(options)
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Raise ConfigError on values that cannot train."""
+def validate(options: TrainOptions) -> TrainOptions:
+    """`options` checked against TrainOptions' type hints (ints taken as floats where a float is
+    due) and for values that cannot train; ConfigError naming the option."""
+    try:
+        options = from_json(TrainOptions, asdict(options), "options")
+    except JSONTypeError as e:
+        raise ConfigError(str(e)) from None
 
     def positive(name: str, value: float | None) -> None:
         if value is not None and value <= 0:
@@ -362,7 +473,7 @@ def validate(cfg: TrainConfig) -> None:
     for name in (
         "epochs",
         "steps",
-        "period_steps",
+        "epoch_steps",
         "batch_size",
         "lr",
         "hidden",
@@ -374,98 +485,110 @@ def validate(cfg: TrainConfig) -> None:
         "lr_final_ratio",
         "min_snr_gamma",
     ):
-        positive(name, getattr(cfg, name))
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
+        positive(name, getattr(options, name))
+    for f in fields(options):
+        value = getattr(options, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
-    if cfg.arch == "improved":
+    own = EXPERIMENTS[options.experiment]
+    if (options.kind, options.conditioning) != (own.kind, own.conditioning):
+        raise ConfigError(
+            f"{options.experiment} is a {own.kind} model with {own.conditioning!r} conditioning; "
+            f"got kind {options.kind!r}, conditioning {options.conditioning!r}"
+        )
+    if options.arch == "improved":
         try:
-            check_width(cfg.hidden)
+            check_width(options.hidden)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    if cfg.loss_weighting != "none" and cfg.kind != "ddpm":
+    if options.loss_weighting != "none" and options.kind != "ddpm":
         raise ConfigError(
-            f"--loss-weighting weights the DDPM noise loss; {cfg.experiment} is a {cfg.kind} model"
+            f"--loss-weighting weights the DDPM noise loss; {options.experiment} is a "
+            f"{options.kind} model"
         )
-    if cfg.time_sampling != "uniform" and cfg.kind not in ("ddpm", "flow"):
+    if options.time_sampling != "uniform" and options.kind not in ("ddpm", "flow"):
         raise ConfigError(
-            f"--time-sampling draws DDPM and flow times; {cfg.experiment} has no time"
+            f"--time-sampling draws DDPM and flow times; {options.experiment} has no time"
         )
-    if cfg.warmup_steps < 0:
-        raise ConfigError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
-    if cfg.warmup_steps and cfg.scheduler and cfg.lr_schedule == "exponential":
+    if options.warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must be >= 0, got {options.warmup_steps}")
+    if options.warmup_steps and options.scheduler and options.lr_schedule == "exponential":
         raise ConfigError(
             "--warmup-steps needs --lr-schedule cosine or --no-scheduler "
             "(the course's ExponentialLR has no warm-up)"
         )
-    checks = [
-        (cfg.arch, ARCHS, "arch"),
-        (cfg.sampler, SAMPLERS, "sampler"),
-        (cfg.dataset, DATASETS, "dataset"),
-        (cfg.recipe, RECIPES, "recipe"),
-        (cfg.lr_schedule, LR_SCHEDULES, "lr-schedule"),
-        (cfg.time_sampling, TIME_SAMPLINGS, "time-sampling"),
-        (cfg.loss_weighting, LOSS_WEIGHTINGS, "loss-weighting"),
-        (cfg.mixed_precision, PRECISIONS, "mixed-precision"),
-        (cfg.device, DEVICES, "device"),
-    ]
-    if cfg.preview_sampler is not None:
-        checks.append((cfg.preview_sampler, SAMPLERS, "preview-sampler"))
-    if cfg.wandb_mode is not None:
-        checks.append((cfg.wandb_mode, WANDB_MODES, "wandb-mode"))
-    for value, allowed, opt in checks:
-        if value not in allowed:
-            raise ConfigError(f"--{opt} {value!r} is not one of {', '.join(allowed)}")
     for option, (sampler, steps) in (
-        ("--sampler / --sample-steps", (cfg.sampler, cfg.sample_steps)),
-        ("--preview-sampler / --preview-steps", preview_sampler(cfg)),
+        ("--sampler / --sample-steps", (options.sampler, options.sample_steps)),
+        ("--preview-sampler / --preview-steps", preview_sampler(options)),
     ):
         try:
-            check_sampler(cfg, sampler, steps)
+            check_sampler(options, sampler, steps)
         except ConfigError as e:
             raise ConfigError(f"{option}: {e}") from None
-    if not 0.0 <= cfg.p_uncond < 1.0:
-        raise ConfigError(f"--p-uncond must be in [0, 1), got {cfg.p_uncond}")
-    if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
-        raise ConfigError(f"--ema-decay must be in (0, 1), got {cfg.ema_decay}")
-    if cfg.ema_warmup <= 1.0:
-        raise ConfigError(f"--ema-warmup must be > 1, got {cfg.ema_warmup}")
+    if not 0.0 <= options.p_uncond < 1.0:
+        raise ConfigError(f"--p-uncond must be in [0, 1), got {options.p_uncond}")
+    if options.ema_decay is not None and not 0.0 < options.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must be in (0, 1), got {options.ema_decay}")
+    if options.ema_warmup <= 1.0:
+        raise ConfigError(f"--ema-warmup must be > 1, got {options.ema_warmup}")
+    return options
 
 
-def resolve_length(cfg: TrainConfig, dataset_size: int, pass_steps: int) -> TrainConfig:
-    """Fill period_steps, total_steps, lr_gamma and lr_decay_steps for a dataset of
-    `dataset_size` images that the batcher covers in `pass_steps` steps.
+# ----------------------------------------------------------------------------- the plan
+def epoch_length(options: TrainOptions, train_size: int, pass_steps: int) -> int:
+    """Optimizer steps of an epoch on a dataset of `train_size` images that the batches cover in
+    `pass_steps` steps: `epoch_steps` when set; one pass with an explicit `epochs` or on a
+    dataset as large as MNIST; else a course epoch, ceil(60000 / batch_size)."""
+    if options.epoch_steps is not None:
+        return options.epoch_steps
+    if options.epochs is not None or train_size >= COURSE_TRAIN_SIZE:
+        return pass_steps
+    return math.ceil(COURSE_TRAIN_SIZE / options.batch_size)
 
-    Default length on a dataset smaller than MNIST: the course's number of optimizer steps
-    (an epoch = ceil(60000 / batch) steps); otherwise an epoch is one pass. `steps` overrides the
-    total.
-    """
-    epoch_steps = cfg.period_steps
-    if epoch_steps is None:
-        scaled = not cfg.epochs_explicit and dataset_size < COURSE_TRAIN_SIZE
-        epoch_steps = math.ceil(COURSE_TRAIN_SIZE / cfg.batch_size) if scaled else pass_steps
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * epoch_steps
-    epochs = math.ceil(total / epoch_steps)
-    gamma = (
-        COURSE_LR_DECAY ** (1.0 / epochs)
-        if cfg.scheduler and cfg.lr_schedule == "exponential"
-        else 1.0
+
+def run_length(options: TrainOptions, epoch_steps: int) -> int:
+    """Optimizer steps of the run: `steps`, else `epochs` (or the course's number) epochs."""
+    if options.steps is not None:
+        return options.steps
+    return (options.epochs or options.course_epochs) * epoch_steps
+
+
+def start_plan(
+    options: TrainOptions,
+    *,
+    dataset: str,
+    train_size: int,
+    pass_steps: int,
+    world_size: int,
+    device: str,
+    mixed_precision: str,
+) -> TrainPlan:
+    """The plan of a new run of `options` on `dataset` (its name, `train_size` images, covered in
+    `pass_steps` steps), run by `world_size` processes on `device` in `mixed_precision`."""
+    epoch_steps = epoch_length(options, train_size, pass_steps)
+    total = run_length(options, epoch_steps)
+    exponential = options.scheduler and options.lr_schedule == "exponential"
+    gamma = COURSE_LR_DECAY ** (1.0 / math.ceil(total / epoch_steps)) if exponential else 1.0
+    plan = dict(
+        epoch_steps=epoch_steps,
+        total_steps=total,
+        lr_gamma=gamma,
+        lr_decay_steps=total,
+        dataset=dataset,
+        train_size=train_size,
+        world_size=world_size,
+        device=device,
+        mixed_precision=mixed_precision,
     )
-    return replace(
-        cfg, period_steps=epoch_steps, total_steps=total, lr_gamma=gamma, lr_decay_steps=total
-    )
+    try:
+        return from_json(TrainPlan, plan, "the plan")
+    except JSONTypeError as e:
+        raise ConfigError(str(e)) from None
 
 
-def num_periods(cfg: TrainConfig) -> int:
-    """Number of epochs of a resolved config; the last may be partial."""
-    return math.ceil(cfg.total_steps / cfg.period_steps)
-
-
-# Options a resume may change: the name (its folder's), where and how it runs, and the length (which
-# only extends the run;
-# the epoch length and the LR schedule stay as stored: past its old end a run keeps decaying at
-# lr_gamma, or stays at the cosine's final rate).
+# Options a resume may change: the name (its folder's), where and how it runs, and the length
+# (which only extends the run; the epoch length and the LR schedule stay as planned: past its old
+# end a run keeps decaying at lr_gamma, or stays at the cosine's final rate).
 RESUME_RUNTIME = (
     "name",
     "device",
@@ -481,27 +604,26 @@ RESUME_RUNTIME = (
 )
 
 
-def resume_config(stored: TrainConfig, given: dict[str, Any]) -> TrainConfig:
-    """The stored config of a run, with the options a resume may change taken from `given`.
+def resume_options(stored: TrainOptions, given: dict[str, Any]) -> TrainOptions:
+    """The stored options of a run, with the options a resume may change taken from `given`.
 
-    `given` holds only the options the user passed (None values ignored). Any other option that
-    differs from the stored run raises ConfigError (a resume continues the same training).
+    `given` holds only the options the user passed (None values ignored). A new `steps` or
+    `epochs` (epochs of the run's own length) sets the length; any other option that differs from
+    the stored run raises ConfigError (a resume continues the same training).
     """
     given = {k: v for k, v in given.items() if v is not None}
     changes = {k: given.pop(k) for k in RESUME_RUNTIME if k in given}
     epochs, steps = given.pop("epochs", None), given.pop("steps", None)
+    if epochs is not None and steps is not None:
+        raise ConfigError("give --steps or --epochs, not both")
     for key, value in given.items():
         if getattr(stored, key) != value:
             raise ConfigError(
                 f"run {stored.name!r} was created with {key}={getattr(stored, key)!r}; "
                 f"--resume keeps the stored settings (drop that option or use a new --name)"
             )
-    if stored.lr_decay_steps is None:  # a run recorded before the field existed
-        changes["lr_decay_steps"] = stored.total_steps
     if steps is not None:
-        changes["total_steps"], changes["steps"] = steps, steps
+        changes.update(steps=steps, epochs=None)
     elif epochs is not None:
-        changes["total_steps"], changes["epochs"] = epochs * stored.period_steps, epochs
-    cfg = replace(stored, **changes)
-    validate(cfg)
-    return cfg
+        changes.update(epochs=epochs, steps=None)
+    return validate(replace(stored, **changes))

@@ -15,13 +15,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from samplers.app.files import atomic_path
 
-DATASETS: tuple[str, ...] = ("mnist", "mnist-5k", "fashion-mnist", "auto")
+DatasetName = Literal["mnist", "mnist-5k", "fashion-mnist"]  # "auto" picks one (load_dataset)
+DATASETS: tuple[str, ...] = (*get_args(DatasetName), "auto")
 DIGIT_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
 FASHION_NAMES: tuple[str, ...] = (
     "T-shirt/top",

@@ -285,19 +285,19 @@ def run_sweeps(
     scorers: dict[tuple[str, Path, str], _Scorer] = {}
     results = []
     for plan in plans:
-        cfg = plan.lab.config
+        cfg, dataset = plan.lab.config, plan.lab.dataset
         folder = Path(runs_dir or plan.run_dir.parent).resolve()
-        key = (cfg.dataset, folder, str(plan.lab.device))
+        key = (dataset, folder, str(plan.lab.device))
         if key not in scorers:
             classifier = load_classifier(
-                cfg.dataset,
+                dataset,
                 folder,
                 data_root=cfg.data_root,
                 cfg=classifier_config,
                 device=plan.lab.device,
             )
-            train = load_dataset(cfg.dataset, cfg.data_root, "train")
-            test = load_dataset(cfg.dataset, cfg.data_root, "test")
+            train = load_dataset(dataset, cfg.data_root, "train")
+            test = load_dataset(dataset, cfg.data_root, "test")
             scorers[key] = _Scorer(classifier, train, classifier.features(test.images), {})
         scorer = scorers[key]
         floor = scorer.floor(per_class, seed)

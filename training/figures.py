@@ -28,7 +28,7 @@ from samplers.app.files import atomic_path
 from samplers.app.images import grid, save_gif
 
 from .checkpoints import list_checkpoints
-from .config import TrainConfig
+from .config import RunConfig
 from .curves import SMOOTHING, smooth
 from .data import derive_seed, load_dataset, to_unit
 from .runs import load_run_config, read_metrics
@@ -165,10 +165,10 @@ def plot_loss(run_dir: Path, path: Path, title: str) -> Path | None:
 
 # ----------------------------------------------------------------------------- per-kind figures
 def _pick_checkpoints(run_dir: Path, wanted: Sequence[int]):
-    """Checkpoints whose period is in ``wanted`` plus the latest; first and last if none match.
+    """Checkpoints whose epoch is in ``wanted`` plus the latest; first and last if none match.
     A stopped run's mid-epoch checkpoint is left out unless it is the only one."""
     ckpts = [c for c in list_checkpoints(run_dir) if not c.partial] or list_checkpoints(run_dir)
-    chosen = [c for c in ckpts if c.period in wanted]
+    chosen = [c for c in ckpts if c.epoch in wanted]
     if not chosen and ckpts:
         chosen = [ckpts[0]]
     if ckpts and ckpts[-1] not in chosen:
@@ -181,10 +181,11 @@ def _noisy(x: Tensor, sigma: float, seed: int) -> Tensor:
     return x + sigma * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
 
 
-def _denoiser_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: int) -> list[Path]:
+def _denoiser_figures(run_dir: Path, run: RunConfig, out: Path, device, seed: int) -> list[Path]:
     from .pretrained import load_lab_model
 
-    test = to_unit(load_dataset(cfg.dataset, cfg.data_root, "test").images[:8]).to(device)
+    cfg = run.options
+    test = to_unit(load_dataset(run.plan.dataset, cfg.data_root, "test").images[:8]).to(device)
     sig_labels = [f"σ={s:g}" for s in SIGMAS]
     noisy = torch.stack([_noisy(test[:5], s, seed) for s in SIGMAS], 1).flatten(0, 1)
     paths = [
@@ -204,11 +205,11 @@ def _denoiser_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: 
             tiles = torch.cat([test, z, lab.unet(z)])
         paths.append(
             save_grid_figure(
-                out / f"denoise-epoch-{ckpt.period:04d}.png",
+                out / f"denoise-epoch-{ckpt.epoch:04d}.png",
                 tiles,
                 len(test),
                 row_labels=["clean", f"σ={cfg.sigma:g}", "denoised"],
-                title=f"test set, epoch {ckpt.period}",
+                title=f"test set, epoch {ckpt.epoch}",
             )
         )
     if lab is not None:  # the latest checkpoint: one test digit at every sigma
@@ -228,12 +229,11 @@ def _denoiser_figures(run_dir: Path, cfg: TrainConfig, out: Path, device, seed: 
     return paths
 
 
-def _pure_noise_figures(
-    run_dir: Path, cfg: TrainConfig, out: Path, device, seed: int
-) -> list[Path]:
+def _pure_noise_figures(run_dir: Path, run: RunConfig, out: Path, device, seed: int) -> list[Path]:
     from .pretrained import load_lab_model
 
-    mean = to_unit(load_dataset(cfg.dataset, cfg.data_root, "train").images).mean(0, keepdim=True)
+    train = load_dataset(run.plan.dataset, run.options.data_root, "train")
+    mean = to_unit(train.images).mean(0, keepdim=True)
     paths = []
     for ckpt in _pick_checkpoints(run_dir, DENOISER_EPOCHS):
         lab = load_lab_model(run_dir, ckpt.path, device)
@@ -241,16 +241,16 @@ def _pure_noise_figures(
         samples = (lab.sample([-1] * 16, generator=g) + 1) / 2
         fig = Figure(figsize=(7.5, 3.6), dpi=120)
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
-        _show_grid(left, samples, 4, title=f"outputs from pure noise, epoch {ckpt.period}")
+        _show_grid(left, samples, 4, title=f"outputs from pure noise, epoch {ckpt.epoch}")
         _show_grid(right, mean, 1, title="mean training image")
         fig.tight_layout()
-        paths.append(save_figure(fig, out / f"pure-noise-epoch-{ckpt.period:04d}.png"))
+        paths.append(save_figure(fig, out / f"pure-noise-epoch-{ckpt.epoch:04d}.png"))
     return paths
 
 
 def _sample_figures(
     run_dir: Path,
-    cfg: TrainConfig,
+    run: RunConfig,
     out: Path,
     device,
     seed: int,
@@ -259,8 +259,9 @@ def _sample_figures(
 ) -> list[Path]:
     from .pretrained import load_lab_model
 
+    cfg = run.options
     classes = (
-        load_dataset(cfg.dataset, cfg.data_root, "test").class_names
+        load_dataset(run.plan.dataset, cfg.data_root, "test").class_names
         if cfg.class_conditional
         else ()
     )
@@ -273,11 +274,11 @@ def _sample_figures(
         how = f", guidance {cfg.guidance_scale:g}" if lab.class_conditional else ""
         paths.append(
             save_grid_figure(
-                out / f"samples-epoch-{ckpt.period:04d}.png",
+                out / f"samples-epoch-{ckpt.epoch:04d}.png",
                 (x + 1) / 2,
                 10,
                 col_labels=classes,
-                title=f"{cfg.experiment}, epoch {ckpt.period} ({cfg.sampler}, "
+                title=f"{cfg.experiment}, epoch {ckpt.epoch} ({cfg.sampler}, "
                 f"{steps or cfg.sample_steps} steps{how})",
             )
         )
@@ -300,15 +301,16 @@ def make_figures(
     about ``gif_frames`` frames. Raises FileNotFoundError for a folder that is not a run.
     """
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    run = load_run_config(run_dir)
+    cfg = run.options
     device = resolve_device(device)
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)
     loss = plot_loss(run_dir, out / "loss.png", f"{cfg.experiment} ({cfg.name})")
     if cfg.kind == "denoiser":
-        paths = _denoiser_figures(run_dir, cfg, out, device, seed)
+        paths = _denoiser_figures(run_dir, run, out, device, seed)
     elif cfg.kind == "pure-noise":
-        paths = _pure_noise_figures(run_dir, cfg, out, device, seed)
+        paths = _pure_noise_figures(run_dir, run, out, device, seed)
     else:
-        paths = _sample_figures(run_dir, cfg, out, device, seed, steps, gif_frames)
+        paths = _sample_figures(run_dir, run, out, device, seed, steps, gif_frames)
     return ([loss] if loss else []) + paths

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 Conditioning = Literal["none", "time-add", "time-mul", "class"]
-CONDITIONINGS: tuple[str, ...] = ("none", "time-add", "time-mul", "class")
-ARCHS: tuple[str, ...] = ("course", "improved")
+Arch = Literal["course", "improved"]
+CONDITIONINGS: tuple[Conditioning, ...] = get_args(Conditioning)
+ARCHS: tuple[Arch, ...] = get_args(Arch)
 
 
 # ---------------------------------------------------------------- course ops (docs/course.md 3.2)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from samplers import add_noise
 
-from .config import TrainConfig
+from .config import TrainOptions
 from .pretrained import unet_time
 
 Objective = Callable[..., tuple[Tensor, Tensor | None]]
@@ -147,7 +147,7 @@ def flow_loss(
     return _mse(model(x_t, t, c), x1 - noise), t
 
 
-def make_objective(cfg: TrainConfig, alphas_cumprod: Tensor | None) -> Objective:
+def make_objective(cfg: TrainOptions, alphas_cumprod: Tensor | None) -> Objective:
     """`objective(model, x, c, generator) -> (losses (B,), t (B,) | None)` for cfg.kind.
 
     c is the clean one-hot (or None); class dropout (p_uncond) is applied here.

@@ -23,7 +23,7 @@ import samplers
 from samplers.app.devices import autocast, resolve_device, resolve_mixed_precision
 
 from .checkpoints import CheckpointError, find_checkpoint, load_weights, verify_checksums
-from .config import TrainConfig, check_sampler
+from .config import TrainOptions, TrainPlan, check_sampler
 from .models import build_model, fold_batchnorm
 from .runs import load_run_config
 
@@ -43,7 +43,7 @@ def max_batch(device: torch.device | str, precision: str) -> int | None:
     return CPU_MAX_BATCH[precision] if torch.device(device).type == "cpu" else None
 
 
-def vp_alphas_cumprod(cfg: TrainConfig) -> Tensor | None:
+def vp_alphas_cumprod(cfg: TrainOptions) -> Tensor | None:
     """alphas_cumprod (T,) of a DDPM run; flow runs get the same VP schedule (for VelocityAsEps)."""
     if cfg.kind not in ("ddpm", "flow"):
         return None
@@ -55,7 +55,7 @@ def unet_time(i: Tensor, num_timesteps: int) -> Tensor:
     return (i.float() + 1) / num_timesteps
 
 
-def build_unet(cfg: TrainConfig) -> nn.Module:
+def build_unet(cfg: TrainOptions) -> nn.Module:
     return build_model(
         cfg.arch, hidden=cfg.hidden, conditioning=cfg.conditioning, num_classes=cfg.num_classes
     )
@@ -63,19 +63,26 @@ def build_unet(cfg: TrainConfig) -> nn.Module:
 
 @dataclass
 class LabModel:
-    """A lab UNet with its run config; `unet` is used as is (load_lab_model puts it in eval mode).
+    """A lab UNet with its run's options (and plan, for a model of a run); `unet` is used as is
+    (load_lab_model puts it in eval mode).
 
     `precision`: "no" (fp32), "bf16" or "fp16": the autocast the UNet's forward runs under.
     `max_batch`: the most images one UNet call takes; a larger batch runs as equal chunks
     (None: all at once). Outputs do not depend on it beyond float rounding.
     """
 
-    config: TrainConfig
+    config: TrainOptions
     unet: nn.Module
     alphas_cumprod: Tensor | None  # (T,) float32 on the model's device (None for denoisers)
     checkpoint: Path | None = None
     precision: str = "no"
     max_batch: int | None = None
+    plan: TrainPlan | None = None  # what its run resolved at the start (None: no run)
+
+    @property
+    def dataset(self) -> str:
+        """The dataset it was trained on: its plan's (the options' own without a plan)."""
+        return self.plan.dataset if self.plan is not None else self.config.dataset
 
     @property
     def kind(self) -> str:
@@ -220,7 +227,8 @@ def load_lab_model(
     machine lacks.
     """
     run_dir, device = Path(run_dir), resolve_device(device)
-    cfg = load_run_config(run_dir)
+    run = load_run_config(run_dir)
+    cfg = run.options
     ckpt = find_checkpoint(run_dir, checkpoint)
     ckpt.check_experiment(cfg.experiment)
     unet = build_unet(cfg).to(device)
@@ -247,4 +255,5 @@ def load_lab_model(
         ckpt.path,
         precision,
         max_batch(device, precision),
+        run.plan,
     )

@@ -1,7 +1,8 @@
 """Reading (and safely naming) run directories: `runs/<name>/` as docs/run-record.md describes.
 
-config.json     the full TrainConfig (training.config) as JSON
-metrics.jsonl   one object per logged step: step, epoch (float: step / period_steps), time,
+config.json     the run's options and, under "plan", what was resolved at its start
+                (training.config.RunConfig)
+metrics.jsonl   one object per logged step: step, epoch (the epoch the step is in), time,
                 loss, lr, images_per_s, loss_t_bin (10 values, null where a bin was empty)
 checkpoints/    epoch-NNNN/{model.safetensors, [ema.safetensors], state.pt, meta.json}
 samples/        epoch-NNNN.png per epoch, sampling.gif at the end
@@ -25,7 +26,7 @@ from typing import Any
 from samplers.app.files import write_text_atomic
 
 from .checkpoints import Checkpoint, list_checkpoints
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, RunConfig
 
 __all__ = [
     "RunFileError",
@@ -166,16 +167,16 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     return _read_json(Path(run_dir) / "config.json")
 
 
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig of a run folder; FileNotFoundError when it has no config.json, RunFileError
-    when that is not a run config."""
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The RunConfig (options and plan) of a run folder; FileNotFoundError when it has no
+    config.json, RunFileError when that is not a run config."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     try:
-        return TrainConfig.from_dict(read_config(run_dir))
+        return RunConfig.from_json(read_config(run_dir), str(path))
     except ConfigError as e:
-        raise RunFileError(f"{path}: {e}") from None
+        raise RunFileError(str(e)) from None
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
@@ -205,17 +206,18 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 def run_info(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     cfg, summary = read_config(run_dir), read_summary(run_dir)
+    plan = cfg.get("plan") or cfg  # config.json before the plan: its fields beside the options
     ckpts: list[Checkpoint] = list_checkpoints(run_dir)
     return RunInfo(
         name=run_dir.name,
         path=run_dir,
         experiment=cfg.get("experiment", "?"),
-        dataset=cfg.get("dataset", "?"),
+        dataset=plan.get("dataset", "?"),
         scheduler=bool(cfg.get("scheduler", True)),
         status=summary.get("status", "unknown"),
         epoch=summary.get("epoch"),
         step=summary.get("step"),
-        total_steps=cfg.get("total_steps"),
+        total_steps=plan.get("total_steps"),
         final_loss=summary.get("final_loss"),
         wall_time_s=summary.get("wall_time_s"),
         num_checkpoints=len(ckpts),

@@ -1,8 +1,8 @@
 """Learning-rate schedules of a run: the course's ExponentialLR, or per-step warm-up + cosine.
 
-`make_scheduler(optimizer, cfg)` returns the scheduler and whether it steps every optimizer step
-(True) or once a period (the course's ExponentialLR, False). Both are torch schedulers, so their
-state dicts go into checkpoints and a resume continues them exactly.
+`make_scheduler(optimizer, options, plan)` returns the scheduler and whether it steps every
+optimizer step (True) or once an epoch (the course's ExponentialLR, False). Both are torch
+schedulers, so their state dicts go into checkpoints and a resume continues them exactly.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainOptions, TrainPlan
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,14 @@ class WarmupCosine:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+    optimizer: torch.optim.Optimizer, options: TrainOptions, plan: TrainPlan
 ) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
-    """(scheduler, per_step) for a resolved cfg (lr_gamma and lr_decay_steps set)."""
-    if cfg.lr_schedule == "exponential" and cfg.warmup_steps == 0:
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma), False
-    decay = cfg.scheduler and cfg.lr_schedule == "cosine"
-    factor = WarmupCosine(cfg.lr_decay_steps, cfg.warmup_steps, cfg.lr_final_ratio, decay)
+    """(scheduler, per_step) for a run of `options` (the schedule) planned as `plan` (its
+    lr_gamma and lr_decay_steps)."""
+    if options.lr_schedule == "exponential" and options.warmup_steps == 0:
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=plan.lr_gamma), False
+    decay = options.scheduler and options.lr_schedule == "cosine"
+    factor = WarmupCosine(plan.lr_decay_steps, options.warmup_steps, options.lr_final_ratio, decay)
     # through a plain function: LambdaLR checkpoints (and restores) the fields of a callable
-    # object, and the schedule's shape is the config's (lr_decay_steps), not a checkpoint's
+    # object, and the schedule's shape is the plan's (lr_decay_steps), not a checkpoint's
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step)), True

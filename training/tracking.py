@@ -23,7 +23,7 @@ from typing import Any
 
 from samplers.app.files import write_text_atomic
 
-from .config import TrainConfig
+from .config import RunConfig
 from .runs import load_run_config, process_identity, read_metrics, read_summary, write_json
 
 INIT_TIMEOUT_S = 30  # the most an unreachable W&B may delay a run (WANDB_INIT_TIMEOUT can lower it)
@@ -59,8 +59,8 @@ class RunRecord:
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
 
-    def write_config(self, cfg: TrainConfig) -> None:
-        write_json(self.run_dir / "config.json", cfg.to_dict())
+    def write_config(self, config: RunConfig) -> None:
+        write_json(self.run_dir / "config.json", config.to_json())
 
     def truncate_metrics(self, step: int) -> None:
         """Keep only rows up to `step` (a resume continues from that checkpoint's step)."""
@@ -89,7 +89,7 @@ def _artifact_name(run_name: str) -> str:
 class WandbRun:
     """A thin wrapper over a wandb run that falls back from online to offline, and never hangs."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, run_id: str | None, mode: str):
+    def __init__(self, run_dir: Path, config: RunConfig, run_id: str | None, mode: str):
         self.run_dir = run_dir
         self.mode = mode
         self.run = None
@@ -100,15 +100,16 @@ class WandbRun:
 
         self._wandb = wandb
         self.run_id = run_id or uuid.uuid4().hex[:8]
+        options = config.options
         kwargs = dict(
-            project=cfg.wandb_project,
-            group=cfg.experiment,
-            name=cfg.name,
+            project=options.wandb_project,
+            group=options.experiment,
+            name=options.name,
             id=self.run_id,
             resume="allow",
             dir=str(run_dir),
-            config=cfg.to_dict(),
-            tags=run_tags(cfg.to_dict()),
+            config=config.to_json(),
+            tags=run_tags(config.to_json()),
         )
         try:
             self.run = wandb.init(mode=mode, settings=self._settings(), **kwargs)
@@ -231,11 +232,13 @@ class WandbRun:
 
 
 def run_tags(config: dict[str, Any]) -> list[str]:
-    """A run's W&B tags from its config.json: scheduler or no-scheduler, dataset, the recipe
-    (`recipe-course`, `recipe-fast`) and the UNet (`arch-course`, `arch-improved`)."""
+    """A run's W&B tags from its config.json object: scheduler or no-scheduler, the dataset
+    trained on, the recipe (`recipe-course`, `recipe-fast`) and the UNet (`arch-course`,
+    `arch-improved`)."""
+    plan = config.get("plan") or config  # config.json before the plan: the dataset beside
     return [
         "scheduler" if config.get("scheduler", True) else "no-scheduler",
-        config.get("dataset", "?"),
+        plan.get("dataset", "?"),
         f"recipe-{config.get('recipe', 'course')}",
         f"arch-{config.get('arch', 'course')}",
     ]
@@ -244,19 +247,19 @@ def run_tags(config: dict[str, Any]) -> list[str]:
 class Tracker:
     """Local record + W&B for the main process of a run; `wandb` info lands in summary.json."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, *, resume_step: int | None = None):
+    def __init__(self, run_dir: Path, config: RunConfig, *, resume_step: int | None = None):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.record = RunRecord(run_dir)
         self.start = time.time()
         previous = read_summary(run_dir)
         self.elapsed_before = float(previous.get("wall_time_s") or 0.0) if resume_step else 0.0
-        self.record.write_config(cfg)
+        self.record.write_config(config)
         if resume_step is None:
             self.record.metrics_path.write_text("")
         else:
             self.record.truncate_metrics(resume_step)
         run_id = previous.get("wandb", {}).get("id") if resume_step is not None else None
-        self.wandb = WandbRun(run_dir, cfg, run_id, resolve_mode(cfg.wandb_mode))
+        self.wandb = WandbRun(run_dir, config, run_id, resolve_mode(config.options.wandb_mode))
         self.record.update_summary(
             status="running", wandb=self.wandb.info(), process=process_identity()
         )
@@ -293,7 +296,7 @@ class Tracker:
         *,
         gif: Path | None,
         checkpoint: Path | None,
-        epoch: float,
+        epoch: int,
         step: int,
         loss: float | None,
     ) -> dict[str, Any]:
@@ -344,7 +347,6 @@ def push_evaluation(run_dir: Path, results: dict[str, Any]) -> None:
     W&B run's summary under "evaluation" (same id and mode)."""
     wb = read_summary(run_dir).get("wandb")
     if isinstance(wb, dict) and wb.get("id") and wb.get("mode") in ("online", "offline"):
-        cfg = load_run_config(run_dir)
-        run = WandbRun(Path(run_dir), cfg, wb["id"], wb["mode"])
+        run = WandbRun(Path(run_dir), load_run_config(run_dir), wb["id"], wb["mode"])
         run.update_summary({"evaluation": results})
         run.finish()

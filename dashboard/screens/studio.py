@@ -139,7 +139,7 @@ def page() -> None:
     lab: LabModel = shared.value
     st.caption(
         f"{lab.kind} model · {lab.config.conditioning} conditioning · "
-        f"D = {lab.config.hidden} · trained on {lab.config.dataset} · device {s.device}"
+        f"D = {lab.config.hidden} · trained on {lab.dataset} · device {s.device}"
     )
     source = model_label(run, ckpt)
     opts = controls(lab)

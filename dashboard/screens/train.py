@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import streamlit as st
 
 from dashboard import charts, jobs, settings
 from dashboard.components import KEEP, evaluate_controls, user_errors
+from samplers.app.devices import DEVICES
 from training.config import (
-    DEVICES,
     EXPERIMENTS,
     RECIPE_HELP,
     RECIPES,
     WANDB_MODES,
-    TrainConfig,
+    ConfigError,
+    TrainOptions,
+    make_options,
     recipe_defaults,
 )
 from training.curves import SMOOTHING
 from training.data import DATASETS
-from training.runs import list_sample_grids, read_config, read_metrics, read_summary
+from training.runs import (
+    list_sample_grids,
+    load_run_config,
+    read_config,
+    read_metrics,
+    read_summary,
+)
 
 LIVE_S = 2  # seconds between refreshes of a training run's panel
 RESUMABLE = ("stopped", "interrupted", "failed")
@@ -65,9 +75,10 @@ def _experiment_changed(root) -> None:
 
 
 def request_form(root) -> jobs.TrainRequest:
-    """The new-run widgets; returns the request they describe (validated on start). The recipe
-    starts at fast (minutes on a CPU; the CLI's default is the course's), and the width follows
-    the experiment and recipe until set."""
+    """The new-run widgets; returns the request they describe, its options built by the function
+    the CLI builds its own with (ConfigError, once the widgets are drawn, for options that cannot
+    train). The recipe starts at fast (minutes on a CPU; the CLI's default is the course's), and
+    the width follows the experiment and recipe until set."""
     st.session_state.setdefault("train_experiment", "flow-class")
     st.session_state.setdefault("train_recipe", "fast")
     _follow_name(root, reset=st.session_state.pop("train_started", False))  # started: taken now
@@ -146,7 +157,7 @@ def request_form(root) -> jobs.TrainRequest:
     name = c[2].text_input(
         "Run name", key="train_name", **KEEP, help=f"a folder name inside {root}"
     )
-    cadence = TrainConfig.log_every
+    cadence = TrainOptions.log_every
     log_every = st.number_input(
         "Log every (steps)",
         1,
@@ -156,10 +167,10 @@ def request_form(root) -> jobs.TrainRequest:
         **KEEP,
         help="steps between logged metrics: the live view's updates",
     )
-    return jobs.TrainRequest(
-        experiment=experiment,
-        name=name.strip(),
+    options = make_options(
+        experiment,
         recipe=recipe,
+        name=name.strip(),
         dataset=dataset,
         steps=int(steps) or None,
         epochs=int(epochs) or None,
@@ -168,6 +179,17 @@ def request_form(root) -> jobs.TrainRequest:
         wandb_mode=wandb_mode,
         device=device,
         log_every=None if log_every == cadence else int(log_every),
+    )
+    return jobs.TrainRequest.new(options)
+
+
+def chosen_options(options: TrainOptions) -> str:
+    """The options that differ from the defaults of their experiment and recipe, as `k=v`."""
+    defaults = recipe_defaults(options.experiment, options.recipe)
+    return ", ".join(
+        f"{f.name}={getattr(options, f.name)!r}"
+        for f in fields(options)
+        if getattr(options, f.name) != getattr(defaults, f.name)
     )
 
 
@@ -179,19 +201,29 @@ def start_section(s: settings.Settings) -> None:
         "at a time "
         "(DIFFUSION_LAB_MAX_TRAINING); further starts can wait in the queue."
     )
-    request = request_form(root)
     problem = None
     try:
-        request.validate(root)
-        jobs.check_not_queued(request, root)
-    except jobs.JobError as e:
-        problem = str(e)
-    st.code(jobs.command_line(request.argv(root)), language="bash", wrap_lines=True)
+        request = request_form(root)
+    except ConfigError as e:
+        request, problem = None, str(e)
+    else:
+        try:
+            request.validate(root)
+            jobs.check_not_queued(request, root)
+        except jobs.JobError as e:
+            problem = str(e)
+        st.code(jobs.command_line(request.argv(root)), language="bash", wrap_lines=True)
+        st.caption(
+            f"`{jobs.OPTIONS_FILE}`: the {request.options.recipe} recipe's defaults for "
+            f"{request.experiment}, with {chosen_options(request.options)}"
+        )
     if problem:
         st.warning(problem)
     if st.button("Start training", type="primary", key="train_start"):
         st.session_state.pop("train_busy", None)
         try:
+            if request is None:
+                raise jobs.JobError(problem)
             job = jobs.start_training(request, root, s.max_training)
         except jobs.Busy as e:
             st.session_state["train_busy"] = (request, str(e))
@@ -247,19 +279,21 @@ def watchable(root) -> list[str]:
 
 def progress(run_dir, status: str) -> None:
     """Step, epoch, images/s and ETA from the run record, and a progress bar."""
-    cfg, summary, rows = read_config(run_dir), read_summary(run_dir), read_metrics(run_dir)
+    config = load_run_config(run_dir) if (run_dir / "config.json").is_file() else None
+    summary, rows = read_summary(run_dir), read_metrics(run_dir)
     last = rows[-1] if rows else {}
     # the summary is newer than the last logged row once a run stops or ends between logs
     step = max(last.get("step") or 0, summary.get("step") or 0)
-    total, period = cfg.get("total_steps"), cfg.get("period_steps")
+    plan = config.plan if config is not None else None
+    total = plan.total_steps if plan is not None else None
     rate = last.get("images_per_s")
     eta = None
-    if rate and total and cfg.get("batch_size") and status == "running":
-        eta = (total - step) * cfg["batch_size"] / rate
+    if rate and config is not None and status == "running":
+        eta = (config.plan.total_steps - step) * config.options.batch_size / rate
     c = st.columns(5)
     c[0].metric("Status", status)
     c[1].metric("Step", f"{step} / {total or '?'}")
-    c[2].metric("Epoch", f"{step / period:.2f}" if period else "—")
+    c[2].metric("Epoch", f"{plan.epoch_of(step)} of {plan.epochs}" if plan is not None else "—")
     c[3].metric("img/s", f"{rate:.0f}" if rate else "—")
     c[4].metric("ETA", _duration(eta) if eta is not None else "—")
     if total:
@@ -322,9 +356,7 @@ def controls(run_dir, status: str, s: settings.Settings) -> None:
             type="primary",
             help="continues from the last checkpoint (--resume)",
         ):
-            request = jobs.TrainRequest(
-                read_config(run_dir).get("experiment", "?"), run_dir.name, resume=True
-            )
+            request = jobs.TrainRequest(read_config(run_dir).get("experiment", "?"), run_dir.name)
             try:
                 jobs.start_training(request, root, s.max_training)
             except jobs.Busy as e:

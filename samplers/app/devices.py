@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Literal, get_args
 
 import torch
 
 from .tuning import cpu_bf16_is_faster
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "no", "fp16", "bf16")
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["no", "fp16", "bf16"]  # what "auto" resolves to (resolve_mixed_precision)
+DEVICES: tuple[Device, ...] = get_args(Device)
+PRECISIONS: tuple[str, ...] = ("auto", *get_args(Precision))
 
 
 class DeviceUnavailable(ValueError):

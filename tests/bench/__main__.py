@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             TTQSettings(
                 experiment=args.ttq_experiment,
                 recipe=args.recipe,
-                period_steps=200 if fast else None,
+                epoch_steps=200 if fast else None,
                 max_minutes=minutes,
                 device=args.device,
             ),

@@ -69,9 +69,7 @@ def quality_rows(runs: Sequence[Path], per_class: int, device: str) -> list[Row]
 class TTQSettings:
     experiment: str = "flow-class"
     recipe: str = "course"
-    period_steps: int | None = (
-        None  # checkpoint (and score) every N steps; None: every course epoch
-    )
+    epoch_steps: int | None = None  # checkpoint (and score) every N steps; None: every course epoch
     target: float = 0.98
     per_class: int = 20
     max_minutes: float = 240.0
@@ -85,12 +83,12 @@ class TTQSettings:
 
 
 def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = ()) -> list[Row]:
-    """Train s.experiment with s.recipe on mnist-5k with the lab CLI; each period's checkpoint is
+    """Train s.experiment with s.recipe on mnist-5k with the lab CLI; each epoch's checkpoint is
     scored while the trainer is paused (SIGSTOP), so training time excludes evaluation. Stops at
-    the target. `period_steps` only sets how often it is scored (the LR schedules, batches and noise
+    the target. `epoch_steps` only sets how often it is scored (the LR schedules, batches and noise
     do not depend on it)."""
     name = f"ttq-{s.experiment}-{s.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-    every = ["--period-steps", str(s.period_steps)] if s.period_steps else []
+    every = ["--epoch-steps", str(s.epoch_steps)] if s.epoch_steps else []
     cmd = [
         sys.executable,
         "-m",
@@ -128,12 +126,12 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
         while time.time() < deadline:
             done = proc.poll() is not None
             new = (
-                [c for c in list_checkpoints(run_dir) if c.period not in seen]
+                [c for c in list_checkpoints(run_dir) if c.epoch not in seen]
                 if run_dir.exists()
                 else []
             )
             for ckpt in new:
-                seen.add(ckpt.period)
+                seen.add(ckpt.epoch)
                 written = (ckpt.path / "meta.json").stat().st_mtime
                 minutes = (
                     ckpt.meta["wall_time_s"] - sum(d for end, d in pauses if end < written)
@@ -148,7 +146,7 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
                         per_class=s.per_class,
                         samplers=(sampler,),
                         steps=(steps,),
-                        checkpoint=ckpt.period,
+                        checkpoint=ckpt.epoch,
                         device=s.device,
                         write=False,
                     )
@@ -160,7 +158,7 @@ def time_to_quality(runs_dir: Path, s: TTQSettings, extra_args: Sequence[str] = 
                 rows.append(
                     Row(
                         TTQ,
-                        f"{label}: period {ckpt.period} (step {ckpt.meta.get('step')})",
+                        f"{label}: epoch {ckpt.epoch} (step {ckpt.meta.get('step')})",
                         minutes,
                         "min",
                         None,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from training.checkpoints import find_checkpoint, load_weights
-from training.config import FAST_SAMPLER, make_config
+from training.config import FAST_SAMPLER, make_options
 from training.pretrained import LabModel, build_unet, load_lab_model, vp_alphas_cumprod
 
 from .fastpath import FastPath, applied, prepare
@@ -72,7 +72,7 @@ def lab_model(
         weights_file = find_checkpoint(Path(run), None).weights_file
         unet.load_state_dict(load_weights(weights_file, device, expected=unet.state_dict()))
         return dataclasses.replace(lab, unet=unet.eval()), f"weights of {run}"
-    cfg = make_config(f"{kind}-class", hidden=hidden, dataset="mnist-5k")
+    cfg = make_options(f"{kind}-class", hidden=hidden, dataset="mnist-5k")
     torch.manual_seed(0)
     return LabModel(
         cfg, build_unet(cfg).to(device).eval(), vp_alphas_cumprod(cfg).to(device)

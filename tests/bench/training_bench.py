@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from samplers.app.devices import resolve_mixed_precision
 from training.checkpoints import latest_checkpoint
-from training.config import TrainConfig, make_config, num_periods, resolve_length
+from training.config import TrainOptions, make_options, start_plan
 from training.data import Batches, Digits, derive_seed, load_dataset
 from training.objectives import make_objective
 from training.pretrained import build_unet, vp_alphas_cumprod
@@ -54,7 +54,7 @@ class TrainSizes:
 
 def experiment_config(
     experiment: str, sizes: TrainSizes, device: torch.device, **kw
-) -> TrainConfig:
+) -> TrainOptions:
     """The course config of `experiment` on mnist-5k at the benchmark's width and batch."""
     over = dict(
         dataset="mnist-5k",
@@ -64,7 +64,7 @@ def experiment_config(
         wandb_mode="disabled",
         **kw,
     )
-    return make_config(experiment, **over)
+    return make_options(experiment, **over)
 
 
 # ----------------------------------------------------------------------------- reference loop
@@ -90,7 +90,7 @@ def torchvision_mnist(digits: Digits, root: Path):
 class ReferenceLoop:
     """A course notebook's training step: DataLoader batch -> noise -> loss -> Adam, fp32 eager."""
 
-    def __init__(self, cfg: TrainConfig, dataset, device: torch.device):
+    def __init__(self, cfg: TrainOptions, dataset, device: torch.device):
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed)
         self.model = build_unet(cfg).to(device)
@@ -127,7 +127,7 @@ class ReferenceLoop:
 class LabStep:
     """`training.trainer.Trainer`'s step (batch by index, lab objective, Adam) with a FastPath."""
 
-    def __init__(self, cfg: TrainConfig, digits: Digits, device: torch.device, fp: FastPath):
+    def __init__(self, cfg: TrainOptions, digits: Digits, device: torch.device, fp: FastPath):
         self.cfg, self.device, self.fp = cfg, device, fp
         self.batches = Batches(digits, cfg.batch_size, seed=cfg.seed, device=device)
         torch.manual_seed(cfg.seed)
@@ -157,7 +157,7 @@ class BareStep:
     without a kernel launch from Python per operation (the overhead a small UNet pays on a GPU).
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, fp: FastPath):
+    def __init__(self, cfg: TrainOptions, device: torch.device, fp: FastPath):
         self.fp, self.device = fp, device
         g = torch.Generator(device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -201,7 +201,7 @@ class BareStep:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def trainer_work(cfg: TrainConfig, runs_dir: Path) -> Work:
+def trainer_work(cfg: TrainOptions, runs_dir: Path) -> Work:
     """A fresh `Trainer` run of cfg.steps steps per call; returns the seconds its own log implies.
 
     The run logs once, at its last step, so its images_per_s covers every step and excludes the
@@ -213,7 +213,7 @@ def trainer_work(cfg: TrainConfig, runs_dir: Path) -> Work:
         name = f"{cfg.experiment}-{next(counter)}"
         with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
             run_dir = Trainer(
-                make_config(cfg.experiment, **{**_overrides(cfg), "name": name}), runs_dir
+                make_options(cfg.experiment, **{**_overrides(cfg), "name": name}), runs_dir
             ).run()
         last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
         return cfg.steps * cfg.batch_size / last["images_per_s"]
@@ -221,7 +221,7 @@ def trainer_work(cfg: TrainConfig, runs_dir: Path) -> Work:
     return run
 
 
-def _overrides(cfg: TrainConfig) -> dict:
+def _overrides(cfg: TrainOptions) -> dict:
     keys = (
         "dataset",
         "hidden",
@@ -314,29 +314,35 @@ def preview_share_rows(
     """Share of a full `recipe` run's wall time its previews take, projected from one short real
     Trainer run: its logged step time and the seconds its final preview (grid + GIF) took.
 
-    share = P * preview / (total_steps * step + P * preview), P = the full run's periods (one grid
+    share = P * preview / (total_steps * step + P * preview), P = the full run's epochs (one grid
     each)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-preview-") as tmp:
         for exp in experiments:
             over = dict(dataset="mnist-5k", device=device.type, wandb_mode="disabled")
-            full = make_config(exp, recipe=recipe, **over)
+            full = make_options(exp, recipe=recipe, **over)
             data = load_dataset("mnist-5k", split="train")
-            full = resolve_length(
-                full, len(data), Batches(data, full.batch_size, seed=0).steps_per_pass
+            plan = start_plan(
+                full,
+                dataset=data.name,
+                train_size=len(data),
+                pass_steps=Batches(data, full.batch_size, seed=0).steps_per_pass,
+                world_size=1,
+                device=device.type,
+                mixed_precision="no",
             )
-            short = make_config(exp, recipe=recipe, steps=steps, log_every=10**6, name=exp, **over)
+            short = make_options(exp, recipe=recipe, steps=steps, log_every=10**6, name=exp, **over)
             with contextlib.redirect_stderr(io.StringIO()):
                 run_dir = Trainer(short, Path(tmp)).run()
             last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
             step_s = short.batch_size / last["images_per_s"]
             preview_s = latest_checkpoint(run_dir).meta["preview_s"]
-            periods = num_periods(full)
-            share = periods * preview_s / (full.total_steps * step_s + periods * preview_s)
+            epochs = plan.epochs
+            share = epochs * preview_s / (plan.total_steps * step_s + epochs * preview_s)
             rows.append(
                 Row(
                     PREVIEW,
-                    f"{exp} --recipe {recipe}: {full.total_steps} steps, {periods} preview(s)",
+                    f"{exp} --recipe {recipe}: {plan.total_steps} steps, {epochs} preview(s)",
                     100 * share,
                     "% of wall",
                     None,

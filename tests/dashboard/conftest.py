@@ -21,7 +21,7 @@ TINY = [
     "8",
     "--steps",
     "4",
-    "--period-steps",
+    "--epoch-steps",
     "2",
     "--log-every",
     "1",

@@ -12,24 +12,30 @@ from safetensors.torch import load_file
 
 from dashboard import jobs
 from training import cli as training_cli
+from training.config import ConfigError, make_options, read_options
 from training.runs import process_identity, read_summary, write_json
 
 from .conftest import REPO
 
-TINY = dict(
-    experiment="flow-class", dataset="mnist-5k", hidden=4, wandb_mode="disabled", device="cpu"
-)
+TINY = dict(dataset="mnist-5k", hidden=4, wandb_mode="disabled", device="cpu")
 
 
-def test_argv_is_built_from_the_request_only(tmp_path):
-    r = jobs.TrainRequest(name="-x; rm -rf ~", steps=12, seed=3, **TINY)
+def new_run(name: str, experiment: str = "flow-class", **options) -> jobs.TrainRequest:
+    """The request the Train page makes: options built as the CLI builds them."""
+    return jobs.TrainRequest.new(make_options(experiment, name=name, **{**TINY, **options}))
+
+
+def test_argv_names_the_options_file_that_start_writes(tmp_path):
+    r = new_run("-x; rm -rf ~", steps=12, seed=3)
     r.validate(tmp_path)
     argv = r.argv(tmp_path)
     assert argv[:4] == [sys.executable, "-m", "training", "flow-class"]
-    assert "--name=-x; rm -rf ~" in argv  # one argument, no shell: a name, not a command
-    assert {"--steps=12", "--seed=3", "--hidden=4", "--recipe=course"} <= set(argv)
-    resume = jobs.TrainRequest("flow-class", "a", resume=True).argv(tmp_path)
-    assert resume[-1] == "--resume" and not any(a.startswith("--steps") for a in resume)
+    options_file = tmp_path.resolve() / "-x; rm -rf ~" / "options.json"
+    assert f"--config={options_file}" in argv  # one argument, no shell: a path, not a command
+    assert not options_file.exists()
+    assert r.prepare(tmp_path) == argv and read_options(options_file) == r.options
+    resume = jobs.TrainRequest("flow-class", "a").argv(tmp_path)
+    assert resume[-2:] == ["--name=a", "--resume"] and not any("--config" in a for a in resume)
 
 
 @pytest.mark.parametrize(
@@ -39,10 +45,6 @@ def test_argv_is_built_from_the_request_only(tmp_path):
         (dict(name="a/b"), "invalid run name 'a/b'"),
         (dict(name=".hidden"), "invalid run name"),
         (dict(name=""), "invalid run name"),
-        (dict(experiment="gan"), "unknown experiment 'gan'"),
-        (dict(recipe="turbo"), "recipe 'turbo' is not one of course, fast"),
-        (dict(dataset="cifar"), "dataset 'cifar' is not one of"),
-        (dict(wandb_mode="loud"), "--wandb-mode 'loud' is not one of online"),
         pytest.param(
             dict(device="mps"),
             "no MPS device is available here",
@@ -50,35 +52,69 @@ def test_argv_is_built_from_the_request_only(tmp_path):
                 torch.backends.mps.is_available(), reason="this machine has the Apple GPU asked for"
             ),
         ),
-        (dict(steps=5, epochs=1), "steps or epochs, not both"),
-        (dict(steps=0), "steps must be between 1"),
-        (dict(hidden=10_000), "width (--hidden) must be between 1 and 512"),
-        (dict(seed=-1), "seed must be between 0"),
-        (dict(steps="5"), "steps must be a whole number"),
     ],
 )
-def test_invalid_requests_are_refused_with_the_reason(tmp_path, change, message):
+def test_requests_that_cannot_start_are_refused_with_the_reason(tmp_path, change, message):
     with pytest.raises(jobs.JobError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        jobs.TrainRequest(**{**TINY, "name": "ok", **change}).validate(tmp_path)
+        new_run(**{"name": "ok", **change}).validate(tmp_path)
     assert not (tmp_path.parent / "outside").exists()
+
+
+@pytest.mark.parametrize(
+    "experiment, change, message",
+    [
+        ("gan", {}, "unknown experiment 'gan'"),
+        ("flow-class", dict(recipe="turbo"), "recipe 'turbo' is not one of course, fast"),
+        ("flow-class", dict(dataset="cifar"), "'dataset' must be one of 'auto', 'mnist'"),
+        ("flow-class", dict(wandb_mode="loud"), "'wandb_mode' must be one of 'online'"),
+        ("flow-class", dict(steps=5, epochs=1), "give --steps or --epochs, not both"),
+        ("flow-class", dict(steps=0), "--steps must be positive, got 0"),
+    ],
+)
+def test_options_the_cli_refuses_are_refused_by_the_same_function(
+    tmp_path, experiment, change, message
+):
+    with pytest.raises(ConfigError, match=message):
+        new_run("ok", experiment, **change)
+    argv = [experiment, "--name", "ok", "--runs-dir", str(tmp_path)]
+    argv += [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, **change}.items()]
+    try:
+        status = training_cli.main(argv)  # make_options refuses it
+    except SystemExit as e:  # argparse refuses it first
+        status = e.code
+    assert status == 2 and not (tmp_path / "ok").exists()
+
+
+def test_a_value_of_the_wrong_type_is_refused_naming_the_option():
+    with pytest.raises(ConfigError, match="'steps' must be an integer or null; got '5'"):
+        new_run("ok", steps="5")  # what argparse's types do for the CLI, the type hints do here
+
+
+def test_a_queued_request_keeps_its_options(tmp_path):
+    fake_job(tmp_path / "busy", process_identity())
+    request = new_run("next", recipe="fast", steps=7, seed=5)
+    assert jobs.enqueue(request, tmp_path) == 1
+    assert jobs.queued(tmp_path) == [request]
+    (tmp_path / jobs.QUEUE_FILE).write_text('[{"experiment": "flow-class", "recipe": "fast"}]')
+    assert jobs.queued(tmp_path) == []  # a row that is no request is skipped
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
     (tmp_path / "taken").mkdir()
     write_json(tmp_path / "taken" / "config.json", {"experiment": "flow-class"})
     with pytest.raises(jobs.JobError, match="already exists .*resume it, or pick another name"):
-        jobs.start_training(jobs.TrainRequest(name="taken", **TINY), tmp_path)
+        jobs.start_training(new_run("taken"), tmp_path)
     with pytest.raises(jobs.JobError, match="no checkpoint to resume from"):
-        jobs.TrainRequest("flow-class", "taken", resume=True).validate(tmp_path)
+        jobs.TrainRequest("flow-class", "taken").validate(tmp_path)
     with pytest.raises(jobs.JobError, match="is a flow-class run, not ddpm-class"):
-        jobs.TrainRequest("ddpm-class", "taken", resume=True).validate(tmp_path)
+        jobs.TrainRequest("ddpm-class", "taken").validate(tmp_path)
 
 
 def test_a_runs_folder_that_cannot_take_runs_is_refused_before_a_process_starts(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     (tmp_path / "taken" / "checkpoints").mkdir(parents=True)  # a run's record
     write_json(tmp_path / "taken" / "config.json", {"experiment": "flow-class"})
-    request = jobs.TrainRequest(name="new", **TINY)
+    request = new_run("new")
     with pytest.raises(jobs.JobError, match="is not a folder"):
         request.validate(tmp_path / "file" / "runs")
     with pytest.raises(jobs.JobError, match="is inside the run 'taken'"):
@@ -171,13 +207,13 @@ def test_a_corrupt_summary_is_unreadable_unless_its_job_is_live(tmp_path):
 def test_the_limit_and_the_queue(tmp_path):
     fake_job(tmp_path / "busy", process_identity())
     with pytest.raises(jobs.Busy, match=r"1 run already training \(busy\); the limit is 1"):
-        jobs.start_training(jobs.TrainRequest(name="next", **TINY), tmp_path)
-    assert jobs.enqueue(jobs.TrainRequest(name="next", **TINY), tmp_path) == 1
-    assert jobs.enqueue(jobs.TrainRequest(name="after", **TINY), tmp_path) == 2
+        jobs.start_training(new_run("next"), tmp_path)
+    assert jobs.enqueue(new_run("next"), tmp_path) == 1
+    assert jobs.enqueue(new_run("after"), tmp_path) == 2
     with pytest.raises(jobs.JobError, match="queued already"):
-        jobs.enqueue(jobs.TrainRequest(name="next", **TINY), tmp_path)
+        jobs.enqueue(new_run("next"), tmp_path)
     with pytest.raises(jobs.JobError, match="queued already"):  # nor started past the queue
-        jobs.start_training(jobs.TrainRequest(name="after", **TINY), tmp_path, limit=2)
+        jobs.start_training(new_run("after"), tmp_path, limit=2)
     assert not (tmp_path / "after").exists()
     assert jobs.advance_queue(tmp_path, limit=1) == ([], [])  # still busy: nothing starts
     assert [r.name for r in jobs.queued(tmp_path)] == ["next", "after"]
@@ -215,10 +251,12 @@ def steps_logged(run):
 def test_start_stop_resume_equals_the_cli_run(tmp_path):
     """A job started, stopped (SIGTERM) and resumed from the dashboard ends with the weights of the
     same command run from the CLI in one go."""
-    request = jobs.TrainRequest(name="web", steps=40, log_every=1, **TINY)
+    request = new_run("web", steps=40, log_every=1)
     job = jobs.start_training(request, tmp_path)
-    # the same command from the CLI in one go, beside it (in another runs folder: not counted)
-    cli_argv = request.argv(tmp_path / "cli")[1:]
+    # the same options file through the CLI in one go, beside it (in another runs folder: not
+    # counted)
+    cli_argv = [*request.argv(tmp_path)[1:4], f"--runs-dir={tmp_path / 'cli'}"]
+    cli_argv.append(f"--config={request.options_file(tmp_path)}")
     reference = subprocess.Popen(
         [sys.executable, *cli_argv],
         cwd=REPO,
@@ -234,7 +272,7 @@ def test_start_stop_resume_equals_the_cli_run(tmp_path):
     summary = read_summary(run)
     assert summary["status"] == "stopped" and summary["step"] < 40, jobs.tail(job.log)
     assert jobs.run_status(run) == "stopped"
-    again = jobs.start_training(jobs.TrainRequest("flow-class", "web", resume=True), tmp_path)
+    again = jobs.start_training(jobs.TrainRequest("flow-class", "web"), tmp_path)
     wait_for(lambda: not again.alive(), what="the resumed run")
     assert read_summary(run)["status"] == "finished", jobs.tail(again.log)
     assert "stopped at step" in jobs.tail(run / "train.log", 200)

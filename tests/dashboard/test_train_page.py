@@ -5,6 +5,7 @@ import shutil
 import time
 
 from dashboard import jobs
+from training.config import make_options
 from training.runs import process_identity, read_summary, write_json
 
 from .conftest import no_errors
@@ -17,6 +18,11 @@ def train_page(app, runs_dir, **env):
 
 def command(at) -> str:
     return at.code[0].value
+
+
+def chosen(at) -> str:
+    """The caption that lists the options beside the recipe's defaults."""
+    return next(c.value for c in at.caption if "options.json" in c.value)
 
 
 def test_the_page_shows_the_exact_command(app, tmp_path):
@@ -42,8 +48,11 @@ def test_the_page_shows_the_exact_command(app, tmp_path):
     no_errors(at)
     assert command(at) == (
         f"python -m training ddpm-class --runs-dir={tmp_path.resolve()} "
-        "--name=ddpm-class --recipe=fast --dataset=mnist-5k --seed=0 "
-        "--wandb-mode=disabled --device=auto --steps=10 --hidden=8"
+        f"--config={tmp_path.resolve()}/ddpm-class/options.json"
+    )
+    assert chosen(at) == (
+        "`options.json`: the fast recipe's defaults for ddpm-class, with hidden=8, steps=10, "
+        "name='ddpm-class', dataset='mnist-5k', wandb_mode='disabled'"
     )
     assert not at.warning
 
@@ -51,18 +60,18 @@ def test_the_page_shows_the_exact_command(app, tmp_path):
 def test_the_width_follows_the_recipe_and_the_recipe_default_is_left_out(app, tmp_path):
     at = train_page(app, tmp_path)
     assert at.number_input(key="train_hidden").value == 32
-    assert "--hidden" not in command(at) and "--recipe=fast" in command(at)
+    assert "hidden" not in chosen(at) and "the fast recipe's" in chosen(at)
     at.selectbox(key="train_recipe").set_value("course").run()
     assert at.number_input(key="train_hidden").value == 64  # the course's D
-    assert "--hidden" not in command(at) and "--recipe=course" in command(at)
+    assert "hidden" not in chosen(at) and "the course recipe's" in chosen(at)
     at.selectbox(key="train_recipe").set_value("fast").run()
     at.number_input(key="train_hidden").set_value(64).run()  # the course's width, fast recipe
     no_errors(at)
-    assert "--recipe=fast" in command(at) and "--hidden=64" in command(at)
+    assert "the fast recipe's" in chosen(at) and "hidden=64" in chosen(at)
     at.number_input(key="train_hidden").set_value(48).run()  # a width set by hand stays
     for recipe in ("course", "fast"):
         at.selectbox(key="train_recipe").set_value(recipe).run()
-        assert at.number_input(key="train_hidden").value == 48 and "--hidden=48" in command(at)
+        assert at.number_input(key="train_hidden").value == 48 and "hidden=48" in chosen(at)
     at.selectbox(key="train_experiment").set_value("denoiser").run()
     assert at.number_input(key="train_hidden").value == 48
 
@@ -116,7 +125,9 @@ def test_steps_and_epochs_together_are_refused(app, tmp_path):
     at = train_page(app, tmp_path)
     at.number_input(key="train_steps").set_value(100)
     at.number_input(key="train_epochs").set_value(2).run()
-    assert "give steps or epochs, not both" in at.warning[0].value
+    assert "give --steps or --epochs, not both" in at.warning[0].value
+    at.button(key="train_start").click().run()
+    assert "Cannot start: give --steps or --epochs" in at.error[0].value
 
 
 def busy_run(root, name="busy"):
@@ -150,7 +161,8 @@ def test_the_page_watches_the_run_the_queue_starts(app, tmp_path, monkeypatch):
     (tmp_path / "first").mkdir()
     write_json(tmp_path / "first" / "config.json", {"experiment": "flow-class"})
     write_json(tmp_path / "first" / "summary.json", {"status": "finished"})
-    jobs.enqueue(jobs.TrainRequest("flow-class", "second", recipe="fast", steps=2), tmp_path)
+    options = make_options("flow-class", name="second", recipe="fast", steps=2)
+    jobs.enqueue(jobs.TrainRequest.new(options), tmp_path)
 
     def spawn(kind, run_dir, argv):  # stands in for the training process: this live one
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +191,7 @@ def test_the_watch_panel_of_a_finished_run(app, lab_runs, tmp_path):
     assert at.selectbox(key="train_watch").value == "flow-class"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "finished" and metrics["Step"] == "4 / 4"
+    assert metrics["Epoch"] == "2 of 2"
     assert len(at.get("plotly_chart")) == 2  # loss and learning rate
     assert at.image[0].captions[0] == "latest samples: epoch-0002"
     assert at.button(key="train_eval_start").label == "Evaluate"

@@ -53,16 +53,16 @@ def wandb_run(monkeypatch, lab_runs):
     run = FakeRun(
         "flow-class",
         json.loads((local / "config.json").read_text()),
-        [FakeArtifact(ckpt.path, ["latest", f"epoch-{ckpt.period}"])],
+        [FakeArtifact(ckpt.path, ["latest", f"epoch-{ckpt.epoch}"])],
     )
     monkeypatch.setattr(wandb_source, "_api", lambda: SimpleNamespace(run=lambda path: run))
-    return run, ckpt.period
+    return run, ckpt.epoch
 
 
 def test_pulled_checkpoint_makes_a_loadable_local_run(wandb_run, tmp_path):
-    run, period = wandb_run
+    run, epoch = wandb_run
     path = wandb_source.pull_checkpoint("lab/diffusion-lab", run.id, tmp_path)
-    assert path == tmp_path / "flow-class" / "checkpoints" / f"epoch-{period:04d}"
+    assert path == tmp_path / "flow-class" / "checkpoints" / f"epoch-{epoch:04d}"
     assert not list(path.parent.glob(".tmp-pull-*"))  # downloaded aside, then renamed
     summary = json.loads((tmp_path / "flow-class" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["wandb"]["id"] == run.id
@@ -99,7 +99,7 @@ def test_a_remote_run_name_cannot_leave_the_runs_folder(wandb_run, tmp_path, nam
 def test_a_run_the_lab_did_not_train_is_refused_before_any_download(wandb_run, tmp_path):
     run, _ = wandb_run
     run.config = {"learning_rate": 0.1}  # another project's run
-    with pytest.raises(ConfigError, match="not a run config: it lacks experiment, kind"):
+    with pytest.raises(ConfigError, match="not a run config"):
         wandb_source.pull_checkpoint("lab/diffusion-lab", run.id, tmp_path)
     assert list(tmp_path.iterdir()) == []
 

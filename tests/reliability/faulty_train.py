@@ -4,7 +4,7 @@ SIGKILLs itself at a chosen point (tests only; the training code has no fault ho
 
 FAULT is `none`, `write:PERIOD:FILE:FRACTION` (die after writing FRACTION of FILE of checkpoint
 PERIOD into its temporary folder), `after-save:PERIOD` (die right after checkpoint PERIOD was
-renamed into place, before pruning and the rest of the period's bookkeeping) or `sigterm:STEP`
+renamed into place, before pruning and the rest of the epoch's bookkeeping) or `sigterm:STEP`
 (send itself SIGTERM as step STEP's metrics are logged: a stop at exactly that step).
 """
 
@@ -25,12 +25,12 @@ def die() -> None:
 def install(fault: str) -> None:
     kind, *args = fault.split(":")
     if kind == "write":
-        period, name, fraction = int(args[0]), args[1], float(args[2])
+        epoch, name, fraction = int(args[0]), args[1], float(args[2])
         real = ck._write
 
         def write(path, data):
             if path.name == name and path.parent.name.startswith(
-                f".tmp-{ck.checkpoint_name(period)}-"
+                f".tmp-{ck.checkpoint_name(epoch)}-"
             ):
                 with open(path, "wb") as f:
                     f.write(data[: int(len(data) * fraction)])
@@ -39,10 +39,10 @@ def install(fault: str) -> None:
 
         ck._write = write
     elif kind == "after-save":
-        period, real_prune = int(args[0]), ck.prune_checkpoints
+        epoch, real_prune = int(args[0]), ck.prune_checkpoints
 
         def prune(run_dir, *a, **kw):
-            if ck.latest_checkpoint(run_dir).period == period:
+            if ck.latest_checkpoint(run_dir).epoch == epoch:
                 die()
             real_prune(run_dir, *a, **kw)
 

@@ -22,7 +22,7 @@ TINY = [
     "4",
     "--batch-size",
     "8",
-    "--period-steps",
+    "--epoch-steps",
     "2",
     "--preview-steps",
     "2",
@@ -108,19 +108,19 @@ def kill_at_step(
         os.kill(proc.pid, signal.SIGKILL)
 
 
-def periods(run: Path) -> list[int]:
-    return [c.period for c in list_checkpoints(run)]
+def epochs(run: Path) -> list[int]:
+    return [c.epoch for c in list_checkpoints(run)]
 
 
-def weights(run: Path, period: int, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
-    return load_file(run / "checkpoints" / f"epoch-{period:04d}" / name)
+def weights(run: Path, epoch: int, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoints" / f"epoch-{epoch:04d}" / name)
 
 
-def assert_same_weights(a: Path, b: Path, period: int, name: str = "model.safetensors") -> None:
-    wa, wb = weights(a, period, name), weights(b, period, name)
+def assert_same_weights(a: Path, b: Path, epoch: int, name: str = "model.safetensors") -> None:
+    wa, wb = weights(a, epoch, name), weights(b, epoch, name)
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not different, f"epoch {period}: {len(different)} tensors differ, e.g. {different[:3]}"
+    assert not different, f"epoch {epoch}: {len(different)} tensors differ, e.g. {different[:3]}"
 
 
 def metric_rows(run: Path) -> list[dict]:

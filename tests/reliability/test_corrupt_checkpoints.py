@@ -8,13 +8,12 @@ import shutil
 
 import pytest
 import torch
-from reliability_helpers import assert_same_weights, periods, train
+from reliability_helpers import assert_same_weights, epochs, train
 from safetensors.torch import load_file, save_file
 
 from training.checkpoints import CheckpointError
-from training.config import TrainConfig
 from training.pretrained import load_lab_model
-from training.runs import read_config
+from training.runs import load_run_config
 from training.trainer import Trainer
 
 
@@ -123,7 +122,7 @@ def corrupt(runs, tmp_path, case):
 
 
 def resume(run):
-    return Trainer(TrainConfig.from_dict(read_config(run)), run.parent, resume=True)
+    return Trainer(load_run_config(run).options, run.parent, resume=True)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -147,9 +146,9 @@ def test_load_names_the_file_and_resume_falls_back(runs, tmp_path, capsys, case)
 def test_resume_after_fallback_ends_bit_identical(runs, tmp_path):
     run, _ = corrupt(runs, tmp_path, "bad bytes in the weights")
     assert train(tmp_path, "cut", "--resume") == 0
-    assert periods(run) == periods(runs / "full") == [1, 2, 3, 4]
-    for period in (3, 4):  # epoch 3 was rewritten from epoch 2's state
-        assert_same_weights(run, runs / "full", period)
+    assert epochs(run) == epochs(runs / "full") == [1, 2, 3, 4]
+    for epoch in (3, 4):  # epoch 3 was rewritten from epoch 2's state
+        assert_same_weights(run, runs / "full", epoch)
 
 
 def test_every_checkpoint_bad_is_one_clear_error(runs, tmp_path, capsys):

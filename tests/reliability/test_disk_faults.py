@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_helpers import assert_same_weights, periods, train
+from reliability_helpers import assert_same_weights, epochs, train
 
 import training.checkpoints as ck
 from training import runs as runs_module
@@ -102,7 +102,7 @@ def test_a_write_failing_with_no_space(tmp_path, reference, monkeypatch, capsys,
     }
     monkeypatch.undo()
     assert train(tmp_path, "cut", "--resume") == 0  # space freed
-    assert periods(run) == [1, 2, 3, 4]
+    assert epochs(run) == [1, 2, 3, 4]
     assert_same_weights(run, reference, 4)
     assert [r["step"] for r in read_metrics(run)] == list(range(1, 9))
 

@@ -7,9 +7,9 @@ import signal
 import pytest
 from reliability_helpers import (
     assert_same_weights,
+    epochs,
     kill_at_step,
     metric_rows,
-    periods,
     spawn,
     train,
     wait,
@@ -17,7 +17,7 @@ from reliability_helpers import (
 
 from training.runs import read_summary
 
-STEPS = 12  # 6 periods of 2 steps: checkpoints after steps 2, 4, ..., 12
+STEPS = 12  # 6 epochs of 2 steps: checkpoints after steps 2, 4, ..., 12
 pytestmark = pytest.mark.slow  # child processes: ~10 s each on the 2-core CI machine
 
 
@@ -30,9 +30,9 @@ def reference(tmp_path_factory):
 
 def assert_matches_reference(run, reference):
     assert read_summary(run)["status"] == "finished"
-    assert periods(run) == periods(reference)
-    for period in periods(reference):
-        assert_same_weights(run, reference, period)
+    assert epochs(run) == epochs(reference)
+    for epoch in epochs(reference):
+        assert_same_weights(run, reference, epoch)
     assert metric_rows(run) == metric_rows(reference)
     assert not list((run / "checkpoints").glob(".tmp-*")) and not list(
         (run / "checkpoints").glob(".old-*")
@@ -50,19 +50,19 @@ def test_kills_inside_checkpoint_writes(tmp_path, reference):
     assert (partial / "model.safetensors").stat().st_size > 0 and not (
         partial / "meta.json"
     ).exists()
-    assert periods(run) == [1] and read_summary(run)["status"] == "running"
+    assert epochs(run) == [1] and read_summary(run)["status"] == "running"
 
     # resumed from epoch 1, killed writing epoch 4's meta.json (its weights and state were complete)
     status, err = wait(spawn(tmp_path, "cut", "--resume", fault="write:4:meta.json:0.3"))
     assert status == -signal.SIGKILL, err
-    assert periods(run) == [1, 2, 3]
+    assert epochs(run) == [1, 2, 3]
     assert (next((run / "checkpoints").glob(".tmp-epoch-0004-*")) / "state.pt").is_file()
 
     # resumed from epoch 3, killed right after epoch 5 was renamed into place, before its
     # bookkeeping
     status, err = wait(spawn(tmp_path, "cut", "--resume", fault="after-save:5"))
     assert status == -signal.SIGKILL, err
-    assert periods(run) == [1, 2, 3, 4, 5]
+    assert epochs(run) == [1, 2, 3, 4, 5]
 
     assert train(tmp_path, "cut", "--resume") == 0
     assert_matches_reference(run, reference)
@@ -75,7 +75,7 @@ def test_kills_at_random_points(tmp_path, reference):
     run, landed = tmp_path / "cut", []
     proc = spawn(tmp_path, "cut", "--steps", str(STEPS))
     for low, high in ((3, 5), (6, 8), (9, 10)):
-        step = rng.randint(max(low, periods(run)[-1] * 2 + 1 if periods(run) else low), high)
+        step = rng.randint(max(low, epochs(run)[-1] * 2 + 1 if epochs(run) else low), high)
         delay = rng.uniform(0.0, 0.05)
         kill_at_step(proc, run, step, delay)
         status, err = wait(proc)
@@ -84,7 +84,7 @@ def test_kills_at_random_points(tmp_path, reference):
             (
                 step,
                 round(delay, 3),
-                periods(run),
+                epochs(run),
                 sorted(p.name for p in (run / "checkpoints").glob(".*")),
             )
         )
@@ -95,12 +95,12 @@ def test_kills_at_random_points(tmp_path, reference):
 
 def test_a_kill_after_the_last_checkpoint_is_finished_by_a_resume(tmp_path, reference, capsys):
     """Killed after its last checkpoint was renamed into place, before its record said finished:
-    --resume redoes the last period's end (preview, checkpoint, record) and matches; a second
+    --resume redoes the last epoch's end (preview, checkpoint, record) and matches; a second
     --resume has nothing left to do."""
     run, last = tmp_path / "cut", STEPS // 2
     status, err = wait(spawn(tmp_path, "cut", "--steps", str(STEPS), fault=f"after-save:{last}"))
     assert status == -signal.SIGKILL, err
-    assert read_summary(run)["status"] == "running" and periods(run)[-1] == last
+    assert read_summary(run)["status"] == "running" and epochs(run)[-1] == last
     assert train(tmp_path, "cut", "--resume") == 0
     assert_matches_reference(run, reference)
     assert train(tmp_path, "cut", "--resume") == 2

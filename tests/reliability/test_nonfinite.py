@@ -2,14 +2,15 @@
 non-finite weights), is marked failed in summary.json and in W&B, and exits with status 1."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
-from reliability_helpers import TINY, periods, train, weights
+from reliability_helpers import TINY, epochs, train, weights
 
-from training.config import TrainConfig, TrainingDiverged
+from training.config import TrainingDiverged
 from training.data import Batches
-from training.runs import read_config, read_metrics, read_summary
+from training.runs import load_run_config, read_metrics, read_summary
 from training.tracking import WandbRun
 from training.trainer import Trainer
 
@@ -48,7 +49,7 @@ def test_a_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert "python -m training: error: the loss became NaN or infinite at step 7 (epoch 4)" in err
     run = tmp_path / "nan"
     assert f"Last good checkpoint: {run / 'checkpoints/epoch-0003'}" in err
-    assert periods(run) == [1, 2, 3] and not list((run / "checkpoints").glob(".*"))
+    assert epochs(run) == [1, 2, 3] and not list((run / "checkpoints").glob(".*"))
     assert all(v.isfinite().all() for p in (1, 2, 3) for v in weights(run, p).values())
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
     assert all(math.isfinite(r["loss"]) for r in read_metrics(run))
@@ -67,14 +68,12 @@ def test_a_huge_learning_rate_fails_before_any_checkpoint(tmp_path, capsys):
         and "Last good checkpoint: none" in err
     )
     assert "Try a lower --lr (now 1e+12)" in err
-    assert periods(tmp_path / "lr") == [] and read_summary(tmp_path / "lr")["status"] == "failed"
+    assert epochs(tmp_path / "lr") == [] and read_summary(tmp_path / "lr")["status"] == "failed"
 
 
 def test_non_finite_weights_are_never_written(tmp_path):
     assert train(tmp_path, "w", "--steps", "2") == 0
-    trainer = Trainer(
-        TrainConfig.from_dict({**read_config(tmp_path / "w"), "name": "w2"}), tmp_path
-    )
+    trainer = Trainer(replace(load_run_config(tmp_path / "w").options, name="w2"), tmp_path)
     with torch.no_grad():
         next(trainer.model.parameters())[0] = float("inf")
     with pytest.raises(
@@ -82,4 +81,4 @@ def test_non_finite_weights_are_never_written(tmp_path):
         match="weights became NaN or infinite by step 0; checkpoint epoch-0001 was not written",
     ):
         trainer._save(1)
-    assert periods(tmp_path / "w2") == []
+    assert epochs(tmp_path / "w2") == []

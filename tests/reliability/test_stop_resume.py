@@ -7,9 +7,9 @@ import signal
 import pytest
 from reliability_helpers import (
     assert_same_weights,
+    epochs,
     kill_at_step,
     metric_rows,
-    periods,
     spawn,
     train,
     wait,
@@ -18,7 +18,7 @@ from reliability_helpers import (
 from training.checkpoints import list_checkpoints
 from training.runs import read_summary
 
-STEPS = 12  # 6 periods of 2 steps
+STEPS = 12  # 6 epochs of 2 steps
 pytestmark = pytest.mark.slow  # child processes: ~10 s each on the 2-core CI machine
 
 
@@ -31,32 +31,33 @@ def reference(tmp_path_factory):
 
 def assert_matches_reference(run, reference):
     assert read_summary(run)["status"] == "finished"
-    for period in periods(reference):
-        assert_same_weights(run, reference, period)
-        assert_same_weights(run, reference, period, "ema.safetensors")
+    for epoch in epochs(reference):
+        assert_same_weights(run, reference, epoch)
+        assert_same_weights(run, reference, epoch, "ema.safetensors")
     assert metric_rows(run) == metric_rows(reference)
     assert not [c for c in list_checkpoints(run) if c.partial]  # superseded, pruned
 
 
-def test_sigterm_mid_period_then_resume_is_bit_identical(tmp_path, reference):
+def test_sigterm_mid_epoch_then_resume_is_bit_identical(tmp_path, reference):
     run = tmp_path / "cut"
     proc = spawn(tmp_path, "cut", "--steps", str(STEPS), "--ema-decay", "0.9", fault="sigterm:5")
     status, err = wait(proc)
     assert status == 0, err
     summary = read_summary(run)
-    assert summary["status"] == "stopped" and summary["step"] == 5 and summary["epoch"] == 2.5
+    assert summary["status"] == "stopped" and summary["step"] == 5
+    assert summary["epoch"] == 3  # the epoch step 5 is in; its checkpoint: 2 epochs complete
     ckpts = list_checkpoints(run)
     assert [c.path.name for c in ckpts] == ["epoch-0001", "epoch-0002", "epoch-0002-step-00000005"]
-    assert ckpts[-1].partial and ckpts[-1].meta["step"] == 5 and ckpts[-1].period == 2
+    assert ckpts[-1].partial and ckpts[-1].meta["step"] == 5 and ckpts[-1].epoch == 2
     assert [r["step"] for r in metric_rows(run)] == [1, 2, 3, 4, 5]
 
-    # killed (no clean stop) in period 4: the resume goes back to the step-5 checkpoint
+    # killed (no clean stop) in epoch 4: the resume goes back to the step-5 checkpoint
     proc = spawn(tmp_path, "cut", "--resume")
     kill_at_step(proc, run, 7, 0.0)
     wait(proc)
     assert train(tmp_path, "cut", "--resume") == 0
     assert_matches_reference(run, reference)
-    assert [c.period for c in list_checkpoints(run)] == periods(reference)
+    assert [c.epoch for c in list_checkpoints(run)] == epochs(reference)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])

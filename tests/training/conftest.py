@@ -6,33 +6,43 @@ import pytest
 import torch
 
 from training.checkpoints import save_checkpoint
-from training.config import make_config
+from training.config import RunConfig, make_options, start_plan
 from training.pretrained import build_unet
 from training.runs import write_json
 
 
 @pytest.fixture
 def fake_run(tmp_path):
-    """make(experiment, periods=(1,), **overrides) -> run folder with a tiny model (hidden 8).
+    """make(experiment, epochs=(1,), **overrides) -> run folder with a tiny model (hidden 8),
+    epochs of 10 steps.
 
-    Each period gets a checkpoint of a freshly initialised model (seeded by the period), plus a
-    metrics.jsonl, config.json and summary.json shaped like a real run's.
+    Each epoch of `epochs` gets a checkpoint of a freshly initialised model (seeded by the epoch),
+    plus a metrics.jsonl, config.json and summary.json shaped like a real run's.
     """
 
-    def make(experiment: str, periods=(1,), **overrides):
+    def make(experiment: str, epochs=(1,), **overrides):
         kw = dict(
             hidden=8,
             dataset="mnist-5k",
             sample_steps=4,
             wandb_mode="disabled",
-            period_steps=10,
-            total_steps=10 * max(periods),
+            epoch_steps=10,
+            steps=10 * max(epochs),
         )
-        cfg = make_config(experiment, **{**kw, **overrides})
+        cfg = make_options(experiment, **{**kw, **overrides})
+        plan = start_plan(
+            cfg,
+            dataset="mnist-5k",
+            train_size=4500,
+            pass_steps=4500 // cfg.batch_size,
+            world_size=1,
+            device="cpu",
+            mixed_precision="no",
+        )
         run_dir = tmp_path / "runs" / cfg.name
         run_dir.mkdir(parents=True)
-        write_json(run_dir / "config.json", cfg.to_dict())
-        for p in periods:
+        write_json(run_dir / "config.json", RunConfig(cfg, plan).to_json())
+        for p in epochs:
             torch.manual_seed(p)
             unet = build_unet(cfg)
             save_checkpoint(
@@ -45,17 +55,17 @@ def fake_run(tmp_path):
         rows = [
             {
                 "step": s,
-                "epoch": s / 10,
+                "epoch": plan.epoch_of(s),
                 "time": s * 0.1,
                 "loss": 1.0 / s,
                 "lr": cfg.lr,
                 "images_per_s": 100.0,
                 "loss_t_bin": [None] * 10,
             }
-            for s in range(1, 10 * max(periods) + 1)
+            for s in range(1, 10 * max(epochs) + 1)
         ]
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        write_json(run_dir / "summary.json", {"status": "finished", "epoch": max(periods)})
+        write_json(run_dir / "summary.json", {"status": "finished", "epoch": max(epochs)})
         return run_dir
 
     return make

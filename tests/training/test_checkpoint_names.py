@@ -44,7 +44,7 @@ def test_names_sort_in_step_order(tmp_path):
     ]
     ckpts = list_checkpoints(tmp_path)
     assert [c.partial for c in ckpts] == [False, False, True, True, False]
-    assert [c.period for c in ckpts] == [1, 2, 2, 2, 3]  # epochs complete
+    assert [c.epoch for c in ckpts] == [1, 2, 2, 2, 3]  # epochs complete
     (tmp_path / "checkpoints" / "epoch-0002-step-x").mkdir()  # not a checkpoint name
     assert "epoch-0002-step-x" not in names(tmp_path)
 

@@ -1,7 +1,9 @@
 """The `python -m training` command line: bad options, sample (.npz), evaluate, figures."""
 
+import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,9 @@ import torch
 
 from training import cli
 from training.classifier import ClassifierConfig
+from training.config import save_options
 from training.evaluation_record import read_evaluation
+from training.runs import load_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -20,7 +24,7 @@ TINY = [
     "4",
     "--batch-size",
     "8",
-    "--period-steps",
+    "--epoch-steps",
     "2",
     "--preview-steps",
     "2",
@@ -124,6 +128,34 @@ def test_resume_and_existing_run_errors(runs, tmp_path, capsys):
     assert cli.main(["flow-class", *TINY, "--runs-dir", str(runs)]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "--resume" in err and err.count("\n") == 1
+
+
+def options(argv):
+    return cli.options_from_args(cli.build_parser().parse_args(argv))
+
+
+def test_config_file_gives_the_options_and_flags_beside_it_win(runs, tmp_path, capsys):
+    """--config reads an options file (what the Train page writes) or a run's config.json, through
+    the same make_options as the flags; a flag beside it overrides the file's value."""
+    stored = load_run_config(runs / "flow-class").options
+    again = options(["flow-class", "--config", str(runs / "flow-class" / "config.json")])
+    assert again == stored  # a run's config.json: its options (the plan is the run's own)
+    save_options(tmp_path / "o.json", stored)
+    mine = options(["flow-class", "--config", str(tmp_path / "o.json"), "--seed", "7"])
+    assert mine == replace(stored, seed=7)
+    by_epochs = options(["flow-class", "--config", str(tmp_path / "o.json"), "--epochs", "3"])
+    assert (by_epochs.epochs, by_epochs.steps) == (3, None)  # replaces the file's length
+    for argv, message in [
+        (["ddpm-class", "--config", str(tmp_path / "o.json")], "for flow-class, not ddpm-class"),
+        (["flow-class", "--config", str(tmp_path / "o.json"), "--recipe", "fast"], "--config"),
+        (["flow-class", "--config", str(tmp_path / "missing.json")], "missing.json"),
+    ]:
+        assert cli.main([*argv, "--runs-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    (tmp_path / "bad.json").write_text(json.dumps({**stored.to_json(), "dataset": "cifar"}))
+    assert cli.main(["flow-class", "--config", str(tmp_path / "bad.json")]) == 2
+    assert f"{tmp_path / 'bad.json'}: 'dataset' must be one of" in capsys.readouterr().err
 
 
 def test_sample_class_model_writes_labelled_uint8_digits(runs, tmp_path):

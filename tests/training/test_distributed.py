@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from training.checkpoints import list_checkpoints
-from training.runs import read_config, read_metrics, read_summary
+from training.runs import load_run_config, read_metrics, read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
         "8",
         "--steps",
         "4",
-        "--period-steps",
+        "--epoch-steps",
         "2",
         "--preview-steps",
         "2",
@@ -49,12 +49,12 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "flow-class"
-    assert read_config(run)["extra"]["world_size"] == 2
+    assert load_run_config(run).plan.world_size == 2
     assert r.stdout.count("finished at step 4") == 1  # only rank 0 reports
     assert read_summary(run)["status"] == "finished"
     assert [row["step"] for row in read_metrics(run)] == [1, 2, 3, 4]
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1
-    assert [c.period for c in list_checkpoints(run)] == [1, 2]
+    assert [c.epoch for c in list_checkpoints(run)] == [1, 2]
     weights = load_file(run / "checkpoints/epoch-0002/model.safetensors")
     assert all(v.isfinite().all() for v in weights.values())
     assert json.loads((run / "checkpoints/epoch-0002/meta.json").read_text())["step"] == 4

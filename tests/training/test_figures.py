@@ -34,7 +34,7 @@ def test_plot_loss_without_metrics(tmp_path):
 
 
 def test_denoiser_figures(fake_run):
-    run = fake_run("denoiser", periods=(1, 3, 5))
+    run = fake_run("denoiser", epochs=(1, 3, 5))
     paths = make_figures(run, device="cpu")
     assert _names(paths) == [
         "denoise-epoch-0001.png",
@@ -48,7 +48,7 @@ def test_denoiser_figures(fake_run):
 
 
 def test_pure_noise_figures(fake_run):
-    paths = make_figures(fake_run("pure-noise", periods=(2,)), device="cpu")
+    paths = make_figures(fake_run("pure-noise", epochs=(2,)), device="cpu")
     assert _names(paths) == [
         "loss.png",
         "pure-noise-epoch-0002.png",
@@ -57,7 +57,7 @@ def test_pure_noise_figures(fake_run):
 
 @pytest.mark.parametrize("experiment", ["ddpm-class", "flow-time"])
 def test_sample_figures_and_gif(fake_run, experiment):
-    run = fake_run(experiment, periods=(1, 2, 5))
+    run = fake_run(experiment, epochs=(1, 2, 5))
     paths = make_figures(run, device="cpu", steps=3)
     assert _names(paths) == [
         "loss.png",
@@ -70,7 +70,7 @@ def test_sample_figures_and_gif(fake_run, experiment):
 
 
 def test_figures_of_a_run_stopped_in_its_first_epoch(fake_run):
-    run = fake_run("ddpm-class", periods=(1,))
+    run = fake_run("ddpm-class", epochs=(1,))
     # its only checkpoint as a SIGTERM after step 5 of epoch 1 names it
     (run / "checkpoints/epoch-0001").rename(run / "checkpoints/epoch-0000-step-00000005")
     paths = make_figures(run, device="cpu", steps=3)

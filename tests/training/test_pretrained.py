@@ -18,7 +18,7 @@ TINY = [
     "4",
     "--batch-size",
     "8",
-    "--period-steps",
+    "--epoch-steps",
     "2",
     "--preview-steps",
     "2",
@@ -177,7 +177,8 @@ def test_corrupt_and_mismatched_checkpoints(runs, tmp_path):
     (other / "config.json").write_text(json.dumps({**cfg, "hidden": 8}))
     with pytest.raises(CheckpointError, match="does not fit the run's model"):
         load_lab_model(other)
-    (other / "config.json").write_text(json.dumps({**cfg, "experiment": "flow-time"}))
+    ddpm_class = {"experiment": "ddpm-class", "conditioning": "class"}
+    (other / "config.json").write_text(json.dumps({**cfg, **ddpm_class}))
     with pytest.raises(CheckpointError, match="a checkpoint of 'ddpm-time'"):
         load_lab_model(other)
 

@@ -12,8 +12,8 @@ from training.config import (
     FAST_RECIPE,
     RECIPES,
     ConfigError,
-    make_config,
-    resolve_length,
+    make_options,
+    start_plan,
     validate,
 )
 from training.objectives import sample_ddpm_step, sample_flow_time
@@ -23,8 +23,8 @@ from training.schedules import WarmupCosine, make_scheduler
 
 def test_course_recipe_is_the_course_exactly():
     for name, base in EXPERIMENTS.items():
-        cfg = make_config(name)
-        assert cfg.recipe == "course" and make_config(name, recipe="course") == cfg
+        cfg = make_options(name)
+        assert cfg.recipe == "course" and make_options(name, recipe="course") == cfg
         assert (
             cfg.lr,
             cfg.batch_size,
@@ -39,13 +39,15 @@ def test_course_recipe_is_the_course_exactly():
 @pytest.mark.parametrize("experiment", ["flow-class", "ddpm-class"])
 def test_fast_recipe_applies_its_overrides_and_explicit_options_win(experiment):
     kind = EXPERIMENTS[experiment].kind
-    cfg = make_config(experiment, recipe="fast")
+    cfg = make_options(experiment, recipe="fast")
     assert cfg.recipe == "fast" and set(RECIPES) >= {"course", "fast"}
     assert all(getattr(cfg, k) == v for k, v in FAST_RECIPE[kind].items())
-    mine = make_config(experiment, recipe="fast", lr=1e-4, ema_decay=0.99, steps=7, hidden=16)
+    mine = make_options(experiment, recipe="fast", lr=1e-4, ema_decay=0.99, steps=7, hidden=16)
     assert (mine.lr, mine.ema_decay, mine.steps, mine.hidden) == (1e-4, 0.99, 7, 16)
-    by_epochs = make_config(experiment, recipe="fast", epochs=2)  # --epochs replaces its steps
-    assert by_epochs.steps is None and by_epochs.epochs_explicit
+    by_epochs = make_options(experiment, recipe="fast", epochs=2)  # --epochs replaces its steps
+    assert by_epochs.steps is None and by_epochs.epochs == 2
+    with pytest.raises(ConfigError, match="give --steps or --epochs, not both"):
+        make_options(experiment, recipe="fast", epochs=2, steps=10)
 
 
 @pytest.mark.parametrize("experiment", ["flow-class", "ddpm-class"])
@@ -54,7 +56,7 @@ def test_help_quotes_each_recipes_defaults_of_that_experiment(experiment, capsys
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args([experiment, "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    course, fast = make_config(experiment), make_config(experiment, recipe="fast")
+    course, fast = make_options(experiment), make_options(experiment, recipe="fast")
     for option, field in (
         ("hidden", "hidden"),
         ("batch-size", "batch_size"),
@@ -71,17 +73,25 @@ def test_help_quotes_each_recipes_defaults_of_that_experiment(experiment, capsys
 
 
 def test_fast_no_scheduler_is_a_constant_rate():
-    cfg = make_config("flow-class", recipe="fast", no_scheduler=True)
+    cfg = make_options("flow-class", recipe="fast", no_scheduler=True)
     assert not cfg.scheduler and cfg.warmup_steps == 0 and cfg.ema_decay
     assert cfg.lr == pytest.approx(1e-2 * 0.02**0.5)  # the middle of the cosine's 1e-2 -> 2e-4
     assert (
-        make_config("flow-class", recipe="fast", no_scheduler=True, lr=3e-3).lr == 3e-3
+        make_options("flow-class", recipe="fast", no_scheduler=True, lr=3e-3).lr == 3e-3
     )  # explicit wins
-    cfg = resolve_length(cfg, 4500, 71)
+    plan = start_plan(
+        cfg,
+        dataset="mnist-5k",
+        train_size=4500,
+        pass_steps=71,
+        world_size=1,
+        device="cpu",
+        mixed_precision="no",
+    )
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched, per_step = make_scheduler(opt, cfg)
+    sched, per_step = make_scheduler(opt, cfg, plan)
     rates = []
-    for _ in range(cfg.total_steps):
+    for _ in range(plan.total_steps):
         rates.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
@@ -90,9 +100,9 @@ def test_fast_no_scheduler_is_a_constant_rate():
 
 def test_unknown_recipe_and_bad_combinations_raise():
     with pytest.raises(ConfigError, match="recipe"):
-        make_config("flow-class", recipe="slow")
+        make_options("flow-class", recipe="slow")
     with pytest.raises(ConfigError, match="warm-up"):
-        make_config("flow-class", warmup_steps=10)  # the course's ExponentialLR has none
+        make_options("flow-class", warmup_steps=10)  # the course's ExponentialLR has none
 
 
 def test_samplers_that_cannot_run_on_the_model_are_refused_before_training():
@@ -100,15 +110,15 @@ def test_samplers_that_cannot_run_on_the_model_are_refused_before_training():
         ConfigError,
         match="--preview-sampler / --preview-steps: sampler 'heun' does not apply to a ddpm model",
     ):
-        make_config("ddpm-class", preview_sampler="heun")
+        make_options("ddpm-class", preview_sampler="heun")
     with pytest.raises(
         ConfigError,
         match="--sampler / --sample-steps: the ddpm sampler takes 1 to 300 steps on this model",
     ):
-        make_config("ddpm-class", sample_steps=301)
+        make_options("ddpm-class", sample_steps=301)
     with pytest.raises(ConfigError, match="--preview-steps: the ddim sampler takes 1 to 300"):
-        make_config("flow-class", preview_sampler="ddim", preview_steps=500)
-    assert make_config("flow-class", preview_steps=500).preview_steps == 500  # heun: any count
+        make_options("flow-class", preview_sampler="ddim", preview_steps=500)
+    assert make_options("flow-class", preview_steps=500).preview_steps == 500  # heun: any count
 
 
 def test_warmup_cosine_shape():
@@ -147,9 +157,9 @@ def test_logit_normal_ddpm_steps_are_flow_noise_levels_and_seeded():
 
 
 def test_time_sampling_is_for_models_with_a_time():
-    assert make_config("ddpm-class", time_sampling="logit-normal").time_sampling == "logit-normal"
+    assert make_options("ddpm-class", time_sampling="logit-normal").time_sampling == "logit-normal"
     with pytest.raises(ConfigError, match="no time"):
-        validate(make_config("denoiser", time_sampling="logit-normal"))
+        validate(make_options("denoiser", time_sampling="logit-normal"))
 
 
 def test_recipe_is_written_into_the_run_record(tmp_path):
@@ -167,7 +177,7 @@ def test_recipe_is_written_into_the_run_record(tmp_path):
         "4",
         "--warmup-steps",
         "2",
-        "--period-steps",
+        "--epoch-steps",
         "2",
         "--preview-steps",
         "2",
@@ -197,12 +207,14 @@ def test_recipe_is_written_into_the_run_record(tmp_path):
 def test_previews_default_to_the_50_step_sampler_and_options_win():
     from training.config import FAST_SAMPLER, preview_sampler
 
-    assert preview_sampler(make_config("flow-class")) == FAST_SAMPLER["flow"] == ("heun", 50)
-    assert preview_sampler(make_config("ddpm-class")) == FAST_SAMPLER["ddpm"] == ("ddpm", 50)
-    fast_ddpm = make_config("ddpm-class", recipe="fast")  # its own sampler: DDPM 100; previews: 50
+    assert preview_sampler(make_options("flow-class")) == FAST_SAMPLER["flow"] == ("heun", 50)
+    assert preview_sampler(make_options("ddpm-class")) == FAST_SAMPLER["ddpm"] == ("ddpm", 50)
+    fast_ddpm = make_options("ddpm-class", recipe="fast")  # its own sampler: DDPM 100; previews: 50
     assert (fast_ddpm.sampler, fast_ddpm.sample_steps) == ("ddpm", 100)
     assert preview_sampler(fast_ddpm) == ("ddpm", 50)
-    assert preview_sampler(make_config("flow-class", preview_sampler="euler", preview_steps=7)) == (
+    assert preview_sampler(
+        make_options("flow-class", preview_sampler="euler", preview_steps=7)
+    ) == (
         "euler",
         7,
     )

@@ -6,11 +6,25 @@ import time
 import pytest
 
 from training import cli
-from training.config import make_config
+from training.config import RunConfig, make_options, start_plan
 from training.runs import list_runs, read_metrics, safe_run_dir, write_json
 from training.tracking import Tracker, WandbRun, key_configured, resolve_mode
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
+
+
+def run_config(**options) -> RunConfig:
+    cfg = make_options("flow-class", **options)
+    plan = start_plan(
+        cfg,
+        dataset="mnist-5k",
+        train_size=4500,
+        pass_steps=71,
+        world_size=1,
+        device="cpu",
+        mixed_precision="no",
+    )
+    return RunConfig(cfg, plan)
 
 
 @pytest.fixture
@@ -38,7 +52,7 @@ def test_online_without_network_falls_back_to_offline_quickly(
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
     start = time.time()
-    run = WandbRun(tmp_path, make_config("flow-class"), None, "online")
+    run = WandbRun(tmp_path, run_config(), None, "online")
     assert run.mode == "offline" and time.time() - start < 30
     info = run.info()
     run.finish()
@@ -61,7 +75,7 @@ def test_offline_run_on_disk_and_no_secret_recorded(no_key, monkeypatch, tmp_pat
                 "8",
                 "--steps",
                 "2",
-                "--period-steps",
+                "--epoch-steps",
                 "2",
                 "--preview-steps",
                 "2",
@@ -82,7 +96,7 @@ def test_offline_run_on_disk_and_no_secret_recorded(no_key, monkeypatch, tmp_pat
 
 
 def test_run_record_resume_truncates_metrics_and_keeps_wall_time(no_key, tmp_path):
-    cfg = make_config("flow-class", wandb_mode="disabled")
+    cfg = run_config(wandb_mode="disabled")
     run = tmp_path / "r"
     t = Tracker(run, cfg)
     for step in (1, 2, 3):
