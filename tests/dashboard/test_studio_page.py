@@ -108,7 +108,7 @@ def test_a_run_config_of_the_wrong_type_is_a_message(app, lab_runs, tmp_path):
     (run / "config.json").write_text(config.replace('"hidden": 4', '"hidden": "abc"'))
     at = studio(app, tmp_path)
     assert not at.exception
-    assert "hidden='abc': expected int" in at.error[0].value
+    assert "'hidden' must be an integer; got 'abc'" in at.error[0].value
 
 
 def test_studio_on_a_device_this_machine_lacks_is_a_message(app, lab_runs):

@@ -17,15 +17,15 @@ BAD_CONFIGS = {  # the good config.json text -> a damaged one, and the reason th
     "a list": (lambda _: "[1, 2]", "not a JSON object"),
     "fields missing": (
         lambda _: '{"lr": 0.1}',
-        "not a run config: it lacks experiment, kind, conditioning",
+        "not a run config (it has no plan)",
     ),
     "a wrong type": (
         lambda t: t.replace('"hidden": 4', '"hidden": "abc"'),
-        "hidden='abc': expected int",
+        "'hidden' must be an integer; got 'abc'",
     ),
     "an unknown kind": (
         lambda t: t.replace('"kind": "flow"', '"kind": "weird"'),
-        "kind='weird': expected one of 'denoiser', 'pure-noise', 'ddpm', 'flow'",
+        "'kind' must be one of 'denoiser', 'pure-noise', 'ddpm', 'flow'; got 'weird'",
     ),
     "a value that cannot train": (
         lambda t: t.replace('"hidden": 4', '"hidden": -8'),
