@@ -7,8 +7,8 @@ trainer resolved at the start: the epoch length, the total steps, the learning-r
 dataset actually used and its size, the processes, device and precision. A run's `config.json`
 is both, `RunConfig`: the options' fields with the plan under the key "plan". Both are checked
 against their type hints when read (training.jsontypes); config.json files of the layout before
-the split (one flat object with `period_steps`, `extra`, ...) are read and converted, never
-rewritten.
+the split (one flat object with `period_steps`, `extra`, ...) are read and converted in memory
+(only a resume writes one anew, and says so).
 
 An **epoch** is `TrainPlan.epoch_steps` optimizer steps (docs/course.md 3.8): one pass over the
 dataset with an explicit `--epochs N` or on a dataset as large as MNIST; otherwise a course epoch,
