@@ -267,14 +267,18 @@ def test_train_stop_resume_and_sample_from_the_browser(page, tmp_path):
         fill(page, "Run name", "web")
         from playwright.sync_api import expect
 
-        code = page.locator("[data-testid='stCode']").first
-        for part in ("--name=web", f"--steps={TRAIN_STEPS}", "--hidden=8", "--log-every=1"):
-            expect(code).to_contain_text(part)  # the command follows the widgets
-        command = code.inner_text()
-        assert "--wandb-mode=offline" in command and "--dataset=mnist-5k" in command
+        chosen = page.get_by_text(re.compile("the fast recipe's defaults for flow-class, with"))
+        for part in ("name='web'", f"steps={TRAIN_STEPS}", "hidden=8", "log_every=1"):
+            expect(chosen).to_contain_text(part)  # the options follow the widgets
+        expect(chosen).to_contain_text("dataset='mnist-5k'")
+        expect(chosen).to_contain_text("wandb_mode='offline'")
+        command = page.locator("[data-testid='stCode']").first.inner_text()
         assert f"--runs-dir={runs}" in command  # the server's runs folder
+        assert f"--config={runs / 'web' / 'options.json'}" in command
         main_button(page, "Start training").click()
-        # the same command from the CLI, in one go, beside it (compared at the end)
+        wait_metric(page, "Status", lambda v: v == "running")  # its options file written
+        # the same command (and options file) from the CLI, in one go, beside it (compared at
+        # the end)
         cli = [
             a if not a.startswith("--runs-dir=") else f"--runs-dir={tmp_path / 'cli'}"
             for a in command.replace("python -m training ", "").split()
@@ -287,7 +291,6 @@ def test_train_stop_resume_and_sample_from_the_browser(page, tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_metric(page, "Status", lambda v: v == "running")
         first = step_of(wait_metric(page, "Step", lambda v: step_of(v) >= 1))
         later = step_of(wait_metric(page, "Step", lambda v: step_of(v) >= first + 3))
         assert first < later < TRAIN_STEPS  # advanced with no click

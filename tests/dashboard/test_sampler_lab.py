@@ -144,8 +144,10 @@ def test_without_the_runs_dataset_examples_give_way_to_uploads(
 
     run = shutil.copytree(lab_runs / "flow-class", tmp_path / "elsewhere")
     cfg = json.loads((run / "config.json").read_text())
+    plan = {**cfg["plan"], "dataset": "mnist"}  # trained on full MNIST, absent here
     write_json(
-        run / "config.json", {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none")}
+        run / "config.json",
+        {**cfg, "dataset": "mnist", "data_root": str(tmp_path / "none"), "plan": plan},
     )
     at = app(tmp_path).run()
     at.switch_page(LAB).run()
