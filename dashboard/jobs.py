@@ -32,6 +32,7 @@ from training.config import (
     GUIDANCE_SCALES,
     PER_CLASS,
     ConfigError,
+    Experiment,
     TrainOptions,
     check_sampler,
     save_options,
@@ -85,7 +86,7 @@ class TrainRequest:
     options file (`python -m training EXPERIMENT --config FILE`), so the CLI reads and checks them
     as it reads any options file."""
 
-    experiment: str
+    experiment: Experiment
     name: str
     options: TrainOptions | None = None  # None: resume the run `name`
 

@@ -27,7 +27,7 @@ from typing import Any, Literal, get_args
 from samplers.app.devices import Device, Precision
 from samplers.app.files import write_text_atomic
 from samplers.sampling import FLOW_SAMPLERS
-from samplers.sampling import SAMPLERS as SAMPLER_TABLE
+from samplers.table import SAMPLER_NAMES
 
 from .data import DatasetName
 from .jsontypes import JSONTypeError, from_json
@@ -42,7 +42,7 @@ Recipe = Literal["course", "fast"]
 WandbMode = Literal["online", "offline", "disabled"]
 # the samplers table's names (read off the table, so a solver added there is a choice here) and
 # the denoisers' one call
-SamplerName = Literal[(*SAMPLER_TABLE, "direct")]
+SamplerName = Literal[(*SAMPLER_NAMES, "direct")]
 
 COURSE_TRAIN_SIZE = 60_000  # MNIST train split: the course's epochs are passes over it
 COURSE_EPOCHS: dict[Kind, int] = {"denoiser": 5, "pure-noise": 5, "ddpm": 20, "flow": 10}
