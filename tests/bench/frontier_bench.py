@@ -61,7 +61,7 @@ def frontier_rows(
 ) -> list[Row]:
     """The run's default, then a row per sampler that suits it (see the module docstring)."""
     run_kind(run)  # a class-conditional DDPM or flow run
-    cfg = load_run_config(run)
+    cfg = load_run_config(run).options
     default = (cfg.sampler, cfg.sample_steps)
     scales = (1.0, 5.0)
     plans = [plan_sweep(run, [default[0]], [default[1]], scales, device=device)]
