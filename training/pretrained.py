@@ -26,6 +26,7 @@ from .checkpoints import CheckpointError, find_checkpoint, load_weights, verify_
 from .config import TrainConfig, check_sampler
 from .models import build_model, fold_batchnorm
 from .runs import load_run_config
+from .untrusted import entry_kind
 
 # The most images one UNet call takes on a CPU, by the precision the UNet runs in. In fp32, past
 # it throughput falls (1,000 images a call ran at 0.36x the speed of 128, docs/performance.md); at
@@ -223,10 +224,15 @@ def load_lab_model(
     cfg = load_run_config(run_dir)
     ckpt = find_checkpoint(run_dir, checkpoint)
     ckpt.check_experiment(cfg.experiment)
-    unet = build_unet(cfg).to(device)
+    if entry_kind(ckpt.path, ckpt.weights_file.name) not in ("file", None):
+        raise CheckpointError(
+            f"{ckpt.weights_file}: not a regular file (symlinks are not followed)"
+        )
+    with torch.device("meta"):  # the shapes the config asks for, nothing allocated: a config
+        expected = build_unet(cfg).state_dict()  # edited to a huge width fails the check below
     try:
         weights = load_weights(
-            ckpt.weights_file, device, experiment=cfg.experiment, expected=unet.state_dict()
+            ckpt.weights_file, device, experiment=cfg.experiment, expected=expected
         )
     except CheckpointError as e:
         if "does not fit" not in str(e):
@@ -235,6 +241,7 @@ def load_lab_model(
             f"{e} (run: arch={cfg.arch}, hidden={cfg.hidden}, conditioning={cfg.conditioning})"
         ) from e
     verify_checksums(ckpt, (ckpt.weights_file.name,))
+    unet = build_unet(cfg).to(device)
     unet.load_state_dict(weights, strict=True)
     # inference layout: BatchNorm folded into the convolutions, channels-last (see `make bench`)
     unet = fold_batchnorm(unet).to(memory_format=torch.channels_last)
