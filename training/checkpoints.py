@@ -103,7 +103,9 @@ class _Meta:
     experiment: str | None = None
     step: int | None = None
     loss: float | None = None
+    arch: str | None = None
     hidden: int | None = None
+    conditioning: str | None = None
     preview_s: float = 0.0
     sampling_weights: Literal["model.safetensors", "ema.safetensors"] = "model.safetensors"
     sha256: dict[str, str] = field(default_factory=dict)

@@ -314,13 +314,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not args.resume:
         return make_config(args.command, no_scheduler=args.no_scheduler, **given)
     name = args.name or default_run_name(args.command, args.no_scheduler)
-    run_dir = safe_run_dir(args.runs_dir, name)
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"--resume: there is no run {name!r} in {args.runs_dir}")
+    try:
+        stored = load_run_config(safe_run_dir(args.runs_dir, name))
+    except FileNotFoundError:
+        raise ConfigError(f"--resume: there is no run {name!r} in {args.runs_dir}") from None
     given.update(experiment=args.command, name=name)
     if args.no_scheduler:
         given["scheduler"] = False
-    return resume_config(load_run_config(run_dir), given)
+    return resume_config(stored, given)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

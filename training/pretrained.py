@@ -62,6 +62,29 @@ def build_unet(cfg: TrainConfig) -> nn.Module:
     )
 
 
+def meta_state_dict(cfg: TrainConfig) -> dict[str, Tensor]:
+    """The state dict cfg's UNet has, on the meta device: its names and shapes, nothing
+    allocated (a config edited to a huge width costs nothing here)."""
+    with torch.device("meta"):
+        return build_unet(cfg).state_dict()
+
+
+def weights_fit(cfg: TrainConfig, path: Path) -> bool:
+    """Whether the safetensors file `path` (a regular file) holds exactly the tensors of cfg's
+    UNet, by name and shape; read from its header only."""
+    from safetensors import SafetensorError, safe_open
+
+    if entry_kind(path.parent, path.name) != "file":
+        return False
+    expected = {k: tuple(v.shape) for k, v in meta_state_dict(cfg).items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+    return found == expected
+
+
 @dataclass
 class LabModel:
     """A lab UNet with its run config; `unet` is used as is (load_lab_model puts it in eval mode).
@@ -228,8 +251,7 @@ def load_lab_model(
         raise CheckpointError(
             f"{ckpt.weights_file}: not a regular file (symlinks are not followed)"
         )
-    with torch.device("meta"):  # the shapes the config asks for, nothing allocated: a config
-        expected = build_unet(cfg).state_dict()  # edited to a huge width fails the check below
+    expected = meta_state_dict(cfg)  # checked before the model is built: a huge width fails
     try:
         weights = load_weights(
             ckpt.weights_file, device, experiment=cfg.experiment, expected=expected

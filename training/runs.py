@@ -344,6 +344,22 @@ def _read_checkpoints(path: Path) -> tuple[list[Checkpoint], list[str], list[Run
     return found, skipped, problems
 
 
+def _model_mismatch(config: TrainConfig, checkpoints: list[Checkpoint]) -> RunFileError | None:
+    """A config.json whose model is not the one its checkpoints were written with (meta.json
+    records arch, hidden and conditioning): an edit that would build the wrong model, or one
+    too large to allocate."""
+    for ckpt in checkpoints:
+        written = {k: ckpt.meta.get(k) for k in ("arch", "hidden", "conditioning")}
+        differ = [k for k, v in written.items() if v is not None and getattr(config, k) != v]
+        if differ:
+            said = ", ".join(f"{k}={getattr(config, k)!r}" for k in differ)
+            wrote = ", ".join(f"{k}={written[k]!r}" for k in differ)
+            return RunFileError(
+                CONFIG, f"{said}, but checkpoint {ckpt.path.name} was written with {wrote}"
+            )
+    return None
+
+
 def read_run(path: str | Path) -> Run:
     """Read the run folder `path` once: every file checked, every failure a problem of the run
     (Run.problems), its status decided (decide_status). Never raises for what the folder holds."""
@@ -375,6 +391,9 @@ def read_run(path: str | Path) -> Run:
     read = attempt(_read_checkpoints, path) or ([], [], [])
     checkpoints, skipped, checkpoint_problems = read
     problems += checkpoint_problems
+    if config is not None and (mismatch := _model_mismatch(config, checkpoints)):
+        problems.append(mismatch)
+        config = None  # a config that does not describe its own weights is not used
     training, trainer = holder(path)
     status = decide_status(
         summary,
@@ -625,7 +644,17 @@ def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
     run.require(CONFIG, SUMMARY)
     if run.training and run.trainer != process_identity():
         raise RunBusy(f"--resume: {busy_message(run_dir, run.trainer)}")
-    return checkpoint_folders(run_dir)[::-1]
+    from .pretrained import weights_fit  # builds models: imported when a resume needs it
+
+    folders = checkpoint_folders(run_dir)[::-1]
+    cfg = run.config
+    assert cfg is not None  # require(CONFIG) said so
+    if folders and not any(weights_fit(cfg, f / "model.safetensors") for f in folders):
+        raise ConfigError(
+            f"--resume: no checkpoint of run {run_dir.name!r} holds the model its config.json "
+            f"describes (arch={cfg.arch}, hidden={cfg.hidden}, conditioning={cfg.conditioning})"
+        )
+    return folders
 
 
 # ----------------------------------------------------------------------------- samples

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, jobs, settings
-from dashboard.components import KEEP, evaluate_controls, user_errors
+from dashboard.catalog import LabeledRun
+from dashboard.components import KEEP, evaluate_controls, run_problems, user_errors
 from training.config import (
     DEVICES,
     EXPERIMENTS,
@@ -358,6 +359,7 @@ def live_panel(s: settings.Settings) -> None:
         st.session_state["train_watch"] = new
     if st.session_state["train_watch"] not in names:
         st.session_state["train_watch"] = names[0]
+    run_problems([LabeledRun(r, r.name, ()) for r in runs.values()])
     name = st.selectbox("Run", names, key="train_watch")
     first = runs[name]
     evaluating = first.evaluation_job is not None and first.evaluation_job.alive()
@@ -375,7 +377,7 @@ def live_panel(s: settings.Settings) -> None:
         run = given.pop() if given else read_run(root / name)  # once per refresh
         if run.status != first.status or queue_started(root) is not None:
             st.rerun()  # redraw all (this run's new status, a run the queue started)
-        if run.problem:
+        if run.problem and run.status in ("unreadable", "empty"):
             st.error(f"Run {name}: {run.problem}")
         log = run.metrics()
         if log.problem:
