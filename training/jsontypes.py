@@ -2,10 +2,9 @@
 
 One checker for every typed JSON file of the lab. A field's type hint says what it takes: `int`
 (not a bool), `float` (an int too), `str`, `bool`, `None`, unions (`X | None`), `Literal[...]`,
-`list[T]`, `tuple[T, ...]`, `dict[str, T]`, `Path` (a string), `Any` and nested dataclasses (JSON
-objects). Keys the
-dataclass does not name are ignored; a field without a default must be present. A value of
-another type raises JsonTypeError whose message names the field by its path:
+`list[T]`, `tuple[T, ...]`, `dict[str, T]`, `Path` (a string), `Any` and nested dataclasses
+(objects). Keys the dataclass does not name are ignored; a field without a default must be
+present. A value of another type raises JsonTypeError naming the field by its path:
 "'process.pid' must be an integer, not \"x\"".
 """
 
@@ -46,37 +45,38 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if hint is Any:
         return value
     if origin in (Union, types.UnionType):
-        for arm in args:
+        arms = [arm for arm in args if arm is not type(None)]
+        if value is None and len(arms) < len(args):
+            return None
+        if len(arms) == 1:  # X | None: X's own message, naming the innermost field
+            return _convert(arms[0], value, path)
+        for arm in arms:
             try:
                 return _convert(arm, value, path)
             except JsonTypeError:
                 continue
-        raise JsonTypeError(_message(path, describe(hint), value))
-    if dataclasses.is_dataclass(hint):
+    elif dataclasses.is_dataclass(hint):
         return from_json(hint, value, path=path)  # type: ignore[arg-type]
-    if origin is Literal:
+    elif origin is Literal:
         if value in args and type(value) in {type(a) for a in args}:
             return value
+    elif hint in (list, tuple, dict):
+        return _convert(
+            {list: list[Any], tuple: tuple[Any, ...], dict: dict[str, Any]}[hint], value, path
+        )
     elif origin in (list, tuple) and isinstance(value, list):
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise JsonTypeError(_message(path, describe(hint), value))
+        if origin is list or args[1:] == (Ellipsis,):
+            items = [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return items if origin is list else tuple(items)
+        if len(value) == len(args):
             return tuple(
                 _convert(a, v, f"{path}[{i}]")
                 for i, (a, v) in enumerate(zip(args, value, strict=True))
             )
-        items = (
-            [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)] if args else value
-        )
-        return tuple(items) if origin is tuple else items
     elif origin is dict and isinstance(value, dict):
-        key_type, value_type = args or (str, Any)
-        if key_type is not str:
-            raise TypeError(f"JSON object keys are strings: {hint}")
-        return {k: _convert(value_type, v, f"{path}.{k}") for k, v in value.items()}
-    elif hint is type(None):
-        if value is None:
-            return None
+        if args[0] is not str:
+            raise TypeError(f"JSON object keys are strings, not {args[0]}")
+        return {k: _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -86,11 +86,11 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     elif hint is Path:
         if isinstance(value, str):
             return Path(value)
-    elif hint in (str, bool):
+    elif hint in (str, bool, type(None)):
         if isinstance(value, hint):
             return value
-    elif origin is None and isinstance(hint, type) and hint not in (list, dict, tuple):
-        raise TypeError(f"from_json does not read {hint.__name__} fields")
+    elif origin is None:
+        raise TypeError(f"from_json does not read {hint} fields")
     raise JsonTypeError(_message(path, describe(hint), value))
 
 
@@ -101,9 +101,9 @@ def describe(hint: Any) -> str:
         return " or ".join(describe(arm) for arm in args)
     if origin is Literal:
         return "one of " + ", ".join(map(repr, args))
-    if origin in (list, tuple):
+    if origin in (list, tuple) or hint in (list, tuple):
         return "a list"
-    if origin is dict or dataclasses.is_dataclass(hint):
+    if origin is dict or hint is dict or dataclasses.is_dataclass(hint):
         return "an object"
     names = {
         type(None): "null",

@@ -11,9 +11,11 @@ function (`decide_status`, documented there).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +28,14 @@ from .checkpoints import CheckpointError, checkpoint_folders, read_checkpoint
 from .config import ConfigError, TrainConfig
 from .jsontypes import JsonTypeError, from_json
 from .runlock import Process, RunBusy, busy_message, holder, process_identity
-from .untrusted import RunFileError, entry_kind, read_bytes, read_json_object, read_tail
+from .untrusted import (
+    RunFileError,
+    entry_kind,
+    human_size,
+    read_bytes,
+    read_json_object,
+    read_tail,
+)
 
 __all__ = [
     "BUSY",
@@ -292,13 +301,14 @@ def _read_config(path: Path) -> TrainConfig | None:
         raise RunFileError(CONFIG, str(e)) from None
 
 
-def _typed(cls: type, path: Path, name: str) -> Any:
-    """File `name` of run folder `path` as dataclass `cls` (None when absent)."""
+def _typed(cls: type, path: Path, name: str, **given: Any) -> Any:
+    """File `name` of run folder `path` as dataclass `cls`, with the fields `given` set over
+    what the file says (None when the file is absent)."""
     obj = read_json_object(path, name)
     if obj is None:
         return None
     try:
-        return from_json(cls, obj)
+        return from_json(cls, {**obj, **given})
     except JsonTypeError as e:
         raise RunFileError(name, str(e)) from None
 
@@ -314,13 +324,8 @@ def _read_summary(path: Path) -> Summary:
 
 
 def _read_job(path: Path, kind: str) -> Job | None:
-    obj = read_json_object(path, JOB_FILES[kind])
-    if obj is None:
-        return None
-    try:  # the folder it lies in is its run, whatever it says
-        return from_json(Job, {**obj, "kind": kind, "run_dir": str(path)})
-    except JsonTypeError as e:
-        raise RunFileError(JOB_FILES[kind], str(e)) from None
+    # its kind is its file's, its run the folder it lies in, whatever it says
+    return _typed(Job, path, JOB_FILES[kind], kind=kind, run_dir=str(path))
 
 
 def _read_checkpoints(path: Path) -> tuple[list[Checkpoint], list[str], list[RunFileError]]:
@@ -363,8 +368,6 @@ def _model_mismatch(config: TrainConfig, checkpoints: list[Checkpoint]) -> RunFi
 def read_run(path: str | Path) -> Run:
     """Read the run folder `path` once: every file checked, every failure a problem of the run
     (Run.problems), its status decided (decide_status). Never raises for what the folder holds."""
-    import time
-
     path = Path(path)
     problems: list[RunFileError] = []
 
@@ -403,10 +406,11 @@ def read_run(path: str | Path) -> Run:
         trainer=trainer,
         now=time.time(),
     )
-    try:
-        created = os.lstat(path / CONFIG).st_mtime
-    except OSError:
-        created = os.lstat(path).st_mtime
+    created = 0.0
+    for dated in (path / CONFIG, path):
+        with contextlib.suppress(OSError):
+            created = os.lstat(dated).st_mtime
+            break
     return Run(
         path,
         status,
@@ -517,7 +521,7 @@ def load_metrics(run_dir: str | Path) -> Metrics:
             first = first or f"line {number}: {why}"
     notes = []
     if cut:
-        notes.append(f"longer than {MAX_METRICS_BYTES // 2**20} MB: only its end was read")
+        notes.append(f"longer than {human_size(MAX_METRICS_BYTES)}: only its end was read")
     if skipped:
         notes.append(f"{skipped} row{'s' * (skipped > 1)} left out ({first})")
     return Metrics(rows, f"{METRICS}: {'; '.join(notes)}" if notes else None)

@@ -53,7 +53,8 @@ def _kind(mode: int) -> str:
     return "a special file"
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
+    """A byte count for people: "5.0 MB", "100 bytes"."""
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n} bytes"
 
 
@@ -90,7 +91,8 @@ def open_under(root: Path, relative: str, max_bytes: int | None) -> Iterator[tup
             raise RunFileError(relative, f"{_kind(info.st_mode)}, not a regular file")
         if max_bytes is not None and info.st_size > max_bytes:
             raise RunFileError(
-                relative, f"{_size(info.st_size)}, over the {_size(max_bytes)} it may have"
+                relative,
+                f"{human_size(info.st_size)}, over the {human_size(max_bytes)} it may have",
             )
         os.set_blocking(fd, True)
         yield fd, info.st_size

@@ -79,7 +79,7 @@ def unreadable(folder):
 CASES = {
     "summary.json's process a string": (
         lambda run: edit_json(run / "summary.json", process="x"),
-        "summary.json: 'process' must be an object or null, not \"x\"",
+        "summary.json: 'process' must be an object, not \"x\"",
         "run",
     ),
     "config.json's dataset a list": (
