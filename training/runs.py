@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from samplers.app.files import write_text_atomic
 
@@ -36,6 +36,9 @@ from .untrusted import (
     read_json_object,
     read_tail,
 )
+
+if TYPE_CHECKING:  # evaluation_record reads summary.json through this module
+    from .evaluation_record import RunEvaluation
 
 __all__ = [
     "BUSY",
@@ -108,19 +111,6 @@ class WandbInfo:
 
 
 @dataclass(frozen=True)
-class _EvaluationShape:
-    """The fields of summary.json `evaluation` that pages read (until training.evaluation's own
-    typed reader replaces this check): guidance key -> score."""
-
-    frechet: dict[str, float]
-    accuracy: dict[str, float | None] = field(default_factory=dict)
-    frechet_floor: float | None = None
-    per_class: int | None = None
-    repeats: int | None = None
-    checkpoint: str | None = None
-
-
-@dataclass(frozen=True)
 class Summary:
     """summary.json (training.tracking writes it); every field None when there is none."""
 
@@ -132,7 +122,7 @@ class Summary:
     error: str | None = None  # with status failed: what went wrong, one line
     wandb: WandbInfo | None = None
     process: Process | None = None  # the training process that wrote it
-    evaluation: dict[str, Any] | None = None  # `python -m training evaluate` (docs/run-record.md)
+    evaluation: Any = None  # results of earlier labs (Run.evaluation reads them)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, without the fields that are None."""
@@ -187,6 +177,8 @@ class Run:
     checkpoints: tuple[Checkpoint, ...] = ()  # readable ones, oldest first
     skipped_checkpoints: tuple[str, ...] = ()  # folder names of unreadable ones (see problems)
     sample_grids: Mapping[int, Path] = field(default_factory=dict)  # epoch -> samples/epoch-N.png
+    # evaluation.json (and what earlier labs kept in summary.json): training.evaluation_record
+    evaluation: RunEvaluation = field(default_factory=lambda: _no_evaluation())
     job: Job | None = None  # job.json: the last training process the dashboard started
     evaluation_job: Job | None = None  # evaluate-job.json
     training: bool = False  # a process holds trainer.lock now
@@ -207,10 +199,6 @@ class Run:
     def experiment(self) -> str:
         return self.config.experiment if self.config is not None else "?"
 
-    @property
-    def evaluation(self) -> dict[str, Any] | None:
-        return self.summary.evaluation
-
     def require(self, *files: str) -> None:
         """RunFileError naming the full path of the first of `files` that could not be read, or
         FileNotFoundError when config.json is asked for and absent (a command's one-line error)."""
@@ -230,6 +218,12 @@ class Run:
             return read_bytes(self.path, str(path.relative_to(self.path)), MAX_IMAGE_BYTES)
         except FileNotFoundError:
             raise RunFileError(path.relative_to(self.path), "deleted") from None
+
+
+def _no_evaluation() -> RunEvaluation:
+    from .evaluation_record import RunEvaluation  # it reads summary.json through this module
+
+    return RunEvaluation()
 
 
 def decide_status(
@@ -314,13 +308,7 @@ def _typed(cls: type, path: Path, name: str, **given: Any) -> Any:
 
 
 def _read_summary(path: Path) -> Summary:
-    summary = _typed(Summary, path, SUMMARY) or Summary()
-    if summary.evaluation is not None:
-        try:
-            from_json(_EvaluationShape, summary.evaluation, path="evaluation")
-        except JsonTypeError as e:
-            raise RunFileError(SUMMARY, str(e)) from None
-    return summary
+    return _typed(Summary, path, SUMMARY) or Summary()
 
 
 def _read_job(path: Path, kind: str) -> Job | None:
@@ -397,6 +385,11 @@ def read_run(path: str | Path) -> Run:
     if config is not None and (mismatch := _model_mismatch(config, checkpoints)):
         problems.append(mismatch)
         config = None  # a config that does not describe its own weights is not used
+    from .evaluation_record import read_evaluation  # it reads summary.json through this module
+
+    evaluation = read_evaluation(path)
+    known = {str(p.under(path)) for p in problems}  # a bad summary.json: said once
+    problems += [RunFileError(p) for p in evaluation.problems if p not in known]
     training, trainer = holder(path)
     status = decide_status(
         summary,
@@ -419,6 +412,7 @@ def read_run(path: str | Path) -> Run:
         tuple(checkpoints),
         tuple(skipped),
         list_sample_grids(path),
+        evaluation,
         job,
         evaluation_job,
         training,

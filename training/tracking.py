@@ -60,13 +60,13 @@ class RunRecord:
 
     Its writes never follow a symlink: whole files are replaced by a rename (a link in their place
     is replaced, not written through) and metrics rows are appended with O_NOFOLLOW. `summary`:
-    the summary to update (default: the one on disk, read as training.runs checks it).
+    the summary it starts from and updates.
     """
 
-    def __init__(self, run_dir: Path, summary: dict[str, Any] | None = None):
+    def __init__(self, run_dir: Path, summary: dict[str, Any]):
         self.run_dir = run_dir
         self.metrics_path = run_dir / METRICS
-        self.summary = read_summary(run_dir) if summary is None else summary
+        self.summary = summary
 
     def write_config(self, cfg: TrainConfig) -> None:
         write_json(self.run_dir / "config.json", cfg.to_dict())

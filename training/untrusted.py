@@ -30,12 +30,16 @@ class RunFileError(ValueError):
     """A file of a run folder that cannot be read as the lab writes it: `file` names it (relative
     to the run folder, or a full path), `reason` says what is wrong."""
 
-    def __init__(self, file: str | Path, reason: str):
-        super().__init__(reason if str(file) == "." else f"{file}: {reason}")
+    def __init__(self, file: str | Path, reason: str | None = None):
+        if reason is None:  # one message that names its file itself
+            file, reason = "", str(file)
+        super().__init__(reason if str(file) in (".", "") else f"{file}: {reason}")
         self.file, self.reason = str(file), reason  # file ".": the run folder itself
 
     def under(self, run_dir: Path) -> RunFileError:
         """The same error naming the file by its full path (for a command's one-line error)."""
+        if not self.file:
+            return self
         return RunFileError(run_dir if self.file == "." else run_dir / self.file, self.reason)
 
 

@@ -75,6 +75,23 @@ def unreadable(folder):
         folder.chmod(0o755)
 
 
+CELL = dict(
+    checkpoint="epoch-0002",
+    sampler="euler",
+    steps=2,
+    nfe=4,
+    guidance=5.0,
+    per_class=2,
+    repeats=1,
+    seed=0,
+    precision="no",
+    dataset="mnist-5k",
+    accuracy=0.5,
+    frechet=[1, 2],
+    frechet_sd=None,
+)
+EVALUATION = {"format": 1, "floors": [], "cells": [CELL]}
+
 # case: (fault applied to the run folder, what every page and command says, where it shows)
 CASES = {
     "summary.json's process a string": (
@@ -88,8 +105,13 @@ CASES = {
         "run",
     ),
     "an evaluation whose frechet is a list": (
+        lambda run: (run / "evaluation.json").write_text(json.dumps(EVALUATION)),
+        "evaluation.json: cell 0: frechet is a list; expected a number >= 0",
+        "run",
+    ),
+    "an earlier lab's evaluation whose frechet is a list": (
         lambda run: edit_json(run / "summary.json", evaluation={"frechet": [1, 2]}),
-        "summary.json: 'evaluation.frechet' must be an object, not [1, 2]",
+        "summary.json: evaluation: frechet is a list; expected guidance -> value",
         "run",
     ),
     "meta.json's sha256 a number": (
@@ -224,7 +246,8 @@ def test_a_bad_run_is_one_row_with_its_reason_and_the_good_run_works(
         if status == 2:
             assert err.startswith("python -m training: error: ") and err.count("\n") == 1, err
     file, _, why = reason.partition(": ")
-    if where == "run" and file in ("config.json", "summary.json"):  # what a resume reads first
+    if where == "run" and file in ("config.json", "summary.json") and "evaluation" not in why:
+        # what a resume reads first: refused, naming the file
         assert cli.main(commands["resume"]) == 2
         assert f"{runs / 'bad' / file}: {why}" in capsys.readouterr().err
 

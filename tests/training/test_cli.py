@@ -11,6 +11,7 @@ import torch
 from training import cli
 from training.classifier import ClassifierConfig
 from training.evaluation_record import read_evaluation
+from training.runs import read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
