@@ -267,10 +267,10 @@ def training_runs(runs_dir: str | Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- starting
 @contextlib.contextmanager
-def _locked(runs_dir: Path, timeout: float | None = None) -> Iterator[None]:
+def _locked(runs_dir: Path) -> Iterator[None]:
     """Serialize job starts and queue edits of one runs folder across sessions, servers and
     runners; JobError, before anything is created, for a folder that cannot hold runs, and when
-    another holds the lock longer than `timeout` seconds (default LOCK_TIMEOUT_S)."""
+    another holds the lock longer than LOCK_TIMEOUT_S."""
     try:
         check_runs_folder(runs_dir)
     except ConfigError as e:
@@ -282,7 +282,7 @@ def _locked(runs_dir: Path, timeout: float | None = None) -> Iterator[None]:
     except OSError as e:
         raise JobError(f"cannot open the jobs lock {path} ({e.strerror or e})") from None
     try:
-        deadline = time.monotonic() + (LOCK_TIMEOUT_S if timeout is None else timeout)
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -290,9 +290,8 @@ def _locked(runs_dir: Path, timeout: float | None = None) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise JobError(
-                        f"another process has held {path} for over "
-                        f"{LOCK_TIMEOUT_S if timeout is None else timeout:g} s; try again, or "
-                        f"end the process that holds it (`fuser {path}` names it)"
+                        f"another process has held {path} for over {LOCK_TIMEOUT_S:g} s; try "
+                        f"again, or end the process that holds it (`fuser {path}` names it)"
                     ) from None
                 time.sleep(0.05)
         yield

@@ -27,7 +27,7 @@ from .checkpoints import Checkpoint as Checkpoint
 from .checkpoints import CheckpointError, checkpoint_folders, read_checkpoint
 from .config import ConfigError, TrainConfig
 from .jsontypes import JsonTypeError, from_json
-from .runlock import Process, RunBusy, busy_message, holder, process_identity
+from .runlock import Process, holder, process_identity
 from .untrusted import (
     RunFileError,
     entry_kind,
@@ -623,11 +623,12 @@ def check_runs_folder(runs_dir: str | Path) -> None:
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
-    """What a trainer may start from in `run_dir`, checked before it writes anything: the
-    checkpoint folders a resume tries, newest first (empty: it starts at step 0: a fresh run, or
-    a resumed run killed before its first checkpoint). ConfigError when a fresh run's name is
-    taken or there is no run to resume, RunBusy when another process trains it, RunFileError
-    naming the file when its config or summary cannot be read."""
+    """What a trainer may start from in `run_dir`, checked once it holds the run's claim
+    (training.runlock.claim_run: no other trainer) and before it writes anything: the checkpoint
+    folders a resume tries, newest first (empty: it starts at step 0: a fresh run, or a resumed
+    run killed before its first checkpoint). ConfigError when a fresh run's name is taken, there
+    is no run to resume or none of its checkpoints holds its config's model, RunFileError naming
+    the file when its config or summary cannot be read."""
     if not resume:
         if entry_kind(run_dir, CONFIG) is not None:
             raise ConfigError(
@@ -640,8 +641,6 @@ def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
     if entry_kind(run_dir, CONFIG) is None:
         raise ConfigError(f"--resume: there is no run {run_dir.name!r} in {run_dir.parent}")
     run.require(CONFIG, SUMMARY)
-    if run.training and run.trainer != process_identity():
-        raise RunBusy(f"--resume: {busy_message(run_dir, run.trainer)}")
     from .pretrained import weights_fit  # builds models: imported when a resume needs it
 
     folders = checkpoint_folders(run_dir)[::-1]
