@@ -1,52 +1,50 @@
-"""The runs the dashboard knows about: every run directory under the configured runs folders."""
+"""The runs the dashboard knows about: every run folder under the configured runs folders, each
+read once (training.runs.read_run) and labelled."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from training.runs import RunInfo, list_runs, read_config
+from training.runs import Run, list_runs
 from training.tracking import run_tags
 
 
 @dataclass(frozen=True)
-class Run:
-    info: RunInfo
-    config: dict[str, Any]
+class LabeledRun:
+    """A run as the pages list it: read once per page render, with a unique label and tags."""
+
+    run: Run
     label: str  # unique among the listed runs
     tags: tuple[str, ...]
 
     @property
     def path(self) -> Path:
-        return self.info.path
+        return self.run.path
 
 
-def catalog_tags(config: dict[str, Any], bundled: bool) -> tuple[str, ...]:
-    """The tags W&B gets for a run (training.tracking.run_tags), and 'bundled'."""
-    return tuple(dict.fromkeys(run_tags(config) + (["bundled"] if bundled else [])))
+def catalog_tags(run: Run, bundled: bool) -> tuple[str, ...]:
+    """The tags W&B gets for a run (training.tracking.run_tags), and 'bundled'; none for a run
+    whose config cannot be read."""
+    tags = run_tags(run.config) if run.config is not None else []
+    return tuple(dict.fromkeys(tags + (["bundled"] if bundled else [])))
 
 
-def find_runs(roots: tuple[Path, ...], bundled_root: Path | None = None) -> list[Run]:
-    """Runs of every root, newest first; a name found in two roots is labelled with its folder."""
+def find_runs(roots: tuple[Path, ...], bundled_root: Path | None = None) -> list[LabeledRun]:
+    """Runs of every root, newest first per root, bad ones included (with their problem); a name
+    found in two roots is labelled with its folder."""
     found = []
     for root in roots:
         bundled = bundled_root is not None and root.resolve() == bundled_root.resolve()
-        for info in list_runs(root):
-            try:
-                config = read_config(info.path)
-            except (OSError, ValueError):  # deleted or rewritten since it was listed
-                continue
-            found.append((info, config, bundled))
-    names = [info.name for info, _, _ in found]
+        found += [(run, bundled) for run in list_runs(root)]
+    names = [run.name for run, _ in found]
     return [
-        Run(
-            info,
-            config,
-            info.name if names.count(info.name) == 1 else f"{info.name} ({info.path.parent})",
-            catalog_tags(config, bundled),
+        LabeledRun(
+            run,
+            run.name if names.count(run.name) == 1 else f"{run.name} ({run.path.parent})",
+            catalog_tags(run, bundled),
         )
-        for info, config, bundled in found
+        for run, bundled in found
     ]
 
 

@@ -1,32 +1,41 @@
-"""Training and evaluation as background processes: start, find again, stop, queue (no Streamlit).
+"""Training and evaluation as background processes: start, stop, queue (no Streamlit needed).
 
-A job is `python -m training ...` started in its own session, so it outlives the page and the
-server; its argv is built from a validated request (TrainRequest, EvalRequest), never from text,
-and it runs without a shell. A new run's options go to it in `<run>/options.json`, which the CLI
-reads with `--config`. Its stdout and stderr go to `<run>/train.log` (`evaluate.log`), and
-`<run>/job.json` (`evaluate-job.json`, written atomically) records its pid, the process's start
-time and its argv: a job counts as live only while a process with that pid and start time runs,
-so a recycled pid is never trusted. Runs trained from a terminal are found through the process
-recorded in their summary.json. A training run that the limit keeps waiting sits in
-`<runs>/.queue.json` until `advance_queue` starts it.
+Every job runs through dashboard.runner, a small process in a session of its own (it outlives the
+page and the server): it starts `python -m training ...`, whose argv is built from a validated
+request (TrainRequest, EvalRequest), never from text, and runs without a shell (a new run's
+options go to it in `<run>/options.json`, which the CLI reads with `--config`). The runner appends
+the output to `<run>/train.log` (`evaluate.log`), waits for the process however it ends, and then
+starts the queued training runs the limit allows. So the queue advances with no page open.
+`<run>/job.json` (`evaluate-job.json`, atomic) records the process (pid and start time: a recycled
+pid is never trusted), its runner and argv.
+
+What a run is doing is training.runs' one status (`read_run(path).status`); a training process
+holds `<run>/trainer.lock` for its life, and Stop signals only the process that verifiably holds
+it (a pid written into a job file is never signalled on its word). `<runs>/.jobs.lock` serialises
+starts and queue edits of one runs folder across sessions, servers and runners; it is waited for
+at most LOCK_TIMEOUT_S. The queue is `<runs>/.queue.json`: one that cannot be read is renamed
+aside (`.queue.json.unreadable-TIME`), never overwritten, and `<runs>/queue.log` says what the
+queue started, dropped or set aside. Its rows are TrainRequests: {"experiment", "name", "options"}
+(options null: a resume), read back through training.jsontypes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from samplers.app.devices import resolve_device
-from training.checkpoints import list_checkpoints
 from training.config import (
     EXPERIMENTS,
     GUIDANCE_SCALES,
@@ -39,24 +48,54 @@ from training.config import (
     validate,
 )
 from training.jsontypes import from_json
+from training.runlock import LOCK_FILE as TRAINER_LOCK
+from training.runlock import Process, process_identity, verified_holder
 from training.runs import (
-    RunFileError,
+    BUSY,
+    JOB_FILES,
+    LOGS,
+    Job,
     check_runs_folder,
-    load_run_config,
-    process_alive,
-    process_identity,
-    read_config,
-    read_summary,
+    list_runs,
+    read_run,
+    run_status,
     safe_run_dir,
     write_json,
 )
+from training.untrusted import CLOEXEC, NOFOLLOW, RunFileError, open_append, read_json, read_tail
+
+__all__ = [
+    "BUSY",
+    "JOB_FILES",
+    "LOGS",
+    "OPTIONS_FILE",
+    "Busy",
+    "EvalRequest",
+    "Job",
+    "JobError",
+    "Queue",
+    "TrainRequest",
+    "advance_queue",
+    "command_line",
+    "dequeue",
+    "enqueue",
+    "queued",
+    "read_queue",
+    "run_status",
+    "start_evaluation",
+    "start_training",
+    "stop",
+    "tail",
+    "training_runs",
+]
 
 REPO = Path(__file__).resolve().parent.parent
-JOB_FILES = {"train": "job.json", "evaluate": "evaluate-job.json"}
-LOGS = {"train": "train.log", "evaluate": "evaluate.log"}
 OPTIONS_FILE = "options.json"  # a new run's options, as the Train page asked (--config)
 QUEUE_FILE = ".queue.json"
+QUEUE_LOG = "queue.log"
 LOCK_FILE = ".jobs.lock"
+LOCK_TIMEOUT_S = 30.0  # a start, or a queue edit, waits this long at most for another one
+RUNNER_ANSWER_S = 30.0  # dashboard.runner answers within a second; this bounds a stuck one
 MAX_HIDDEN = 512
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**31 - 1
@@ -95,8 +134,9 @@ class TrainRequest:
         return cls(options.experiment, options.name, options)
 
     @classmethod
-    def from_json(cls, data: Any, source: str = "request") -> TrainRequest:
-        """A request as asdict wrote it (a queue row); ValueError when it is not one."""
+    def from_json(cls, data: Any, source: str = "") -> TrainRequest:
+        """A request as asdict wrote it (a queue row); ValueError (JSONTypeError, ConfigError)
+        naming the field when it is not one, or its options cannot train."""
         request = from_json(cls, data, source)
         if request.options is not None:
             validate(request.options)
@@ -108,8 +148,8 @@ class TrainRequest:
 
     def validate(self, runs_dir: str | Path) -> Path:
         """The run folder; JobError (a clear message) when the run cannot start there: a name
-        that is taken or unsafe, a run that cannot resume, a runs folder that cannot take runs,
-        a device this machine lacks."""
+        that is taken or unsafe, a run that cannot resume (a run without a checkpoint resumes
+        from step 0), a runs folder that cannot take runs, a device this machine lacks."""
         if self.experiment not in EXPERIMENTS:
             raise JobError(
                 f"unknown experiment {self.experiment!r}; choose from {', '.join(EXPERIMENTS)}"
@@ -119,16 +159,18 @@ class TrainRequest:
         except ConfigError as e:
             raise JobError(str(e)) from None
         if self.options is None:
-            cfg = read_config(run_dir)
-            if not cfg:
+            run = read_run(run_dir)
+            if run.config is None and run.status != "empty":
+                raise JobError(f"run {self.name!r} cannot be resumed: {run.problem}")
+            if run.config is None:
                 raise JobError(f"there is no run {self.name!r} in {runs_dir} to resume")
-            if cfg.get("experiment") != self.experiment:
+            if run.experiment != self.experiment:
                 raise JobError(
-                    f"run {self.name!r} is a {cfg.get('experiment')} run, not {self.experiment}"
+                    f"run {self.name!r} is a {run.experiment} run, not {self.experiment}"
                 )
-            if not list_checkpoints(run_dir):
-                raise JobError(f"run {self.name!r} has no checkpoint to resume from yet")
-            if read_summary(run_dir).get("status") == "finished":
+            if run.status in BUSY:
+                raise JobError(f"run {self.name!r} is training now")
+            if run.status == "finished":
                 raise JobError(f"run {self.name!r} has finished; start a new run to train more")
             return run_dir
         if (self.options.experiment, self.options.name) != (self.experiment, self.name):
@@ -179,14 +221,17 @@ class EvalRequest:
     guidance: tuple[float, ...] = GUIDANCE_SCALES
 
     def validate(self) -> Path:
-        if not (self.run_dir / "config.json").is_file():
-            raise JobError(f"{self.run_dir} is not a run (no config.json)")
-        if not list_checkpoints(self.run_dir):
-            raise JobError(f"run {self.run_dir.name!r} has no checkpoint to evaluate yet")
+        run = read_run(self.run_dir)
+        if run.config is None:
+            raise JobError(f"{self.run_dir} is not a run ({run.problem or 'no config.json'})")
+        if any(p.file == "summary.json" for p in run.problems):
+            raise JobError(f"cannot record an evaluation of {run.name!r}: {run.problem}")
+        if not run.checkpoints:
+            raise JobError(f"run {run.name!r} has no checkpoint to evaluate yet")
         _int("samples per class", self.per_class, 1, 1000)
         _int("repeats", self.repeats, 1, 20)
         if self.steps is not None:
-            options = load_run_config(self.run_dir).options
+            options = run.config.options
             check_sampler(options, options.sampler, _int("sampler steps", self.steps, 1, 1000))
         if not self.guidance or not all(
             isinstance(g, (int, float)) and 0 <= g <= 20 for g in self.guidance
@@ -207,34 +252,6 @@ class EvalRequest:
         return [sys.executable, "-m", "training", *args]
 
 
-@dataclass
-class Job:
-    """A started process, as its job file records it."""
-
-    kind: str  # "train" | "evaluate"
-    run_dir: Path
-    argv: list[str]
-    process: dict[str, Any]  # training.runs.process_identity
-    started: float
-    stop_requested: float | None = None
-
-    @property
-    def pid(self) -> int:
-        return int(self.process["pid"])
-
-    @property
-    def log(self) -> Path:
-        return self.run_dir / LOGS[self.kind]
-
-    def alive(self) -> bool:
-        return bool(process_alive(self.process))
-
-    def save(self) -> None:
-        d = asdict(self)
-        d["run_dir"] = str(self.run_dir)
-        write_json(self.run_dir / JOB_FILES[self.kind], d)
-
-
 def command_line(argv: list[str]) -> str:
     """argv as a user would type it (`python -m training ...`), quoted where needed."""
     import shlex
@@ -242,138 +259,105 @@ def command_line(argv: list[str]) -> str:
     return shlex.join(["python", *argv[1:]])
 
 
-# ----------------------------------------------------------------------------- finding jobs
-def find(run_dir: str | Path, kind: str = "train") -> Job | None:
-    """The job last started for this run (live or not), or None."""
-    path = Path(run_dir) / JOB_FILES[kind]
-    try:
-        import json
-
-        d = json.loads(path.read_text())
-        return Job(
-            kind,
-            Path(run_dir),
-            list(d["argv"]),
-            dict(d["process"]),
-            float(d["started"]),
-            d.get("stop_requested"),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def live_job(run_dir: str | Path, kind: str = "train") -> Job | None:
-    job = find(run_dir, kind)
-    return job if job is not None and job.alive() else None
-
-
-BUSY = ("running", "starting", "closing")  # statuses whose training process is alive
-
-
-def run_status(run_dir: str | Path) -> str:
-    """running, starting (launched, no record yet), closing (ended, its process still closing
-    W&B), interrupted (its process died while it was running: resumable), failed to start (its
-    process ended before writing a record: see its log), unreadable (summary.json is not what
-    the trainer writes), or the status summary.json records (finished, stopped, failed...)."""
-    run_dir = Path(run_dir)
-    try:
-        summary = read_summary(run_dir)
-    except RunFileError:
-        summary = None
-    status = "unreadable" if summary is None else summary.get("status", "unknown")
-    job = find(run_dir)
-    if job is not None and job.alive():
-        if summary is None or _mtime(run_dir / "summary.json") < job.started:
-            return "starting"  # the trainer has not rewritten its record yet
-        return "running" if status == "running" else "closing"
-    if summary is None:
-        return status
-    if job is not None and not summary:
-        return "failed to start"
-    alive = process_alive(summary.get("process"))  # None: cannot tell (an older run, another host)
-    if status == "running" and (alive is False or (alive is None and job is not None)):
-        return "interrupted"
-    return status
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
 def training_runs(runs_dir: str | Path) -> list[Path]:
-    """Run folders under runs_dir whose training process is live (started here or elsewhere)."""
-    root = Path(runs_dir)
-    out = []
-    for p in sorted(root.iterdir()) if root.is_dir() else []:
-        if not p.is_dir() or p.name.startswith("."):
-            continue
-        if live_job(p) is not None:
-            out.append(p)
-        elif (p / "summary.json").exists():
-            try:
-                s = read_summary(p)
-            except ValueError:
-                continue
-            if s.get("status") == "running" and process_alive(s.get("process")):
-                out.append(p)
-    return out
+    """Run folders under runs_dir whose training process is starting or alive (started here or
+    from a terminal)."""
+    return sorted(r.path for r in list_runs(runs_dir) if r.status in BUSY)
 
 
 # ----------------------------------------------------------------------------- starting
 @contextlib.contextmanager
 def _locked(runs_dir: Path) -> Iterator[None]:
-    """Serialize job starts and queue edits of one runs folder across sessions and servers;
-    JobError, before anything is created, for a folder that cannot hold runs."""
+    """Serialize job starts and queue edits of one runs folder across sessions, servers and
+    runners; JobError, before anything is created, for a folder that cannot hold runs, and when
+    another holds the lock longer than LOCK_TIMEOUT_S."""
     try:
         check_runs_folder(runs_dir)
     except ConfigError as e:
         raise JobError(str(e)) from None
     runs_dir.mkdir(parents=True, exist_ok=True)
+    path = runs_dir / LOCK_FILE
     try:
-        import fcntl
-    except ImportError:  # Windows: one server per runs folder
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW | CLOEXEC, 0o644)
+    except OSError as e:
+        raise JobError(f"cannot open the jobs lock {path} ({e.strerror or e})") from None
+    try:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise JobError(
+                        f"another process has held {path} for over {LOCK_TIMEOUT_S:g} s; try "
+                        f"again, or end the process that holds it (`fuser {path}` names it)"
+                    ) from None
+                time.sleep(0.05)
         yield
-        return
-    with open(runs_dir / LOCK_FILE, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)  # drops the lock
 
 
-def _spawn(kind: str, run_dir: Path, argv: list[str]) -> Job:
+def _answer(proc: subprocess.Popen) -> str:
+    """The runner's first line ('' when it ended or stayed silent for RUNNER_ANSWER_S)."""
+    ready, _, _ = select.select([proc.stdout], [], [], RUNNER_ANSWER_S)
+    return proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+
+
+def _kill(runner: subprocess.Popen) -> None:
+    """SIGKILL a runner's session (it and the process it started) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+
+
+def _spawn(kind: str, run_dir: Path, argv: list[str], queue_limit: int | None = None) -> Job:
+    """Start `argv` through dashboard.runner (with `queue_limit`: which then advances the queue
+    of run_dir's runs folder) and record it in the job file; JobError, with no process left
+    behind, when it cannot start or be recorded."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(run_dir / LOGS[kind], "ab") as log:
-        log.write(f"\n$ {command_line(argv)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    queue = ["--queue", str(run_dir.parent), str(queue_limit)] if queue_limit else []
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "dashboard.runner", *queue, str(run_dir / LOGS[kind]), "--", *argv],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
-        identity = process_identity(proc.pid)
-    except Exception:  # it already exited (psutil.NoSuchProcess): record what can be
-        identity = {"pid": proc.pid, "started": 0.0, "host": ""}
-    # reap it when it exits, so a finished job is not left as a zombie of this server
-    threading.Thread(target=proc.wait, daemon=True, name=f"reap-{proc.pid}").start()
-    job = Job(kind, run_dir, argv, identity, time.time())
-    job.save()
+        answer = _answer(runner)
+        if not answer.startswith("ok "):
+            _kill(runner)
+            said = runner.stderr.read(4000).decode(errors="replace").strip().splitlines()
+            why = answer.removeprefix("error ") or (said or [f"status {runner.returncode}"])[-1]
+            raise JobError(f"could not start {command_line(argv)}: {why}")
+        pid = int(answer.split()[1])
+        try:
+            identity = process_identity(pid)
+        except Exception:  # noqa: BLE001 - it has already ended (psutil.NoSuchProcess)
+            identity = Process(pid, 0.0, "")
+        job = Job(kind, run_dir, argv, identity, time.time(), runner=process_identity(runner.pid))
+        job.save()
+    except BaseException as e:
+        _kill(runner)  # the runner and what it started: a failed start leaves no process
+        if isinstance(e, OSError):
+            raise JobError(f"could not record the job in {run_dir}: {e.strerror or e}") from None
+        raise
+    finally:
+        runner.stdout.close()
+        runner.stderr.close()
+    # reap the runner when it exits, so a finished job is not left as a zombie of this server
+    threading.Thread(target=runner.wait, daemon=True, name=f"reap-{runner.pid}").start()
     return job
 
 
 def start_training(request: TrainRequest, runs_dir: str | Path, limit: int = 1) -> Job:
     """Start `request` in the background; Busy when `limit` runs already train in runs_dir,
-    JobError for an invalid request or a run that trains or is being evaluated now."""
+    JobError for an invalid request or a run that trains or is being evaluated now. When the run
+    ends, its runner starts the queue's next runs (with this `limit`)."""
     runs_dir = Path(runs_dir)
     with _locked(runs_dir):
         check_not_queued(request, runs_dir)
@@ -388,9 +372,10 @@ def check_not_queued(request: TrainRequest, runs_dir: str | Path) -> None:
 
 def _start_locked(request: TrainRequest, runs_dir: Path, limit: int) -> Job:
     run_dir = request.validate(runs_dir)
-    if live_job(run_dir) is not None or run_dir in training_runs(runs_dir):
+    run = read_run(run_dir)
+    if run.status in BUSY:
         raise JobError(f"run {request.name!r} is training now")
-    if live_job(run_dir, "evaluate") is not None:
+    if run.evaluation_job is not None and run.evaluation_job.alive():
         raise JobError(f"run {request.name!r} is being evaluated now; wait for it to finish")
     busy = training_runs(runs_dir)
     if len(busy) >= limit:
@@ -399,112 +384,172 @@ def _start_locked(request: TrainRequest, runs_dir: Path, limit: int) -> Job:
             f"{len(busy)} run{'s' * (len(busy) > 1)} already training ({names}); the limit "
             f"is {limit} at a time"
         )
-    return _spawn("train", run_dir, request.prepare(runs_dir))
+    return _spawn("train", run_dir, request.prepare(runs_dir), queue_limit=limit)
 
 
 def start_evaluation(request: EvalRequest) -> Job:
     """Start `python -m training evaluate` on a run that is not training nor being evaluated."""
     run_dir = request.validate()
     with _locked(run_dir.parent):
-        if live_job(run_dir, "evaluate") is not None:
+        run = read_run(run_dir)
+        if run.evaluation_job is not None and run.evaluation_job.alive():
             raise JobError(f"run {run_dir.name!r} is being evaluated already")
-        if run_status(run_dir) in BUSY:
+        if run.status in BUSY:
             raise JobError(f"run {run_dir.name!r} is training; evaluate it once it has finished")
         return _spawn("evaluate", run_dir, request.argv())
 
 
-def stop(run_dir: str | Path) -> Job:
+def stop(run_dir: str | Path) -> Process:
     """Ask the run's training process to stop (SIGTERM: it checkpoints at the next step, then
-    exits with status "stopped"). JobError when nothing trains there."""
+    exits with status "stopped"); returns it. Only the process that verifiably holds the run's
+    trainer.lock is signalled (training.runlock.verified_holder); JobError when there is none."""
     run_dir = Path(run_dir)
-    job = live_job(run_dir)
-    if job is None:
-        s = read_summary(run_dir)
-        if s.get("status") == "running" and process_alive(s.get("process")):
-            job = Job("train", run_dir, [], s["process"], 0.0)
-        else:
-            raise JobError(f"run {run_dir.name!r} is not training")
-    os.kill(job.pid, signal.SIGTERM)
-    if job.started:
-        job.stop_requested = time.time()
-        job.save()
-    return job
+    holder = verified_holder(run_dir)
+    if holder is None:
+        raise JobError(
+            f"run {run_dir.name!r} is not training (no process holds its {TRAINER_LOCK})"
+        )
+    os.kill(holder.pid, signal.SIGTERM)
+    run = read_run(run_dir)
+    if run.job is not None and run.job.process == holder:
+        replace(run.job, stop_requested=time.time()).save()
+    return holder
 
 
 # ----------------------------------------------------------------------------- the queue
-def queued(runs_dir: str | Path) -> list[TrainRequest]:
-    """The waiting requests of runs_dir, oldest first."""
-    import json
+@dataclass(frozen=True)
+class Queue:
+    """`.queue.json`: the waiting requests, oldest first, and what in the file could not be read
+    (those entries are left out; the next queue edit sets the file aside and keeps the rest)."""
 
+    requests: tuple[TrainRequest, ...] = ()
+    problem: str | None = None
+
+
+def read_queue(runs_dir: str | Path) -> Queue:
+    """The queue of runs_dir, every entry checked (types, one entry a name); never raises."""
     try:
-        rows = json.loads((Path(runs_dir) / QUEUE_FILE).read_text())
-    except (OSError, ValueError):
-        return []
-    out = []
-    for row in rows if isinstance(rows, list) else []:
+        rows = read_json(Path(runs_dir), QUEUE_FILE)
+    except RunFileError as e:
+        return Queue(problem=str(e))
+    if rows is None:
+        return Queue()
+    if not isinstance(rows, list):
+        return Queue(problem=f"{QUEUE_FILE}: not a JSON list")
+    requests: dict[str, TrainRequest] = {}
+    bad = []
+    for i, row in enumerate(rows, 1):
         try:
-            out.append(TrainRequest.from_json(row, QUEUE_FILE))
-        except ValueError:
+            request = TrainRequest.from_json(row)
+        except ValueError as e:  # JSONTypeError, ConfigError: a row that is no request
+            bad.append(f"entry {i}: {e}")
             continue
-    return out
+        if request.name in requests:
+            bad.append(f"entry {i}: a second entry named {request.name!r}")
+            continue
+        requests[request.name] = request
+    problem = f"{QUEUE_FILE}: {'; '.join(bad)}" if bad else None
+    return Queue(tuple(requests.values()), problem)
+
+
+def queued(runs_dir: str | Path) -> list[TrainRequest]:
+    """The waiting requests of runs_dir, oldest first (read_queue)."""
+    return list(read_queue(runs_dir).requests)
+
+
+def _note(runs_dir: Path, message: str) -> None:
+    """A line in <runs>/queue.log (what the queue did while no page may have been open)."""
+    try:
+        fd = open_append(runs_dir / QUEUE_LOG)
+        try:
+            os.write(fd, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        print(f"warning: {message} (not logged: {e})", file=sys.stderr)
+
+
+def _queue_locked(runs_dir: Path) -> list[TrainRequest]:
+    """The queue, under the jobs lock; a file that cannot be read in full is renamed aside first
+    (its readable entries stay queued), with a line in queue.log."""
+    queue = read_queue(runs_dir)
+    if queue.problem is not None:
+        aside = f"{QUEUE_FILE}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(runs_dir / QUEUE_FILE, runs_dir / aside)
+        _note(runs_dir, f"{queue.problem}; the file was kept as {aside}")
+        if queue.requests:
+            _write_queue(runs_dir, list(queue.requests))
+    return list(queue.requests)
 
 
 def _write_queue(runs_dir: Path, requests: list[TrainRequest]) -> None:
     write_json(runs_dir / QUEUE_FILE, [asdict(r) for r in requests])
 
 
-def enqueue(request: TrainRequest, runs_dir: str | Path) -> int:
-    """Add a valid request to the queue; returns its place (1 = next). JobError when invalid or
-    when a queued request already uses its name."""
+def enqueue(request: TrainRequest, runs_dir: str | Path, limit: int = 1) -> int:
+    """Add a valid request to the queue, then start what the limit allows (the run that kept it
+    waiting may have ended meanwhile); returns its place (1 = next; 0 = it has started). JobError
+    when invalid or when a queued request already uses its name."""
     runs_dir = Path(runs_dir)
     with _locked(runs_dir):
         request.validate(runs_dir)
         check_not_queued(request, runs_dir)
-        waiting = queued(runs_dir)
-        _write_queue(runs_dir, waiting + [request])
-        return len(waiting) + 1
+        waiting = _queue_locked(runs_dir) + [request]
+        _write_queue(runs_dir, waiting)
+        _advance_locked(runs_dir, limit)
+        left = [r.name for r in queued(runs_dir)]
+        return left.index(request.name) + 1 if request.name in left else 0
 
 
 def dequeue(runs_dir: str | Path, name: str) -> None:
     """Remove the queued request of run `name` (nothing when it is not queued)."""
     runs_dir = Path(runs_dir)
     with _locked(runs_dir):
-        _write_queue(runs_dir, [r for r in queued(runs_dir) if r.name != name])
+        _write_queue(runs_dir, [r for r in _queue_locked(runs_dir) if r.name != name])
+
+
+def _advance_locked(runs_dir: Path, limit: int) -> tuple[list[Job], list[str]]:
+    started, dropped = [], []
+    waiting = _queue_locked(runs_dir)
+    if not waiting:
+        return started, dropped
+    while waiting:
+        try:
+            started.append(_start_locked(waiting[0], runs_dir, limit))
+        except Busy:
+            break
+        except JobError as e:
+            dropped.append(f"queued run {waiting[0].name!r} dropped: {e}")
+        waiting.pop(0)
+    _write_queue(runs_dir, waiting)
+    for job in started:
+        _note(runs_dir, f"started queued run {job.run_dir.name!r} (pid {job.pid})")
+    for message in dropped:
+        _note(runs_dir, message)
+    return started, dropped
 
 
 def advance_queue(runs_dir: str | Path, limit: int = 1) -> tuple[list[Job], list[str]]:
     """Start queued requests while fewer than `limit` runs train; a request that became invalid
-    (its name taken meanwhile) is dropped. Returns (started jobs, messages of dropped ones)."""
+    (its name taken meanwhile) is dropped. Returns (started jobs, messages of dropped ones), both
+    also written to queue.log. dashboard.runner calls it when a run ends."""
     runs_dir = Path(runs_dir)
-    started, dropped = [], []
     if not (runs_dir / QUEUE_FILE).exists():
-        return started, dropped
+        return [], []
     with _locked(runs_dir):
-        waiting = queued(runs_dir)
-        while waiting:
-            try:
-                started.append(_start_locked(waiting[0], runs_dir, limit))
-            except Busy:
-                break
-            except JobError as e:
-                dropped.append(f"queued run {waiting[0].name!r} dropped: {e}")
-            waiting.pop(0)
-        _write_queue(runs_dir, waiting)
-    return started, dropped
+        return _advance_locked(runs_dir, limit)
 
 
 def tail(path: str | Path, lines: int = 40, max_bytes: int = 64_000) -> str:
-    """The last `lines` lines of a log ('' when absent); tqdm's carriage returns keep the last."""
+    """The last `lines` lines of a log ('' when absent or not a regular file); tqdm's carriage
+    returns keep the last update of a line."""
+    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
+        data, _ = read_tail(path.parent, path.name, max_bytes)
+    except (FileNotFoundError, RunFileError):
         return ""
     rows = [
         line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
-        for line in text.split("\n")
+        for line in data.decode("utf-8", "replace").split("\n")
     ]
     return "\n".join(rows[-lines:])

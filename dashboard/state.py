@@ -1,8 +1,10 @@
-"""Models shared by all sessions of the process: loaded once (st.cache_resource), used locked.
+"""The models the pages sample, shared by all sessions of the process: loaded once, used locked.
 
-A cached model is one object for all sessions; sampling mutates nothing in it but the modules are
-not documented as reentrant, so every use holds `Shared.lock` (sessions queue, each with its own
-torch.Generator). Keys include the checkpoint's mtime, so a rewritten checkpoint is reloaded.
+One cache for the MNIST studio and the Sampler lab's MNIST backend (dashboard.backends wraps the
+same LabModel, lock and memo). A cached model is one object for all sessions; sampling mutates
+nothing in it but the modules are not documented as reentrant, so every use holds `Shared.lock`
+(sessions queue, each with its own torch.Generator). Keys include the checkpoint's mtime, so a
+rewritten checkpoint is reloaded.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ class Shared:
 
 def stamp(ckpt: Checkpoint) -> float:
     """The checkpoint's weights mtime: part of cache keys, so a rewritten checkpoint reloads."""
-    return ckpt.weights_file.stat().st_mtime if ckpt.weights_file.exists() else 0.0
+    try:
+        return ckpt.weights_file.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the model...")

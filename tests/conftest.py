@@ -42,3 +42,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def stand_in():
+    """stand_in() -> the identity (training.runlock.Process) of a new live process, a sleeping
+    child that stands in for a training process; every one is killed when the test ends."""
+    import subprocess
+    import sys
+
+    from training.runlock import process_identity
+
+    children = []
+
+    def make():
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        children.append(child)
+        return process_identity(child.pid)
+
+    yield make
+    for child in children:
+        child.kill()
+        child.wait()

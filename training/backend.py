@@ -16,7 +16,7 @@ from torch import Tensor
 import samplers
 
 from .data import DatasetUnavailableError, load_dataset, to_signed
-from .pretrained import load_lab_model
+from .pretrained import LabModel, load_lab_model
 
 DEFAULT_STEPS = 30  # the default spaced schedule: quick Part A tricks on a laptop
 
@@ -33,15 +33,18 @@ class MnistBackend:
 
     def __init__(
         self,
-        run_dir: str | Path,
+        run_dir: str | Path | None = None,
         checkpoint: int | str | None = None,
         device: str | torch.device = "cpu",
         num_steps: int = DEFAULT_STEPS,
+        *,
+        lab: LabModel | None = None,
     ):
-        self.lab = load_lab_model(run_dir, checkpoint, device)
+        """`lab`: an already loaded model of the run (then run_dir, checkpoint, device unused)."""
+        self.lab = lab if lab is not None else load_lab_model(run_dir, checkpoint, device)
         if self.lab.kind not in ("ddpm", "flow"):
             raise ValueError(
-                f"{run_dir}: a {self.lab.kind} model is not a diffusion model; "
+                f"{self.lab.checkpoint}: a {self.lab.kind} model is not a diffusion model; "
                 "the mnist backend needs a ddpm-* or flow-* run"
             )
         self.device = self.lab.device

@@ -24,9 +24,9 @@ import os
 import pickle
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -34,6 +34,9 @@ from safetensors.torch import save as safetensors_bytes
 
 from samplers.app.files import replace_folder
 from samplers.app.files import write_synced as _write  # one name, so tests can fail a write
+
+from .jsontypes import JSONTypeError, from_json
+from .untrusted import RunFileError, read_json_object
 
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "epoch-"
@@ -93,16 +96,32 @@ def checkpoint_folders(run_dir: str | Path) -> list[Path]:
     )
 
 
+@dataclass(frozen=True)
+class _Meta:
+    """The types of the meta.json fields the lab reads back (checked by jsontypes.from_json)."""
+
+    experiment: str | None = None
+    step: int | None = None
+    loss: float | None = None
+    arch: str | None = None
+    hidden: int | None = None
+    conditioning: str | None = None
+    preview_s: float = 0.0
+    sampling_weights: Literal["model.safetensors", "ema.safetensors"] = "model.safetensors"
+    sha256: dict[str, str] = field(default_factory=dict)
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
-    """The checkpoint in folder `path`; CheckpointError when its meta.json is missing or invalid."""
+    """The checkpoint in folder `path`; CheckpointError when its meta.json is missing or invalid
+    (read as untrusted input: training.untrusted, its fields' types checked)."""
     try:
-        meta = json.loads((path / "meta.json").read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path / 'meta.json'}: missing (incomplete checkpoint)") from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({e})") from e
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path / 'meta.json'}: not a JSON object")
+        meta = read_json_object(path, "meta.json")
+        if meta is None:
+            raise CheckpointError(f"{path / 'meta.json'}: missing (incomplete checkpoint)")
+        from_json(_Meta, meta, unknown="ignore")
+    except (RunFileError, JSONTypeError) as e:
+        reason = e.reason if isinstance(e, RunFileError) else str(e)
+        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({reason})") from None
     return Checkpoint(path, _order(path)[0], meta)
 
 

@@ -324,13 +324,14 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
     if args.config:
         raise ConfigError("--resume continues a run with its stored options: drop --config")
     name = args.name or default_run_name(args.command, args.no_scheduler)
-    run_dir = safe_run_dir(args.runs_dir, name)
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"--resume: there is no run {name!r} in {args.runs_dir}")
+    try:
+        stored = load_run_config(safe_run_dir(args.runs_dir, name))
+    except FileNotFoundError:
+        raise ConfigError(f"--resume: there is no run {name!r} in {args.runs_dir}") from None
     given.update(experiment=args.command, name=name, recipe=args.recipe)
     if args.no_scheduler:
         given["scheduler"] = False
-    return resume_options(load_run_config(run_dir).options, given)
+    return resume_options(stored.options, given)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

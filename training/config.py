@@ -30,7 +30,7 @@ from samplers.sampling import FLOW_SAMPLERS
 from samplers.table import SAMPLER_NAMES
 
 from .data import DatasetName
-from .jsontypes import JSONTypeError, from_json
+from .jsontypes import JSONTypeError, at, from_json
 from .models import Arch, Conditioning, check_width
 
 Experiment = Literal["denoiser", "pure-noise", "ddpm-time", "ddpm-class", "flow-time", "flow-class"]
@@ -154,7 +154,7 @@ class TrainOptions:
         except JSONTypeError as e:
             raise ConfigError(str(e)) from None
         except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+            raise ConfigError(at(source, str(e))) from None
 
 
 @dataclass(frozen=True)
@@ -200,14 +200,14 @@ class RunConfig:
         """The RunConfig that to_json wrote, or one converted from the layout before the plan;
         ConfigError (one line naming `source` and the field) for one that does not fit."""
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: not a run config (not a JSON object)")
+            raise ConfigError(at(source, "not a run config (not a JSON object)"))
         if "plan" not in data:
             if not _OLD_LAYOUT & data.keys():
-                raise ConfigError(f"{source}: not a run config (it has no plan)")
+                raise ConfigError(at(source, "not a run config (it has no plan)"))
             return _from_old_layout(data, source)
         options = TrainOptions.from_json(data, source)
         try:
-            return cls(options, from_json(TrainPlan, data["plan"], f"{source} (plan)"))
+            return cls(options, from_json(TrainPlan, data["plan"], source, path="plan"))
         except JSONTypeError as e:
             raise ConfigError(str(e)) from None
 
@@ -267,11 +267,11 @@ def _from_old_layout(d: dict[str, Any], source: str) -> RunConfig:
             options.update(steps=total, epochs=None)  # a resume of that version extended it so
     try:
         parsed = from_json(TrainOptions, options, source, unknown="ignore")
-        return RunConfig(validate(parsed), from_json(TrainPlan, plan, f"{source} (plan)"))
+        return RunConfig(validate(parsed), from_json(TrainPlan, plan, source, path="plan"))
     except JSONTypeError as e:
         raise ConfigError(str(e)) from None
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(at(source, str(e))) from None
 
 
 _SINGLE_STEP = dict(

@@ -26,6 +26,7 @@ from .checkpoints import CheckpointError, find_checkpoint, load_weights, verify_
 from .config import TrainOptions, TrainPlan, check_sampler
 from .models import build_model, fold_batchnorm
 from .runs import load_run_config
+from .untrusted import entry_kind
 
 # The most images one UNet call takes on a CPU, by the precision the UNet runs in. In fp32, past
 # it throughput falls (1,000 images a call ran at 0.36x the speed of 128, docs/performance.md); at
@@ -59,6 +60,29 @@ def build_unet(cfg: TrainOptions) -> nn.Module:
     return build_model(
         cfg.arch, hidden=cfg.hidden, conditioning=cfg.conditioning, num_classes=cfg.num_classes
     )
+
+
+def meta_state_dict(cfg: TrainOptions) -> dict[str, Tensor]:
+    """The state dict cfg's UNet has, on the meta device: its names and shapes, nothing
+    allocated (a config edited to a huge width costs nothing here)."""
+    with torch.device("meta"):
+        return build_unet(cfg).state_dict()
+
+
+def weights_fit(cfg: TrainOptions, path: Path) -> bool:
+    """Whether the safetensors file `path` (a regular file) holds exactly the tensors of cfg's
+    UNet, by name and shape; read from its header only."""
+    from safetensors import SafetensorError, safe_open
+
+    if entry_kind(path.parent, path.name) != "file":
+        return False
+    expected = {k: tuple(v.shape) for k, v in meta_state_dict(cfg).items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+    return found == expected
 
 
 @dataclass
@@ -231,10 +255,14 @@ def load_lab_model(
     cfg = run.options
     ckpt = find_checkpoint(run_dir, checkpoint)
     ckpt.check_experiment(cfg.experiment)
-    unet = build_unet(cfg).to(device)
+    if entry_kind(ckpt.path, ckpt.weights_file.name) not in ("file", None):
+        raise CheckpointError(
+            f"{ckpt.weights_file}: not a regular file (symlinks are not followed)"
+        )
+    expected = meta_state_dict(cfg)  # checked before the model is built: a huge width fails
     try:
         weights = load_weights(
-            ckpt.weights_file, device, experiment=cfg.experiment, expected=unet.state_dict()
+            ckpt.weights_file, device, experiment=cfg.experiment, expected=expected
         )
     except CheckpointError as e:
         if "does not fit" not in str(e):
@@ -243,6 +271,7 @@ def load_lab_model(
             f"{e} (run: arch={cfg.arch}, hidden={cfg.hidden}, conditioning={cfg.conditioning})"
         ) from e
     verify_checksums(ckpt, (ckpt.weights_file.name,))
+    unet = build_unet(cfg).to(device)
     unet.load_state_dict(weights, strict=True)
     # inference layout: BatchNorm folded into the convolutions, channels-last (see `make bench`)
     unet = fold_batchnorm(unet).to(memory_format=torch.channels_last)

@@ -12,6 +12,7 @@ recorded: only the mode, project, run id, URL and sync command are.
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
 import re
@@ -21,10 +22,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from samplers.app.files import write_text_atomic
+from samplers.app.files import atomic_path
 
 from .config import RunConfig
-from .runs import load_run_config, process_identity, read_metrics, read_summary, write_json
+from .runlock import process_identity
+from .runs import METRICS, SUMMARY, load_run_config, read_summary, write_json
+from .untrusted import open_append, open_under
 
 INIT_TIMEOUT_S = 30  # the most an unreachable W&B may delay a run (WANDB_INIT_TIMEOUT can lower it)
 WANDB_HOST = "api.wandb.ai"
@@ -53,29 +56,56 @@ def _warn(msg: str) -> None:
 
 
 class RunRecord:
-    """The local record: metrics.jsonl (appended and flushed per row) and summary.json (atomic)."""
+    """The local record: metrics.jsonl (appended and flushed per row) and summary.json (atomic).
 
-    def __init__(self, run_dir: Path):
+    Its writes never follow a symlink: whole files are replaced by a rename (a link in their place
+    is replaced, not written through) and metrics rows are appended with O_NOFOLLOW. `summary`:
+    the summary it starts from and updates.
+    """
+
+    def __init__(self, run_dir: Path, summary: dict[str, Any]):
         self.run_dir = run_dir
-        self.metrics_path = run_dir / "metrics.jsonl"
+        self.metrics_path = run_dir / METRICS
+        self.summary = summary
 
     def write_config(self, config: RunConfig) -> None:
         write_json(self.run_dir / "config.json", config.to_json())
 
-    def truncate_metrics(self, step: int) -> None:
-        """Keep only rows up to `step` (a resume continues from that checkpoint's step)."""
-        rows = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= step]
-        write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    def start_metrics(self, step: int | None) -> None:
+        """An empty metrics.jsonl (step None: a run from step 0), or its rows up to `step` (a
+        resume continues from that checkpoint's step; rows not the trainer's are dropped)."""
+        with atomic_path(self.metrics_path) as tmp, open(tmp, "wb") as out:
+            if step is None:
+                return
+            try:
+                with open_under(self.run_dir, METRICS, None) as (fd, _):
+                    with os.fdopen(os.dup(fd), "rb") as lines:
+                        for line in lines:
+                            if _step_of(line) <= step:
+                                out.write(line if line.endswith(b"\n") else line + b"\n")
+            except FileNotFoundError:
+                pass
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        fd = open_append(self.metrics_path)
+        try:
+            os.write(fd, (json.dumps(row) + "\n").encode())
+        finally:
+            os.close(fd)
 
     def update_summary(self, **fields: Any) -> dict[str, Any]:
-        summary = {**read_summary(self.run_dir), **fields}
-        write_json(self.run_dir / "summary.json", summary)
-        return summary
+        self.summary = {**self.summary, **fields}
+        write_json(self.run_dir / SUMMARY, self.summary)
+        return self.summary
+
+
+def _step_of(line: bytes) -> float:
+    """The step of a metrics.jsonl line (inf for a line that is not a row with an integer step)."""
+    try:
+        step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+    return step if isinstance(step, int) and not isinstance(step, bool) else math.inf
 
 
 def _first_line(e: BaseException) -> str:
@@ -109,7 +139,7 @@ class WandbRun:
             resume="allow",
             dir=str(run_dir),
             config=config.to_json(),
-            tags=run_tags(config.to_json()),
+            tags=run_tags(config),
         )
         try:
             self.run = wandb.init(mode=mode, settings=self._settings(), **kwargs)
@@ -231,16 +261,15 @@ class WandbRun:
             self.run = None
 
 
-def run_tags(config: dict[str, Any]) -> list[str]:
-    """A run's W&B tags from its config.json object: scheduler or no-scheduler, the dataset
-    trained on, the recipe (`recipe-course`, `recipe-fast`) and the UNet (`arch-course`,
-    `arch-improved`)."""
-    plan = config.get("plan") or config  # config.json before the plan: the dataset beside
+def run_tags(config: RunConfig) -> list[str]:
+    """A run's W&B tags: scheduler or no-scheduler, the dataset trained on, the recipe
+    (`recipe-course`, `recipe-fast`) and the UNet (`arch-course`, `arch-improved`)."""
+    options = config.options
     return [
-        "scheduler" if config.get("scheduler", True) else "no-scheduler",
-        plan.get("dataset", "?"),
-        f"recipe-{config.get('recipe', 'course')}",
-        f"arch-{config.get('arch', 'course')}",
+        "scheduler" if options.scheduler else "no-scheduler",
+        config.plan.dataset,
+        f"recipe-{options.recipe}",
+        f"arch-{options.arch}",
     ]
 
 
@@ -249,19 +278,17 @@ class Tracker:
 
     def __init__(self, run_dir: Path, config: RunConfig, *, resume_step: int | None = None):
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.record = RunRecord(run_dir)
         self.start = time.time()
-        previous = read_summary(run_dir)
+        # a run from step 0 (a new one, or one killed before its first checkpoint) starts afresh
+        previous = read_summary(run_dir) if resume_step is not None else {}
+        self.record = RunRecord(run_dir, previous)
         self.elapsed_before = float(previous.get("wall_time_s") or 0.0) if resume_step else 0.0
         self.record.write_config(config)
-        if resume_step is None:
-            self.record.metrics_path.write_text("")
-        else:
-            self.record.truncate_metrics(resume_step)
-        run_id = previous.get("wandb", {}).get("id") if resume_step is not None else None
+        self.record.start_metrics(resume_step)
+        run_id = (previous.get("wandb") or {}).get("id")
         self.wandb = WandbRun(run_dir, config, run_id, resolve_mode(config.options.wandb_mode))
         self.record.update_summary(
-            status="running", wandb=self.wandb.info(), process=process_identity()
+            status="running", wandb=self.wandb.info(), process=process_identity().to_dict()
         )
 
     def wall_time(self) -> float:

@@ -11,7 +11,6 @@ trains its slice of the global batch (DDP).
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import time
@@ -42,10 +41,10 @@ from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, sample_grid, save_gif, save_grid
 from .objectives import LOSS_BINS, loss_by_t_bins, make_objective
 from .pretrained import LabModel, build_unet, max_batch, vp_alphas_cumprod
+from .runlock import claim_run
 from .runs import (
-    check_runs_folder,
+    check_run_dir,
     load_run_config,
-    process_alive,
     read_config,
     read_summary,
     safe_run_dir,
@@ -128,36 +127,6 @@ def memory_format(options: TrainOptions) -> torch.memory_format:
     return torch.channels_last if options.channels_last else torch.contiguous_format
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> list[Path]:
-    """The checkpoint folders a resume may start from, newest first (empty without `resume`);
-    ConfigError when the folder's state does not fit."""
-    exists = (run_dir / "config.json").exists()
-    if not resume:
-        check_runs_folder(run_dir.parent)
-        if exists:
-            raise ConfigError(
-                f"run {run_dir.name!r} already exists in {run_dir.parent}; pass --resume "
-                f"to continue it, or --name to start a new run"
-            )
-        return []
-    if not exists:
-        raise ConfigError(f"--resume: there is no run {run_dir.name!r} in {run_dir.parent}")
-    summary = read_summary(run_dir)
-    owner = summary.get("process") or {}
-    another = owner.get("pid") != os.getpid()  # this process's own earlier run has ended
-    if summary.get("status") == "running" and another and process_alive(owner):
-        raise ConfigError(
-            f"--resume: run {run_dir.name!r} is training now (process {owner['pid']}); "
-            f"stop it first (the dashboard's Stop, or kill -TERM {owner['pid']})"
-        )
-    folders = ck.checkpoint_folders(run_dir)[::-1]
-    if not folders:
-        raise ConfigError(
-            f"--resume: run {run_dir.name!r} has no complete checkpoint to resume from"
-        )
-    return folders
-
-
 class Trainer:
     """One training run: a new run of `options`, or (`resume`) the continuation of the run of its
     name; the plan is resolved here, then call `run()`."""
@@ -178,6 +147,8 @@ class Trainer:
                 f"--batch-size {options.batch_size} must divide over {self.world} processes"
             )
         self.run_dir = safe_run_dir(runs_dir, options.name)
+        # the run folder's one writer from before its first write (RunBusy: another trains it)
+        self.claim = claim_run(self.run_dir) if self.main else None
         candidates = check_run_dir(self.run_dir, resume)
         stored = load_run_config(self.run_dir).plan if resume else None
         if resume and self.main and "plan" not in read_config(self.run_dir):
@@ -241,7 +212,7 @@ class Trainer:
         self.step = 0
         self.preview_seconds = 0.0  # wall time spent drawing grids and the GIF (kept on resume)
         self.last_loss: float | None = None
-        self.resume_from = self._resume(candidates) if resume else None
+        self.resume_from = self._resume(candidates) if candidates else None  # none: step 0
         if self.resume_from is not None and self.step >= plan.total_steps:
             # at its length it resumes only to finish its record (killed in its last bookkeeping)
             finished = read_summary(self.run_dir).get("status") == "finished"
@@ -419,6 +390,9 @@ class Trainer:
             if self.tracker is not None:
                 self.tracker.fail(str(e) or type(e).__name__)
             raise
+        finally:
+            if self.claim is not None:
+                self.claim.release()
         return self.run_dir
 
     def _loop(self) -> None:

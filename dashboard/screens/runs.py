@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import charts, jobs, settings, wandb_source
-from dashboard.catalog import Run
-from dashboard.components import KEEP, evaluate_controls, runs_or_stop, user_errors
+from dashboard.catalog import LabeledRun
+from dashboard.components import KEEP, evaluate_controls, run_problems, runs_or_stop, user_errors
+from training.config import RunConfig
 from training.curves import SMOOTHING
-from training.evaluation_record import RunEvaluation, read_evaluation
-from training.runs import list_sample_grids, read_metrics, read_summary
+from training.runs import read_run
 
 REFRESH_S = 5
 EVAL_REFRESH_S = 5
 MAX_DEFAULT_SELECTED = 3
 
 
-def filtered(runs: list[Run]) -> list[Run]:
+def filtered(runs: list[LabeledRun]) -> list[LabeledRun]:
     """Filter widgets for experiment, dataset and tag; returns the runs that pass."""
+
+    def dataset(r: LabeledRun) -> str:
+        return r.run.config.plan.dataset if r.run.config is not None else "?"
+
     cols = st.columns(3)
     picks = [
         cols[0].multiselect(
-            "Experiment", sorted({r.info.experiment for r in runs}), key="runs_experiments", **KEEP
+            "Experiment", sorted({r.run.experiment for r in runs}), key="runs_experiments", **KEEP
         ),
         cols[1].multiselect(
-            "Dataset", sorted({r.info.dataset for r in runs}), key="runs_datasets", **KEEP
+            "Dataset", sorted(set(map(dataset, runs))), key="runs_datasets", **KEEP
         ),
         cols[2].multiselect(
             "Tag", sorted({t for r in runs for t in r.tags}), key="runs_tags", **KEEP
@@ -36,37 +42,43 @@ def filtered(runs: list[Run]) -> list[Run]:
     return [
         r
         for r in runs
-        if (not picks[0] or r.info.experiment in picks[0])
-        and (not picks[1] or r.info.dataset in picks[1])
+        if (not picks[0] or r.run.experiment in picks[0])
+        and (not picks[1] or dataset(r) in picks[1])
         and (not picks[2] or set(picks[2]) <= set(r.tags))
     ]
 
 
-def runs_table(runs: list[Run]) -> None:
+def runs_table(runs: list[LabeledRun]) -> None:
+    """One row per run, a run that cannot be read in full with its problem."""
     rows = []
     for r in runs:
-        s = read_summary(r.path) if r.path.is_dir() else {}
-        total = r.info.total_steps
+        s, cfg = r.run.summary, r.run.config
+        total = cfg.plan.total_steps if cfg is not None else None
         rows.append(
             {
                 "run": r.label,
-                "experiment": r.info.experiment,
-                "dataset": r.info.dataset,
-                "status": jobs.run_status(r.path) if r.path.is_dir() else "deleted",
-                "epoch": s.get("epoch"),
-                "step": f"{s.get('step', 0)} / {total or '?'}",
-                "final loss": s.get("final_loss"),
-                "wall time (s)": s.get("wall_time_s"),
-                "checkpoints": r.info.num_checkpoints,
+                "experiment": r.run.experiment,
+                "dataset": cfg.plan.dataset if cfg is not None else "?",
+                "status": r.run.status,
+                "epoch": s.epoch,
+                "step": f"{s.step or 0} / {total or '?'}",
+                "final loss": s.final_loss,
+                "wall time (s)": s.wall_time_s,
+                "checkpoints": len(r.run.checkpoints),
                 "tags": ", ".join(r.tags),
+                "problem": r.run.problem or "",
             }
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
-def curves(runs: list[Run]) -> None:
-    """Loss, learning rate and loss by t-bin of the selected runs (re-read on every refresh)."""
-    metrics = {r.label: read_metrics(r.path) for r in runs}
+def curves(runs: list[LabeledRun]) -> None:
+    """Loss, learning rate and loss by t-bin of the selected runs."""
+    logs = {r.label: r.run.metrics() for r in runs}
+    for label, log in logs.items():
+        if log.problem:
+            st.caption(f"{label}: {log.problem}")
+    metrics = {label: log.rows for label, log in logs.items()}
     c = st.columns([1, 2, 1])
     x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x", **KEEP)
     smoothing = c[1].slider("Smoothing", 0.0, 0.99, SMOOTHING, 0.01, key="curves_smoothing", **KEEP)
@@ -87,42 +99,58 @@ def curves(runs: list[Run]) -> None:
     st.plotly_chart(charts.t_bin_figure(metrics, log_y=log_y), width="stretch")
 
 
-def live_section(runs: list[Run]) -> None:
+def refreshed(runs: list[LabeledRun]) -> Callable[[], list[LabeledRun]]:
+    """For a fragment: `runs` as this page render read them on its first call, read again on
+    each of its refreshes (so every render reads each run once)."""
+    given = [runs]
+    return lambda: given.pop() if given else [replace(r, run=read_run(r.path)) for r in runs]
+
+
+def live_section(runs: list[LabeledRun]) -> None:
     """Status table and curves, refreshed every REFRESH_S seconds while the toggle is on."""
-    running = any(jobs.run_status(r.path) in jobs.BUSY for r in runs if r.path.is_dir())
+    running = any(r.run.status in jobs.BUSY for r in runs)
     live = st.toggle(
         f"Live refresh (every {REFRESH_S} s)",
         value=running,
         key="runs_live",
         help="On by default while a selected run is training.",
     )
+    current = refreshed(runs)
 
     @st.fragment(run_every=REFRESH_S if live else None)
     def view() -> None:
-        runs_table(runs)
-        curves(runs)
+        fresh = current()
+        runs_table(fresh)
+        curves(fresh)
 
     view()
 
 
-def config_diff(runs: list[Run]) -> None:
-    keys = sorted({k for r in runs for k in r.config})
-    values = {k: [repr(r.config.get(k, "—")) for r in runs] for k in keys}
+def config_fields(config: RunConfig) -> dict[str, Any]:
+    """A run's options and, as `plan.NAME`, its plan: one row each in the diff."""
+    plan = {f"plan.{k}": v for k, v in asdict(config.plan).items()}
+    return {**config.options.to_json(), **plan}
+
+
+def config_diff(runs: list[LabeledRun]) -> None:
+    configs = {r.label: config_fields(r.run.config) for r in runs if r.run.config is not None}
+    keys = sorted({k for c in configs.values() for k in c})
+    values = {k: [repr(c.get(k, "—")) for c in configs.values()] for k in keys}
     differ = {k: v for k, v in values.items() if len(set(v)) > 1}
-    if len(runs) < 2:
+    if len(configs) < 2:
         st.caption("Select two or more runs to see what differs.")
     elif not differ:
         st.caption("The selected runs have identical configs.")
     else:
-        st.dataframe(pd.DataFrame(differ, index=[r.label for r in runs]).T, width="stretch")
+        st.dataframe(pd.DataFrame(differ, index=list(configs)).T, width="stretch")
     with st.expander("Full configs"):
-        st.dataframe(pd.DataFrame(values, index=[r.label for r in runs]).T, width="stretch")
+        st.dataframe(pd.DataFrame(values, index=list(configs)).T, width="stretch")
 
 
-def sample_grids(runs: list[Run]) -> None:
+def sample_grids(runs: list[LabeledRun]) -> None:
     """Per-epoch sample grids side by side, one column per run, with an epoch slider."""
-    grids = {r.label: list_sample_grids(r.path) for r in runs}
-    epochs = sorted({e for g in grids.values() for e in g})
+    grids = {r.label: (r.run, r.run.sample_grids) for r in runs}
+    epochs = sorted({e for _, g in grids.values() for e in g})
     if not epochs:
         st.caption("No per-epoch sample grids yet (samples/epoch-NNNN.png).")
         return
@@ -131,31 +159,20 @@ def sample_grids(runs: list[Run]) -> None:
         if len(epochs) > 1
         else epochs[0]
     )
-    for col, (label, grid) in zip(st.columns(len(grids)), grids.items(), strict=False):
-        path: Path | None = grid.get(epoch)
+    for col, (label, (run, grid)) in zip(st.columns(len(grids)), grids.items(), strict=False):
+        path = grid.get(epoch)
         with col, user_errors(f"Grid of {label}"):
             if path is None:
                 st.caption(f"{label}: no grid at epoch {epoch}")
             else:
-                st.image(path.read_bytes(), caption=f"{label} · epoch {epoch}", width="stretch")
+                st.image(run.image(path), caption=f"{label} · epoch {epoch}", width="stretch")
 
 
-def evaluations(runs: list[Run]) -> dict[str, RunEvaluation]:
-    """The stored evaluation results of each run that has some (`python -m training evaluate`;
-    training.evaluation_record)."""
-    out = {}
-    for r in runs:
-        ev = read_evaluation(r.path) if r.path.is_dir() else None
-        if ev is not None and ev.cells:
-            out[r.label] = ev
-    return out
-
-
-def evaluation_table(runs: list[Run]) -> None:
+def evaluation_table(runs: list[LabeledRun]) -> None:
     """Class accuracy and Fréchet distance against guidance (the real-vs-real floor a line),
     beside one row per run: its best Fréchet distance and the accuracy at that guidance, from
     the run's latest evaluation setting (RunEvaluation.latest)."""
-    evals = evaluations(runs)
+    evals = {r.label: r.run.evaluation for r in runs if r.run.evaluation.cells}
     if not evals:
         st.caption(
             "No evaluation yet: evaluate a run below (or `python -m training evaluate RUN_DIR`)."
@@ -182,30 +199,25 @@ def evaluation_table(runs: list[Run]) -> None:
     right.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
-def evaluate_section(runs: list[Run]) -> None:
+def evaluate_section(runs: list[LabeledRun]) -> None:
     """The plot and table, and an Evaluate button; refreshed while an evaluation runs."""
-    done = [
-        r
-        for r in runs
-        if r.path.is_dir()
-        and r.info.num_checkpoints
-        and jobs.run_status(r.path) in ("finished", "stopped")
-    ]
 
-    def evaluating() -> bool:
-        return any(jobs.live_job(r.path, "evaluate") for r in runs if r.path.is_dir())
+    def evaluating(runs: list[LabeledRun]) -> bool:
+        return any(r.run.evaluation_job and r.run.evaluation_job.alive() for r in runs)
 
-    polling = evaluating()
+    polling = evaluating(runs)
+    current = refreshed(runs)
 
     @st.fragment(run_every=EVAL_REFRESH_S if polling else None)
     def view() -> None:
-        evaluation_table(runs)
-        if not done:
-            return
-        by_label = {r.label: r for r in done}
-        label = st.selectbox("Evaluate run", list(by_label), key="runs_eval_run")
-        evaluate_controls(by_label[label].path, key="runs_eval")
-        if evaluating() != polling:
+        fresh = current()
+        evaluation_table(fresh)
+        done = [r for r in fresh if r.run.checkpoints and r.run.status in ("finished", "stopped")]
+        if done:
+            by_label = {r.label: r for r in done}
+            label = st.selectbox("Evaluate run", list(by_label), key="runs_eval_run")
+            evaluate_controls(by_label[label].run, key="runs_eval")
+        if evaluating(fresh) != polling:
             st.rerun()  # an evaluation started or ended: refresh (and start or stop polling)
 
     view()
@@ -260,7 +272,9 @@ def page() -> None:
     st.title("Runs")
     s = settings.current()
     wandb_panel(s)
-    runs = filtered(runs_or_stop(s))
+    listed = runs_or_stop(s)
+    run_problems(listed)
+    runs = filtered(listed)
     if not runs:
         st.info("No run matches the filters.")
         return

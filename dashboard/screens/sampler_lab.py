@@ -6,11 +6,11 @@ import streamlit as st
 
 import samplers
 from dashboard import backends, settings
-from dashboard.catalog import Run
 from dashboard.components import (
     KEEP,
     checkpoint_select,
     model_label,
+    run_problems,
     run_select,
     runs_or_stop,
     user_errors,
@@ -53,27 +53,32 @@ DEFAULTS = {  # prompt defaults: the course's for text backends (IF), digits for
 
 def mnist_backend(s: settings.Settings, reason: str) -> Shared | None:
     """A lab DDPM / flow run as the backend; the page says which and why."""
-    runs = [r for r in runs_or_stop(s) if r.config.get("kind") in ("ddpm", "flow")]
+    runs = [
+        r
+        for r in runs_or_stop(s)
+        if r.run.config is None or r.run.config.options.kind in ("ddpm", "flow")
+    ]
     if not runs:
         st.info("No DDPM or flow run yet: train one with `python -m training flow-class`.")
         return None
+    run_problems(runs)
     c = st.columns(2)
     with c[0]:
-        run: Run = run_select(runs, "lab_run", label="MNIST run")
+        run = run_select(runs, "lab_run", label="MNIST run")
+    if run is None:
+        return None
     with c[1]:
         ckpt = checkpoint_select(run, "lab_ckpt")
     if ckpt is None:
         return None
     try:
-        shared = backends.backend(
-            "mnist", ckpt, run_dir=str(run.path), checkpoint=ckpt.path.name, device=s.device
-        )
+        shared = backends.mnist_backend(run.path, ckpt, s.device)
     except BackendUnavailable as e:
         st.error(f"Cannot load {run.label} / {ckpt.path.name}: {e}")
         return None
     st.info(
         f"Backend: MNIST model **{run.label}** ({ckpt.path.name}, "
-        f"{run.config.get('experiment')}, 28x28). {reason}"
+        f"{run.run.experiment}, 28x28). {reason}"
     )
     st.session_state["lab_source"] = model_label(run, ckpt)  # what results came from
     return shared

@@ -10,6 +10,7 @@ from dashboard.components import (
     KEEP,
     checkpoint_select,
     model_label,
+    run_problems,
     run_select,
     runs_or_stop,
     user_errors,
@@ -124,9 +125,12 @@ def page() -> None:
     st.title("MNIST studio")
     s = settings.current()
     runs = runs_or_stop(s)
+    run_problems(runs)
     left, right = st.columns(2)
     with left:
         run = run_select(runs, "studio_run")
+    if run is None:
+        return
     with right:
         ckpt = checkpoint_select(run, "studio_ckpt")
     if ckpt is None:

@@ -7,7 +7,8 @@ from dataclasses import fields
 import streamlit as st
 
 from dashboard import charts, jobs, settings
-from dashboard.components import KEEP, evaluate_controls, user_errors
+from dashboard.catalog import LabeledRun
+from dashboard.components import KEEP, evaluate_controls, run_problems, user_errors
 from samplers.app.devices import DEVICES
 from training.config import (
     EXPERIMENTS,
@@ -21,16 +22,9 @@ from training.config import (
 )
 from training.curves import SMOOTHING
 from training.data import DATASETS
-from training.runs import (
-    list_sample_grids,
-    load_run_config,
-    read_config,
-    read_metrics,
-    read_summary,
-)
+from training.runs import RESUMABLE, Run, list_runs, read_run
 
 LIVE_S = 2  # seconds between refreshes of a training run's panel
-RESUMABLE = ("stopped", "interrupted", "failed")
 
 
 def free_name(root, experiment: str) -> str:
@@ -240,10 +234,14 @@ def start_section(s: settings.Settings) -> None:
         c = st.columns(6)
         if c[0].button("Queue it", key="train_queue"):
             with user_errors("Cannot queue"):
-                place = jobs.enqueue(waiting, root)
+                place = jobs.enqueue(waiting, root, s.max_training)
                 st.session_state.pop("train_busy")
                 st.session_state["train_started"] = True  # its name is taken now
-                st.toast(f"Queued {waiting.name!r} (place {place}).")
+                st.toast(
+                    f"Queued {waiting.name!r} (place {place})."
+                    if place
+                    else f"Started {waiting.name!r}: the run it waited for has ended."
+                )
                 st.rerun()
         if c[1].button("Cancel", key="train_queue_cancel"):
             st.session_state.pop("train_busy")
@@ -251,47 +249,44 @@ def start_section(s: settings.Settings) -> None:
 
 
 def queue_section(root) -> None:
-    waiting = jobs.queued(root)
-    if not waiting:
+    """The waiting runs (each removable), what in the queue file could not be read, and the
+    queue's log: what it started or dropped while no page may have been open."""
+    queue = jobs.read_queue(root)
+    log = jobs.tail(root / jobs.QUEUE_LOG, 5)
+    if not (queue.requests or queue.problem or log):
         return
     st.subheader("Queue")
-    for i, r in enumerate(waiting, 1):
+    if queue.problem:
+        st.warning(
+            f"{queue.problem}. Those entries are left out; the file is kept aside at the next "
+            "queue change."
+        )
+    for i, r in enumerate(queue.requests, 1):
         c = st.columns([6, 1])
         c[0].markdown(f"{i}. `{r.name}`: `{jobs.command_line(r.argv(root))}`")
         if c[1].button("Remove", key=f"train_dequeue_{r.name}"):
-            jobs.dequeue(root, r.name)
-            st.rerun()
+            with user_errors("Cannot remove"):
+                jobs.dequeue(root, r.name)
+                st.rerun()
+    if log:
+        st.caption(f"Queue log ({root / jobs.QUEUE_LOG}):")
+        st.code(log, language=None, wrap_lines=True)
 
 
-def watchable(root) -> list[str]:
-    """Run folders of root (with a record or a job), newest first."""
-    if not root.is_dir():
-        return []
-    found = [
-        p
-        for p in root.iterdir()
-        if p.is_dir()
-        and not p.name.startswith(".")
-        and ((p / "config.json").exists() or (p / jobs.JOB_FILES["train"]).exists())
-    ]
-    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
-
-
-def progress(run_dir, status: str) -> None:
+def progress(run: Run, rows: list[dict]) -> None:
     """Step, epoch, images/s and ETA from the run record, and a progress bar."""
-    config = load_run_config(run_dir) if (run_dir / "config.json").is_file() else None
-    summary, rows = read_summary(run_dir), read_metrics(run_dir)
+    config, summary = run.config, run.summary
     last = rows[-1] if rows else {}
     # the summary is newer than the last logged row once a run stops or ends between logs
-    step = max(last.get("step") or 0, summary.get("step") or 0)
+    step = max(last.get("step") or 0, summary.step or 0)
     plan = config.plan if config is not None else None
     total = plan.total_steps if plan is not None else None
     rate = last.get("images_per_s")
     eta = None
-    if rate and config is not None and status == "running":
+    if rate and config is not None and run.status == "running":
         eta = (config.plan.total_steps - step) * config.options.batch_size / rate
     c = st.columns(5)
-    c[0].metric("Status", status)
+    c[0].metric("Status", run.status)
     c[1].metric("Step", f"{step} / {total or '?'}")
     c[2].metric("Epoch", f"{plan.epoch_of(step)} of {plan.epochs}" if plan is not None else "—")
     c[3].metric("img/s", f"{rate:.0f}" if rate else "—")
@@ -302,12 +297,12 @@ def progress(run_dir, status: str) -> None:
         left, right = st.columns(2)
         left.plotly_chart(
             charts.metric_figure(
-                {run_dir.name: rows}, "loss", smoothing=SMOOTHING, log_y=True, title="training loss"
+                {run.name: rows}, "loss", smoothing=SMOOTHING, log_y=True, title="training loss"
             ),
             key="train_loss_chart",
         )
         right.plotly_chart(
-            charts.metric_figure({run_dir.name: rows}, "lr", log_y=True, title="learning rate"),
+            charts.metric_figure({run.name: rows}, "lr", log_y=True, title="learning rate"),
             key="train_lr_chart",
         )
 
@@ -321,102 +316,109 @@ def _duration(seconds: float) -> str:
     )
 
 
-def latest_grid(run_dir) -> None:
-    grids = list(list_sample_grids(run_dir).values())
-    if grids:
+def latest_grid(run: Run) -> None:
+    if run.sample_grids:
+        path = run.sample_grids[max(run.sample_grids)]
         with user_errors("Sample grid"):
-            st.image(grids[-1].read_bytes(), caption=f"latest samples: {grids[-1].stem}", width=420)
+            st.image(run.image(path), caption=f"latest samples: {path.stem}", width=420)
     else:
         st.caption("No sample grid yet: one is written at the end of every epoch.")
 
 
-def controls(run_dir, status: str, s: settings.Settings) -> None:
+def controls(run: Run, s: settings.Settings) -> None:
     """Stop, Resume and Evaluate, as the run's state allows."""
     root = s.write_root
     c = st.columns(6)
-    job = jobs.find(run_dir)
-    if status in jobs.BUSY:
-        asked = job is not None and job.stop_requested
+    if run.status in jobs.BUSY:
+        asked = run.status == "stopping"
         if c[0].button(
             "Stop",
             key="train_stop",
-            disabled=bool(asked) or status != "running",
+            disabled=run.status != "running",
             help="checkpoints at the next step, then ends with status stopped "
             "(once the run has started)",
         ):
             with user_errors("Cannot stop"):
-                jobs.stop(run_dir)
-                st.toast(f"Stopping {run_dir.name} at its next step.")
+                jobs.stop(run.path)
+                st.toast(f"Stopping {run.name} at its next step.")
         if asked:
             st.caption("Stop requested: the run checkpoints at its next step and ends.")
-    elif status in RESUMABLE:
+    elif run.status in RESUMABLE and run.config is not None:
         if c[0].button(
             "Resume",
             key="train_resume",
             type="primary",
-            help="continues from the last checkpoint (--resume)",
+            help="continues from the last checkpoint (--resume; from step 0 without one)",
         ):
-            request = jobs.TrainRequest(read_config(run_dir).get("experiment", "?"), run_dir.name)
+            request = jobs.TrainRequest(run.config.options.experiment, run.name)
             try:
                 jobs.start_training(request, root, s.max_training)
             except jobs.Busy as e:
                 st.session_state["train_busy"] = (request, str(e))
                 st.rerun()
-            except jobs.JobError as e:
+            except (jobs.JobError, OSError) as e:
                 st.error(f"Cannot resume: {e}")
             else:
                 st.rerun()
-    if status in ("finished", "stopped") and (run_dir / "config.json").exists():
-        evaluate_controls(run_dir, key="train_eval")
+    if run.status in ("finished", "stopped") and run.config is not None:
+        evaluate_controls(run, key="train_eval")
+
+
+def queue_started(root) -> str | None:
+    """A run the queue has started since this session last looked at the queue, or None."""
+    seen = st.session_state.get("train_queue_seen", set())
+    waiting = {r.name for r in jobs.queued(root)}
+    return next((n for n in sorted(seen - waiting) if (root / n).is_dir()), None)
 
 
 def live_panel(s: settings.Settings) -> None:
     root = s.write_root
-    names = watchable(root)
+    runs = {r.name: r for r in list_runs(root)}
+    names = list(runs)
     if not names:
         st.info("No runs in this folder yet: start one above.")
         return
     st.session_state.setdefault("train_watch", names[0])
-    started_from_queue = st.session_state.pop("train_watch_next", None)
-    if started_from_queue in names:  # watch the run the queue has just started
-        st.session_state["train_watch"] = started_from_queue
+    new = queue_started(root)
+    st.session_state["train_queue_seen"] = {r.name for r in jobs.queued(root)}
+    if new in names:  # watch the run the queue has just started
+        st.session_state["train_watch"] = new
     if st.session_state["train_watch"] not in names:
         st.session_state["train_watch"] = names[0]
+    run_problems([LabeledRun(r, r.name, ()) for r in runs.values()])
     name = st.selectbox("Run", names, key="train_watch")
-    run_dir = root / name
-    first = jobs.run_status(run_dir)
-    evaluating = jobs.live_job(run_dir, "evaluate") is not None
+    first = runs[name]
+    evaluating = first.evaluation_job is not None and first.evaluation_job.alive()
     # refresh while this run, an evaluation or any other run of the folder is busy, or runs wait
     live = (
-        first in jobs.BUSY
+        first.status in jobs.BUSY
         or evaluating
         or bool(jobs.queued(root))
-        or bool(jobs.training_runs(root))
+        or any(r.status in jobs.BUSY for r in runs.values())
     )
+    given = [first]
 
     @st.fragment(run_every=LIVE_S if live else None)
     def panel() -> None:
-        started, dropped = jobs.advance_queue(root, s.max_training)
-        for msg in dropped:
-            st.warning(msg)
-        status = jobs.run_status(run_dir)
-        if started:  # a queued run began: watch it, its name is taken now
-            st.session_state["train_watch_next"] = started[0].run_dir.name
-            st.toast(f"Started queued run {started[0].run_dir.name!r}.")
-        if started or status != first:  # redraw all (and this run's new status)
-            st.rerun()
-        with user_errors(f"Run {name}"):
-            progress(run_dir, status)
-            controls(run_dir, status, s)
-            if (jobs.live_job(run_dir, "evaluate") is not None) != evaluating:
-                st.rerun()  # an evaluation started or ended
-            left, right = st.columns([1, 1])
-            with left:
-                latest_grid(run_dir)
-            with right:
-                log = jobs.tail(run_dir / jobs.LOGS["train"], 30)
-                st.caption(f"log: {run_dir / jobs.LOGS['train']}")
-                st.code(log or "(no output yet)", language=None, height=300, wrap_lines=True)
+        run = given.pop() if given else read_run(root / name)  # once per refresh
+        if run.status != first.status or queue_started(root) is not None:
+            st.rerun()  # redraw all (this run's new status, a run the queue started)
+        if run.problem and run.status in ("unreadable", "empty"):
+            st.error(f"Run {name}: {run.problem}")
+        log = run.metrics()
+        if log.problem:
+            st.caption(log.problem)
+        progress(run, log.rows)
+        controls(run, s)
+        if (run.evaluation_job is not None and run.evaluation_job.alive()) != evaluating:
+            st.rerun()  # an evaluation started or ended
+        left, right = st.columns([1, 1])
+        with left:
+            latest_grid(run)
+        with right:
+            train_log = jobs.tail(run.path / jobs.LOGS["train"], 30)
+            st.caption(f"log: {run.path / jobs.LOGS['train']}")
+            st.code(train_log or "(no output yet)", language=None, height=300, wrap_lines=True)
 
     panel()
 

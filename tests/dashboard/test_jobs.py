@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,8 +13,9 @@ from safetensors.torch import load_file
 
 from dashboard import jobs
 from training import cli as training_cli
-from training.config import ConfigError, make_options, read_options
-from training.runs import process_identity, read_summary, write_json
+from training.config import ConfigError, RunConfig, make_options, read_options, start_plan
+from training.runlock import claim_run, process_identity
+from training.runs import read_run, read_summary, write_json
 
 from .conftest import REPO
 
@@ -23,6 +25,22 @@ TINY = dict(dataset="mnist-5k", hidden=4, wandb_mode="disabled", device="cpu")
 def new_run(name: str, experiment: str = "flow-class", **options) -> jobs.TrainRequest:
     """The request the Train page makes: options built as the CLI builds them."""
     return jobs.TrainRequest.new(make_options(experiment, name=name, **{**TINY, **options}))
+
+
+def write_config(run_dir, name: str) -> None:
+    """A config.json (options and plan) as the trainer writes it, for a run of TINY options."""
+    options = make_options("flow-class", name=name, **TINY)
+    plan = start_plan(
+        options,
+        dataset="mnist-5k",
+        train_size=4500,
+        pass_steps=4500 // options.batch_size,
+        world_size=1,
+        device="cpu",
+        mixed_precision="no",
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", RunConfig(options, plan).to_json())
 
 
 def test_argv_names_the_options_file_that_start_writes(tmp_path):
@@ -65,8 +83,8 @@ def test_requests_that_cannot_start_are_refused_with_the_reason(tmp_path, change
     [
         ("gan", {}, "unknown experiment 'gan'"),
         ("flow-class", dict(recipe="turbo"), "recipe 'turbo' is not one of course, fast"),
-        ("flow-class", dict(dataset="cifar"), "'dataset' must be one of 'auto', 'mnist'"),
-        ("flow-class", dict(wandb_mode="loud"), "'wandb_mode' must be one of 'online'"),
+        ("flow-class", dict(dataset="cifar"), '\'dataset\' must be one of "auto", "mnist"'),
+        ("flow-class", dict(wandb_mode="loud"), "'wandb_mode' must be one of \"online\""),
         ("flow-class", dict(steps=5, epochs=1), "give --steps or --epochs, not both"),
         ("flow-class", dict(steps=0), "--steps must be positive, got 0"),
     ],
@@ -86,7 +104,7 @@ def test_options_the_cli_refuses_are_refused_by_the_same_function(
 
 
 def test_a_value_of_the_wrong_type_is_refused_naming_the_option():
-    with pytest.raises(ConfigError, match="'steps' must be an integer or null; got '5'"):
+    with pytest.raises(ConfigError, match="'steps' must be an integer or null; got \"5\""):
         new_run("ok", steps="5")  # what argparse's types do for the CLI, the type hints do here
 
 
@@ -100,14 +118,19 @@ def test_a_queued_request_keeps_its_options(tmp_path):
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
-    (tmp_path / "taken").mkdir()
-    write_json(tmp_path / "taken" / "config.json", {"experiment": "flow-class"})
+    write_config(tmp_path / "taken", "taken")
     with pytest.raises(jobs.JobError, match="already exists .*resume it, or pick another name"):
         jobs.start_training(new_run("taken"), tmp_path)
-    with pytest.raises(jobs.JobError, match="no checkpoint to resume from"):
-        jobs.TrainRequest("flow-class", "taken").validate(tmp_path)
     with pytest.raises(jobs.JobError, match="is a flow-class run, not ddpm-class"):
         jobs.TrainRequest("ddpm-class", "taken").validate(tmp_path)
+    # no checkpoint yet (killed before its first): a resume starts it from step 0
+    resume = jobs.TrainRequest("flow-class", "taken")
+    assert resume.validate(tmp_path) == tmp_path / "taken"
+    (tmp_path / "taken" / "config.json").write_text('{"experiment": "flow-class"}')
+    with pytest.raises(jobs.JobError, match="'taken' cannot be resumed: config.json: not a run"):
+        resume.validate(tmp_path)
+    with pytest.raises(jobs.JobError, match="there is no run 'absent' in .* to resume"):
+        jobs.TrainRequest("flow-class", "absent").validate(tmp_path)
 
 
 def test_a_runs_folder_that_cannot_take_runs_is_refused_before_a_process_starts(tmp_path):
@@ -146,66 +169,71 @@ def fake_job(run_dir, identity):
     jobs.Job("train", run_dir, ["python"], identity, time.time()).save()
 
 
-def test_a_recycled_pid_is_not_trusted(tmp_path):
-    me = process_identity()
-    fake_job(tmp_path / "live", me)
-    fake_job(
-        tmp_path / "recycled", {**me, "started": me["started"] - 3600}
-    )  # same pid, older start
-    fake_job(tmp_path / "other-host", {**me, "host": socket.gethostname() + "-elsewhere"})
+def test_a_recycled_pid_is_not_trusted(tmp_path, stand_in):
+    live = stand_in()
+    fake_job(tmp_path / "live", live)
+    fake_job(tmp_path / "recycled", replace(live, started=live.started - 3600))  # same pid, older
+    fake_job(tmp_path / "other-host", replace(live, host=socket.gethostname() + "-elsewhere"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     identity = process_identity(dead.pid)
     dead.wait()
     fake_job(tmp_path / "dead", identity)
-    assert jobs.live_job(tmp_path / "live") is not None
-    assert [jobs.live_job(tmp_path / n) for n in ("recycled", "other-host", "dead")] == [None] * 3
+    assert read_run(tmp_path / "live").status == "starting"
+    for name in ("recycled", "other-host", "dead"):
+        assert not read_run(tmp_path / name).job.alive()
+        assert read_run(tmp_path / name).status == "failed to start"
     assert jobs.training_runs(tmp_path) == [tmp_path / "live"]
 
 
-def test_status_of_a_run_whose_process_died_is_interrupted(tmp_path):
+def test_status_of_a_run_whose_trainer_died_is_interrupted(tmp_path):
     run = tmp_path / "died"
-    run.mkdir()
-    write_json(run / "config.json", {"experiment": "flow-class"})
+    write_config(run, "died")
     me = process_identity()
-    write_json(
-        run / "summary.json",
-        {"status": "running", "step": 3, "process": {**me, "started": me["started"] - 60}},
-    )
-    assert jobs.run_status(run) == "interrupted"
-    write_json(run / "summary.json", {**read_summary(run), "process": me})
-    assert jobs.run_status(run) == "running"  # trained from a terminal: its process is live
-    assert jobs.training_runs(tmp_path) == [run]
+    write_json(run / "summary.json", {"status": "running", "step": 3, "process": me.to_dict()})
+    assert jobs.run_status(run) == "interrupted"  # no process holds its lock
+    claim = claim_run(run)  # its trainer, here this process, holds the lock: from a terminal too
+    assert jobs.run_status(run) == "running" and jobs.training_runs(tmp_path) == [run]
+    claim.release()
+    assert jobs.run_status(run) == "interrupted" and jobs.training_runs(tmp_path) == []
     (run / "summary.json").unlink()  # a job whose process ended before the trainer wrote a record
-    fake_job(run, {**me, "started": me["started"] - 60})
+    (run / "config.json").unlink()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = process_identity(dead.pid)
+    dead.wait()
+    fake_job(run, identity)
     assert jobs.run_status(run) == "failed to start"
 
 
-def test_a_live_job_reads_running_then_closing_once_the_trainer_wrote_its_record(tmp_path):
+def test_a_claimed_run_reads_starting_running_closing(tmp_path, stand_in):
     run = tmp_path / "r"
-    run.mkdir()
-    fake_job(run, process_identity())
-    started = jobs.find(run).started
-    write_json(run / "summary.json", {"status": "finished"})
-    os.utime(run / "summary.json", (started - 60, started - 60))  # a record older than the job
-    assert jobs.run_status(run) == "starting"
+    claim = claim_run(run)
+    me = process_identity()
+    assert jobs.run_status(run) == "starting"  # no record of its own yet
+    write_json(run / "summary.json", {"status": "stopped", "process": stand_in().to_dict()})
+    assert jobs.run_status(run) == "starting"  # an earlier attempt's record
     for status, shown in (("running", "running"), ("finished", "closing"), ("stopped", "closing")):
-        write_json(run / "summary.json", {"status": status})  # the trainer's own, newer record
-        os.utime(run / "summary.json", (started + 1, started + 1))
-        assert jobs.run_status(run) == shown  # closing: its process is still closing W&B
-    assert "closing" in jobs.BUSY  # no Resume or Evaluate until that process has ended
+        write_json(run / "summary.json", {"status": status, "process": me.to_dict()})
+        assert jobs.run_status(run) == shown  # closing: it is writing its last
+    write_json(run / "summary.json", {"status": "running", "process": me.to_dict()})
+    jobs.Job("train", run, ["python"], me, time.time(), stop_requested=time.time()).save()
+    assert jobs.run_status(run) == "stopping"
+    claim.release()
+    write_json(run / "summary.json", {"status": "finished", "process": me.to_dict()})
+    assert jobs.run_status(run) == "closing"  # released, its process still exiting
+    assert {"starting", "running", "stopping", "closing"} == set(jobs.BUSY)
 
 
-def test_a_corrupt_summary_is_unreadable_unless_its_job_is_live(tmp_path):
+def test_a_corrupt_summary_is_unreadable_unless_its_job_is_live(tmp_path, stand_in):
     run = tmp_path / "r"
     run.mkdir()
     (run / "summary.json").write_text('{"status": "runn')
     assert jobs.run_status(run) == "unreadable"
-    fake_job(run, process_identity())  # a live process still owns the run: it is busy
+    fake_job(run, stand_in())  # a live process launched for the run: it is busy
     assert jobs.run_status(run) == "starting"
 
 
-def test_the_limit_and_the_queue(tmp_path):
-    fake_job(tmp_path / "busy", process_identity())
+def test_the_limit_and_the_queue(tmp_path, stand_in):
+    fake_job(tmp_path / "busy", stand_in())
     with pytest.raises(jobs.Busy, match=r"1 run already training \(busy\); the limit is 1"):
         jobs.start_training(new_run("next"), tmp_path)
     assert jobs.enqueue(new_run("next"), tmp_path) == 1
@@ -224,6 +252,7 @@ def test_the_limit_and_the_queue(tmp_path):
     started, dropped = jobs.advance_queue(tmp_path, limit=2)
     assert started == [] and "'after' dropped: a run named 'after' already exists" in dropped[0]
     assert jobs.queued(tmp_path) == []
+    assert "'after' dropped" in (tmp_path / jobs.QUEUE_LOG).read_text()
 
 
 def test_tail_keeps_the_last_progress_update(tmp_path):

@@ -6,6 +6,7 @@ import sys
 
 from dashboard import jobs
 from training.evaluation_record import read_evaluation
+from training.runlock import Process
 
 from .conftest import no_errors
 
@@ -46,9 +47,9 @@ def test_evaluation_plot_and_table(app, lab_runs):
 def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     started = []
 
-    def spawn(kind, run_dir, argv):  # records the command instead of running it
+    def spawn(kind, run_dir, argv, **_):  # records the command instead of running it
         started.append(argv)
-        return jobs.Job(kind, run_dir, argv, {"pid": 0, "started": 0.0, "host": ""}, 0.0)
+        return jobs.Job(kind, run_dir, argv, Process(0, 0.0, ""), 0.0)
 
     monkeypatch.setattr(jobs, "_spawn", spawn)
     at = app(lab_runs).run()
@@ -145,17 +146,20 @@ def test_run_deleted_while_open(app, lab_runs, tmp_path):
 
 
 def test_run_in_progress_turns_live_refresh_on(app, lab_runs, tmp_path):
-    from training.runs import process_identity, read_summary, write_json
+    from training.runlock import claim_run, process_identity
+    from training.runs import read_summary, write_json
 
     run = shutil.copytree(lab_runs / "ddpm-class", tmp_path / "runs" / "training-now")
-    me = process_identity()  # a live process stands in for the trainer
-    write_json(run / "summary.json", {**read_summary(run), "status": "running", "process": me})
+    me = process_identity()  # this process stands in for the trainer: it holds the run's lock
+    write_json(
+        run / "summary.json", {**read_summary(run), "status": "running", "process": me.to_dict()}
+    )
+    claim = claim_run(run)
     at = app(tmp_path / "runs").run()
     no_errors(at)
     assert at.toggle(key="runs_live").value is True
     assert at.dataframe[0].value["status"].tolist() == ["running"]
-    # its process gone (the pid now names another process): interrupted, no live refresh
-    write_json(run / "summary.json", {**read_summary(run), "process": {**me, "started": 1.0}})
+    claim.release()  # its process gone (the lock dropped): interrupted, no live refresh
     at = app(tmp_path / "runs").run()
     assert at.toggle(key="runs_live").value is False
     assert at.dataframe[0].value["status"].tolist() == ["interrupted"]

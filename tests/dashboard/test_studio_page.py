@@ -98,7 +98,7 @@ def test_an_unreadable_checkpoint_is_named_and_the_picker_offers_the_others(
     (run / "checkpoints/epoch-0002/meta.json").write_text('{"exper')
     at = studio(app, tmp_path)
     assert not at.exception and not at.error
-    assert "left out epoch-0002 (meta.json missing or corrupt)" in at.warning[0].value
+    assert "checkpoints/epoch-0002: meta.json: unreadable (not valid JSON" in at.warning[0].value
     assert at.selectbox(key="studio_ckpt_ddpm-class").options == ["epoch-0001"]
 
 
@@ -108,7 +108,8 @@ def test_a_run_config_of_the_wrong_type_is_a_message(app, lab_runs, tmp_path):
     (run / "config.json").write_text(config.replace('"hidden": 4', '"hidden": "abc"'))
     at = studio(app, tmp_path)
     assert not at.exception
-    assert "'hidden' must be an integer; got 'abc'" in at.error[0].value
+    reason = "config.json: 'hidden' must be an integer; got \"abc\""
+    assert f"Run `ddpm-class` is left out: {reason}" in at.warning[0].value
 
 
 def test_studio_on_a_device_this_machine_lacks_is_a_message(app, lab_runs):

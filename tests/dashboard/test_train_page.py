@@ -130,14 +130,14 @@ def test_steps_and_epochs_together_are_refused(app, tmp_path):
     assert "Cannot start: give --steps or --epochs" in at.error[0].value
 
 
-def busy_run(root, name="busy"):
-    """A run whose job file names this (live) test process: it counts as training."""
+def busy_run(root, identity, name="busy"):
+    """A run whose job file names a live process just started: it counts as training."""
     (root / name).mkdir(parents=True)
-    jobs.Job("train", root / name, ["python"], process_identity(), time.time()).save()
+    jobs.Job("train", root / name, ["python"], identity, time.time()).save()
 
 
-def test_a_second_start_says_why_and_offers_the_queue(app, tmp_path):
-    busy_run(tmp_path)
+def test_a_second_start_says_why_and_offers_the_queue(app, tmp_path, stand_in):
+    busy_run(tmp_path, stand_in())
     at = train_page(app, tmp_path)
     at.text_input(key="train_name").set_value("second")
     at.button(key="train_start").click().run()
@@ -157,27 +157,29 @@ def test_a_second_start_says_why_and_offers_the_queue(app, tmp_path):
     assert jobs.queued(tmp_path) == []
 
 
-def test_the_page_watches_the_run_the_queue_starts(app, tmp_path, monkeypatch):
-    (tmp_path / "first").mkdir()
-    write_json(tmp_path / "first" / "config.json", {"experiment": "flow-class"})
-    write_json(tmp_path / "first" / "summary.json", {"status": "finished"})
+def test_the_page_watches_the_run_the_queue_starts(app, tmp_path, monkeypatch, stand_in):
+    busy_run(tmp_path, stand_in(), name="first")
     options = make_options("flow-class", name="second", recipe="fast", steps=2)
     jobs.enqueue(jobs.TrainRequest.new(options), tmp_path)
+    at = train_page(app, tmp_path)
+    assert at.selectbox(key="train_watch").value == "first"
 
-    def spawn(kind, run_dir, argv):  # stands in for the training process: this live one
+    def spawn(kind, run_dir, argv, **_):  # stands in for the runner and the training process
         run_dir.mkdir(parents=True, exist_ok=True)
-        job = jobs.Job(kind, run_dir, argv, process_identity(), time.time())
+        job = jobs.Job(kind, run_dir, argv, stand_in(), time.time())
         job.save()
         return job
 
     monkeypatch.setattr(jobs, "_spawn", spawn)
-    at = train_page(app, tmp_path)  # the open page starts the queued run, then watches it
+    (tmp_path / "first" / "job.json").unlink()  # the first run ended: its runner starts the next
+    assert [job.run_dir.name for job in jobs.advance_queue(tmp_path)[0]] == ["second"]
+    at.run()  # the open page watches the run the queue has started, with no page's help
     no_errors(at)
     assert jobs.queued(tmp_path) == [] and at.selectbox(key="train_watch").value == "second"
 
 
-def test_the_limit_is_a_setting(app, tmp_path):
-    busy_run(tmp_path)
+def test_the_limit_is_a_setting(app, tmp_path, stand_in):
+    busy_run(tmp_path, stand_in())
     at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="2")
     assert "At most 2 runs train at a time" in at.caption[0].value
     at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="many")  # not a number: 1
@@ -206,7 +208,7 @@ def test_a_run_whose_process_died_is_interrupted_and_resumable(app, lab_runs, tm
         {
             **read_summary(run),
             "status": "running",
-            "process": {**me, "started": me["started"] - 60},
+            "process": {**me.to_dict(), "started": me.started - 60},
         },
     )
     at = train_page(app, tmp_path)
@@ -221,4 +223,4 @@ def test_a_run_with_a_corrupt_summary_is_a_message(app, lab_runs, tmp_path):
     assert jobs.run_status(run) == "unreadable"
     at = train_page(app, tmp_path)
     assert not at.exception
-    assert at.error[0].value.startswith(f"Run flow-class: {run / 'summary.json'}: not valid JSON")
+    assert at.error[0].value.startswith("Run flow-class: summary.json: not valid JSON")

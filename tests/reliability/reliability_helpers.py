@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from dashboard import jobs
 from training import cli
 from training.checkpoints import list_checkpoints
+from training.config import make_options
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -31,6 +33,12 @@ TINY = [
     "--wandb-mode",
     "disabled",
 ]
+
+
+def new_run(name: str, **options) -> jobs.TrainRequest:
+    """The Train page's request of a new tiny flow-class run (options as the CLI builds them)."""
+    tiny = dict(dataset="mnist-5k", hidden=4, wandb_mode="disabled", device="cpu")
+    return jobs.TrainRequest.new(make_options("flow-class", name=name, **{**tiny, **options}))
 
 
 def train(runs: Path, name: str, *extra: str, experiment: str = "flow-class", tiny=TINY) -> int:

@@ -21,11 +21,11 @@ BAD_CONFIGS = {  # the good config.json text -> a damaged one, and the reason th
     ),
     "a wrong type": (
         lambda t: t.replace('"hidden": 4', '"hidden": "abc"'),
-        "'hidden' must be an integer; got 'abc'",
+        "'hidden' must be an integer; got \"abc\"",
     ),
     "an unknown kind": (
         lambda t: t.replace('"kind": "flow"', '"kind": "weird"'),
-        "'kind' must be one of 'denoiser', 'pure-noise', 'ddpm', 'flow'; got 'weird'",
+        '\'kind\' must be one of "denoiser", "pure-noise", "ddpm", "flow"; got "weird"',
     ),
     "a value that cannot train": (
         lambda t: t.replace('"hidden": 4', '"hidden": -8'),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -29,6 +30,9 @@ class Record:
     evaluation: Scores | None = None
     tags: list[str] = field(default_factory=list)
     extra: Any = None
+    where: Path = Path(".")
+    size: tuple[int, int] = (28, 28)
+    rows: list = field(default_factory=list)
 
 
 RECORD = Record(
@@ -41,11 +45,17 @@ RECORD = Record(
     Scores(50, {"1": 21.2, "none": None}, "heun"),
     ["a", "b"],
     {"free": [1, "x"]},
+    Path("runs/x"),
+    (32, 32),
+    [1, "x", None],
 )
 
 
+WRITTEN = json.loads(json.dumps(asdict(RECORD), default=str))  # RECORD as a JSON file holds it
+
+
 def test_what_asdict_wrote_reads_back_equal():
-    assert from_json(Record, json.loads(json.dumps(asdict(RECORD)))) == RECORD
+    assert from_json(Record, WRITTEN) == RECORD
     minimal = from_json(Record, {"name": "r", "dataset": "mnist", "lr": 1, "scheduler": False})
     assert minimal == Record("r", "mnist", 1.0, False) and isinstance(minimal.lr, float)
 
@@ -55,16 +65,16 @@ def test_what_asdict_wrote_reads_back_equal():
     [
         (
             {"dataset": ["x"]},
-            "config.json: 'dataset' must be one of 'mnist', 'mnist-5k'; got ['x']",
+            'config.json: \'dataset\' must be one of "mnist", "mnist-5k"; got ["x"]',
         ),
-        ({"lr": "0.1"}, "config.json: 'lr' must be a number; got '0.1'"),
-        ({"lr": True}, "config.json: 'lr' must be a number; got True"),
+        ({"lr": "0.1"}, "config.json: 'lr' must be a number; got \"0.1\""),
+        ({"lr": True}, "config.json: 'lr' must be a number; got true"),
         ({"scheduler": 1}, "config.json: 'scheduler' must be true or false; got 1"),
-        ({"milestones": [1, "5"]}, "config.json: 'milestones[1]' must be an integer; got '5'"),
+        ({"milestones": [1, "5"]}, "config.json: 'milestones[1]' must be an integer; got \"5\""),
         ({"milestones": 5}, "config.json: 'milestones' must be a list of integers; got 5"),
         (
             {"wandb_mode": "loud"},
-            "config.json: 'wandb_mode' must be one of 'online', 'offline' or null; got 'loud'",
+            'config.json: \'wandb_mode\' must be one of "online", "offline" or null; got "loud"',
         ),
         (
             {"evaluation": {"per_class": 2.5, "frechet": {}}},
@@ -72,16 +82,20 @@ def test_what_asdict_wrote_reads_back_equal():
         ),
         (
             {"evaluation": {"per_class": 2, "frechet": {"1": "x"}}},
-            "config.json: 'evaluation.frechet.1' must be a number or null; got 'x'",
+            "config.json: 'evaluation.frechet.1' must be a number or null; got \"x\"",
         ),
         ({"evaluation": {"per_class": 2}}, "config.json: 'evaluation.frechet' is missing"),
         ({"evaluation": 3}, "config.json: 'evaluation' must be a JSON object or null; got 3"),
-        ({"lr": None}, "config.json: 'lr' must be a number; got None"),
+        ({"lr": None}, "config.json: 'lr' must be a number; got null"),
+        ({"where": 3}, "config.json: 'where' must be a path (a string); got 3"),
+        ({"size": [1, 2, 3]}, "config.json: 'size' must be a list of 2 items; got [1, 2, 3]"),
+        ({"size": [1, "2"]}, "config.json: 'size[1]' must be an integer; got \"2\""),
+        ({"rows": {}}, "config.json: 'rows' must be a list; got {}"),
         ({"colour": "red"}, "config.json: 'colour' is not a field of Record"),
     ],
 )
 def test_a_mismatch_is_one_line_naming_the_field(change, message):
-    data = {**asdict(RECORD), **change}
+    data = {**WRITTEN, **change}
     with pytest.raises(JSONTypeError) as e:
         from_json(Record, data, "config.json")
     assert str(e.value) == message
@@ -92,15 +106,19 @@ def test_missing_fields_unknown_keys_and_non_objects():
         from_json(Record, {"name": "r", "dataset": "mnist", "lr": 1.0}, "summary.json")
     with pytest.raises(JSONTypeError, match=r"^x: must be a JSON object; got \[1, 2\]$"):
         from_json(Record, [1, 2], "x")
-    data = {**asdict(RECORD), "written_by_a_newer_version": 1}
+    with pytest.raises(JSONTypeError, match=r"^must be a JSON object; got \[\]$"):
+        from_json(Record, [])  # no source: the caller names the file
+    data = {**WRITTEN, "written_by_a_newer_version": 1}
     assert from_json(Record, data, unknown="ignore") == RECORD
+    with pytest.raises(JSONTypeError, match=r"^f: 'plan.per_class' is missing$"):
+        from_json(Scores, {"frechet": {}}, "f", path="plan")  # an object inside a file
 
 
 def test_hints_it_cannot_check_are_a_programming_error():
     @dataclass
     class Pair:
-        xy: tuple[int, int]
+        xy: set[int]
 
-    with pytest.raises(TypeError, match="tuple"):
+    with pytest.raises(TypeError, match="cannot check"):
         from_json(Pair, {"xy": [1, 2]})
     assert describe(int | None) == "an integer or null"

@@ -123,7 +123,7 @@ def test_loss_weighting_is_for_ddpm_only():
         make_options("ddpm-class", loss_weighting="min-snr", min_snr_gamma=0.0)
     with pytest.raises(ConfigError, match="loss-weighting min-snr"):
         make_options("ddpm-class", min_snr_gamma=2.0)
-    with pytest.raises(ConfigError, match="'loss_weighting' must be one of 'none', 'min-snr'"):
+    with pytest.raises(ConfigError, match='\'loss_weighting\' must be one of "none", "min-snr"'):
         make_options("ddpm-class", loss_weighting="p2")
 
 
