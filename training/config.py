@@ -26,8 +26,7 @@ from typing import Any, Literal, get_args
 
 from samplers.app.devices import Device, Precision
 from samplers.app.files import write_text_atomic
-from samplers.sampling import FLOW_SAMPLERS
-from samplers.table import SAMPLER_NAMES
+from samplers.table import SAMPLER_NAMES, sampler_spec, samplers_for
 
 from .data import DatasetName
 from .jsontypes import JSONTypeError, at, from_json
@@ -304,9 +303,14 @@ WANDB_MODES: tuple[WandbMode, ...] = get_args(WandbMode)
 GUIDANCE_SCALES = (0, 1, 3, 5, 7)
 PER_CLASS = 50
 SAMPLE_BATCH = 500
-SAMPLERS_BY_KIND = {
-    "ddpm": ("ddpm", "ddim"),
-    "flow": ("euler", "heun", "ddpm", "ddim"),
+# What each kind of model walks: a DDPM model the VP samplers; a flow model its own flow samplers
+# first, then the VP-only ones through samplers.VelocityAsEps.
+SAMPLERS_BY_KIND: dict[Kind, tuple[str, ...]] = {
+    "ddpm": samplers_for("vp"),
+    "flow": (
+        *samplers_for("flow"),
+        *(s for s in samplers_for("vp") if s not in samplers_for("flow")),
+    ),
     "denoiser": ("direct",),
     "pure-noise": ("direct",),
 }
@@ -324,11 +328,18 @@ def check_sampler(options: TrainOptions, sampler: str, steps: int) -> None:
             f"sampler {sampler!r} does not apply to a {options.kind} model; choose from "
             f"{', '.join(allowed)}"
         )
-    if sampler not in (*FLOW_SAMPLERS, "direct") and not 1 <= steps <= options.num_timesteps:
+    vp_steps = sampler != "direct" and not walks_flow(options.kind, sampler)
+    if vp_steps and not 1 <= steps <= options.num_timesteps:
         raise ConfigError(
             f"the {sampler} sampler takes 1 to {options.num_timesteps} steps on this "
             f"model (its T), got {steps}"
         )
+
+
+def walks_flow(kind: Kind, sampler: str) -> bool:
+    """Whether `sampler` walks a `kind` model on the flow time grid with its velocity (else on the
+    model's VP schedule: a flow model's velocity through samplers.VelocityAsEps)."""
+    return kind == "flow" and "flow" in sampler_spec(sampler).kinds
 
 
 def preview_sampler(options: TrainOptions) -> tuple[str, int]:

@@ -23,7 +23,7 @@ import samplers
 from samplers.app.devices import autocast, resolve_device, resolve_mixed_precision
 
 from .checkpoints import CheckpointError, find_checkpoint, load_weights, verify_checksums
-from .config import TrainOptions, TrainPlan, check_sampler
+from .config import TrainOptions, TrainPlan, check_sampler, walks_flow
 from .models import build_model, fold_batchnorm
 from .runs import load_run_config
 from .untrusted import entry_kind
@@ -162,7 +162,7 @@ class LabModel:
 
     def schedule(self, sampler: str, steps: int) -> samplers.Schedule:
         """What `sampler` walks in `steps` steps: the flow grid, or `steps` spaced VP timesteps."""
-        if sampler in samplers.FLOW_SAMPLERS:
+        if walks_flow(self.kind, sampler):
             return samplers.Schedule.flow(steps)
         return samplers.Schedule.vp(
             self.alphas_cumprod, samplers.spaced_timesteps(self.config.num_timesteps, steps)
@@ -171,7 +171,7 @@ class LabModel:
     def sampling_model(self, sampler: str, labels: Tensor, guidance_scale: float) -> Callable:
         """model(x, t) for `sampler`, conditioned on `labels` with CFG at `guidance_scale`."""
         base = self.eps_model
-        if sampler in samplers.FLOW_SAMPLERS:
+        if walks_flow(self.kind, sampler):
             base = self.velocity_model
         elif self.kind == "flow":
             base = samplers.VelocityAsEps(self.velocity_model, self.alphas_cumprod)

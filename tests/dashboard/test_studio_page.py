@@ -72,11 +72,17 @@ def test_studio_samplers_follow_the_model(app, lab_runs):
     at = runs.set_value("ddpm-class").run()
     at.selectbox(key="studio_sampler_ddpm").set_value("ddim").run()
     at = at.selectbox(key="studio_run").set_value("flow-class").run()
-    assert at.selectbox(key="studio_sampler_flow").options == ["euler", "heun", "ddpm", "ddim"]
+    assert at.selectbox(key="studio_sampler_flow").options == [
+        "euler",
+        "heun",
+        "dpmpp_2m",
+        "ddpm",
+        "ddim",
+    ]
     assert at.selectbox(key="studio_sampler_flow").value == "heun"  # the fast default
     assert at.number_input(key="studio_steps_flow").value == 50
     at = at.selectbox(key="studio_run").set_value("ddpm-class").run()
-    assert at.selectbox(key="studio_sampler_ddpm").options == ["ddpm", "ddim"]
+    assert at.selectbox(key="studio_sampler_ddpm").options == ["ddpm", "ddim", "dpmpp_2m"]
     assert at.selectbox(key="studio_sampler_ddpm").value == "ddpm"  # strided DDPM, 50 steps
     at.number_input(key="studio_steps_ddpm").set_value(3)
     at.button[0].click().run()

@@ -313,7 +313,7 @@ def test_evaluate_prints_one_table_of_what_it_records(runs, capsys, monkeypatch)
     err = capsys.readouterr().err
     assert err == (
         f"python -m training: error: {runs / 'ddpm-time'}: sampler 'heun' does not apply to a "
-        "ddpm model; choose from ddpm, ddim\n"
+        "ddpm model; choose from ddpm, ddim, dpmpp_2m\n"
     )
 
 

@@ -221,7 +221,7 @@ def test_samplers_that_do_not_suit_the_model_are_left_out_or_refused(fake_run):
     plan = plan_sweep(run_dir, ("euler", "ddim"), (2, 400), (5,))
     assert plan.cells == (("ddim", 2, 5),)
     assert plan.skipped == (
-        "sampler 'euler' does not apply to a ddpm model; choose from ddpm, ddim",
+        "sampler 'euler' does not apply to a ddpm model; choose from ddpm, ddim, dpmpp_2m",
         "the ddim sampler takes 1 to 300 steps on this model (its T), got 400",
     )
     with pytest.raises(ConfigError, match="^sampler 'heun' does not apply to a ddpm model"):

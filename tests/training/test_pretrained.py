@@ -59,6 +59,8 @@ def test_lab_model_conventions(runs):
         ("flow-class", "euler"),
         ("flow-class", "heun"),
         ("flow-class", "ddim"),
+        ("flow-class", "dpmpp_2m"),
+        ("ddpm-class", "dpmpp_2m"),
         ("ddpm-time", "ddpm"),
         ("pure-noise", None),
     ],
@@ -78,12 +80,25 @@ def test_sample_through_the_sampler_table(runs, run, sampler):
     assert [s["i"] for s in steps] == ([] if run == "pure-noise" else [0, 1, 2, 3])
     if steps:
         assert set(steps[0]) == {"i", "t", "x", "denoised"}
-        assert isinstance(steps[0]["t"], float if sampler in ("euler", "heun") else int)
+        flow_grid = run == "flow-class" and sampler in ("euler", "heun", "dpmpp_2m")
+        assert isinstance(steps[0]["t"], float if flow_grid else int)
     y = lab.sample(labels, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x, y)
     if run != "pure-noise":  # the 2-step pure-noise model's output is clamped to -1 everywhere
         z = lab.sample(labels, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(1))
         assert not torch.equal(x, z)
+
+
+@pytest.mark.parametrize("run, first_order", [("flow-class", "euler"), ("ddpm-class", "ddim")])
+def test_dpmpp_2m_walks_the_models_own_schedule(runs, run, first_order):
+    """DPM-Solver++(2M)'s first step is first order: one step of it is Euler on a flow model's
+    time grid and DDIM on a DDPM model's VP schedule, the same images from the same noise."""
+    lab = load_lab_model(runs / run)
+    x, y = (
+        lab.sample([0, 5, -1], sampler=s, steps=1, generator=torch.Generator().manual_seed(0))
+        for s in ("dpmpp_2m", first_order)
+    )
+    assert torch.allclose(x, y, atol=1e-5)
 
 
 def test_time_only_models_draw_unconditional_samples_only(runs):
