@@ -163,6 +163,7 @@ def test_frontier_rows_give_each_sampler_its_fewest_steps_at_the_default_quality
     assert [r.name.split(": ")[1].split()[0].rstrip(",") for r in rows[1:]] == [
         "euler",
         "heun",
+        "dpmpp_2m",
         "ddpm",
         "ddim",
     ]
