@@ -47,9 +47,12 @@ def check_memory(nbytes: int, what: str) -> None:
     free = psutil.virtual_memory().available
     if nbytes > free:
         raise ValueError(
-            f"{what} needs about {nbytes / 2**30:,.1f} GiB of memory; {free / 2**30:,.1f} GiB "
-            "is free here"
+            f"{what} needs about {_size(nbytes)} of memory; {_size(free)} is free here"
         )
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 AUTO_PRECISION_HELP = (
