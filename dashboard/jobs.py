@@ -39,6 +39,7 @@ from samplers.app.devices import resolve_device
 from training.config import (
     EXPERIMENTS,
     GUIDANCE_SCALES,
+    LIMITS,
     PER_CLASS,
     ConfigError,
     Experiment,
@@ -96,9 +97,9 @@ QUEUE_LOG = "queue.log"
 LOCK_FILE = ".jobs.lock"
 LOCK_TIMEOUT_S = 30.0  # a start, or a queue edit, waits this long at most for another one
 RUNNER_ANSWER_S = 30.0  # dashboard.runner answers within a second; this bounds a stuck one
-MAX_HIDDEN = 512
-MAX_STEPS = 10_000_000
-MAX_SEED = 2**31 - 1
+MAX_HIDDEN = LIMITS["hidden"]  # the Train page's bounds: the options' own (training.config)
+MAX_STEPS = LIMITS["steps"]
+MAX_SEED = 2**31 - 1  # the pages' seed inputs (the options take up to LIMITS["seed"])
 
 
 class JobError(ValueError):

@@ -18,6 +18,11 @@ def gaussian_blur(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
     `sigma` > 0, each channel alone, reflect-padded at the borders."""
     if kernel_size < 1 or kernel_size % 2 == 0 or sigma <= 0:
         raise ValueError(f"need an odd kernel_size >= 1 and sigma > 0, got {kernel_size}, {sigma}")
+    if kernel_size >= 2 * min(x.shape[-2:]):
+        raise ValueError(
+            f"kernel_size must be below {2 * min(x.shape[-2:])} (twice the image's shorter side) "
+            f"for {x.shape[-2]}x{x.shape[-1]} images, got {kernel_size}"
+        )
     c, pad = x.shape[1], kernel_size // 2
     w = gaussian_kernel(kernel_size, sigma, x)
     y = F.pad(x, (pad, pad, pad, pad), mode="reflect")

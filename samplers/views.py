@@ -107,6 +107,11 @@ def scaled_blur(x: Tensor, sigma: float, kernel_size: int, reference_size: int =
     Rule: f = min(H, W) / reference_size, sigma' = sigma f, kernel' = 2 floor(kernel f / 2) + 1
     (odd). At 64 px: kernel 33, sigma 2 (course 1.9); at 256 px: 133, 8 (as visual_anagrams).
     """
+    if kernel_size >= 2 * reference_size:
+        raise ValueError(
+            f"kernel_size must be below {2 * reference_size} (twice the {reference_size} px it is "
+            f"given at), got {kernel_size}"
+        )
     f = min(x.shape[-2:]) / reference_size
     return gaussian_blur(x, 2 * int(kernel_size * f / 2) + 1, sigma * f)
 

@@ -36,7 +36,7 @@ from samplers.app.files import replace_folder
 from samplers.app.files import write_synced as _write  # one name, so tests can fail a write
 
 from .jsontypes import JSONTypeError, from_json
-from .untrusted import RunFileError, read_json_object
+from .untrusted import RunFileError, make_folder, read_json_object
 
 CHECKPOINT_DIR = "checkpoints"
 _PREFIX = "epoch-"
@@ -202,7 +202,7 @@ def save_checkpoint(
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     header = {"experiment": str(meta["experiment"])} if "experiment" in meta else None
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        make_folder(root)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         files = {"model.safetensors": safetensors_bytes(_contiguous(model), header)}

@@ -7,15 +7,16 @@ distance. Images in and out of this module are uint8, (N, 28, 28) or (N, 1, 28, 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from samplers.app.files import atomic_path
+from samplers.app.files import write_bytes_atomic
 
 from .data import Batches, Digits, derive_seed, load_dataset, to_unit
 
@@ -185,7 +186,8 @@ def load_classifier(
     """The cached classifier for a (resolved) dataset name, training and caching it if needed.
 
     Cache: ``<runs_dir>/.cache/classifier-<dataset>.safetensors`` (written atomically); a cache made
-    with a different ``ClassifierConfig``, or one that does not load, is retrained.
+    with a different ``ClassifierConfig``, or one that does not load, is retrained. A cache that
+    cannot be written (a full disk) is skipped with a warning line: the classifier is still used.
     """
     path = cache_path(runs_dir, dataset)
     config_json = json.dumps(asdict(cfg), sort_keys=True)
@@ -195,18 +197,24 @@ def load_classifier(
     train = load_dataset(dataset, data_root, "train")
     test = load_dataset(train.name, data_root, "test")
     trained = train_classifier(train, test, cfg, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(
-            weights,
-            str(tmp),
-            metadata={
-                "config": config_json,
-                "dataset": train.name,
-                "num_classes": str(train.num_classes),
-                "test_accuracy": repr(trained.test_accuracy),
-                "train_seconds": repr(trained.train_seconds),
-            },
+    data = save(  # bytes first: safetensors' own file writes fail with no errno
+        weights,
+        metadata={
+            "config": config_json,
+            "dataset": train.name,
+            "num_classes": str(train.num_classes),
+            "test_accuracy": repr(trained.test_accuracy),
+            "train_seconds": repr(trained.train_seconds),
+        },
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, data)
+    except OSError as e:
+        print(
+            f"warning: the classifier was not cached ({e.strerror or e}); it is trained anew "
+            "next time",
+            file=sys.stderr,
         )
     return trained

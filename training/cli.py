@@ -9,13 +9,14 @@ summary.json marked "failed" and its last good checkpoint kept.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from samplers.app.arguments import finite_float, positive_float, positive_int
+from samplers.app.arguments import at_most, finite_float, positive_float, positive_int, seed
 from samplers.app.devices import AUTO_PRECISION_HELP, DEVICES, PRECISIONS, DeviceUnavailable
 from samplers.app.files import atomic_path
 from samplers.app.tuning import keep_freed_memory
@@ -24,6 +25,7 @@ from .checkpoints import CheckpointError
 from .config import (
     EXPERIMENTS,
     GUIDANCE_SCALES,
+    LIMITS,
     LOSS_WEIGHTINGS,
     LR_SCHEDULES,
     NO_SCHEDULER_HELP,
@@ -31,6 +33,7 @@ from .config import (
     RECIPE_HELP,
     RECIPES,
     SAMPLE_BATCH,
+    SAMPLE_LIMITS,
     SAMPLERS,
     TIME_SAMPLINGS,
     WANDB_MODES,
@@ -96,7 +99,7 @@ def _train_options(p: argparse.ArgumentParser, experiment: str) -> None:
     add("--steps", type=positive_int, help="optimizer steps in all (instead of --epochs)")
     add("--dataset", choices=DATASETS, help="mnist, mnist-5k, fashion-mnist or auto (default)")
     add_defaulted("--data-root", "dataset folder")
-    add_defaulted("--seed", "seed of the weights, batch order and noise", type=int)
+    add_defaulted("--seed", "seed of the weights, batch order and noise", type=seed)
     add("--device", choices=DEVICES, help="auto (default), cpu, cuda or mps")
     add(
         "--mixed-precision",
@@ -209,7 +212,10 @@ def build_parser() -> Parser:
     s = sub.add_parser("sample", help="write samples of a run to an .npz (images uint8, labels)")
     s.add_argument("run_dir", type=Path)
     s.add_argument(
-        "--per-class", type=positive_int, default=10, help="images per class (default 10)"
+        "--per-class",
+        type=at_most(SAMPLE_LIMITS["per_class"]),
+        default=10,
+        help="images per class (default 10)",
     )
     s.add_argument("--guidance-scale", type=finite_float, help="CFG scale (default: the run's, 5)")
     s.add_argument(
@@ -217,15 +223,15 @@ def build_parser() -> Parser:
     )
     s.add_argument(
         "--steps",
-        type=positive_int,
+        type=at_most(LIMITS["sample_steps"]),
         help=f"sampler steps (default: the run's own; {_recipe_values('sample_steps')})",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--checkpoint", help="checkpoint epoch or folder name (default: latest)")
     s.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     s.add_argument(
         "--batch",
-        type=positive_int,
+        type=at_most(SAMPLE_LIMITS["batch"]),
         default=SAMPLE_BATCH,
         help=f"images per model batch (default {SAMPLE_BATCH})",
     )
@@ -255,7 +261,7 @@ def build_parser() -> Parser:
     )
     e.add_argument(
         "--per-class",
-        type=positive_int,
+        type=at_most(SAMPLE_LIMITS["per_class"]),
         default=PER_CLASS,
         help=f"samples a class (default {PER_CLASS})",
     )
@@ -268,14 +274,14 @@ def build_parser() -> Parser:
     )
     e.add_argument(
         "--steps",
-        type=positive_int,
+        type=at_most(LIMITS["sample_steps"]),
         nargs="+",
         help="step counts of each sampler (default: the run's own, as for sample)",
     )
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed, default=0)
     e.add_argument(
         "--repeats",
-        type=positive_int,
+        type=at_most(SAMPLE_LIMITS["repeats"]),
         default=1,
         help="sample sets a cell, drawn as --seed S, S+1, ... would; scores are their "
         "mean (default 1; one set of 500 digits varies by about 15%%)",
@@ -301,8 +307,10 @@ def build_parser() -> Parser:
     )
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
     f.add_argument("run_dir", type=Path)
-    f.add_argument("--steps", type=positive_int, help="sampler steps (default: the run's)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument(
+        "--steps", type=at_most(LIMITS["sample_steps"]), help="sampler steps (default: the run's)"
+    )
+    f.add_argument("--seed", type=seed, default=0)
     f.add_argument("--device")
     return parser
 
@@ -365,6 +373,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def output_file(path: Path, suffix: str) -> Path:
+    """--out `path`, `suffix` added when missing, its folder made; ConfigError, before any work,
+    when it names a folder or a place that cannot be written."""
+    if path.name in ("", ".", "..") or path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; give the {suffix} file to write")
+    out = path if path.suffix == suffix else path.with_name(path.name + suffix)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the {suffix} file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot make its folder ({e.strerror or e})") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: its folder {out.parent} is not writable")
+    return out
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -372,6 +397,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .data import from_signed
     from .pretrained import load_lab_model
 
+    out = output_file(args.out, ".npz")
     lab = load_lab_model(args.run_dir, args.checkpoint, args.device, args.mixed_precision)
     labels = torch.arange(lab.config.num_classes).repeat_interleave(args.per_class)
     if not lab.class_conditional:
@@ -388,8 +414,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         batch_size=args.batch,
     )
     images = from_signed(x)[:, 0].cpu().numpy()
-    out = args.out if args.out.suffix == ".npz" else args.out.with_name(args.out.name + ".npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(
             f,
@@ -469,7 +493,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         for problem in ev.problems:
             print(f"warning: left out: {problem}", file=sys.stderr)
         evaluations[run_dir.name if run_dir.name not in evaluations else str(run_dir)] = ev
-    out = args.out if args.out.suffix == ".png" else args.out.with_name(args.out.name + ".png")
+    out = output_file(args.out, ".png")
     cells = write_frontier_png(evaluations, out, guidance=args.guidance, per_class=args.per_class)
     print(f"wrote {out}: {cells} results of {len(evaluations)} runs")
     return 0

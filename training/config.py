@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from samplers.app.arguments import MAX_SEED
 from samplers.app.devices import Device, Precision
 from samplers.app.files import write_text_atomic
 from samplers.table import SAMPLER_NAMES, sampler_spec, samplers_for
@@ -55,6 +56,31 @@ NO_SCHEDULER_HELP = (
     f"of the weights (decay capped at {NO_SCHEDULER_EMA_DECAY}; see --ema-warmup), which does the "
     "smoothing the decaying rate did."
 )
+
+
+# The bounds of the size options (validate checks them, the CLI's help and errors quote them):
+# each far above any useful value, and low enough that a typo fails at once, naming its limit,
+# instead of allocating gigabytes or running for years. Sizes are whole numbers from 1; a seed
+# from 0.
+LIMITS: dict[str, int] = {
+    "hidden": 512,  # UNet width D (course 64): D=512 is 129M weights (improved: 236M)
+    "num_classes": 1000,
+    "batch_size": COURSE_TRAIN_SIZE,  # no dataset holds more images (the trainer checks its own)
+    "epochs": 100_000,
+    "steps": 10_000_000,
+    "epoch_steps": 10_000_000,
+    "warmup_steps": 10_000_000,
+    "num_timesteps": 10_000,  # DDPM T (course 300)
+    "sample_steps": 10_000,  # a VP sampler's are also at most T
+    "preview_steps": 10_000,
+    "log_every": 10_000_000,
+    "checkpoint_every": 100_000,
+    "keep_checkpoints": 1_000,
+    "seed": MAX_SEED,
+}
+# The bounds of a request for samples (`sample`, `evaluate`, the dashboard's evaluation): digits a
+# class (10,000 a class: 100,000 digits, 300 MB as float32), images per model call, repeats.
+SAMPLE_LIMITS: dict[str, int] = {"per_class": 10_000, "batch": 4096, "repeats": 100}
 
 
 class ConfigError(ValueError):
@@ -477,26 +503,20 @@ def validate(options: TrainOptions) -> TrainOptions:
     except JSONTypeError as e:
         raise ConfigError(str(e)) from None
 
-    def positive(name: str, value: float | None) -> None:
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
 
-    for name in (
-        "epochs",
-        "steps",
-        "epoch_steps",
-        "batch_size",
-        "lr",
-        "hidden",
-        "sample_steps",
-        "log_every",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "preview_steps",
-        "lr_final_ratio",
-        "min_snr_gamma",
-    ):
-        positive(name, getattr(options, name))
+    for name in ("lr", "lr_final_ratio", "min_snr_gamma", *LIMITS):
+        value = getattr(options, name)
+        if value is None:
+            continue
+        if name in ("seed", "warmup_steps"):
+            if value < 0:
+                raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
+        elif value <= 0:
+            raise ConfigError(f"{flag(name)} must be positive, got {value}")
+        if name in LIMITS and value > LIMITS[name]:
+            raise ConfigError(f"{flag(name)} must be at most {LIMITS[name]:,}, got {value:,}")
     for f in fields(options):
         value = getattr(options, f.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -521,8 +541,6 @@ def validate(options: TrainOptions) -> TrainOptions:
         raise ConfigError(
             f"--time-sampling draws DDPM and flow times; {options.experiment} has no time"
         )
-    if options.warmup_steps < 0:
-        raise ConfigError(f"--warmup-steps must be >= 0, got {options.warmup_steps}")
     if options.warmup_steps and options.scheduler and options.lr_schedule == "exponential":
         raise ConfigError(
             "--warmup-steps needs --lr-schedule cosine or --no-scheduler "

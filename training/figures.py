@@ -32,6 +32,7 @@ from .config import RunConfig
 from .curves import SMOOTHING, smooth
 from .data import derive_seed, load_dataset, to_unit
 from .runs import load_run_config, read_metrics
+from .untrusted import make_folder
 
 SIGMAS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 DENOISER_EPOCHS: tuple[int, ...] = (1, 5)
@@ -304,8 +305,7 @@ def make_figures(
     run = load_run_config(run_dir)
     cfg = run.options
     device = resolve_device(device)
-    out = run_dir / "figures"
-    out.mkdir(exist_ok=True)
+    out = make_folder(run_dir / "figures")
     loss = plot_loss(run_dir, out / "loss.png", f"{cfg.experiment} ({cfg.name})")
     if cfg.kind == "denoiser":
         paths = _denoiser_figures(run_dir, run, out, device, seed)

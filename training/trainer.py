@@ -52,6 +52,7 @@ from .runs import (
 )
 from .schedules import make_scheduler
 from .tracking import Tracker
+from .untrusted import make_folder
 
 GIF_FRAMES = 30
 BN_RECALIBRATION_BATCHES = 32  # training batches whose statistics an EMA model's BatchNorm takes
@@ -164,6 +165,11 @@ class Trainer:
 
         dataset = stored.dataset if stored else options.dataset
         data = load_dataset(dataset, options.data_root, "train")
+        if options.batch_size > len(data):  # a batch never repeats an image
+            raise ConfigError(
+                f"--batch-size {options.batch_size:,} is more than the {len(data):,} training "
+                f"images of {data.name}"
+            )
         normalize = to_signed if options.data_range[0] < 0 else to_unit
         self.batches = Batches(
             data,
@@ -350,8 +356,7 @@ class Trainer:
     def _preview(self, epoch: int, gif: bool) -> tuple[Path, Path | None]:
         """samples/epoch-NNNN.png: a 4x10 class grid, 40 samples, or (denoiser) a test-set
         clean / noisy / denoised grid; with `gif`, samples/sampling.gif of the sampling chain."""
-        out = self.run_dir / "samples"
-        out.mkdir(exist_ok=True)
+        out = make_folder(self.run_dir / "samples")
         lab = self._sampling_model()
         was_training = lab.unet.training
         lab.unet.eval()

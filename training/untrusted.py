@@ -189,3 +189,16 @@ def open_append(path: Path) -> int:
         raise OSError(errno.EINVAL, f"{path}: not a regular file")
     os.set_blocking(fd, True)
     return fd
+
+
+def make_folder(path: Path) -> Path:
+    """`path` as a real folder to write into (created when absent, its parents too), never
+    through a symlink: a symlink in its place is removed (not followed) and the folder made anew;
+    OSError (EEXIST) when a file or something else is there. Returns `path`."""
+    path = Path(path)
+    if entry_kind(path.parent, path.name) == "symlink":
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    if entry_kind(path.parent, path.name) != "folder":  # a link planted meanwhile
+        raise OSError(errno.EEXIST, f"{path}: not a folder")
+    return path

@@ -29,9 +29,10 @@ from samplers.course import (
 )
 from samplers.table import sampler_spec, samplers_for
 
-from .arguments import finite_float, positive_float, positive_int
+from .arguments import at_most, finite_float, positive_float, positive_int, seed
 from .backends import available_backends
 
+MAX_IMAGES = 1000  # --n: images a figure (the course draws 1 to 5); run through the model at once
 UPSAMPLE_PROMPTS = (
     "an oil painting of a snowy mountain village",
     "a man wearing a hat",
@@ -71,7 +72,7 @@ def _common() -> argparse.ArgumentParser:
     )
     s = common.add_argument_group("sampling")
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    s.add_argument("--seed", type=int, default=180, help="seed of the task's one generator")
+    s.add_argument("--seed", type=seed, default=180, help="seed of the task's one generator")
     steps = s.add_mutually_exclusive_group()
     steps.add_argument(
         "--stride", type=positive_int, help="strided schedule from the first timestep to 0 (IF: 30)"
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-size", type=positive_int, default=5)
     p.add_argument("--sigma", type=positive_float, default=2.0)
     p = add("sample", "1.5-1.6 samples without and with CFG", sampler)
-    p.add_argument("--n", type=positive_int, default=5)
+    p.add_argument("--n", type=at_most(MAX_IMAGES), default=5)
     for name, help_ in (
         ("sdedit", "1.7 SDEdit at course levels i_start"),
         ("img2img", "1.7.3 text-conditioned image-to-image (needs --prompt)"),
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="one mask per --image: white or painted pixels are regenerated",
     )
-    p.add_argument("--n", type=positive_int, default=1)
+    p.add_argument("--n", type=at_most(MAX_IMAGES), default=1)
     p.add_argument("--jump-length", type=int, default=0, help="RePaint resampling (course: 0)")
     p.add_argument("--jump-n-sample", type=positive_int, default=1)
     p = add("anagram", "1.8 visual anagrams", sampler)
@@ -179,13 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=["flip"],
         help="one view per prompt, or one per prompt after the first (identity first)",
     )
-    p.add_argument("--n", type=positive_int, default=1)
+    p.add_argument("--n", type=at_most(MAX_IMAGES), default=1)
     p = add("hybrid", "1.9 hybrid images (factorized diffusion)", sampler)
     p.add_argument("--far", default=HYBRID_PROMPTS[0])
     p.add_argument("--near", default=HYBRID_PROMPTS[1])
     p.add_argument("--kernel-size", type=positive_int, default=HYBRID_KERNEL_SIZE)
     p.add_argument("--sigma", type=positive_float, default=HYBRID_SIGMA)
-    p.add_argument("--n", type=positive_int, default=1)
+    p.add_argument("--n", type=at_most(MAX_IMAGES), default=1)
     p = add("upsample", "stage-2 super-resolution of CFG samples (IF only)", sampler)
     p.add_argument("--prompts", nargs="+", default=list(UPSAMPLE_PROMPTS))
     p.add_argument("--upsample-steps", type=positive_int, help="stage-2 steps (IF default: 30)")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import tasks
 from .backends import Backend, BackendUnavailable, load_backend
+from .devices import check_memory
 from .files import atomic_path, write_text_atomic
 from .images import figure, load_image, load_mask, save_gif
 from .tuning import keep_freed_memory
@@ -80,6 +81,10 @@ def run_task(args: argparse.Namespace, backend: Backend) -> list[tasks.Figure]:
     run = dict(generator=tasks.make_generator(args.seed))
     if args.task != "forward":
         run["schedule"] = tasks.backend_schedule(backend, args.stride, args.steps)
+    if "n" in args:  # --n images a figure, each kept at every step for the GIF (float32)
+        frames = len(run["schedule"].times) + 2
+        image = backend.channels * backend.image_size**2 * 4
+        check_memory(args.n * frames * image, f"--n {args.n} with its {frames} GIF frames")
     if "sampler" in args:  # the tasks that walk a schedule with the table's samplers
         run["sampler"] = args.sampler
     guided = dict(guidance_scale=args.guidance_scale)

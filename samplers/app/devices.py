@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Literal, get_args
 
+import psutil
 import torch
 
 from .tuning import cpu_bf16_is_faster
@@ -38,6 +39,20 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceUnavailable(f"device {name!r}: no MPS device is available here")
     return device
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """ValueError, before anything of that size is allocated, when `what` needs `nbytes` (an
+    estimate) of memory and more than that is not free now."""
+    free = psutil.virtual_memory().available
+    if nbytes > free:
+        raise ValueError(
+            f"{what} needs about {_size(nbytes)} of memory; {_size(free)} is free here"
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 AUTO_PRECISION_HELP = (

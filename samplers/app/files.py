@@ -19,10 +19,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (`.NAME.PID.THREAD.tmp`) to write the new file to.
 
     When the block ends normally the temporary file replaces `path` (os.replace); when it raises
-    (disk full, read-only) the temporary file is removed and `path` is left as it was.
+    (disk full, read-only) the temporary file is removed and `path` is left as it was. Neither
+    is written through a symlink: one at `path` is replaced by the rename, one at the temporary
+    name is removed first.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -35,6 +38,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Replace `path` with `text` atomically (atomic_path)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Replace `path` with `data` atomically (atomic_path)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_synced(path: str | os.PathLike, data: bytes) -> None:

@@ -120,6 +120,15 @@ CASES = {
         "checkpoints/epoch-0002: meta.json: unreadable ('sha256' must be a JSON object; got 5)",
         "run",
     ),
+    "meta.json's sampling_weights a file outside the run": (
+        lambda run: edit_json(
+            run / "checkpoints/epoch-0002/meta.json",
+            sampling_weights="../../../good/checkpoints/epoch-0002/model.safetensors",
+        ),
+        "checkpoints/epoch-0002: meta.json: unreadable ('sampling_weights' must be one of "
+        '"model.safetensors", "ema.safetensors"; got "../../../good/',
+        "run",
+    ),
     "summary.json a folder": (
         lambda run: replace_with(run / "summary.json", lambda p: p.mkdir()),
         "summary.json: a folder, not a regular file",
@@ -154,15 +163,20 @@ CASES = {
     ),
     "hidden 100000 in config.json": (
         lambda run: edit_json(run / "config.json", hidden=100_000),
-        "config.json: hidden=100000, but checkpoint epoch-0001 was written with hidden=4",
+        "config.json: --hidden must be at most 512, got 100,000",  # training.config.LIMITS
         "run",
     ),
-    "hidden 100000 in config.json and every meta.json": (
+    "hidden 8 in config.json": (
+        lambda run: edit_json(run / "config.json", hidden=8),
+        "config.json: hidden=8, but checkpoint epoch-0001 was written with hidden=4",
+        "run",
+    ),
+    "hidden 512 in config.json and every meta.json": (
         lambda run: [
-            edit_json(path, hidden=100_000)
+            edit_json(path, hidden=512)
             for path in [run / "config.json", *run.glob("checkpoints/*/meta.json")]
         ],
-        "does not fit the run's model",  # found on the meta device: 360 GB never asked for
+        "does not fit the run's model",  # found on the meta device: 0.5 GB never asked for
         "model",
     ),
 }

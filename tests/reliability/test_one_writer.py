@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import signal
+import threading
 import time
 
 import psutil
@@ -14,6 +15,7 @@ import pytest
 from reliability_helpers import kill_at_step, new_run, spawn, train, wait
 
 from dashboard import jobs
+from training import cli
 from training.checkpoints import list_checkpoints
 from training.pretrained import weights_fit
 from training.runlock import LOCK_FILE, claim_run, process_identity
@@ -148,6 +150,29 @@ def test_writes_never_follow_a_symlink(tmp_path):
     assert not (tmp_path / "created-by-the-claim").exists()
     # the failed start left the Train page's options file; the trainer wrote nothing
     assert sorted(p.name for p in (runs / "new").iterdir()) == ["options.json", LOCK_FILE]
+
+
+def test_run_subfolders_and_temporary_files_are_never_written_through_a_link(tmp_path):
+    """checkpoints/, samples/ and figures/ as links to folders outside the runs folder, and a
+    link planted at summary.json's temporary name: replaced by the run's own, never written
+    through."""
+    outside = {name: tmp_path / "outside" / name for name in ("checkpoints", "samples", "figures")}
+    runs, precious = tmp_path / "runs", tmp_path / "outside" / "precious"
+    run = runs / "old"
+    run.mkdir(parents=True)  # a folder without config.json: a new run may take it
+    for name, target in outside.items():
+        target.mkdir(parents=True)
+        (run / name).symlink_to(target)
+    precious.write_text("precious\n")
+    tmp_name = f".summary.json.{os.getpid()}.{threading.get_ident()}.tmp"  # atomic_path's
+    (run / tmp_name).symlink_to(precious)
+    assert train(runs, "old", "--steps", "2") == 0
+    assert cli.main(["figures", str(run), "--steps", "2"]) == 0
+    for name, target in outside.items():
+        assert (run / name).is_dir() and not (run / name).is_symlink(), name
+        assert list(target.iterdir()) == [], name  # nothing written through the link
+    assert list_checkpoints(run) and list((run / "samples").glob("*.png"))
+    assert precious.read_text() == "precious\n" and not (run / tmp_name).exists()
 
 
 def test_a_claim_names_its_holder_and_is_dropped_with_it(tmp_path):
