@@ -28,7 +28,8 @@ browser:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
 dashboard: $(STAMP)
-	$(PY) -m streamlit run dashboard/app.py
+	$(PY) -m streamlit run dashboard/app.py --server.address 127.0.0.1 \
+	  --browser.gatherUsageStats false --client.toolbarMode minimal
 
 test: $(STAMP) browser lint
 	$(PY) -m pytest -n 2 --dist loadgroup

@@ -212,14 +212,15 @@ class TrainRequest:
 
 @dataclass(frozen=True)
 class EvalRequest:
-    """`python -m training evaluate RUN_DIR` with the page's sample count, repeats and sampler
-    steps."""
+    """`python -m training evaluate RUN_DIR` with the page's sample count, repeats and sweep:
+    every sampler x step count x guidance scale (no samplers / steps: the run's own)."""
 
     run_dir: Path
     per_class: int = PER_CLASS
-    steps: int | None = None  # None: the run's
+    steps: tuple[int, ...] = ()  # step counts of each sampler (none: the run's)
     repeats: int = 1  # sample sets a scale, scored by their mean
     guidance: tuple[float, ...] = GUIDANCE_SCALES
+    samplers: tuple[str, ...] = ()  # none: the run's own
 
     def validate(self) -> Path:
         run = read_run(self.run_dir)
@@ -231,9 +232,12 @@ class EvalRequest:
             raise JobError(f"run {run.name!r} has no checkpoint to evaluate yet")
         _int("samples per class", self.per_class, 1, 1000)
         _int("repeats", self.repeats, 1, 20)
-        if self.steps is not None:
-            options = run.config.options
-            check_sampler(options, options.sampler, _int("sampler steps", self.steps, 1, 1000))
+        options = run.config.options
+        for steps in self.steps:
+            _int("sampler steps", steps, 1, 1000)
+        for sampler in self.samplers or (options.sampler,):
+            for steps in self.steps or (options.sample_steps,):
+                check_sampler(options, sampler, steps)
         if not self.guidance or not all(
             isinstance(g, (int, float)) and 0 <= g <= 20 for g in self.guidance
         ):
@@ -248,7 +252,8 @@ class EvalRequest:
             "--guidance",
             *[f"{g:g}" for g in self.guidance],
         ]
-        args += [f"--steps={self.steps}"] if self.steps is not None else []
+        args += ["--sampler", *self.samplers] if self.samplers else []
+        args += ["--steps", *map(str, self.steps)] if self.steps else []
         args += [f"--repeats={self.repeats}"] if self.repeats != 1 else []
         return [sys.executable, "-m", "training", *args]
 

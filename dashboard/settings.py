@@ -10,10 +10,13 @@ Environment (all optional):
     DIFFUSION_LAB_IF_STAGE2      DeepFloyd IF stage 2 (upsampling): a hub id or a local folder
     DIFFUSION_LAB_MAX_TRAINING   training runs the Train page lets run at once (default 1);
                                  further starts wait in the queue
+    DIFFUSION_LAB_ALLOW_REMOTE   1: the pages may start and stop processes while the server
+                                 listens beyond this machine (default: they refuse to)
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ class Settings:
     wandb_project: str  # "" when not configured
     device: str  # a torch device name (auto resolved)
     max_training: int = 1  # concurrent training runs started from the Train page
+    exposure: str | None = None  # why processes may not be started or stopped here (exposure())
 
     @property
     def write_root(self) -> Path:
@@ -66,6 +70,30 @@ def max_training() -> int:
     """DIFFUSION_LAB_MAX_TRAINING as a positive int (1 when unset or not a positive number)."""
     text = os.environ.get("DIFFUSION_LAB_MAX_TRAINING", "1").strip()
     return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a server.address binds to this machine only ("" binds every interface)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure() -> str | None:
+    """Why the pages must not start or stop processes: the server listens on an address other
+    than loopback without DIFFUSION_LAB_ALLOW_REMOTE=1; None when it is safe."""
+    address = str(st.get_option("server.address") or "")
+    if is_loopback(address) or os.environ.get("DIFFUSION_LAB_ALLOW_REMOTE") == "1":
+        return None
+    where = f"on {address}" if address else "on every network interface"
+    return (
+        f"This dashboard listens {where}, so anyone who can reach it could run commands here: "
+        "starting and stopping training and evaluations is switched off. Serve it with "
+        "`make dashboard` (127.0.0.1), or set DIFFUSION_LAB_ALLOW_REMOTE=1 to allow it."
+    )
 
 
 def sidebar() -> Settings:
@@ -105,6 +133,7 @@ def sidebar() -> Settings:
         project.strip(),
         device if device != "auto" else str(resolve_device("auto")),
         max_training(),
+        exposure(),
     )
     st.session_state["settings"] = settings
     return settings

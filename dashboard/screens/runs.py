@@ -11,9 +11,19 @@ import streamlit as st
 
 from dashboard import charts, jobs, settings, wandb_source
 from dashboard.catalog import LabeledRun
-from dashboard.components import KEEP, evaluate_controls, run_problems, runs_or_stop, user_errors
+from dashboard.components import (
+    KEEP,
+    epoch_and_step,
+    epoch_meaning,
+    evaluate_controls,
+    run_problems,
+    runs_or_stop,
+    user_errors,
+)
 from training.config import RunConfig
 from training.curves import SMOOTHING
+from training.evaluation_record import EvaluationCell, RunEvaluation
+from training.frontier import frontier_figure
 from training.runs import read_run
 
 REFRESH_S = 5
@@ -49,19 +59,18 @@ def filtered(runs: list[LabeledRun]) -> list[LabeledRun]:
 
 
 def runs_table(runs: list[LabeledRun]) -> None:
-    """One row per run, a run that cannot be read in full with its problem."""
+    """One row per run, a run that cannot be read in full with its problem; the epoch with its
+    step, and under the table what an epoch of each kind of run is."""
     rows = []
     for r in runs:
         s, cfg = r.run.summary, r.run.config
-        total = cfg.plan.total_steps if cfg is not None else None
         rows.append(
             {
                 "run": r.label,
                 "experiment": r.run.experiment,
                 "dataset": cfg.plan.dataset if cfg is not None else "?",
                 "status": r.run.status,
-                "epoch": s.epoch,
-                "step": f"{s.step or 0} / {total or '?'}",
+                "progress": epoch_and_step(r.run),
                 "final loss": s.final_loss,
                 "wall time (s)": s.wall_time_s,
                 "checkpoints": len(r.run.checkpoints),
@@ -69,7 +78,25 @@ def runs_table(runs: list[LabeledRun]) -> None:
                 "problem": r.run.problem or "",
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "final loss": st.column_config.NumberColumn(format="%.4f"),
+            "wall time (s)": st.column_config.NumberColumn(format="%.0f"),
+        },
+    )
+    meanings = {}
+    for r in runs:
+        if r.run.config is not None:
+            meanings.setdefault(epoch_meaning(r.run.config), []).append(r.label)
+    st.caption(
+        "An epoch is "
+        + "; ".join(f"{m} for {', '.join(labels)}" for m, labels in meanings.items())
+        + ". Epochs count from 1; each ends with a sample grid and a checkpoint "
+        "(`epoch-NNNN`)."
+    )
 
 
 def curves(runs: list[LabeledRun]) -> None:
@@ -79,6 +106,7 @@ def curves(runs: list[LabeledRun]) -> None:
         if log.problem:
             st.caption(f"{label}: {log.problem}")
     metrics = {label: log.rows for label, log in logs.items()}
+    epoch_steps = {r.label: r.run.config.plan.epoch_steps for r in runs if r.run.config}
     c = st.columns([1, 2, 1])
     x = c[0].radio("x axis", ["step", "epoch"], horizontal=True, key="curves_x", **KEEP)
     smoothing = c[1].slider("Smoothing", 0.0, 0.99, SMOOTHING, 0.01, key="curves_smoothing", **KEEP)
@@ -88,12 +116,20 @@ def curves(runs: list[LabeledRun]) -> None:
         return
     st.plotly_chart(
         charts.metric_figure(
-            metrics, "loss", x=x, smoothing=smoothing, log_y=log_y, title="training loss"
+            metrics,
+            "loss",
+            x=x,
+            epoch_steps=epoch_steps,
+            smoothing=smoothing,
+            log_y=log_y,
+            title="training loss",
         ),
         width="stretch",
     )
     st.plotly_chart(
-        charts.metric_figure(metrics, "lr", x=x, log_y=log_y, title="learning rate"),
+        charts.metric_figure(
+            metrics, "lr", x=x, epoch_steps=epoch_steps, log_y=log_y, title="learning rate"
+        ),
         width="stretch",
     )
     st.plotly_chart(charts.t_bin_figure(metrics, log_y=log_y), width="stretch")
@@ -129,13 +165,26 @@ def live_section(runs: list[LabeledRun]) -> None:
 def config_fields(config: RunConfig) -> dict[str, Any]:
     """A run's options and, as `plan.NAME`, its plan: one row each in the diff."""
     plan = {f"plan.{k}": v for k, v in asdict(config.plan).items()}
-    return {**config.options.to_json(), **plan}
+    return {**config.options.to_json(), **plan, "plan.epochs": config.plan.epochs}
+
+
+def as_written(value: Any) -> str:
+    """A config value as a user writes it on the command line: flow-class, none, true, 1e-3."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(as_written, value))
+    return str(value)
 
 
 def config_diff(runs: list[LabeledRun]) -> None:
     configs = {r.label: config_fields(r.run.config) for r in runs if r.run.config is not None}
     keys = sorted({k for c in configs.values() for k in c})
-    values = {k: [repr(c.get(k, "—")) for c in configs.values()] for k in keys}
+    values = {k: [as_written(c[k]) if k in c else "—" for c in configs.values()] for k in keys}
     differ = {k: v for k, v in values.items() if len(set(v)) > 1}
     if len(configs) < 2:
         st.caption("Select two or more runs to see what differs.")
@@ -143,60 +192,99 @@ def config_diff(runs: list[LabeledRun]) -> None:
         st.caption("The selected runs have identical configs.")
     else:
         st.dataframe(pd.DataFrame(differ, index=list(configs)).T, width="stretch")
+    st.caption(
+        "`epochs` is what the run was asked for (none: the recipe's `steps` set its length); "
+        "`plan.epochs` is how many epochs it spans."
+    )
     with st.expander("Full configs"):
         st.dataframe(pd.DataFrame(values, index=list(configs)).T, width="stretch")
 
 
+LATEST = "latest"
+
+
 def sample_grids(runs: list[LabeledRun]) -> None:
-    """Per-epoch sample grids side by side, one column per run, with an epoch slider."""
-    grids = {r.label: (r.run, r.run.sample_grids) for r in runs}
-    epochs = sorted({e for _, g in grids.values() for e in g})
-    if not epochs:
-        st.caption("No per-epoch sample grids yet (samples/epoch-NNNN.png).")
+    """Sample grids side by side, one column per run: each run's latest by default, or the
+    grids of an epoch every compared run has one of."""
+    grids = {r.label: r for r in runs}
+    shared = sorted(set.intersection(*(set(r.run.sample_grids) for r in runs)))
+    if not any(r.run.sample_grids for r in runs):
+        st.caption("No sample grids yet: a run writes one at the end of every epoch.")
         return
-    epoch = (
-        st.select_slider("Epoch", epochs, value=epochs[-1], key="grid_epoch")
-        if len(epochs) > 1
-        else epochs[0]
+    choices = [LATEST, *shared]
+    if st.session_state.get("grid_epoch") not in choices:
+        st.session_state["grid_epoch"] = LATEST  # an epoch the compared runs no longer share
+    at = (
+        st.segmented_control(
+            "Epoch",
+            choices,
+            key="grid_epoch",
+            format_func=lambda e: "latest of each run" if e == LATEST else f"epoch {e}",
+            help="the epochs every compared run has a grid of",
+        )
+        or LATEST
     )
-    for col, (label, (run, grid)) in zip(st.columns(len(grids)), grids.items(), strict=False):
-        path = grid.get(epoch)
+    for col, (label, r) in zip(st.columns(len(grids)), grids.items(), strict=True):
+        run = r.run
+        epoch = max(run.sample_grids, default=None) if at == LATEST else at
         with col, user_errors(f"Grid of {label}"):
-            if path is None:
-                st.caption(f"{label}: no grid at epoch {epoch}")
-            else:
-                st.image(run.image(path), caption=f"{label} · epoch {epoch}", width="stretch")
+            if epoch is None:
+                st.caption(f"{label}: no grid yet")
+                continue
+            step = (
+                min(epoch * run.config.plan.epoch_steps, run.config.plan.total_steps)
+                if run.config is not None
+                else None
+            )
+            st.image(
+                run.image(run.sample_grids[epoch]),
+                caption=f"{label} · {epoch_and_step(run, step) if step else f'epoch {epoch}'}",
+                width="stretch",
+            )
+
+
+def result_row(label: str, ev: RunEvaluation, cell: EvaluationCell) -> dict[str, Any]:
+    """One scored cell as a table row: what was sampled (the columns that explain the scores
+    first), then the scores."""
+    floor, ratio = ev.floor(cell), ev.ratio(cell)
+    return {
+        "run": label,
+        "checkpoint": cell.checkpoint,
+        "samples": cell.per_class * 10 * cell.repeats,
+        "sampler": cell.sampler,
+        "steps": cell.steps,
+        "NFE": cell.nfe,
+        "guidance": "none" if cell.guidance is None else f"{cell.guidance:g}",
+        "Fréchet": round(cell.frechet, 2),
+        "x floor": None if ratio is None else round(ratio, 2),
+        "floor": None if floor is None else round(floor.mean, 2),
+        "class accuracy": None if cell.accuracy is None else f"{100 * cell.accuracy:.1f}%",
+    }
 
 
 def evaluation_table(runs: list[LabeledRun]) -> None:
-    """Class accuracy and Fréchet distance against guidance (the real-vs-real floor a line),
-    beside one row per run: its best Fréchet distance and the accuracy at that guidance, from
-    the run's latest evaluation setting (RunEvaluation.latest)."""
+    """Class accuracy and Fréchet distance against guidance (each real-vs-real floor a line)
+    and a row per run (its best Fréchet distance in its latest evaluation setting); then
+    quality against model evaluations per image (NFE) for every sampler and step count scored
+    (training.frontier), and every result in a table."""
     evals = {r.label: r.run.evaluation for r in runs if r.run.evaluation.cells}
     if not evals:
         st.caption(
             "No evaluation yet: evaluate a run below (or `python -m training evaluate RUN_DIR`)."
         )
         return
-    rows = []
-    for label, ev in evals.items():
-        best = min(ev.latest(), key=lambda c: c.frechet)
-        floor, ratio = ev.floor(best), ev.ratio(best)
-        rows.append(
-            {
-                "run": label,
-                "best Fréchet": round(best.frechet, 2),
-                "at guidance": "none" if best.guidance is None else f"{best.guidance:g}",
-                "x floor": None if ratio is None else round(ratio, 2),
-                "class accuracy": None if best.accuracy is None else f"{100 * best.accuracy:.1f}%",
-                "Fréchet floor (real vs real)": None if floor is None else floor.mean,
-                "samples": best.per_class * 10 * best.repeats,
-                "checkpoint": best.checkpoint,
-            }
-        )
-    left, right = st.columns([3, 2])
-    left.plotly_chart(charts.evaluation_figure(evals), width="stretch", key="evaluation_chart")
-    right.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    best = [
+        result_row(label, ev, min(ev.latest(), key=lambda c: c.frechet))
+        for label, ev in evals.items()
+    ]
+    st.plotly_chart(charts.evaluation_figure(evals), width="stretch", key="evaluation_chart")
+    st.caption("Each run's best Fréchet distance in its latest evaluation (lower is better):")
+    st.dataframe(pd.DataFrame(best), hide_index=True, width="stretch")
+    st.markdown("**Quality against compute**: every sampler and step count scored")
+    st.plotly_chart(frontier_figure(evals), width="stretch", key="frontier_chart")
+    with st.expander(f"All {sum(len(ev.cells) for ev in evals.values())} results"):
+        every = [result_row(label, ev, c) for label, ev in evals.items() for c in ev.cells]
+        st.dataframe(pd.DataFrame(every), hide_index=True, width="stretch")
 
 
 def evaluate_section(runs: list[LabeledRun]) -> None:
@@ -216,7 +304,7 @@ def evaluate_section(runs: list[LabeledRun]) -> None:
         if done:
             by_label = {r.label: r for r in done}
             label = st.selectbox("Evaluate run", list(by_label), key="runs_eval_run")
-            evaluate_controls(by_label[label].run, key="runs_eval")
+            evaluate_controls(by_label[label].run, key="runs_eval", link=False)
         if evaluating(fresh) != polling:
             st.rerun()  # an evaluation started or ended: refresh (and start or stop polling)
 
@@ -269,7 +357,6 @@ def compare_picker(labels: list[str]) -> list[str]:
 
 
 def page() -> None:
-    st.title("Runs")
     s = settings.current()
     wandb_panel(s)
     listed = runs_or_stop(s)
@@ -284,7 +371,7 @@ def page() -> None:
         st.info("Select one or more runs to compare.")
         return
     live_section(selected)
-    st.subheader("Samples by epoch")
+    st.subheader("Sample grids")
     sample_grids(selected)
     st.subheader("Evaluation")
     evaluate_section(selected)

@@ -373,7 +373,6 @@ def upsample_tab(shared) -> None:
 
 
 def page() -> None:
-    st.title("Sampler lab")
     s = settings.current()
     shared = choose_backend(s)
     if shared is None:

@@ -122,7 +122,6 @@ def sample(shared: state.Shared, opts: dict, source: str) -> None:
 
 
 def page() -> None:
-    st.title("MNIST studio")
     s = settings.current()
     runs = runs_or_stop(s)
     run_problems(runs)

@@ -8,7 +8,14 @@ import streamlit as st
 
 from dashboard import charts, jobs, settings
 from dashboard.catalog import LabeledRun
-from dashboard.components import KEEP, evaluate_controls, run_problems, user_errors
+from dashboard.components import (
+    KEEP,
+    epoch_and_step,
+    epoch_meaning,
+    evaluate_controls,
+    run_problems,
+    user_errors,
+)
 from samplers.app.devices import DEVICES
 from training.config import (
     EXPERIMENTS,
@@ -20,11 +27,11 @@ from training.config import (
     make_options,
     recipe_defaults,
 )
-from training.curves import SMOOTHING
 from training.data import DATASETS
 from training.runs import RESUMABLE, Run, list_runs, read_run
 
 LIVE_S = 2  # seconds between refreshes of a training run's panel
+LOG_LINES = 16  # the log's tail, shown whole so that its last line is in view
 
 
 def free_name(root, experiment: str) -> str:
@@ -213,7 +220,13 @@ def start_section(s: settings.Settings) -> None:
         )
     if problem:
         st.warning(problem)
-    if st.button("Start training", type="primary", key="train_start"):
+    if st.button(
+        "Start training",
+        type="primary",
+        key="train_start",
+        disabled=s.exposure is not None,
+        help=s.exposure,
+    ):
         st.session_state.pop("train_busy", None)
         try:
             if request is None:
@@ -232,7 +245,7 @@ def start_section(s: settings.Settings) -> None:
         waiting, why = st.session_state["train_busy"]
         st.warning(f"Not started: {why}. Queue {waiting.name!r} to start when a run ends?")
         c = st.columns(6)
-        if c[0].button("Queue it", key="train_queue"):
+        if c[0].button("Queue it", key="train_queue", disabled=s.exposure is not None):
             with user_errors("Cannot queue"):
                 place = jobs.enqueue(waiting, root, s.max_training)
                 st.session_state.pop("train_busy")
@@ -273,8 +286,10 @@ def queue_section(root) -> None:
         st.code(log, language=None, wrap_lines=True)
 
 
-def progress(run: Run, rows: list[dict]) -> None:
-    """Step, epoch, images/s and ETA from the run record, and a progress bar."""
+def progress(run: Run, rows: list[dict], stopping: bool) -> None:
+    """Status, step, epoch, the latest logged loss, images/s and ETA from the run record, a
+    progress bar, and the loss and learning-rate curves (`stopping`: this session asked it to
+    stop)."""
     config, summary = run.config, run.summary
     last = rows[-1] if rows else {}
     # the summary is newer than the last logged row once a run stops or ends between logs
@@ -285,19 +300,33 @@ def progress(run: Run, rows: list[dict]) -> None:
     eta = None
     if rate and config is not None and run.status == "running":
         eta = (config.plan.total_steps - step) * config.options.batch_size / rate
-    c = st.columns(5)
-    c[0].metric("Status", run.status)
+    c = st.columns(6)
+    c[0].metric("Status", "stopping" if stopping and run.status == "running" else run.status)
     c[1].metric("Step", f"{step} / {total or '?'}")
-    c[2].metric("Epoch", f"{plan.epoch_of(step)} of {plan.epochs}" if plan is not None else "—")
-    c[3].metric("img/s", f"{rate:.0f}" if rate else "—")
-    c[4].metric("ETA", _duration(eta) if eta is not None else "—")
+    c[2].metric(
+        "Epoch",
+        f"{plan.epoch_of(step)} of {plan.epochs}" if plan is not None else "—",
+        help=None if config is None else f"an epoch of this run: {epoch_meaning(config)}",
+    )
+    loss = last.get("loss")
+    c[3].metric(
+        "Loss",
+        f"{loss:.4f}" if isinstance(loss, float) else "—",
+        help="the latest logged loss (the chart smooths it)",
+    )
+    c[4].metric("img/s", f"{rate:.0f}" if rate else "—")
+    c[5].metric("ETA", _duration(eta) if eta is not None else "—")
     if total:
         st.progress(min(step / total, 1.0))
     if rows:
         left, right = st.columns(2)
         left.plotly_chart(
             charts.metric_figure(
-                {run.name: rows}, "loss", smoothing=SMOOTHING, log_y=True, title="training loss"
+                {run.name: rows},
+                "loss",
+                smoothing=charts.smoothing_for(len(rows)),
+                log_y=True,
+                title="training loss",
             ),
             key="train_loss_chart",
         )
@@ -318,38 +347,69 @@ def _duration(seconds: float) -> str:
 
 def latest_grid(run: Run) -> None:
     if run.sample_grids:
-        path = run.sample_grids[max(run.sample_grids)]
+        epoch = max(run.sample_grids)
         with user_errors("Sample grid"):
-            st.image(run.image(path), caption=f"latest samples: {path.stem}", width=420)
+            st.image(
+                run.image(run.sample_grids[epoch]),
+                caption=f"latest samples: end of epoch {epoch}",
+                width=420,
+            )
     else:
         st.caption("No sample grid yet: one is written at the end of every epoch.")
+
+
+def stop_notice(run: Run) -> bool:
+    """What became of the Stop this session clicked for `run`: stopping... while it winds down,
+    then where it stopped; True while it is stopping."""
+    if st.session_state.get("train_stopping") != run.name:
+        return False
+    if run.status in jobs.BUSY:
+        st.info(
+            f"Stopping {run.name}: it finishes its step, writes a checkpoint and closes "
+            f"(status {run.status}).",
+            icon=":material/hourglass_top:",
+        )
+        return True
+    if run.status == "stopped":
+        last = run.checkpoints[-1].path.name if run.checkpoints else "none"
+        st.success(
+            f"Stopped {run.name} at {epoch_and_step(run)}; checkpoint {last}. Resume continues "
+            "from there.",
+            icon=":material/stop_circle:",
+        )
+    return False
 
 
 def controls(run: Run, s: settings.Settings) -> None:
     """Stop, Resume and Evaluate, as the run's state allows."""
     root = s.write_root
+    refused = s.exposure
     c = st.columns(6)
     if run.status in jobs.BUSY:
-        asked = run.status == "stopping"
+        stopping = stop_notice(run) or run.status == "stopping"
         if c[0].button(
             "Stop",
             key="train_stop",
-            disabled=run.status != "running",
-            help="checkpoints at the next step, then ends with status stopped "
+            disabled=run.status != "running" or stopping or refused is not None,
+            help=refused
+            or "checkpoints at the next step, then ends with status stopped "
             "(once the run has started)",
         ):
             with user_errors("Cannot stop"):
                 jobs.stop(run.path)
-                st.toast(f"Stopping {run.name} at its next step.")
-        if asked:
-            st.caption("Stop requested: the run checkpoints at its next step and ends.")
+                st.session_state["train_stopping"] = run.name
+                st.rerun()  # says "stopping" at once
     elif run.status in RESUMABLE and run.config is not None:
+        stop_notice(run)
         if c[0].button(
             "Resume",
             key="train_resume",
             type="primary",
-            help="continues from the last checkpoint (--resume; from step 0 without one)",
+            disabled=refused is not None,
+            help=refused
+            or "continues from the last checkpoint (--resume; from step 0 without one)",
         ):
+            st.session_state.pop("train_stopping", None)
             request = jobs.TrainRequest(run.config.options.experiment, run.name)
             try:
                 jobs.start_training(request, root, s.max_training)
@@ -408,7 +468,7 @@ def live_panel(s: settings.Settings) -> None:
         log = run.metrics()
         if log.problem:
             st.caption(log.problem)
-        progress(run, log.rows)
+        progress(run, log.rows, st.session_state.get("train_stopping") == run.name)
         controls(run, s)
         if (run.evaluation_job is not None and run.evaluation_job.alive()) != evaluating:
             st.rerun()  # an evaluation started or ended
@@ -416,15 +476,14 @@ def live_panel(s: settings.Settings) -> None:
         with left:
             latest_grid(run)
         with right:
-            train_log = jobs.tail(run.path / jobs.LOGS["train"], 30)
-            st.caption(f"log: {run.path / jobs.LOGS['train']}")
-            st.code(train_log or "(no output yet)", language=None, height=300, wrap_lines=True)
+            train_log = jobs.tail(run.path / jobs.LOGS["train"], LOG_LINES)
+            st.caption(f"the log's last {LOG_LINES} lines: {run.path / jobs.LOGS['train']}")
+            st.code(train_log or "(no output yet)", language=None, wrap_lines=True)
 
     panel()
 
 
 def page() -> None:
-    st.title("Train")
     s = settings.current()
     with st.container(border=True):
         st.subheader("New run")

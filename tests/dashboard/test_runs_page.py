@@ -15,33 +15,101 @@ def test_runs_page_compares_runs(app, lab_runs):
     at = app(lab_runs).run()
     no_errors(at)
     assert at.title[0].value == "Runs"
-    assert [m.label for m in at.multiselect] == ["Experiment", "Dataset", "Tag", "Compare runs"]
+    assert "**Diffusion Lab** trains DDPM and flow-matching models" in at.markdown[0].value
+    assert all(f"**{page}**" in at.caption[0].value for page in ("Train", "MNIST studio"))
+    labels = [m.label for m in at.multiselect]
+    assert labels[:4] == ["Experiment", "Dataset", "Tag", "Compare runs"]
     assert sorted(at.multiselect(key="runs_selected").value) == ["ddpm-class", "flow-class"]
     charts = at.get("plotly_chart")
-    assert len(charts) == 4  # loss, learning rate, loss by t-bin; evaluation
+    assert len(charts) == 5  # loss, learning rate, loss by t-bin; evaluation, frontier
     assert '"training loss"' in charts[0].proto.spec and "flow-class" in charts[0].proto.spec
-    assert at.select_slider(key="grid_epoch").value == 2 and len(at.image) == 2
     assert at.toggle(key="runs_live").value is False  # both runs finished
-    at.select_slider(key="grid_epoch").set_value(1).run()
+
+
+def test_one_epoch_everywhere(app, lab_runs):
+    """The table, the chart's epoch axis and the grids count epochs alike, the step beside."""
+    at = app(lab_runs).run()
+    table = at.dataframe[0].value
+    assert list(table["progress"]) == ["epoch 2 (step 4 of 4)"] * 2  # 2-step epochs, 4 steps
+    assert any("An epoch is 2 steps (set by --epoch-steps)" in c.value for c in at.caption)
+    at.radio(key="curves_x").set_value("epoch").run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["data"][-1]["x"][-1] == 2.0  # step 4 of 2-step epochs: the end of epoch 2
+    assert spec["layout"]["xaxis"]["ticktext"] == ["epoch 1", "epoch 2"]
+    assert spec["layout"]["xaxis"]["tickvals"] == [0.5, 1.5]  # each label inside its epoch
+
+
+def test_sample_grids_compare_latest_then_a_shared_epoch(app, lab_runs, tmp_path):
+    at = app(lab_runs).run()
+    grids = at.segmented_control(key="grid_epoch")
+    assert grids.value == "latest" and grids.options == ["latest of each run", "epoch 1", "epoch 2"]
     captions = sorted(i.captions[0] for i in at.image)
-    assert captions == ["ddpm-class · epoch 1", "flow-class · epoch 1"]
+    assert captions == ["ddpm-class · epoch 2 (step 4 of 4)", "flow-class · epoch 2 (step 4 of 4)"]
+    grids.set_value(1).run()
+    captions = sorted(i.captions[0] for i in at.image)
+    assert captions == ["ddpm-class · epoch 1 (step 2 of 4)", "flow-class · epoch 1 (step 2 of 4)"]
+    # runs whose grids sit at different epochs: latest shows each one's, only shared epochs offered
+    root = tmp_path / "runs"
+    shutil.copytree(lab_runs / "flow-class", root / "older")
+    shutil.copytree(lab_runs / "ddpm-class", root / "newer")
+    (root / "older" / "samples" / "epoch-0002.png").unlink()
+    at = app(root).run()
+    no_errors(at)
+    assert at.segmented_control(key="grid_epoch").options == ["latest of each run", "epoch 1"]
+    captions = sorted(i.captions[0] for i in at.image)
+    assert captions == ["newer · epoch 2 (step 4 of 4)", "older · epoch 1 (step 2 of 4)"]
 
 
 def test_evaluation_plot_and_table(app, lab_runs):
     at = app(lab_runs).run()
-    table = at.dataframe[1].value  # runs table, evaluation, config diff
+    table = at.dataframe[1].value  # runs table, evaluation, all results, config diff
     assert list(table["run"]) == ["flow-class"]  # one row per evaluated run
-    assert table["at guidance"][0] in ("0", "5")
-    assert {"best Fréchet", "class accuracy", "Fréchet floor (real vs real)"} <= set(table)
-    assert table["Fréchet floor (real vs real)"].notna().all()
+    assert list(table)[:7] == [
+        "run",
+        "checkpoint",
+        "samples",
+        "sampler",
+        "steps",
+        "NFE",
+        "guidance",
+    ]  # what explains a row comes first
+    assert table["guidance"][0] in ("0", "5") and table["samples"][0] == 30
     ev = read_evaluation(lab_runs / "flow-class")
     floor = ev.floors[0].mean
+    assert table["floor"][0] == round(floor, 2)
     assert table["x floor"][0] == round(min(c.frechet for c in ev.cells) / floor, 2)
     spec = json.loads(at.get("plotly_chart")[3].proto.spec)
     traces = [(t["name"], t["x"]) for t in spec["data"]]
     assert traces == [("flow-class", [0.0, 5.0])] * 2  # accuracy and Fréchet against guidance
     lines = [shape["y0"] for shape in spec["layout"]["shapes"]]
-    assert lines == [round(floor, 2)]  # the real-vs-real floor
+    assert lines == [floor]  # the real-vs-real floor
+    labels = [a["text"] for a in spec["layout"]["annotations"] if "real vs real" in a["text"]]
+    assert labels == [f"real vs real, mnist-5k, 3 a class: {floor:.1f}"]
+    frontier = json.loads(at.get("plotly_chart")[4].proto.spec)
+    assert frontier["layout"]["xaxis"]["type"] == "log"
+    assert {t["name"] for t in frontier["data"]} == {"euler · guidance 0", "euler · guidance 5"}
+    assert len(at.dataframe[2].value) == len(ev.cells)  # every result
+
+
+def test_one_floor_line_per_sample_count():
+    """Two runs scored with different sample counts: two floors, each labelled with its count."""
+    from dashboard.charts import evaluation_figure
+    from training.evaluation_record import EvaluationCell, FrechetFloor, RunEvaluation
+
+    def run(per_class: int, floor: float) -> RunEvaluation:
+        cell = EvaluationCell(
+            "epoch-0002", "heun", 50, 200, 1.0, per_class, 1, 0, "bf16", "mnist-5k", 0.9, 20.0, None
+        )
+        return RunEvaluation(
+            (cell,), (FrechetFloor("mnist-5k", per_class, 10, floor, 1.0, 0, 0.98),)
+        )
+
+    spec = evaluation_figure({"a": run(50, 12.1), "b": run(10, 30.72)}).to_plotly_json()
+    labels = sorted(a["text"] for a in spec["layout"]["annotations"] if "real vs" in a["text"])
+    assert labels == [
+        "real vs real, mnist-5k, 10 a class: 30.7",
+        "real vs real, mnist-5k, 50 a class: 12.1",
+    ]
 
 
 def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
@@ -54,32 +122,29 @@ def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     monkeypatch.setattr(jobs, "_spawn", spawn)
     at = app(lab_runs).run()
     assert sorted(at.selectbox(key="runs_eval_run").options) == ["ddpm-class", "flow-class"]
-    at.selectbox(key="runs_eval_run").set_value("ddpm-class")
+    at.selectbox(key="runs_eval_run").set_value("ddpm-class").run()
+    assert at.multiselect(key="runs_eval_samplers").options == ["ddpm", "ddim"]  # its kind's
     at.number_input(key="runs_eval_per_class").set_value(5)
     at.number_input(key="runs_eval_repeats").set_value(4)
     at.button(key="runs_eval_start").click().run()
     assert not at.exception
-    assert started == [
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "evaluate",
-            str((lab_runs / "ddpm-class").resolve()),
-            "--per-class=5",
-            "--guidance",
-            "0",
-            "1",
-            "3",
-            "5",
-            "7",
-            "--repeats=4",
-        ]
-    ]
-    at.number_input(key="runs_eval_steps").set_value(301).run()  # a DDPM of T = 300 steps
+    head = [sys.executable, "-m", "training", "evaluate", str((lab_runs / "ddpm-class").resolve())]
+    guidance = ["--guidance", "0", "1", "3", "5", "7"]
+    assert started == [[*head, "--per-class=5", *guidance, "--repeats=4"]]
+    # a sweep: samplers x steps
+    at.multiselect(key="runs_eval_samplers").set_value(["ddpm", "ddim"])
+    at.text_input(key="runs_eval_steps").input("2, 4 8")
     at.button(key="runs_eval_start").click().run()
-    assert not at.exception and len(started) == 1  # refused on the page, no process started
+    assert not at.exception
+    sweep = ["--sampler", "ddpm", "ddim", "--steps", "2", "4", "8", "--repeats=4"]
+    assert started[-1] == [*head, "--per-class=5", *guidance, *sweep]
+    at.text_input(key="runs_eval_steps").input("301").run()  # a DDPM of T = 300 steps
+    at.button(key="runs_eval_start").click().run()
+    assert not at.exception and len(started) == 2  # refused on the page, no process started
     assert "the ddpm sampler takes 1 to 300 steps on this model" in at.error[0].value
+    at.text_input(key="runs_eval_steps").input("four").run()
+    at.button(key="runs_eval_start").click().run()
+    assert len(started) == 2 and "steps are whole numbers" in at.error[0].value
 
 
 def test_the_compared_runs_follow_the_filters_and_outlast_a_page_visit(app, lab_runs):
@@ -104,9 +169,13 @@ def test_runs_page_filters_and_config_diff(app, lab_runs):
     assert at.multiselect(key="runs_selected").options == ["flow-class"]
     assert any("Select two or more runs" in c.value for c in at.caption)
     at = app(lab_runs).run()
-    diff = at.dataframe[2].value  # runs table, evaluation, then the config diff
+    diff = at.dataframe[3].value  # runs table, evaluation, all results, then the config diff
     assert {"experiment", "kind", "lr"} <= set(diff.index)
     assert "hidden" not in diff.index  # equal in both runs
+    assert sorted(diff.loc["experiment"]) == ["ddpm-class", "flow-class"]  # as written, no quotes
+    full = at.dataframe[4].value
+    assert full.loc["epochs"].tolist() == ["none", "none"]  # None as written (--steps 4)
+    assert full.loc["plan.epochs"].tolist() == ["2", "2"]
 
 
 def test_wandb_pull_disabled_without_wandb(app, lab_runs):

@@ -3,6 +3,7 @@ watch panel of finished, interrupted and busy runs (no training process is start
 
 import shutil
 import time
+from dataclasses import replace
 
 from dashboard import jobs
 from training.config import make_options
@@ -181,21 +182,27 @@ def test_the_page_watches_the_run_the_queue_starts(app, tmp_path, monkeypatch, s
 def test_the_limit_is_a_setting(app, tmp_path, stand_in):
     busy_run(tmp_path, stand_in())
     at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="2")
-    assert "At most 2 runs train at a time" in at.caption[0].value
+    assert "At most 2 runs train at a time" in at.caption[1].value  # under the page's line
     at = train_page(app, tmp_path, DIFFUSION_LAB_MAX_TRAINING="many")  # not a number: 1
-    assert "At most 1 run trains at a time" in at.caption[0].value
+    assert "At most 1 run trains at a time" in at.caption[1].value
 
 
 def test_the_watch_panel_of_a_finished_run(app, lab_runs, tmp_path):
-    shutil.copytree(lab_runs / "flow-class", tmp_path / "flow-class")
+    run = shutil.copytree(lab_runs / "flow-class", tmp_path / "flow-class")
+    lines = [f"step {i}" for i in range(40)] + ["finished"]
+    (run / jobs.LOGS["train"]).write_text("\n".join(lines) + "\n")
     at = train_page(app, tmp_path)
     no_errors(at)
     assert at.selectbox(key="train_watch").value == "flow-class"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "finished" and metrics["Step"] == "4 / 4"
     assert metrics["Epoch"] == "2 of 2"
+    assert metrics["Loss"] == f"{read_summary(tmp_path / 'flow-class')['final_loss']:.4f}"
+    assert "2 steps (set by --epoch-steps)" in next(m for m in at.metric if m.label == "Epoch").help
     assert len(at.get("plotly_chart")) == 2  # loss and learning rate
-    assert at.image[0].captions[0] == "latest samples: epoch-0002"
+    assert at.image[0].captions[0] == "latest samples: end of epoch 2"
+    log = at.code[-1].value.rstrip().splitlines()  # its tail, whole: the end is in view
+    assert log[-1] == "finished" and "step 0" not in log and len(log) <= 16
     assert at.button(key="train_eval_start").label == "Evaluate"
     assert not [b for b in at.button if b.key in ("train_stop", "train_resume")]
 
@@ -224,3 +231,83 @@ def test_a_run_with_a_corrupt_summary_is_a_message(app, lab_runs, tmp_path):
     at = train_page(app, tmp_path)
     assert not at.exception
     assert at.error[0].value.startswith("Run flow-class: summary.json: not valid JSON")
+
+
+def running_run(root, lab_runs, name="busy"):
+    """A copy of the tiny flow-class run that this test process holds as its trainer: running.
+    Returns the claim (release it to end the stand-in)."""
+    from training.runlock import claim_run
+
+    run = shutil.copytree(lab_runs / "flow-class", root / name)
+    me = process_identity()
+    write_json(
+        run / "summary.json", {**read_summary(run), "status": "running", "process": me.to_dict()}
+    )
+    return claim_run(run)
+
+
+def test_stop_says_stopping_at_once(app, lab_runs, tmp_path, monkeypatch):
+    claim = running_run(tmp_path, lab_runs)
+    asked = []
+    monkeypatch.setattr(jobs, "stop", asked.append)  # no signal: this process stands in
+    at = train_page(app, tmp_path)
+    no_errors(at)
+    assert {m.label: m.value for m in at.metric}["Status"] == "running"
+    at.button(key="train_stop").click().run()
+    no_errors(at)
+    assert asked == [tmp_path / "busy"]
+    assert at.info[0].value.startswith("Stopping busy: it finishes its step, writes a checkpoint")
+    assert {m.label: m.value for m in at.metric}["Status"] == "stopping"
+    assert at.button(key="train_stop").disabled  # asked once
+    claim.release()
+    write_json(
+        tmp_path / "busy" / "summary.json", {**read_summary(tmp_path / "busy"), "status": "stopped"}
+    )
+    at.run()
+    assert at.success[0].value.startswith("Stopped busy at epoch 2 (step 4 of 4); checkpoint")
+
+
+def test_evaluate_shows_progress_then_done_with_a_link(app, lab_runs, tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    from training.evaluation_record import read_evaluation, record_evaluation
+
+    run = shutil.copytree(lab_runs / "flow-class", tmp_path / "flow-class")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+    def spawn(kind, run_dir, argv, **_):  # stands in for the runner and the evaluation
+        job = jobs.Job(kind, run_dir, argv, process_identity(child.pid), time.time() - 1)
+        job.save()
+        return job
+
+    monkeypatch.setattr(jobs, "_spawn", spawn)
+    try:
+        at = train_page(app, tmp_path)
+        at.button(key="train_eval_start").click().run()
+        no_errors(at)
+        bar = at.get("progress")
+        assert "Evaluating flow-class: loading the model" in bar[-1].proto.text
+        log = run / jobs.LOGS["evaluate"]
+        log.write_text(
+            "$ python -m training evaluate\n\r  0%|          | 0/2 [00:00<?, ?cell/s]"
+            "\rflow-class: euler 2, guidance 5:  50%|#####     | 1/2 [00:03<00:03,  3.0s/cell]"
+        )
+        at.run()
+        text = at.get("progress")[-1].proto.text
+        assert text == "Evaluating flow-class: 1 of 2 · flow-class: euler 2, guidance 5"
+        old = read_evaluation(run)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        record_evaluation(run, [replace(old.cells[0], steps=3, evaluated=now)])
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        at.run()
+        no_errors(at)
+        assert at.success[0].value.startswith("Evaluation of flow-class done: 1 results.")
+        link = at.get("page_link")[0].proto
+        assert link.label == "See every result on the Runs page" and link.page_script_hash
+    finally:
+        child.kill()
+        child.wait()
