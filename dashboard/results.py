@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import streamlit as st
 
 from samplers.app.images import gif_bytes
+from samplers.app.tasks import course_t
+from samplers.course import COURSE_T
 
 from . import media
 
 
+def time_label(t: int | float, steps: int | None) -> str:
+    """A sampler time as a person reads it. A VP step t of a model with `steps` (its T)
+    timesteps: the course's t of 1000 and the model's own step, "course t = 250 (this model's
+    step 75 of 300)" (the step alone when T is the course's); a flow time in [0, 1]:
+    "flow time t = 0.22 (0 noise, 1 data)"."""
+    if isinstance(t, float):
+        return f"flow time t = {t:.2f} (0 noise, 1 data)"
+    if steps is None or steps == COURSE_T:
+        return f"t = {t} (of {COURSE_T})"
+    return f"course t = {course_t(t, steps)} (this model's step {t} of {steps})"
+
+
 @dataclass
 class Result:
-    """A finished action: PNG of the result grid, optional GIF and intermediate snapshots."""
+    """A finished action: PNG of the result grid, optional GIF, panels shown beneath it (the
+    task's other figures) and intermediate snapshots (in an expander)."""
 
     png: bytes
     caption: str
     gif: bytes | None = None
     snapshots: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
     source: str = ""  # the model that made it: "run · checkpoint", or the backend's name
+    panels: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
 
 
 class Progress:
@@ -30,9 +47,15 @@ class Progress:
     """
 
     def __init__(
-        self, total: int, label: str, nrow: int = 8, max_frames: int = 40, snapshots: int = 6
+        self,
+        total: int,
+        label: str,
+        nrow: int = 8,
+        max_frames: int = 40,
+        snapshots: int = 6,
+        time: Callable[[int | float], str] = lambda t: time_label(t, None),
     ):
-        self.total, self.label, self.nrow = max(total, 1), label, nrow
+        self.total, self.label, self.nrow, self.time = max(total, 1), label, nrow, time
         self.every = max(1, self.total // max_frames)
         self.snap_every = max(1, self.total // snapshots)
         self.calls = 0
@@ -45,18 +68,18 @@ class Progress:
         t, x = step["t"], step["x"]
         if self.calls % self.every == 0:
             self.frames.append(media.readable_grid(x, self.nrow))
-            self.preview.image(self.frames[-1], caption=f"x at t = {_fmt_t(t)}", width=320)
+            self.preview.image(self.frames[-1], caption=f"x at {self.time(t)}", width=320)
         if self.calls % self.snap_every == 0:
             self.snapshots.append(
                 (
-                    f"denoised estimate at t = {_fmt_t(t)}",
+                    f"denoised estimate at {self.time(t)}",
                     media.png_bytes(step["denoised"].clamp(-1, 1), self.nrow),
                 )
             )
         self.calls += 1
         self.bar.progress(
             min(self.calls / self.total, 1.0),
-            text=f"{self.label}: step {self.calls} / {self.total}",
+            text=f"{self.label}: sampler step {self.calls} of {self.total}, at {self.time(t)}",
         )
 
     def clear(self) -> None:
@@ -75,10 +98,6 @@ class Progress:
         return Result(media.png_bytes(x, self.nrow), caption, gif, self.snapshots, source)
 
 
-def _fmt_t(t) -> str:
-    return f"{t:.2f}" if isinstance(t, float) else str(t)
-
-
 def show_result(result: Result | None, name: str, source: str = "") -> None:
     """The result image, its animation and intermediates, and PNG / GIF download buttons; only
     a note when the result came from another model than `source`, the one now chosen."""
@@ -91,6 +110,8 @@ def show_result(result: Result | None, name: str, source: str = "") -> None:
     cols[0].image(result.png, caption=f"{source} · {result.caption}" if source else result.caption)
     if result.gif:
         cols[1].image(result.gif, caption="denoising animation")
+    for caption, png in result.panels:
+        st.image(png, caption=caption)
     if result.snapshots:
         with st.expander("Intermediate steps"):
             for col, (caption, png) in zip(

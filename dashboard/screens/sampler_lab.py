@@ -17,11 +17,12 @@ from dashboard.components import (
 )
 from dashboard.inputs import image_input, mask_input, prompt_input
 from dashboard.jobs import MAX_SEED
-from dashboard.results import Progress, Result, show_result
+from dashboard.results import Progress, Result, show_result, time_label
 from dashboard.state import Shared
 from samplers.app import tasks
 from samplers.app.backends import BackendUnavailable
 from samplers.app.images import figure, gif_bytes, png_bytes
+from samplers.course import COURSE_T
 
 TABS = [
     "Forward process",
@@ -109,7 +110,10 @@ def run(shared: Shared, key: str, label: str, task, total: int, **options) -> No
     (the first figure; the others and the chain's frames beside it)."""
     backend = shared.value
     st.session_state.pop(key, None)  # a failed attempt leaves no older result up
-    progress = Progress(total, label, nrow=min(options.get("n", 1), 8))
+    steps = len(backend.alphas_cumprod)
+    progress = Progress(
+        total, label, nrow=min(options.get("n", 1), 8), time=lambda t: time_label(t, steps)
+    )
     with user_errors(f"{label} failed"), shared.lock:
         try:
             figures = task(
@@ -124,21 +128,49 @@ def run(shared: Shared, key: str, label: str, task, total: int, **options) -> No
         st.session_state[key] = figures_result(figures, label, progress)
 
 
+# what a task's extra figures show (samplers.app.tasks names them "KIND-IMAGE")
+PANELS = {
+    "denoise-onestep": "Noisy, Gaussian blur and one-step denoising at each t",
+    "denoise-iterative": "Iterative denoising: the chain, every 5th course step",
+}
+
+
+def panel_caption(name: str) -> str:
+    """What a task's figure `name` shows, in words (its own name without a known one)."""
+    return next((words for kind, words in PANELS.items() if name.startswith(kind)), name)
+
+
 def figures_result(figures: list[tasks.Figure], caption: str, progress: Progress | None) -> Result:
     """The task's figures as one Result of the chosen backend: the first as the picture, the rest
-    as extra panels; the GIF of the first figure's own frames, else of the sampler steps the
-    progress kept."""
-    pngs = [png_bytes(figure(f.rows, f.row_labels, f.col_labels)) for f in figures]
+    as panels beneath it; the GIF of the first figure's own frames, else of the sampler steps
+    the progress kept. A side-by-side comparison (denoising's "compare" figure: noisy, blur,
+    one-step, iterative) leads."""
+    figures = sorted(figures, key=lambda f: "-compare-" not in f.name)
+
+    def drawn(f: tasks.Figure) -> bytes:
+        return png_bytes(figure(f.rows, f.row_labels, f.col_labels))
+
     frames = next((f.frames for f in figures if f.frames), None)
     gif = gif_bytes(frames) if frames else progress and progress.gif()
     labels = " · ".join(figures[0].row_labels or figures[0].col_labels)
     return Result(
-        pngs[0],
+        drawn(figures[0]),
         f"{caption}: {labels}" if labels else caption,
         gif,
-        [(f.name, png) for f, png in zip(figures[1:], pngs[1:], strict=False)],
-        st.session_state["lab_source"],
+        source=st.session_state["lab_source"],
+        panels=[(panel_caption(f.name), drawn(f)) for f in figures[1:]],
     )
+
+
+def time_scale_note(backend) -> None:
+    """Say how this backend's steps map to the course's t of 1000 (nothing for IF's own)."""
+    steps = len(backend.alphas_cumprod)
+    if steps != COURSE_T:
+        st.caption(
+            f"Times are given on the course's scale, t of {COURSE_T}; this model has {steps} "
+            f"steps, so course t = 250 is its step {round(250 * steps / COURSE_T)} "
+            f"(labels: t=250 ({round(250 * steps / COURSE_T)}/{steps}))."
+        )
 
 
 def steps(backend, *levels: int) -> int:
@@ -168,8 +200,9 @@ def defaults(backend) -> dict[str, str]:
 def forward_tab(shared, examples) -> None:
     backend = shared.value
     picked = image_input(backend, "fwd", examples)
+    time_scale_note(backend)
     levels = st.multiselect(
-        "Timesteps (the course's 0..999 scale, mapped to the model's)",
+        f"Timesteps t (the course's 0..{COURSE_T - 1})",
         list(range(0, tasks.COURSE_T, 50)),
         default=list(tasks.NOISE_TS),
         key="fwd_t",

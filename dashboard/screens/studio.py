@@ -16,8 +16,8 @@ from dashboard.components import (
     user_errors,
 )
 from dashboard.jobs import MAX_SEED
-from dashboard.results import Progress, show_result
-from training.config import FAST_SAMPLER, SAMPLERS_BY_KIND
+from dashboard.results import Progress, show_result, time_label
+from training.config import FAST_SAMPLER, SAMPLERS_BY_KIND, walks_flow
 from training.pretrained import LabModel
 
 MAX_STEPS = 1000
@@ -29,12 +29,15 @@ def controls(lab: LabModel) -> dict | None:
     with st.form("studio_form", border=True):
         c = st.columns(3)
         if lab.class_conditional:
-            digits = c[0].multiselect(
-                "Digits",
-                list(range(cfg.num_classes)),
-                default=list(range(cfg.num_classes)),
-                key="studio_digits",
-                **KEEP,
+            digits = sorted(
+                st.pills(
+                    "Digits",
+                    list(range(cfg.num_classes)),
+                    selection_mode="multi",
+                    default=list(range(cfg.num_classes)),
+                    key="studio_digits",
+                    **KEEP,
+                )
             )
             count = c[0].number_input("Samples per digit", 1, 16, 4, key="studio_count", **KEEP)
             guidance = c[1].slider(
@@ -53,12 +56,14 @@ def controls(lab: LabModel) -> dict | None:
         # keyed by model kind: switching runs of another kind starts from that kind's defaults
         default, default_steps = FAST_SAMPLER.get(lab.kind, (methods[0], cfg.sample_steps))
         trained = f"the run's own: {cfg.sampler} {cfg.sample_steps} steps"
+        borrowed = [m for m in methods if lab.kind == "flow" and not walks_flow(lab.kind, m)]
         sampler = c[2].selectbox(
             "Sampler",
             methods,
             index=methods.index(default),
             key=f"studio_sampler_{lab.kind}",
             help=trained,
+            format_func=lambda m: f"{m} (VP, via VelocityAsEps)" if m in borrowed else m,
             **KEEP,
         )
         steps = c[1].number_input(
@@ -72,6 +77,13 @@ def controls(lab: LabModel) -> dict | None:
             help=trained,
         )
         seed = c[2].number_input("Seed", 0, MAX_SEED, 0, key="studio_seed", **KEEP)
+        if borrowed:
+            st.caption(
+                f"{' and '.join(borrowed)} are samplers of noise-predicting (VP) models, walking "
+                f"T = {cfg.num_timesteps} steps: on this flow model they go through "
+                "VelocityAsEps, which turns its velocity into a noise prediction. "
+                f"{' and '.join(m for m in methods if m not in borrowed)} are its own."
+            )
         if not st.form_submit_button("Sample", type="primary"):
             return None
     if lab.class_conditional and not digits:
@@ -92,12 +104,17 @@ def sample(shared: state.Shared, opts: dict, source: str) -> None:
     kept with `source`, the run and checkpoint that made it."""
     st.session_state.pop("studio_result", None)  # a failed attempt leaves no older result up
     lab: LabModel = shared.value
-    digits = opts["digits"]
-    nrow = len(digits) if digits else 10
+    digits, count = opts["digits"], opts["count"]
+    # a grid wider than tall, of square cells: a row per digit when the samples outnumber the
+    # digits, else a column per digit (the course's 4 x 10)
+    by_row = bool(digits) and count > len(digits)
+    labels = [d for d in digits for _ in range(count)] if by_row else digits * count
+    nrow = count if by_row else len(digits) if digits else min(count, 10)
     progress = Progress(
         1 if opts["sampler"] == "direct" else opts["steps"],
         f"Sampling with {opts['sampler']}",
         nrow=nrow,
+        time=lambda t: time_label(t, lab.config.num_timesteps),
     )
     g = torch.Generator(lab.device).manual_seed(opts["seed"])
     kw = dict(
@@ -109,7 +126,7 @@ def sample(shared: state.Shared, opts: dict, source: str) -> None:
     )
     with shared.lock:
         try:
-            x = lab.sample(digits * opts["count"] if digits else [-1] * opts["count"], **kw)
+            x = lab.sample(labels or [-1] * count, **kw)
         finally:
             progress.clear()
     what = f"digits {', '.join(map(str, digits))}" if digits else f"{opts['count']} samples"

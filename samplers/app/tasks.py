@@ -89,6 +89,21 @@ def scaled_t(backend: Backend, t: int) -> int:
     return min(num - 1, round(t * num / COURSE_T))
 
 
+def course_t(t: int, steps: int) -> int:
+    """Step t of a schedule of `steps` (T) timesteps on the course's scale of 1000 (the
+    inverse of scaled_t, to the nearest)."""
+    return round(int(t) * COURSE_T / steps)
+
+
+def time_label(backend: Backend, t: int) -> str:
+    """How figures label the backend's step t: "t=750" on the course's scale (IF's own); on a
+    model of another T, the course's t and then the model's step, "t=250 (75/300)"."""
+    steps = len(backend.alphas_cumprod)
+    if steps == COURSE_T:
+        return f"t={int(t)}"
+    return f"t={course_t(t, steps)} ({int(t)}/{steps})"
+
+
 def level_index(backend: Backend, schedule: Schedule, level: int) -> int:
     """Course index `level` into [990, ..., 0] -> the index into `schedule` nearest in noise."""
     if not 0 <= level < len(COURSE_TIMESTEPS) - 1:
@@ -140,7 +155,7 @@ def forward(
             Figure(
                 f"forward-{name}",
                 [torch.cat([image, *noisy])],
-                col_labels=["original", *(f"t={t}" for t in steps)],
+                col_labels=["original", *(time_label(backend, t) for t in steps)],
             )
         )
     return figures
@@ -184,7 +199,7 @@ def denoise(
                 f"denoise-onestep-{name}",
                 [noisy, blur_denoise(noisy, kernel_size, sigma), one_step],
                 row_labels=["noisy", "blur", "one-step"],
-                col_labels=[f"t={t}" for t in steps],
+                col_labels=[time_label(backend, t) for t in steps],
             )
         )
 
@@ -204,7 +219,7 @@ def denoise(
             Figure(
                 f"denoise-iterative-{name}",
                 [torch.cat([x for _, x in seen])],
-                col_labels=[f"t={t}" for t, _ in seen],
+                col_labels=[time_label(backend, t) for t, _ in seen],
                 frames=[*frames, result.cpu()],
             )
         )
@@ -219,7 +234,13 @@ def denoise(
             Figure(
                 f"denoise-compare-{name}",
                 [torch.cat(compare)],
-                col_labels=["original", f"noisy t={t0}", "iterative", "one-step", "blur"],
+                col_labels=[
+                    "original",
+                    f"noisy {time_label(backend, t0)}",
+                    "iterative",
+                    "one-step",
+                    "blur",
+                ],
             )
         )
     return figures
@@ -295,7 +316,10 @@ def sdedit(
     guidance_scale = cfg_scale(backend, guidance_scale)
     model = guided(backend, prompt, guidance_scale)
     indices = [level_index(backend, schedule, i) for i in levels]
-    labels = [f"i={level} t={schedule.times[i]}" for level, i in zip(levels, indices, strict=False)]
+    labels = [
+        f"i={level} {time_label(backend, schedule.times[i])}"
+        for level, i in zip(levels, indices, strict=False)
+    ]
     figures = []
     for image_name, image in images.items():
         edits = [

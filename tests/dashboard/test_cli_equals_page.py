@@ -60,7 +60,7 @@ MNIST_TASKS = {  # task: (CLI options, CLI file, page tab, button, result key, p
     ),
     "denoise": (
         ["--examples", "digit-0"],
-        "denoise-onestep-digit-0.png",
+        "denoise-compare-digit-0.png",
         "Denoising",
         "den_go",
         "den_result",
@@ -135,7 +135,7 @@ def test_denoise_with_cfg_on_the_page_equals_the_cli_option(lab, lab_runs, tmp_p
         "--prompt",
         "3",
     ]  # CFG against the null class needs a class
-    name = "denoise-onestep-digit-0.png"
+    name = "denoise-compare-digit-0.png"
     guided = cli_figure([*argv, "--guidance-scale", "5"], tmp_path / "cfg", name)
     assert not np.array_equal(guided, cli_figure(argv, tmp_path / "cli", name))
     assert json.loads((tmp_path / "cfg" / "denoise.json").read_text())["guidance_scale"] == 5
@@ -191,7 +191,7 @@ IF_TASKS = {  # as MNIST_TASKS, with the page's defaults for a text backend
     ),
     "denoise": (
         ["--examples", "astronaut"],
-        "denoise-onestep-astronaut.png",
+        "denoise-compare-astronaut.png",
         "Denoising",
         "den_go",
         "den_result",

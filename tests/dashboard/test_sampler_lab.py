@@ -29,8 +29,8 @@ def test_deepfloyd_unavailable_is_a_message(lab):
 @pytest.mark.parametrize(
     "tab, button, caption",
     [
-        ("Forward process", "fwd_go", "original · t=75 · t=150 · t=225"),
-        ("Denoising", "den_go", "noisy · blur · one-step"),
+        ("Forward process", "fwd_go", "original · t=250 (75/300) · t=500 (150/300) · t=750"),
+        ("Denoising", "den_go", "iterative · one-step · blur"),
         ("Sampling & CFG", "smp_go", "'3' no CFG · '3' CFG 5"),
         ("SDEdit", "sde_go", "i=1 t="),
         ("Visual anagrams", "ana_go", "identity: 6 · flip: 9"),
@@ -56,6 +56,23 @@ def test_a_result_is_shown_only_beside_the_model_that_made_it(lab):
     assert not at.image and any(
         f"The last result came from {made_by}" in c.value for c in at.caption
     )
+
+
+def test_denoising_shows_every_method_side_by_side_in_words(lab):
+    at = open_tab(lab, "Denoising")
+    at.button(key="den_go").click().run()
+    no_errors(at)
+    captions = [c for img in at.image for c in img.captions]
+    assert "original · noisy t=" in captions[0] and "iterative · one-step · blur" in captions[0]
+    assert "Noisy, Gaussian blur and one-step denoising at each t" in captions
+    assert "Iterative denoising: the chain, every 5th course step" in captions
+    assert not any("denoise-" in c for c in captions)  # no internal names
+
+
+def test_the_time_scale_is_said(lab):
+    at = open_tab(lab, "Forward process")
+    note = next(c.value for c in at.caption if "course's scale" in c.value)
+    assert "this model has 300 steps, so course t = 250 is its step 75" in note
 
 
 def test_img2img_takes_an_upload(lab):

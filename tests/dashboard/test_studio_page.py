@@ -1,5 +1,6 @@
 """AppTest of the MNIST studio on real tiny runs."""
 
+import io
 import shutil
 
 import pytest
@@ -22,7 +23,8 @@ def test_studio_samples_digits(app, lab_runs):
     no_errors(at)
     assert at.title[0].value == "MNIST studio"
     assert [s.label for s in at.main.selectbox] == ["Run", "Checkpoint", "Sampler"]
-    at.multiselect(key="studio_digits").set_value([3, 7])
+    assert at.button_group(key="studio_digits").options == [str(d) for d in range(10)]  # all
+    at.button_group(key="studio_digits").set_value([7, 3])
     at.number_input(key="studio_count").set_value(2)
     at.number_input(key=steps_key(at)).set_value(4)
     at.button[0].click().run()
@@ -76,18 +78,40 @@ def test_studio_samplers_follow_the_model(app, lab_runs):
         "euler",
         "heun",
         "dpmpp_2m",
-        "ddpm",
-        "ddim",
+        "ddpm (VP, via VelocityAsEps)",
+        "ddim (VP, via VelocityAsEps)",
     ]
+    assert any("go through VelocityAsEps" in c.value for c in at.caption)  # said on the page
     assert at.selectbox(key="studio_sampler_flow").value == "heun"  # the fast default
     assert at.number_input(key="studio_steps_flow").value == 50
     at = at.selectbox(key="studio_run").set_value("ddpm-class").run()
     assert at.selectbox(key="studio_sampler_ddpm").options == ["ddpm", "ddim", "dpmpp_2m"]
     assert at.selectbox(key="studio_sampler_ddpm").value == "ddpm"  # strided DDPM, 50 steps
+    assert not any("VelocityAsEps" in c.value for c in at.caption)  # its own samplers only
     at.number_input(key="studio_steps_ddpm").set_value(3)
     at.button[0].click().run()
     no_errors(at)
     assert "ddpm · 3 steps" in at.image[0].captions[0]
+    snapshots = [caption for caption, _ in at.session_state["studio_result"].snapshots]
+    assert snapshots[0] == "denoised estimate at course t = 997 (this model's step 299 of 300)"
+
+
+@pytest.mark.parametrize(
+    "digits, count, shape", [([2, 5], 8, (2, 8)), (list(range(10)), 3, (3, 10))]
+)
+def test_the_grid_is_wider_than_tall_with_square_cells(app, lab_runs, digits, count, shape):
+    """Two digits x eight samples: two rows of eight, not a column eight rows tall."""
+    from PIL import Image
+
+    at = studio(app, lab_runs)
+    at.button_group(key="studio_digits").set_value(digits)
+    at.number_input(key="studio_count").set_value(count)
+    at.number_input(key=steps_key(at)).set_value(2)
+    at.button[0].click().run()
+    no_errors(at)
+    width, height = Image.open(io.BytesIO(at.session_state["studio_result"].png)).size
+    rows, cols = shape
+    assert abs(width / height / (cols / rows) - 1) < 0.1  # `rows` x `cols` square cells
 
 
 def test_studio_corrupt_checkpoint_is_a_message(app, corrupt_runs):
@@ -105,7 +129,7 @@ def test_an_unreadable_checkpoint_is_named_and_the_picker_offers_the_others(
     at = studio(app, tmp_path)
     assert not at.exception and not at.error
     assert "checkpoints/epoch-0002: meta.json: unreadable (not valid JSON" in at.warning[0].value
-    assert at.selectbox(key="studio_ckpt_ddpm-class").options == ["epoch-0001"]
+    assert at.selectbox(key="studio_ckpt_ddpm-class").options == ["epoch-0001 (step 2)"]
 
 
 def test_a_run_config_of_the_wrong_type_is_a_message(app, lab_runs, tmp_path):
