@@ -37,8 +37,9 @@ PAGES = {  # title -> (script, icon, what the page does)
 LANDING = (
     "**Diffusion Lab** trains DDPM and flow-matching models of MNIST digits from scratch and "
     "runs the sampling tricks of the course *Fun With Diffusion Models* on them.  \n"
-    "Start here: the bundled runs below are ready to compare; sample one in the **MNIST "
-    "studio**, try SDEdit in the **Sampler lab**, or train your own in minutes on **Train**."
+    "Start here: compare the runs below (the lab ships three trained ones), sample one in the "
+    "**MNIST studio**, try SDEdit in the **Sampler lab**, or train your own in minutes on "
+    "**Train**."
 )
 navigation = st.navigation(
     [

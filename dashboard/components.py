@@ -185,7 +185,8 @@ def _evaluation_notice(run: Run, job: jobs.Job, link: bool) -> None:
     guidance = "no guidance" if best.guidance is None else f"guidance {best.guidance:g}"
     st.success(
         f"Evaluation of {run.name} done: {len(new)} results. Best Fréchet distance "
-        f"{best.frechet:.2f}{times}, with {best.sampler} {best.steps} steps at {guidance}.",
+        f"{best.frechet:.2f}{times}, with {best.sampler} at {best.steps} "
+        f"step{'s' if best.steps != 1 else ''}, {guidance}.",
         icon=":material/check_circle:",
     )
     if link:
@@ -224,7 +225,7 @@ def evaluate_controls(run: Run, key: str, link: bool = True) -> bool:
             help="one line each on the quality-vs-compute plot",
         )
         steps_text = c[1].text_input(
-            "Steps",
+            "Sampler steps",
             key=f"{key}_steps",
             placeholder="the run's own, or e.g. 1 2 4 8 16 32",
             help="step counts of each sampler: the points of each line",

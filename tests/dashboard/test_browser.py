@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from training.runs import read_run
 
 from .conftest import APP, REPO
 
@@ -183,9 +186,33 @@ def result_image(page, caption_part: str):
     return page.locator("[data-testid='stImage']").filter(has_text=caption_part).first
 
 
-def test_pages_in_a_real_browser(server, page):
+def grid_captions(page) -> list[str]:
+    """The captions of the Runs page's sample grids (one per compared run)."""
+    captions = page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r" · epoch \d"))
+    return sorted(c.inner_text() for c in captions.all())
+
+
+def test_pages_in_a_real_browser(server, page, browser_runs):
     open_page(page, server, "Runs")
+    landing = page.get_by_text("Diffusion Lab trains DDPM and flow-matching models")
+    assert landing.is_visible() and page.get_by_text("Start here:").is_visible()
+    assert not page.get_by_text("Deploy", exact=True).count()  # an app's toolbar
     page.locator(".js-plotly-plot").first.wait_for()
+    # the grids of every compared run (all of them: at most 3) at its latest epoch, with its step
+    expected = [
+        f"{run.name} · epoch {max(run.sample_grids)} (step {run.summary.step:,} of "
+        f"{run.config.plan.total_steps:,})"
+        for run in map(read_run, sorted(browser_runs.iterdir()))
+        if run.sample_grids
+    ]
+    assert grid_captions(page) == sorted(expected)
+    earlier = page.get_by_role("button", name="epoch 1", exact=True)
+    if earlier.count():  # an epoch every compared run has a grid of
+        earlier.click()
+        settle(page)
+        assert all(" · epoch 1 (step " in c for c in grid_captions(page))
+        page.get_by_role("button", name="latest of each run").click()
+        settle(page)
     screenshot(page, "runs.png")
 
     open_page(page, f"{server}/studio", "MNIST studio")
@@ -298,7 +325,11 @@ def test_train_stop_resume_and_sample_from_the_browser(page, tmp_path):
         screenshot(page, "train.png")
 
         main_button(page, "Stop").click()
+        # at once, while the run winds down (W&B closes for seconds), not once it has closed
+        page.get_by_text("Stopping web: it finishes its step").wait_for(timeout=30_000)
+        assert metric(page, "Status") != "stopped"
         wait_metric(page, "Status", lambda v: v == "stopped")
+        page.get_by_text(re.compile(r"^Stopped web at epoch \d+ \(step \d+ of 300\)")).wait_for()
         record = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
         assert (runs / "web" / "summary.json").exists(), f"the page says stopped; files: {record}"
         stopped_at = read_json(runs / "web" / "summary.json")["step"]
@@ -325,3 +356,28 @@ def test_train_stop_resume_and_sample_from_the_browser(page, tmp_path):
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def test_evaluate_from_the_train_page_says_done(page, lab_runs, tmp_path):
+    """Evaluate a finished run from the Train page: a progress bar while the real evaluation
+    runs (its classifier is trained on the way: minutes), then a done notice whose link opens
+    the Runs page with the result."""
+    runs = tmp_path / "runs"
+    shutil.copytree(lab_runs / "ddpm-class", runs / "ddpm-class")
+    with dashboard_server(runs) as url:
+        open_page(page, f"{url}/train", "Train")
+        page.get_by_text("Evaluate ddpm-class").click()
+        fill(page, "Samples per class", "1")
+        fill(page, "Sampler steps", "1")
+        main_button(page, "Evaluate").click()
+        page.get_by_text(re.compile("^Evaluating ddpm-class")).first.wait_for(timeout=30_000)
+        done = page.get_by_text(re.compile(r"^Evaluation of ddpm-class done: 5 results\."))
+        done.wait_for(timeout=900_000)
+        page.get_by_role("link", name="See every result on the Runs page").wait_for()
+        settle(page)
+        screenshot(page, "train_evaluated.png")
+        page.get_by_role("link", name="See every result on the Runs page").click()
+        page.get_by_role("heading", name="Runs").wait_for()
+        settle(page)
+        page.get_by_text("Quality against compute").wait_for()
+        assert not page.locator("[data-testid='stException']").count()
