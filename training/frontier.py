@@ -172,11 +172,15 @@ def frontier_figure(
                 **style,
             )
     for i, floor in enumerate(floors):  # labels alternate sides so that close floors stay legible
-        fig.add_hline(
-            y=floor.value,
-            line=dict(color="gray", dash="dash"),
-            annotation_text=floor.label,
-            annotation_position="bottom left" if i % 2 else "top left",
+        fig.add_hline(y=floor.value, line=dict(color="gray", dash="dash"), row=1, col=1)
+        fig.add_annotation(  # not add_hline's own: on a log axis it lands at 10 ** value
+            text=floor.label,
+            x=0,
+            xref="x domain",
+            xanchor="left",
+            y=math.log10(floor.value),
+            yanchor="top" if i % 2 else "bottom",
+            showarrow=False,
             row=1,
             col=1,
         )

@@ -27,7 +27,7 @@ def controls(lab: LabModel) -> dict | None:
     """Sampling options; None until the form is submitted."""
     cfg = lab.config
     with st.form("studio_form", border=True):
-        c = st.columns(3)
+        digits: list[int] = []
         if lab.class_conditional:
             digits = sorted(
                 st.pills(
@@ -39,6 +39,8 @@ def controls(lab: LabModel) -> dict | None:
                     **KEEP,
                 )
             )
+        c = st.columns(3)
+        if lab.class_conditional:
             count = c[0].number_input("Samples per digit", 1, 16, 4, key="studio_count", **KEEP)
             guidance = c[1].slider(
                 "Guidance scale",
@@ -50,7 +52,7 @@ def controls(lab: LabModel) -> dict | None:
                 **KEEP,
             )
         else:
-            digits, guidance = [], 1.0
+            guidance = 1.0
             count = c[0].number_input("Samples", 1, 100, 40, key="studio_count", **KEEP)
         methods = SAMPLERS_BY_KIND[lab.kind]
         # keyed by model kind: switching runs of another kind starts from that kind's defaults

@@ -187,12 +187,30 @@ def figure(
     grid = to_pil(make_grid(flat, nrow=ncol, padding=2, pad_value=1.0).unsqueeze(0))[0]
     font = ImageFont.load_default(size=14)
     left = 8 + max((int(font.getlength(s)) for s in row_labels), default=0) if row_labels else 0
-    top = 22 if col_labels else 0
+    step = tiles[0].shape[-1] + 2
+    # a column label about as wide as its tile breaks at its last space ("i=1 t=963" /
+    # "(289/300)"), so that neighbours keep a gap
+    col_labels = [
+        text.rsplit(" ", 1)[0] + "\n" + text.rsplit(" ", 1)[1]
+        if font.getlength(text) > step - 16 and " " in text
+        else text
+        for text in col_labels
+    ]
+    lines = max((text.count("\n") + 1 for text in col_labels), default=0)
+    top = 4 + 18 * lines if lines else 0
     canvas = Image.new("RGB", (grid.width + left, grid.height + top), "white")
     canvas.paste(grid, (left, top))
-    draw, step = ImageDraw.Draw(canvas), tiles[0].shape[-1] + 2
+    draw = ImageDraw.Draw(canvas)
     for i, text in enumerate(col_labels):
-        draw.text((left + 2 + i * step + step // 2, 4), text, fill="black", font=font, anchor="ma")
+        draw.multiline_text(
+            (left + 2 + i * step + step // 2, 4),
+            text,
+            fill="black",
+            font=font,
+            anchor="ma",
+            align="center",
+            spacing=2,
+        )
     for i, text in enumerate(row_labels):
         draw.text((4, top + 2 + i * step + step // 2), text, fill="black", font=font, anchor="lm")
     return canvas

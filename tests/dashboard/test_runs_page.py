@@ -1,8 +1,11 @@
 """AppTest of the Runs page on real tiny runs."""
 
 import json
+import math
 import shutil
 import sys
+
+import pytest
 
 from dashboard import jobs
 from training.evaluation_record import read_evaluation
@@ -88,6 +91,8 @@ def test_evaluation_plot_and_table(app, lab_runs):
     frontier = json.loads(at.get("plotly_chart")[4].proto.spec)
     assert frontier["layout"]["xaxis"]["type"] == "log"
     assert {t["name"] for t in frontier["data"]} == {"euler · guidance 0", "euler · guidance 5"}
+    floor_label = next(a for a in frontier["layout"]["annotations"] if "real vs" in a["text"])
+    assert floor_label["y"] == pytest.approx(math.log10(floor))  # a log axis: at the floor line
     assert len(at.dataframe[2].value) == len(ev.cells)  # every result
 
 
