@@ -221,6 +221,7 @@ def forward_tab(shared, examples) -> None:
 
 def denoise_tab(shared, examples) -> None:
     backend = shared.value
+    time_scale_note(backend)
     picked = image_input(backend, "den", examples)
     c = st.columns(2)
     i_start = c[0].slider(

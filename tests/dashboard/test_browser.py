@@ -222,6 +222,11 @@ def test_pages_in_a_real_browser(server, page, browser_runs):
 
     open_page(page, f"{server}/sampler_lab", "Sampler lab")
     page.get_by_text("Backend: MNIST model").wait_for()
+    choose_tab(page, "Denoising")
+    page.get_by_role("button", name="Denoise").click()
+    result_image(page, "iterative · one-step · blur").wait_for()
+    page.get_by_text("Iterative denoising: the chain, every 5th course step").wait_for()
+    screenshot(page, "sampler_lab_denoising.png")
     choose_tab(page, "SDEdit")
     page.get_by_text("Sketch", exact=True).click()
     settle(page)
