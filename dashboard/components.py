@@ -190,7 +190,11 @@ def _evaluation_notice(run: Run, job: jobs.Job, link: bool) -> None:
         icon=":material/check_circle:",
     )
     if link:
-        st.page_link("screens/runs.py", label="See every result on the Runs page", icon="📈")
+        st.page_link(
+            "screens/runs.py",
+            label="See every result on the Runs page",
+            icon=":material/monitoring:",
+        )
 
 
 def evaluate_controls(run: Run, key: str, link: bool = True) -> bool:
