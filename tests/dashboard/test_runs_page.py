@@ -128,7 +128,7 @@ def test_evaluate_button_starts_the_cli_evaluation(app, lab_runs, monkeypatch):
     at = app(lab_runs).run()
     assert sorted(at.selectbox(key="runs_eval_run").options) == ["ddpm-class", "flow-class"]
     at.selectbox(key="runs_eval_run").set_value("ddpm-class").run()
-    assert at.multiselect(key="runs_eval_samplers").options == ["ddpm", "ddim"]  # its kind's
+    assert at.multiselect(key="runs_eval_samplers").options == ["ddpm", "ddim", "dpmpp_2m"]
     at.number_input(key="runs_eval_per_class").set_value(5)
     at.number_input(key="runs_eval_repeats").set_value(4)
     at.button(key="runs_eval_start").click().run()
