@@ -15,11 +15,15 @@ The sampler table (samplers.table; the functions in samplers.sampling), one sign
     | sample_euler    | flow      | velocity data - noise              | 1          |              |
     | sample_heun     | flow      | velocity data - noise              | 2          |              |
     | sample_dpmpp_2m | vp, flow  | as the schedule's kind (vp: noise) | 1          |              |
+    | sample_flowmap  | flowmap   | model(x, t, s): average velocity   | 1 (no CFG) |              |
 
 Schedules: `Schedule.vp(alphas_cumprod, timesteps)` (int t, model predicts noise) and
-`Schedule.flow(steps, shift=1.0)` ((B,) float t, model predicts velocity). `samplers_for(kind)`
-names the samplers of a kind, `sampler_spec(name, kind)` checks one, `nfe(name, steps)` counts
-model evaluations per image (a CFG pair counts 2: the caller doubles it).
+`Schedule.flow(steps, shift=1.0)` ((B,) float t, model predicts velocity); a distilled student
+walks `Schedule.flowmap(times)` with model(x, t, s) -> its average velocity from t to s, the
+guidance scale an input bound by `GuidedStudent` (one call a step: no CFG pair).
+`samplers_for(kind)` names the samplers of a kind, `sampler_spec(name, kind)` checks one,
+`nfe(name, steps, guided)` counts model evaluations per image (`guided=True`: a CFG pair counts
+2, a student's one call 1).
 
 Model wrappers bind what the table does not carry: `Guided(model, cond, uncond, scale)` (CFG in
 one batched call), `anagram_noise` / `hybrid_noise` / `three_band_noise` (illusions.CombinedNoise)
@@ -49,10 +53,12 @@ if TYPE_CHECKING:  # what __getattr__ loads, for type checkers and editors
         FLOW_SAMPLERS,
         SAMPLERS,
         Guided,
+        GuidedStudent,
         sample_ddim,
         sample_ddpm,
         sample_dpmpp_2m,
         sample_euler,
+        sample_flowmap,
         sample_heun,
     )
     from .schedules import (
@@ -81,6 +87,7 @@ __all__ = [
     "VIEW_NAMES",
     "CombinedNoise",
     "Guided",
+    "GuidedStudent",
     "SamplerSpec",
     "Schedule",
     "ScheduleKind",
@@ -106,6 +113,7 @@ __all__ = [
     "sample_ddpm",
     "sample_dpmpp_2m",
     "sample_euler",
+    "sample_flowmap",
     "sample_heun",
     "sampler_spec",
     "samplers_for",

@@ -8,8 +8,9 @@ timestep on a VP schedule, a (B,) float in [0, 1] on a flow schedule. VP models 
 data - noise. Conditioning and guidance are bound by wrappers (`Guided`,
 `illusions.CombinedNoise`, `parameterization.VelocityAsEps`). `schedule` is a `Schedule`; the
 sampler walks its consecutive pairs, so a slice (`schedule[i_start:]`) starts part-way.
-`callback` gets one `Step` dict per model step: i, t, x (at t, before the update), denoised
-(the data estimate at that step).
+A distilled student walks a "flowmap" schedule with `sample_flowmap`, model(x, t, s) -> the
+average velocity from t to s. `callback` gets one `Step` dict per model step: i, t, x (at t,
+before the update), denoised (the data estimate at that step).
 
 Flow time follows the course: x_t = (1 - t) noise + t data, the model predicts data - noise.
 Libraries that flip it (diffusers' FlowMatchEulerDiscreteScheduler: sigma = 1 is noise, velocity
@@ -26,13 +27,22 @@ import torch
 from torch import Tensor
 
 from .forward import renoise
-from .guidance import ConditionalModel, check_output, guided_output, split_output
+from .guidance import (
+    ConditionalModel,
+    check_output,
+    expand_batch,
+    guided_output,
+    split_output,
+)
 from .parameterization import flow_denoised, predict_denoised
 from .schedules import Schedule
 from .steps import ddim_step, ddpm_step
 from .table import SAMPLER_TABLE, sampler_spec
 
 Model = Callable[[Tensor, "int | Tensor"], Tensor]  # model(x, t) -> noise or velocity
+FlowMapModel = Callable[[Tensor, Tensor, Tensor], Tensor]  # model(x, t, s) -> average velocity
+# a student: student(x, t, s, cond, guidance_scale (B,)) -> the average guided velocity
+StudentModel = Callable[[Tensor, Tensor, Tensor, "Tensor | None", Tensor], Tensor]
 
 
 class Step(TypedDict):
@@ -98,6 +108,23 @@ class Guided:
         return guided_output(self.model, x, t, self.cond, self.uncond, self.guidance_scale)
 
 
+class GuidedStudent:
+    """student(x, t, s, cond, w) -> the flowmap sampler's model(x, t, s), at guidance scale w.
+
+    A distilled student takes the guidance scale as an input (Meng et al. 2023): one call a step
+    at any scale, no conditional + unconditional pair as `Guided` makes.
+    """
+
+    def __init__(
+        self, student: StudentModel, cond: Tensor | None = None, guidance_scale: float = 1.0
+    ) -> None:
+        self.student, self.cond, self.guidance_scale = student, cond, guidance_scale
+
+    def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        w = torch.full((x.shape[0],), self.guidance_scale, device=x.device, dtype=x.dtype)
+        return self.student(x, t, s, expand_batch(self.cond, x.shape[0]), w)
+
+
 def _check_walkable(schedule: Schedule, sampler: str) -> None:
     """ValueError unless `schedule` has a kind `sampler` walks and a step to take."""
     kinds = sampler_spec(sampler).kinds
@@ -105,6 +132,8 @@ def _check_walkable(schedule: Schedule, sampler: str) -> None:
         want = "a VP schedule: Schedule.vp(alphas_cumprod, timesteps)"
         if "flow" in kinds:
             want = "a flow schedule: Schedule.flow(steps, shift)"
+        if "flowmap" in kinds:
+            want = "a flow-map schedule: Schedule.flowmap(times)"
         raise ValueError(f"the {sampler} sampler needs {want}")
     if len(schedule) < 2:
         what = "timesteps" if schedule.kind == "vp" else "times"
@@ -315,6 +344,31 @@ def sample_dpmpp_2m(
     return x
 
 
+@torch.no_grad()
+def sample_flowmap(
+    model: FlowMapModel,
+    x: Tensor,
+    schedule: Schedule,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """A flow-map student's jumps x_s = x_t + (s - t) u(x_t, t, s), one call a step, over the
+    consecutive pairs of a flow-map schedule (Schedule.flowmap); deterministic. `model(x, t, s)`
+    takes (B,) times in x's dtype; bind conditioning and the guidance scale with `GuidedStudent`.
+    The callback's `denoised` is the step's own jump to s = 1 extrapolated, x + (1 - t) u: no
+    extra call."""
+    _check_walkable(schedule, "flowmap")
+    times = schedule.times
+    for i, (t, s) in enumerate(zip(times, times[1:], strict=False)):
+        tb, sb = (torch.full((x.shape[0],), v, device=x.device, dtype=x.dtype) for v in (t, s))
+        u = check_output(model(x, tb, sb), x, (x.shape[1],))
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "denoised": flow_denoised(x, u, t)})
+        x = x + (s - t) * u
+    return x
+
+
 # The table's functions by name, and the flow-only ones: the older view of the table that
 # training uses (samplers.table's sampler_spec / samplers_for / nfe replace both).
 SAMPLERS: dict[str, Sampler] = {spec.name: spec.function for spec in SAMPLER_TABLE}
@@ -324,7 +378,9 @@ __all__ = [
     "FLOW_SAMPLERS",
     "SAMPLERS",
     "Callback",
+    "FlowMapModel",
     "Guided",
+    "GuidedStudent",
     "Model",
     "Project",
     "ProjectingSampler",
@@ -335,5 +391,6 @@ __all__ = [
     "sample_ddpm",
     "sample_dpmpp_2m",
     "sample_euler",
+    "sample_flowmap",
     "sample_heun",
 ]

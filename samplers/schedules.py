@@ -109,11 +109,13 @@ class Schedule:
 
     VP: int timesteps in -1..T-1, descending to 0 or -1 (-1 = clean; a rising pair re-noises, as
     RePaint schedules do), with alphas_cumprod (T,). Flow: floats in [0, 1] rising from 0 (noise)
-    to 1 (data), alphas_cumprod None. `schedule[a:b]` is the schedule of those entries.
+    to 1 (data), alphas_cumprod None. Flow map (`flow_map`): flow times that a distilled student
+    jumps between, pair by pair. `schedule[a:b]` is the schedule of those entries.
     """
 
     times: tuple[float, ...]  # ints for VP
     alphas_cumprod: Tensor | None = None
+    flow_map: bool = False
 
     @classmethod
     def vp(cls, alphas_cumprod: Tensor, timesteps: Sequence[int]) -> Schedule:
@@ -133,8 +135,21 @@ class Schedule:
         `shift` != 1 the shifted grid of `shifted_flow_times`."""
         return cls(tuple(shifted_flow_times(num_steps, shift)))
 
+    @classmethod
+    def flowmap(cls, times: Sequence[float]) -> Schedule:
+        """The times a flow-map student jumps between: floats in [0, 1], strictly rising (a
+        student of a DDPM starts at its schedule's first flow time, above 0)."""
+        times = tuple(float(t) for t in times)
+        if any(not 0.0 <= t <= 1.0 for t in times) or any(
+            b <= a for a, b in zip(times, times[1:], strict=False)
+        ):
+            raise ValueError(f"flow-map times must rise strictly within [0, 1], got {list(times)}")
+        return cls(times, flow_map=True)
+
     @property
     def kind(self) -> ScheduleKind:
+        if self.flow_map:
+            return "flowmap"
         return "flow" if self.alphas_cumprod is None else "vp"
 
     @property

@@ -1,5 +1,5 @@
-"""`python -m training <experiment> [options]`, `sample`, `evaluate`, `frontier`, `figures`
-(docs/api.md).
+"""`python -m training <experiment> [options]`, `sample`, `evaluate`, `frontier`, `figures`,
+`distill` (docs/api.md).
 
 User errors print one line (`python -m training: error: ...`) and exit with status 2; a run that
 fails (NaN/inf loss, a disk that refuses a write) prints one line and exits with status 1, its
@@ -23,6 +23,7 @@ from samplers.app.tuning import keep_freed_memory
 
 from .checkpoints import CheckpointError
 from .config import (
+    DISTILL_METHODS,
     EXPERIMENTS,
     GUIDANCE_SCALES,
     LIMITS,
@@ -35,6 +36,7 @@ from .config import (
     SAMPLE_BATCH,
     SAMPLE_LIMITS,
     SAMPLERS,
+    STUDENT_DEFAULTS,
     TIME_SAMPLINGS,
     WANDB_MODES,
     ConfigError,
@@ -305,6 +307,37 @@ def build_parser() -> Parser:
         type=positive_int,
         help="only results of this many samples a class (default: all)",
     )
+    d = sub.add_parser(
+        "distill",
+        help="train a few-step student of a class-conditional flow or DDPM run "
+        "(docs/distillation.md)",
+    )
+    d.add_argument("teacher", type=Path, metavar="TEACHER_RUN", help="the teacher's run folder")
+    d.add_argument(
+        "--method", choices=DISTILL_METHODS, default="flowmap", help="flowmap (the only one)"
+    )
+    d.add_argument(
+        "--steps",
+        type=positive_int,
+        help=f"optimizer steps (default {STUDENT_DEFAULTS['steps']}; with --resume, a longer run)",
+    )
+    d.add_argument(
+        "--sample-steps",
+        type=positive_int,
+        help=f"the student's default sampling steps (default {STUDENT_DEFAULTS['sample_steps']})",
+    )
+    d.add_argument(
+        "--trajectories",
+        type=positive_int,
+        help="teacher trajectories to regress on (default 4096)",
+    )
+    d.add_argument("--name", help="the student's run folder (default: TEACHER's name + -student)")
+    d.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", choices=DEVICES, default="auto")
+    d.add_argument("--wandb-mode", choices=WANDB_MODES)
+    d.add_argument("--resume", action="store_true", help="continue the student run --name")
+    d.add_argument("--stop-after", type=positive_int, help=argparse.SUPPRESS)
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
     f.add_argument("run_dir", type=Path)
     f.add_argument(
@@ -343,11 +376,52 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
-    from .trainer import STOP, interrupt, request_stop, train
+    from .trainer import train
 
     options = options_from_args(args)
+    return _run(train, options, args, f"{options.experiment} --runs-dir {args.runs_dir}")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import distill, student_options
+    from .runs import load_run_config, safe_run_dir
+
+    if not args.resume:
+        options = student_options(
+            args.teacher,
+            method=args.method,
+            steps=args.steps,
+            name=args.name,
+            sample_steps=args.sample_steps,
+            trajectories=args.trajectories,
+            seed=args.seed,
+            device=args.device,
+            wandb_mode=args.wandb_mode,
+        )
+    else:
+        if not args.name:
+            raise ConfigError("--resume continues the student run --name NAME: give its name")
+        try:
+            stored = load_run_config(safe_run_dir(args.runs_dir, args.name)).options
+        except FileNotFoundError:
+            raise ConfigError(
+                f"--resume: there is no run {args.name!r} in {args.runs_dir}"
+            ) from None
+        if stored.distill is None:
+            raise ConfigError(f"--resume: run {args.name!r} is not a distilled student")
+        given = dict(steps=args.steps, wandb_mode=args.wandb_mode, name=args.name)
+        options = resume_options(stored, given)
+    again = f"distill {args.teacher} --runs-dir {args.runs_dir}"
+    return _run(distill, options, args, again)
+
+
+def _run(train, options: TrainOptions, args: argparse.Namespace, again: str) -> int:
+    """train(options, runs_dir, resume, stop_after) with SIGTERM / Ctrl-C stopping it cleanly,
+    then one line: where it finished, or the command that continues it (`again` + --resume)."""
+    from accelerate import PartialState
+
+    from .trainer import STOP, interrupt, request_stop
+
     STOP.clear()
     main_thread = threading.current_thread() is threading.main_thread()
     handlers = {signal.SIGTERM: request_stop, signal.SIGINT: interrupt}  # stop cleanly
@@ -368,7 +442,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif s.get("status") == "stopped" and PartialState().is_main_process:
         print(
             f"{options.name}: stopped at step {s.get('step')}; continue it with: {PROG} "
-            f"{options.experiment} --runs-dir {args.runs_dir} --name {options.name} --resume"
+            f"{again} --name {options.name} --resume"
         )
     return 0
 
@@ -516,6 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate": cmd_evaluate,
         "frontier": cmd_frontier,
         "figures": cmd_figures,
+        "distill": cmd_distill,
     }.get(args.command, cmd_train)
     try:
         return command(args)

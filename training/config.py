@@ -40,6 +40,7 @@ TimeSampling = Literal["uniform", "logit-normal"]
 LossWeighting = Literal["none", "min-snr", "flow"]
 Recipe = Literal["course", "fast"]
 WandbMode = Literal["online", "offline", "disabled"]
+DistillMethod = Literal["flowmap"]
 # the samplers table's names (read off the table, so a solver added there is a choice here) and
 # the denoisers' one call
 SamplerName = Literal[(*SAMPLER_NAMES, "direct")]
@@ -93,6 +94,35 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass(frozen=True)
+class DistillOptions:
+    """How a student was distilled (training.distill; its run's config.json key "distill").
+
+    Teacher data: `trajectories` seeded noises, each with a random label (the null class with
+    p_null) and guidance scale (exactly 1 with p_w1, else uniform in [w_min, w_max]), integrated
+    along the teacher's guided probability-flow ODE (`teacher_sampler`: heun on a flow teacher,
+    ddim on a DDPM one, `substeps` solver steps per grid interval) and kept at the `times` of
+    its `grid` intervals (flow times, rising to 1). Pairs: a random segment of the uniform
+    N-step subgrid, N drawn from `levels`; with p_diag a diagonal pair (s = t).
+    """
+
+    teacher: str  # the teacher run's folder, as given
+    teacher_checkpoint: str  # its checkpoint folder's name
+    teacher_sha256: str  # of its sampling weights
+    times: tuple[float, ...]  # the grid's grid + 1 flow times
+    teacher_sampler: Literal["heun", "ddim"]
+    substeps: int
+    method: DistillMethod = "flowmap"
+    trajectories: int = 4096
+    grid: int = 16
+    p_null: float = 0.1
+    p_w1: float = 0.2
+    w_min: float = 1.0
+    w_max: float = 7.0
+    levels: tuple[int, ...] = (1, 2, 4, 8, 16)
+    p_diag: float = 0.1
+
+
+@dataclass(frozen=True)
 class TrainOptions:
     """What a user chooses for a run. Images: denoisers in [0, 1], DDPM/flow in [-1, 1]."""
 
@@ -114,6 +144,8 @@ class TrainOptions:
     ema_decay: float | None = None  # EMA cap; set by --no-scheduler and --recipe fast
     ema_warmup: float = 10.0  # step n's decay is min(ema_decay, (1 + n) / (ema_warmup + n)): the
     #                           EMA then spans about the last n / (ema_warmup - 1) steps
+    adam_beta2: float = 0.999  # Adam's second-moment decay
+    grad_clip: float | None = None  # clip the gradient's global norm to this (None: no clipping)
     # length (run_length): `steps`, else `epochs` passes over the dataset, else the course's
     epochs: int | None = None  # N passes over the dataset (None: the course's course_epochs)
     steps: int | None = None  # optimizer steps in all; wins over epochs
@@ -148,10 +180,16 @@ class TrainOptions:
     milestones: tuple[int, ...] = (1, 5, 10, 15, 20)  # checkpoints kept for the figures
     wandb_mode: WandbMode | None = None  # None: online when a key is configured, else offline
     wandb_project: str = "diffusion-lab"
+    distill: DistillOptions | None = None  # a distilled student's (None: a model trained on data)
 
     @property
     def class_conditional(self) -> bool:
         return self.conditioning == "class"
+
+    @property
+    def is_student(self) -> bool:
+        """A few-step student distilled from a teacher run (training.distill)."""
+        return self.distill is not None
 
     @property
     def data_range(self) -> tuple[float, float]:
@@ -324,6 +362,7 @@ TIME_SAMPLINGS: tuple[TimeSampling, ...] = get_args(TimeSampling)
 LOSS_WEIGHTINGS: tuple[LossWeighting, ...] = get_args(LossWeighting)
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 WANDB_MODES: tuple[WandbMode, ...] = get_args(WandbMode)
+DISTILL_METHODS: tuple[DistillMethod, ...] = get_args(DistillMethod)
 # evaluate's defaults (CLI and dashboard): guidance scales, samples a class (500 digits a scale),
 # and images per model batch of `sample` and `evaluate`
 GUIDANCE_SCALES = (0, 1, 3, 5, 7)
@@ -347,7 +386,21 @@ FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
 
 def check_sampler(options: TrainOptions, sampler: str, steps: int) -> None:
     """ConfigError unless `sampler` applies to the options' kind of model and can walk `steps`
-    steps on it (a VP sampler: at most the model's T = options.num_timesteps)."""
+    steps on it (a VP sampler: at most the model's T = options.num_timesteps; a student's
+    flowmap: at most its grid's intervals). A student takes flowmap only, and only it."""
+    if options.distill is not None:
+        grid = options.distill.grid
+        if sampler != "flowmap":
+            raise ConfigError(
+                f"sampler {sampler!r} does not apply to a distilled student; it samples with "
+                "flowmap only"
+            )
+        if not 1 <= steps <= grid:
+            raise ConfigError(
+                f"the flowmap sampler takes 1 to {grid} steps on this student (its teacher "
+                f"data's grid), got {steps}"
+            )
+        return
     allowed = SAMPLERS_BY_KIND[options.kind]
     if sampler not in allowed:
         raise ConfigError(
@@ -374,6 +427,31 @@ def preview_sampler(options: TrainOptions) -> tuple[str, int]:
     fallback = (options.sampler, options.sample_steps)
     default_sampler, default_steps = FAST_SAMPLER.get(options.kind, fallback)
     return options.preview_sampler or default_sampler, options.preview_steps or default_steps
+
+
+# A distilled student's options over its teacher's (training.distill, docs/distillation.md).
+STUDENT_DEFAULTS: dict[str, Any] = dict(
+    batch_size=128,
+    lr=1e-3,
+    scheduler=True,
+    lr_schedule="cosine",
+    warmup_steps=100,
+    lr_final_ratio=0.05,
+    ema_decay=0.999,
+    ema_warmup=10.0,
+    adam_beta2=0.99,
+    grad_clip=1.0,
+    epochs=None,
+    steps=2000,
+    epoch_steps=500,
+    p_uncond=0.0,  # the teacher data carries the null class (p_null)
+    time_sampling="uniform",
+    loss_weighting="none",
+    sampler="flowmap",
+    sample_steps=4,
+    preview_sampler="flowmap",
+    preview_steps=4,
+)
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -560,7 +638,36 @@ def validate(options: TrainOptions) -> TrainOptions:
         raise ConfigError(f"--ema-decay must be in (0, 1), got {options.ema_decay}")
     if options.ema_warmup <= 1.0:
         raise ConfigError(f"--ema-warmup must be > 1, got {options.ema_warmup}")
+    if not 0.0 <= options.adam_beta2 < 1.0:
+        raise ConfigError(f"--adam-beta2 must be in [0, 1), got {options.adam_beta2}")
+    positive("grad_clip", options.grad_clip)
+    if options.distill is not None:
+        check_distill(options)
     return options
+
+
+def check_distill(options: TrainOptions) -> None:
+    """ConfigError unless a student's options can train: a class-conditional course UNet, and
+    distillation settings that draw valid pairs and guidance scales."""
+    d = options.distill
+    assert d is not None
+    if not options.class_conditional or options.arch != "course":
+        raise ConfigError(
+            "a student is distilled from a class-conditional course UNet (flow-class or "
+            f"ddpm-class); got {options.experiment} with arch {options.arch}"
+        )
+    if d.trajectories < 1 or d.grid < 1 or d.substeps < 1:
+        raise ConfigError("--trajectories, the grid and the substeps must be positive")
+    if len(d.times) != d.grid + 1:
+        raise ConfigError(f"the grid of {d.grid} intervals needs {d.grid + 1} times")
+    bad = [n for n in d.levels if n < 1 or d.grid % n]
+    if not d.levels or bad:
+        raise ConfigError(f"pair levels must divide the grid of {d.grid}; got {list(d.levels)}")
+    for name in ("p_null", "p_w1", "p_diag"):
+        if not 0.0 <= getattr(d, name) <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {getattr(d, name)}")
+    if not 1.0 <= d.w_min <= d.w_max:
+        raise ConfigError(f"need 1 <= w_min <= w_max, got {d.w_min}, {d.w_max}")
 
 
 # ----------------------------------------------------------------------------- the plan

@@ -39,10 +39,13 @@ MAX_TEXT = 64  # characters of a text field
 def nfe(sampler: str, steps: int, guidance: float | None) -> int:
     """Model evaluations per image: the sampler table's count for `steps` steps ("direct", a
     single-step denoiser: one call), doubled for a classifier-free guidance pair (a class model
-    at any scale but 1; `guidance` None = an unconditional model). ValueError for a sampler
+    at any scale but 1; `guidance` None = an unconditional model) except for a student's
+    flowmap, which takes the scale as an input. ValueError for a sampler
     the table does not know."""
-    calls = 1 if sampler == "direct" else samplers.nfe(sampler, steps)
-    return calls * (2 if guidance is not None and guidance != 1 else 1)
+    guided = guidance is not None and guidance != 1
+    if sampler == "direct":
+        return 2 if guided else 1
+    return samplers.nfe(sampler, steps, guided)
 
 
 def _bounded(lo: float | None = None, hi: float | None = None, **kwargs: Any) -> Any:

@@ -31,6 +31,8 @@ Conditioning = Literal["none", "time-add", "time-mul", "class"]
 Arch = Literal["course", "improved"]
 CONDITIONINGS: tuple[Conditioning, ...] = get_args(Conditioning)
 ARCHS: tuple[Arch, ...] = get_args(Arch)
+# a student's time FCBlocks take [t, s - t, (w - 1) / 6]: two columns after t (training.distill)
+STUDENT_TIME_EXTRA = 2
 
 
 # ---------------------------------------------------------------- course ops (docs/course.md 3.2)
@@ -82,23 +84,25 @@ class PointExpand(nn.ConvTranspose2d):
         return y.view(-1, cout, k, k)
 
 
-def _conv_bn_gelu(conv: nn.Module, channels: int) -> nn.Sequential:
-    return nn.Sequential(conv, nn.BatchNorm2d(channels), GELU())
+def _conv_bn_gelu(conv: nn.Module, channels: int, norm: bool = True) -> nn.Sequential:
+    """conv + BatchNorm + GELU; `norm` False: an Identity in BatchNorm's place (the layout of a
+    model whose BatchNorm is folded into its convolutions, fold_batchnorm)."""
+    return nn.Sequential(conv, nn.BatchNorm2d(channels) if norm else nn.Identity(), GELU())
 
 
-def Conv(cin: int, cout: int) -> nn.Sequential:
+def Conv(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
     """Conv2d(k3, s1, p1) + BN + GELU; keeps H x W."""
-    return _conv_bn_gelu(nn.Conv2d(cin, cout, 3, 1, 1), cout)
+    return _conv_bn_gelu(nn.Conv2d(cin, cout, 3, 1, 1), cout, norm)
 
 
-def DownConv(cin: int, cout: int) -> nn.Sequential:
+def DownConv(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
     """Conv2d(k3, s2, p1) + BN + GELU; H -> H/2."""
-    return _conv_bn_gelu(nn.Conv2d(cin, cout, 3, 2, 1), cout)
+    return _conv_bn_gelu(nn.Conv2d(cin, cout, 3, 2, 1), cout, norm)
 
 
-def UpConv(cin: int, cout: int) -> nn.Sequential:
+def UpConv(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
     """ConvTranspose2d(k4, s2, p1) + BN + GELU; H -> 2H."""
-    return _conv_bn_gelu(nn.ConvTranspose2d(cin, cout, 4, 2, 1), cout)
+    return _conv_bn_gelu(nn.ConvTranspose2d(cin, cout, 4, 2, 1), cout, norm)
 
 
 def Flatten() -> nn.Sequential:
@@ -106,24 +110,24 @@ def Flatten() -> nn.Sequential:
     return nn.Sequential(nn.AvgPool2d(7), GELU())
 
 
-def Unflatten(channels: int) -> nn.Sequential:
+def Unflatten(channels: int, norm: bool = True) -> nn.Sequential:
     """ConvTranspose2d(D, D, k7, s7, p0) + BN + GELU; 1x1 -> 7x7."""
-    return _conv_bn_gelu(PointExpand(channels, channels, 7), channels)
+    return _conv_bn_gelu(PointExpand(channels, channels, 7), channels, norm)
 
 
-def ConvBlock(cin: int, cout: int) -> nn.Sequential:
+def ConvBlock(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
     """Conv(cin, cout) -> Conv(cout, cout)."""
-    return nn.Sequential(Conv(cin, cout), Conv(cout, cout))
+    return nn.Sequential(Conv(cin, cout, norm), Conv(cout, cout, norm))
 
 
-def DownBlock(cin: int, cout: int) -> nn.Sequential:
+def DownBlock(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
     """DownConv(cin, cout) -> ConvBlock(cout, cout)."""
-    return nn.Sequential(DownConv(cin, cout), ConvBlock(cout, cout))
+    return nn.Sequential(DownConv(cin, cout, norm), ConvBlock(cout, cout, norm))
 
 
-def UpBlock(cin: int, cout: int) -> nn.Sequential:
+def UpBlock(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
     """UpConv(cin, cout) -> ConvBlock(cout, cout)."""
-    return nn.Sequential(UpConv(cin, cout), ConvBlock(cout, cout))
+    return nn.Sequential(UpConv(cin, cout, norm), ConvBlock(cout, cout, norm))
 
 
 def FCBlock(fin: int, fout: int) -> nn.Sequential:
@@ -181,6 +185,33 @@ def _class_rows(c: Tensor | None, x: Tensor, num_classes: int) -> Tensor:
     return c.to(device=x.device, dtype=x.dtype)
 
 
+def _with_extra(column: Tensor, extra: Tensor | None, width: int, x: Tensor) -> Tensor:
+    """[column, extra] (B, k + width) in x's dtype: the extra inputs of a widened FCBlock (None:
+    zeros, under which a widened block computes what the narrow one did)."""
+    if width == 0:
+        if extra is not None:
+            raise ValueError("this model takes no extra conditioning inputs")
+        return column
+    if extra is None:
+        return torch.cat([column, column.new_zeros(column.shape[0], width)], 1)
+    if extra.shape != (x.shape[0], width):
+        raise ValueError(f"extra inputs must be ({x.shape[0]}, {width}), got {tuple(extra.shape)}")
+    return torch.cat([column, extra.to(device=x.device, dtype=x.dtype)], 1)
+
+
+def widen_fcblock(block: nn.Sequential, extra: int) -> nn.Sequential:
+    """A copy of FCBlock `block` taking `extra` more inputs: the old columns of its first Linear
+    copied, the new ones zero, so it computes what `block` did on the old inputs."""
+    first = block[0]
+    wide = FCBlock(first.in_features + extra, first.out_features).to(first.weight.device)
+    with torch.no_grad():
+        wide[0].weight.zero_()
+        wide[0].weight[:, : first.in_features] = first.weight
+        wide[0].bias.copy_(first.bias)
+        wide[2].load_state_dict(block[2].state_dict())
+    return wide
+
+
 def _as_map(v: Tensor) -> Tensor:
     return v[:, :, None, None]
 
@@ -196,6 +227,11 @@ class UNet(nn.Module):
 
     Parameter counts (docs/course.md 3.3): D=64: 1,975,361 / 1,996,417 / 2,019,201 and D=128:
     7,891,073 / 7,974,145 / 8,060,673 for unconditional / time-conditioned / class-conditioned.
+
+    A distilled student (training.distill) is this UNet with more conditioning inputs: its time
+    FCBlocks take `time_extra` columns after t, its class FCBlocks `class_extra` after c
+    (`forward`'s extra_t (B, time_extra), extra_c (B, class_extra); None: zeros), and `norm`
+    False gives it the layout of a BatchNorm-folded model (fold_batchnorm).
     """
 
     def __init__(
@@ -204,54 +240,89 @@ class UNet(nn.Module):
         hidden: int = 64,
         conditioning: Conditioning = "none",
         num_classes: int = 10,
+        *,
+        time_extra: int = 0,
+        class_extra: int = 0,
+        norm: bool = True,
     ):
         super().__init__()
         _check_conditioning(conditioning)
+        if (time_extra or class_extra) and conditioning != "class":
+            raise ValueError("extra conditioning inputs need a class-conditioned UNet")
         d = hidden
         self.conditioning, self.num_classes = conditioning, num_classes
-        self.e0 = ConvBlock(in_channels, d)
-        self.e1 = DownBlock(d, d)
-        self.e2 = DownBlock(d, 2 * d)
+        self.time_extra, self.class_extra = time_extra, class_extra
+        self.e0 = ConvBlock(in_channels, d, norm)
+        self.e1 = DownBlock(d, d, norm)
+        self.e2 = DownBlock(d, 2 * d, norm)
         self.flatten = Flatten()
-        self.unflatten = Unflatten(2 * d)
-        self.u1 = UpBlock(4 * d, d)
-        self.u2 = UpBlock(2 * d, d)
-        self.head = ConvBlock(2 * d, d)
+        self.unflatten = Unflatten(2 * d, norm)
+        self.u1 = UpBlock(4 * d, d, norm)
+        self.u2 = UpBlock(2 * d, d, norm)
+        self.head = ConvBlock(2 * d, d, norm)
         self.out = nn.Conv2d(d, in_channels, 3, 1, 1)
         if conditioning != "none":
-            self.fc1_t, self.fc2_t = FCBlock(1, 2 * d), FCBlock(1, d)
+            self.fc1_t, self.fc2_t = FCBlock(1 + time_extra, 2 * d), FCBlock(1 + time_extra, d)
         if conditioning == "class":
-            self.fc1_c, self.fc2_c = FCBlock(num_classes, 2 * d), FCBlock(num_classes, d)
+            k = num_classes + class_extra
+            self.fc1_c, self.fc2_c = FCBlock(k, 2 * d), FCBlock(k, d)
 
     def forward(
-        self, x: Tensor, t: Tensor | float | None = None, c: Tensor | None = None
+        self,
+        x: Tensor,
+        t: Tensor | float | None = None,
+        c: Tensor | None = None,
+        extra_t: Tensor | None = None,
+        extra_c: Tensor | None = None,
     ) -> Tensor:
         e0 = self.e0(x)
         e1 = self.e1(e0)
         e2 = self.e2(e1)
         u0 = self.unflatten(self.flatten(e2))
         if self.conditioning != "none":
-            u0 = self._modulate(u0, x, t, c, self.fc1_t, getattr(self, "fc1_c", None))
+            with _full_precision(x):
+                tc = _with_extra(_time_column(t, x), extra_t, self.time_extra, x)
+                cc = None
+                if self.conditioning == "class":
+                    rows = _class_rows(c, x, self.num_classes)
+                    cc = _with_extra(rows, extra_c, self.class_extra, x)
+            u0 = self._modulate(u0, x, tc, cc, self.fc1_t, getattr(self, "fc1_c", None))
         u1 = self.u1(torch.cat([e2, u0], dim=1))
         if self.conditioning != "none":
-            u1 = self._modulate(u1, x, t, c, self.fc2_t, getattr(self, "fc2_c", None))
+            u1 = self._modulate(u1, x, tc, cc, self.fc2_t, getattr(self, "fc2_c", None))
         u2 = self.u2(torch.cat([e1, u1], dim=1))
         return self.out(self.head(torch.cat([e0, u2], dim=1)))
 
     def _modulate(
-        self, h: Tensor, x: Tensor, t, c, fc_t: nn.Module, fc_c: nn.Module | None
+        self, h: Tensor, x: Tensor, t: Tensor, c, fc_t: nn.Module, fc_c: nn.Module | None
     ) -> Tensor:
-        """h modulated by the embeddings of t and c, computed in x's dtype; returned in h's
-        dtype."""
+        """h modulated by the embeddings of the time inputs t (B, 1 + time_extra) and the class
+        inputs c (B, K + class_extra) or None, computed in x's dtype; returned in h's dtype."""
         with _full_precision(x):
-            tv = _as_map(fc_t(_time_column(t, x)))
+            tv = _as_map(fc_t(t))
             if self.conditioning == "time-add":
                 out = h + tv
             elif self.conditioning == "time-mul":
                 out = h * tv
             else:
-                out = _as_map(fc_c(_class_rows(c, x, self.num_classes))) * h + tv
+                out = _as_map(fc_c(c)) * h + tv
         return out.to(h.dtype)
+
+    def widened(self, time_extra: int, class_extra: int) -> UNet:
+        """A copy with `time_extra` / `class_extra` more inputs to its time / class FCBlocks, the
+        new columns zero (widen_fcblock): at extra inputs zero or not, at initialisation it
+        computes what this UNet does."""
+        if self.conditioning != "class":
+            raise ValueError("only a class-conditioned UNet is widened (a distillation teacher)")
+        wide = copy.deepcopy(self)
+        for name, extra in (("fc1_t", time_extra), ("fc2_t", time_extra)) + (
+            ("fc1_c", class_extra),
+            ("fc2_c", class_extra),
+        ):
+            setattr(wide, name, widen_fcblock(getattr(self, name), extra))
+        wide.time_extra += time_extra
+        wide.class_extra += class_extra
+        return wide
 
 
 # ----------------------------------------------------------------------------- improved UNet
@@ -410,11 +481,26 @@ def build_model(
     hidden: int = 64,
     conditioning: Conditioning = "none",
     num_classes: int = 10,
+    student: bool = False,
 ) -> nn.Module:
-    """Build ``UNet`` ("course") or ``ImprovedUNet`` ("improved") with the given options."""
+    """Build ``UNet`` ("course") or ``ImprovedUNet`` ("improved") with the given options;
+    `student`: the course UNet of a distilled student (training.distill: STUDENT_TIME_EXTRA time
+    and num_classes class inputs more, no BatchNorm)."""
     classes = {"course": UNet, "improved": ImprovedUNet}
     if arch not in classes:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+    if student:
+        if arch != "course":
+            raise ValueError("a distilled student is a course UNet (arch course)")
+        return UNet(
+            in_channels,
+            hidden,
+            conditioning,
+            num_classes,
+            time_extra=STUDENT_TIME_EXTRA,
+            class_extra=num_classes,
+            norm=False,
+        )
     return classes[arch](
         in_channels=in_channels, hidden=hidden, conditioning=conditioning, num_classes=num_classes
     )

@@ -24,6 +24,7 @@ from samplers.app.devices import autocast, resolve_device, resolve_mixed_precisi
 
 from .checkpoints import CheckpointError, find_checkpoint, load_weights, verify_checksums
 from .config import TrainOptions, TrainPlan, check_sampler, walks_flow
+from .flowmap import average_velocity, student_times, vp_scale
 from .models import build_model, fold_batchnorm
 from .runs import load_run_config
 from .untrusted import entry_kind
@@ -57,8 +58,14 @@ def unet_time(i: Tensor, num_timesteps: int) -> Tensor:
 
 
 def build_unet(cfg: TrainOptions) -> nn.Module:
+    """The UNet of a run of `cfg`: a distilled student's widened, BatchNorm-free one for a
+    student (training.flowmap)."""
     return build_model(
-        cfg.arch, hidden=cfg.hidden, conditioning=cfg.conditioning, num_classes=cfg.num_classes
+        cfg.arch,
+        hidden=cfg.hidden,
+        conditioning=cfg.conditioning,
+        num_classes=cfg.num_classes,
+        student=cfg.is_student,
     )
 
 
@@ -136,19 +143,43 @@ class LabModel:
             return torch.full((k * per_class,), -1)
         return torch.arange(k).repeat(per_class)
 
-    def network(self, x: Tensor, t: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
-        """The UNet on x (B, C, H, W) at t (B,) with cond (B, K) or None, under the model's
-        autocast, in chunks of at most `max_batch` images; output (B, C, H, W) in x's dtype."""
+    def network(
+        self,
+        x: Tensor,
+        t: Tensor | None = None,
+        cond: Tensor | None = None,
+        extra_t: Tensor | None = None,
+        extra_c: Tensor | None = None,
+    ) -> Tensor:
+        """The UNet on x (B, C, H, W) at t (B,) with cond (B, K) or None (and a student's extra
+        inputs, training.flowmap; None: zeros), under the model's autocast, in chunks of at most
+        `max_batch` images; output (B, C, H, W) in x's dtype."""
+        args = (x, t, cond, extra_t, extra_c)
         n = 1 if self.max_batch is None else -(-x.shape[0] // self.max_batch)
         if n > 1:
             parts = zip(
-                *(v.tensor_split(n) if v is not None else [None] * n for v in (x, t, cond)),
+                *(v.tensor_split(n) if v is not None else [None] * n for v in args),
                 strict=False,
             )
             return torch.cat([self.network(*part) for part in parts])
         with autocast(x.device, self.precision):
-            out = self.unet(x) if t is None else self.unet(x, t, cond)
+            if t is None:
+                out = self.unet(x)
+            elif extra_t is None and extra_c is None:
+                out = self.unet(x, t, cond)
+            else:
+                out = self.unet(x, t, cond, extra_t, extra_c)
         return out.to(x.dtype)
+
+    def student_model(
+        self, x: Tensor, t: Tensor, s: Tensor, cond: Tensor | None, guidance_scale: Tensor
+    ) -> Tensor:
+        """A student's average velocity from flow time t to s (training.flowmap); cond None:
+        the null class."""
+        if cond is None:
+            cond = x.new_zeros(x.shape[0], self.config.num_classes)
+        ab = self.alphas_cumprod if self.kind == "ddpm" else None
+        return average_velocity(self.network, x, t, s, cond, guidance_scale, ab)
 
     def eps_model(self, x: Tensor, t: int | Tensor, cond: Tensor | None = None) -> Tensor:
         """DDPM noise prediction; t an int timestep or (B,) ints in 0..T-1."""
@@ -161,7 +192,12 @@ class LabModel:
         return self.network(x, t, cond)
 
     def schedule(self, sampler: str, steps: int) -> samplers.Schedule:
-        """What `sampler` walks in `steps` steps: the flow grid, or `steps` spaced VP timesteps."""
+        """What `sampler` walks in `steps` steps: the flow grid, `steps` spaced VP timesteps, or
+        (flowmap) steps + 1 times of a student's grid."""
+        if sampler == "flowmap":
+            if self.config.distill is None:
+                raise ValueError("the flowmap sampler needs a distilled student")
+            return samplers.Schedule.flowmap(student_times(self.config.distill.times, steps))
         if walks_flow(self.kind, sampler):
             return samplers.Schedule.flow(steps)
         return samplers.Schedule.vp(
@@ -169,7 +205,10 @@ class LabModel:
         )
 
     def sampling_model(self, sampler: str, labels: Tensor, guidance_scale: float) -> Callable:
-        """model(x, t) for `sampler`, conditioned on `labels` with CFG at `guidance_scale`."""
+        """model(x, t) for `sampler`, conditioned on `labels` with CFG at `guidance_scale` (a
+        student's model(x, t, s) for flowmap, the scale one of its inputs)."""
+        if sampler == "flowmap":
+            return samplers.GuidedStudent(self.student_model, self.one_hot(labels), guidance_scale)
         base = self.eps_model
         if walks_flow(self.kind, sampler):
             base = self.velocity_model
@@ -230,8 +269,11 @@ class LabModel:
             return (2 * self.network(x) - 1).clamp(-1, 1)
         scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
         model = self.sampling_model(sampler, labels, scale)
+        schedule = self.schedule(sampler, steps)
+        if sampler == "flowmap":  # the flow state at the grid's first time (a DDPM's: above 0)
+            x = x / vp_scale(torch.tensor(schedule.times[0])).item()
         out = samplers.get_sampler(sampler)(
-            model, x, self.schedule(sampler, steps), generator=generator, callback=callback
+            model, x, schedule, generator=generator, callback=callback
         )
         return out.clamp(-1, 1)
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +34,14 @@ from .config import (
     RunConfig,
     TrainingDiverged,
     TrainOptions,
+    TrainPlan,
     preview_sampler,
     run_length,
     start_plan,
 )
 from .data import Batches, derive_seed, load_dataset, to_signed, to_unit
 from .figures import GIF_MS, sample_grid, save_gif, save_grid
-from .objectives import LOSS_BINS, loss_by_t_bins, make_objective
+from .objectives import LOSS_BINS, Objective, loss_by_t_bins, make_objective
 from .pretrained import LabModel, build_unet, max_batch, vp_alphas_cumprod
 from .runlock import claim_run
 from .runs import (
@@ -163,24 +165,7 @@ class Trainer:
         self.stop_after = stop_after
         self.device = self.acc.device
 
-        dataset = stored.dataset if stored else options.dataset
-        data = load_dataset(dataset, options.data_root, "train")
-        if options.batch_size > len(data):  # a batch never repeats an image
-            raise ConfigError(
-                f"--batch-size {options.batch_size:,} is more than the {len(data):,} training "
-                f"images of {data.name}"
-            )
-        normalize = to_signed if options.data_range[0] < 0 else to_unit
-        self.batches = Batches(
-            data,
-            options.batch_size,
-            seed=options.seed,
-            device=self.device,
-            normalize=normalize,
-            rank=self.rank,
-            world_size=self.world,
-            drop_last=self.world > 1,
-        )
+        self.batches, dataset, train_size = self._training_data(options, stored)
         runtime = dict(
             world_size=self.world,
             device=str(self.device),
@@ -189,8 +174,8 @@ class Trainer:
         if stored is None:
             plan = start_plan(
                 options,
-                dataset=data.name,
-                train_size=len(data),
+                dataset=dataset,
+                train_size=train_size,
                 pass_steps=self.batches.steps_per_pass,
                 **runtime,
             )
@@ -199,7 +184,9 @@ class Trainer:
         self.options, self.plan = options, plan
 
         torch.manual_seed(options.seed)
-        self.model = build_unet(options).to(self.device, memory_format=memory_format(options))
+        self.model = self._initial_model(options).to(
+            self.device, memory_format=memory_format(options)
+        )
         self.ema = (
             ema_model(self.model, options.ema_decay, options.ema_warmup)
             if options.ema_decay
@@ -209,12 +196,13 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=options.lr,
+            betas=(0.9, options.adam_beta2),
             fused=self.device.type in ("cpu", "cuda") or None,
         )
         self.scheduler, self.scheduler_per_step = make_scheduler(self.optimizer, options, plan)
         self.alphas_cumprod = vp_alphas_cumprod(options)
         ab = None if self.alphas_cumprod is None else self.alphas_cumprod.to(self.device)
-        self.objective = make_objective(options, ab)
+        self.objective = self._make_objective(options, ab)
         self.step = 0
         self.preview_seconds = 0.0  # wall time spent drawing grids and the GIF (kept on resume)
         self.last_loss: float | None = None
@@ -239,6 +227,43 @@ class Trainer:
             else None
         )
         self._test_images: Tensor | None = None
+
+    # ------------------------------------------------------------------ what it trains on
+    # A distillation (training.distill.DistillTrainer) overrides these three: its batches are
+    # teacher trajectories, its model the teacher's widened UNet, its objective the flow map's.
+    def _training_data(
+        self, options: TrainOptions, stored: TrainPlan | None
+    ) -> tuple[Any, str, int]:
+        """(batches, the dataset's name, its training images): the run's dataset (a resume's as
+        first planned) as seeded, resumable `Batches`; `batches.batch(step)` is step's batch
+        and `batches.steps_per_pass` one pass's steps."""
+        data = load_dataset(
+            stored.dataset if stored else options.dataset, options.data_root, "train"
+        )
+        if options.batch_size > len(data):  # a batch never repeats an image
+            raise ConfigError(
+                f"--batch-size {options.batch_size:,} is more than the {len(data):,} training "
+                f"images of {data.name}"
+            )
+        normalize = to_signed if options.data_range[0] < 0 else to_unit
+        batches = Batches(
+            data,
+            options.batch_size,
+            seed=options.seed,
+            device=self.device,
+            normalize=normalize,
+            rank=self.rank,
+            world_size=self.world,
+            drop_last=self.world > 1,
+        )
+        return batches, data.name, len(data)
+
+    def _initial_model(self, options: TrainOptions) -> nn.Module:
+        """The network at step 0 (its random draws from torch's global generator, seeded)."""
+        return build_unet(options)
+
+    def _make_objective(self, options: TrainOptions, alphas_cumprod: Tensor | None) -> Objective:
+        return make_objective(options, alphas_cumprod)
 
     # ------------------------------------------------------------------ state
     def _resume(self, folders: list[Path]) -> ck.Checkpoint:
@@ -426,6 +451,8 @@ class Trainer:
                 losses, t = self.objective(self.ddp_model, x, c, gen)
             loss = losses.mean()
             acc.backward(loss)
+            if options.grad_clip is not None:
+                acc.clip_grad_norm_(self.model.parameters(), options.grad_clip)
             bad_step = torch.where(
                 (bad_step > 0) | loss.detach().isfinite(), bad_step, self.step + 1
             )
