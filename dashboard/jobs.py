@@ -194,8 +194,11 @@ class TrainRequest:
 
     def argv(self, runs_dir: str | Path) -> list[str]:
         """The command (after validate): `python -m training EXPERIMENT --runs-dir=DIR` with
-        `--config=FILE` (a new run: prepare writes FILE) or `--name=NAME --resume`."""
+        `--config=FILE` (a new run: prepare writes FILE) or `--name=NAME --resume`; a new
+        student's `python -m training distill TEACHER_RUN --runs-dir=DIR --config=FILE`."""
         args = [self.experiment, f"--runs-dir={Path(runs_dir).resolve()}"]
+        if self.options is not None and self.options.distill is not None:  # a new student
+            args = ["distill", self.options.distill.teacher, *args[1:]]
         if self.options is None:
             args += [f"--name={self.name}", "--resume"]
         else:

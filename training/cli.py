@@ -337,6 +337,12 @@ def build_parser() -> Parser:
     d.add_argument("--device", choices=DEVICES, default="auto")
     d.add_argument("--wandb-mode", choices=WANDB_MODES)
     d.add_argument("--resume", action="store_true", help="continue the student run --name")
+    d.add_argument(
+        "--config",
+        type=Path,
+        help="the student's options from a file (the Train page writes one): TEACHER_RUN must "
+        "be its teacher, and the other options are the file's",
+    )
     d.add_argument("--stop-after", type=positive_int, help=argparse.SUPPRESS)
     f = sub.add_parser("figures", help="(re)make the course deliverables into RUN_DIR/figures")
     f.add_argument("run_dir", type=Path)
@@ -386,7 +392,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .distill import distill, student_options
     from .runs import load_run_config, safe_run_dir
 
-    if not args.resume:
+    if args.config:
+        if args.resume:
+            raise ConfigError("--resume continues a run with its stored options: drop --config")
+        options = read_options(args.config)
+        if options.distill is None or Path(options.distill.teacher) != args.teacher:
+            raise ConfigError(f"{args.config}: not the options of a student of {args.teacher}")
+    elif not args.resume:
         options = student_options(
             args.teacher,
             method=args.method,

@@ -384,6 +384,18 @@ SAMPLERS_BY_KIND: dict[Kind, tuple[str, ...]] = {
 FAST_SAMPLER = {"ddpm": ("ddpm", 50), "flow": ("heun", 50)}
 
 
+def samplers_of(options: TrainOptions) -> tuple[str, ...]:
+    """The samplers that apply to a run of `options`: its kind's, or a student's flowmap."""
+    return ("flowmap",) if options.is_student else SAMPLERS_BY_KIND[options.kind]
+
+
+def interactive_sampler(options: TrainOptions) -> tuple[str, int]:
+    """(sampler, steps) a page starts from: FAST_SAMPLER's 50-step one of the run's kind, a
+    student's own, or the run's own."""
+    own = (options.sampler, options.sample_steps)
+    return own if options.is_student else FAST_SAMPLER.get(options.kind, own)
+
+
 def check_sampler(options: TrainOptions, sampler: str, steps: int) -> None:
     """ConfigError unless `sampler` applies to the options' kind of model and can walk `steps`
     steps on it (a VP sampler: at most the model's T = options.num_timesteps; a student's

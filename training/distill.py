@@ -61,7 +61,7 @@ def load_teacher(
             f"{run_dir} is itself a distilled student; distill from its teacher "
             f"({cfg.distill.teacher if cfg.distill else ''})"
         )
-    if cfg.kind not in ("flow", "ddpm") or not cfg.class_conditional or cfg.arch != "course":
+    if not can_teach(cfg):
         raise ConfigError(
             f"{run_dir}: a teacher is a class-conditional course-UNet flow or DDPM run "
             f"(flow-class, ddpm-class); this is {cfg.experiment} with arch {cfg.arch}"
@@ -262,8 +262,7 @@ class DistillTrainer(Trainer):
         self, options: TrainOptions, stored: TrainPlan | None
     ) -> tuple[Any, str, int]:
         d = options.distill
-        if d is None:
-            raise ConfigError(f"run {options.name!r} is not a distillation (no 'distill' options)")
+        assert d is not None
         self.teacher, sha = load_teacher(d.teacher, d.teacher_checkpoint, self.device)
         if sha != d.teacher_sha256:
             raise ConfigError(
@@ -338,6 +337,16 @@ def student_options(
     return validate(options)
 
 
+def can_teach(options: TrainOptions) -> bool:
+    """Whether a run of `options` can be distilled (load_teacher says why not)."""
+    return (
+        options.kind in ("flow", "ddpm")
+        and options.class_conditional
+        and options.arch == "course"
+        and not options.is_student
+    )
+
+
 def distill(
     options: TrainOptions,
     runs_dir: str | Path = "runs",
@@ -347,4 +356,6 @@ def distill(
 ) -> Path:
     """Train the student of `options` (student_options) into runs_dir/options.name, or continue
     it (`resume`); returns the run folder. `stop_after`: stop after that many epochs (tests)."""
+    if options.distill is None:
+        raise ConfigError(f"run {options.name!r} is not a distillation (no 'distill' options)")
     return DistillTrainer(options, runs_dir, resume=resume, stop_after=stop_after).run()

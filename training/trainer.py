@@ -616,8 +616,14 @@ def train(
     stop_after: int | None = None,
 ) -> Path:
     """Train `options` into runs_dir/options.name (continuing that run with `resume`, its plan as
-    stored with the length `options` now asks); returns the run folder.
+    stored with the length `options` now asks); returns the run folder. A student's options
+    (options.distill) train by distillation (training.distill.DistillTrainer).
 
     `stop_after`: stop after that many epochs as if killed (tests of exact resume).
     """
-    return Trainer(options, runs_dir, resume=resume, stop_after=stop_after).run()
+    trainer = Trainer
+    if options.is_student:
+        from .distill import DistillTrainer
+
+        trainer = DistillTrainer
+    return trainer(options, runs_dir, resume=resume, stop_after=stop_after).run()

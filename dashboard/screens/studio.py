@@ -17,7 +17,7 @@ from dashboard.components import (
 )
 from dashboard.jobs import MAX_SEED
 from dashboard.results import Progress, show_result, time_label
-from training.config import FAST_SAMPLER, SAMPLERS_BY_KIND, walks_flow
+from training.config import interactive_sampler, samplers_of, walks_flow
 from training.pretrained import LabModel
 
 MAX_STEPS = 1000
@@ -54,16 +54,21 @@ def controls(lab: LabModel) -> dict | None:
         else:
             guidance = 1.0
             count = c[0].number_input("Samples", 1, 100, 40, key="studio_count", **KEEP)
-        methods = SAMPLERS_BY_KIND[lab.kind]
+        methods = samplers_of(cfg)
         # keyed by model kind: switching runs of another kind starts from that kind's defaults
-        default, default_steps = FAST_SAMPLER.get(lab.kind, (methods[0], cfg.sample_steps))
+        default, default_steps = interactive_sampler(cfg)
+        kind = "student" if cfg.is_student else lab.kind
         trained = f"the run's own: {cfg.sampler} {cfg.sample_steps} steps"
-        borrowed = [m for m in methods if lab.kind == "flow" and not walks_flow(lab.kind, m)]
+        borrowed = [
+            m
+            for m in methods
+            if lab.kind == "flow" and not cfg.is_student and not walks_flow(lab.kind, m)
+        ]
         sampler = c[2].selectbox(
             "Sampler",
             methods,
             index=methods.index(default),
-            key=f"studio_sampler_{lab.kind}",
+            key=f"studio_sampler_{kind}",
             help=trained,
             format_func=lambda m: f"{m} (VP, via VelocityAsEps)" if m in borrowed else m,
             **KEEP,
@@ -73,7 +78,7 @@ def controls(lab: LabModel) -> dict | None:
             1,
             MAX_STEPS,
             min(default_steps, MAX_STEPS),
-            key=f"studio_steps_{lab.kind}",
+            key=f"studio_steps_{kind}",
             disabled=sampler == "direct",
             **KEEP,
             help=trained,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import streamlit as st
 
@@ -21,6 +22,7 @@ from training.config import (
     EXPERIMENTS,
     RECIPE_HELP,
     RECIPES,
+    STUDENT_DEFAULTS,
     WANDB_MODES,
     ConfigError,
     TrainOptions,
@@ -28,6 +30,7 @@ from training.config import (
     recipe_defaults,
 )
 from training.data import DATASETS
+from training.distill import can_teach, student_options
 from training.runs import RESUMABLE, Run, list_runs, read_run
 
 LIVE_S = 2  # seconds between refreshes of a training run's panel
@@ -184,6 +187,53 @@ def request_form(root) -> jobs.TrainRequest:
     return jobs.TrainRequest.new(options)
 
 
+def distill_form(s: settings.Settings) -> jobs.TrainRequest:
+    """The new-student widgets (`python -m training distill`): a teacher among the listed runs
+    that can teach, the steps, seed, W&B mode, device and name; the options are built by the
+    function the CLI builds its own with (training.distill.student_options)."""
+    root = s.write_root
+    teachers = [
+        str(r.path)
+        for folder in s.runs_roots
+        for r in list_runs(folder)
+        if r.config is not None and can_teach(r.config.options) and r.checkpoints
+    ]
+    if not teachers:
+        raise ConfigError(
+            "no run here can teach: a student is distilled from a flow-class or ddpm-class run"
+        )
+    c = st.columns(3)
+    teacher = c[0].selectbox("Teacher run", teachers, key="distill_teacher", **KEEP)
+    steps = c[1].number_input(
+        "Steps",
+        1,
+        jobs.MAX_STEPS,
+        STUDENT_DEFAULTS["steps"],
+        key="distill_steps",
+        **KEEP,
+        help="optimizer steps of the student (docs/distillation.md)",
+    )
+    seed = c[2].number_input("Seed", 0, jobs.MAX_SEED, 0, key="distill_seed", **KEEP)
+    c = st.columns(3)
+    wandb_mode = c[0].selectbox(
+        "W&B mode", WANDB_MODES, index=WANDB_MODES.index("offline"), key="distill_wandb", **KEEP
+    )
+    device = c[1].selectbox("Device", DEVICES, key="distill_device", **KEEP)
+    default_name = free_name(root, f"{Path(teacher).name}-student")
+    name = c[2].text_input(
+        "Run name", default_name, key="distill_name", help=f"a folder name inside {root}"
+    )
+    options = student_options(
+        teacher,
+        steps=int(steps),
+        name=name.strip() or default_name,
+        seed=int(seed),
+        device=device,
+        wandb_mode=wandb_mode,
+    )
+    return jobs.TrainRequest.new(options)
+
+
 def chosen_options(options: TrainOptions) -> str:
     """The options that differ from the defaults of their experiment and recipe, as `k=v`."""
     defaults = recipe_defaults(options.experiment, options.recipe)
@@ -203,8 +253,9 @@ def start_section(s: settings.Settings) -> None:
         "(DIFFUSION_LAB_MAX_TRAINING); further starts can wait in the queue."
     )
     problem = None
+    what = st.radio("What", ("Train", "Distill"), horizontal=True, key="train_what", **KEEP)
     try:
-        request = request_form(root)
+        request = request_form(root) if what == "Train" else distill_form(s)
     except ConfigError as e:
         request, problem = None, str(e)
     else:
@@ -215,7 +266,10 @@ def start_section(s: settings.Settings) -> None:
             problem = str(e)
         st.code(jobs.command_line(request.argv(root)), language="bash", wrap_lines=True)
         st.caption(
-            f"`{jobs.OPTIONS_FILE}`: the {request.options.recipe} recipe's defaults for "
+            f"`{jobs.OPTIONS_FILE}`: a student of `{request.options.distill.teacher}` with the "
+            "distillation's defaults (docs/distillation.md)"
+            if request.options.distill is not None
+            else f"`{jobs.OPTIONS_FILE}`: the {request.options.recipe} recipe's defaults for "
             f"{request.experiment}, with {chosen_options(request.options)}"
         )
     if problem:

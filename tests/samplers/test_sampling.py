@@ -65,6 +65,10 @@ def test_the_table_says_what_each_sampler_walks_and_costs():
         S.sampler_spec("rk4", "flow")
     with pytest.raises(ValueError, match="steps must be >= 0"):
         S.nfe("ddpm", -1)
+    # with guidance a CFG pair counts 2; a student takes the scale as an input: one call a step
+    assert S.samplers_for("flowmap") == ("flowmap",)
+    assert [S.nfe(name, 4, guided=True) for name in ("heun", "euler", "flowmap")] == [16, 8, 4]
+    assert S.nfe("flowmap", 4) == 4
     # the older names training uses: every function by name, and the flow-only samplers
     assert S.SAMPLERS == {spec.name: spec.function for spec in S.SAMPLER_TABLE}
     assert S.FLOW_SAMPLERS == ("euler", "heun")
@@ -73,16 +77,19 @@ def test_the_table_says_what_each_sampler_walks_and_costs():
 def test_each_sampler_calls_the_model_as_often_as_the_table_says():
     ab, calls = S.linear_alphas_cumprod(), []
 
-    def model(x, t):
+    def model(x, t, *s):  # a flow-map student also takes the end time s
         calls.append(t)
         return torch.zeros_like(x)
 
+    schedules = {
+        "flow": S.Schedule.flow(4),
+        "flowmap": S.Schedule.flowmap([0, 0.25, 0.5, 0.75, 1]),
+        "vp": S.Schedule.vp(ab, [299, 200, 100, 50, -1]),
+    }
     for spec in S.SAMPLER_TABLE:
         for kind in spec.kinds:
             calls.clear()
-            schedule = (
-                S.Schedule.flow(4) if kind == "flow" else S.Schedule.vp(ab, [299, 200, 100, 50, -1])
-            )
+            schedule = schedules[kind]
             spec.function(model, torch.zeros(1, 1, 2, 2), schedule)
             assert len(calls) == S.nfe(spec.name, len(schedule) - 1), (spec.name, kind)
 
