@@ -187,6 +187,12 @@ def request_form(root) -> jobs.TrainRequest:
     return jobs.TrainRequest.new(options)
 
 
+def _student_name(root) -> None:
+    """The name field on a free name for a student of the chosen teacher."""
+    teacher = Path(st.session_state["distill_teacher"]).name
+    st.session_state["distill_name"] = free_name(root, f"{teacher}-student")
+
+
 def distill_form(s: settings.Settings) -> jobs.TrainRequest:
     """The new-student widgets (`python -m training distill`): a teacher among the listed runs
     that can teach, the steps, seed, W&B mode, device and name; the options are built by the
@@ -202,8 +208,18 @@ def distill_form(s: settings.Settings) -> jobs.TrainRequest:
         raise ConfigError(
             "no run here can teach: a student is distilled from a flow-class or ddpm-class run"
         )
+    if st.session_state.get("distill_teacher") not in teachers:
+        st.session_state["distill_teacher"] = teachers[0]
+        _student_name(root)
     c = st.columns(3)
-    teacher = c[0].selectbox("Teacher run", teachers, key="distill_teacher", **KEEP)
+    teacher = c[0].selectbox(
+        "Teacher run",
+        teachers,
+        key="distill_teacher",
+        **KEEP,
+        on_change=_student_name,
+        args=(root,),
+    )
     steps = c[1].number_input(
         "Steps",
         1,
@@ -219,14 +235,13 @@ def distill_form(s: settings.Settings) -> jobs.TrainRequest:
         "W&B mode", WANDB_MODES, index=WANDB_MODES.index("offline"), key="distill_wandb", **KEEP
     )
     device = c[1].selectbox("Device", DEVICES, key="distill_device", **KEEP)
-    default_name = free_name(root, f"{Path(teacher).name}-student")
     name = c[2].text_input(
-        "Run name", default_name, key="distill_name", help=f"a folder name inside {root}"
+        "Run name", key="distill_name", **KEEP, help=f"a folder name inside {root}"
     )
     options = student_options(
         teacher,
         steps=int(steps),
-        name=name.strip() or default_name,
+        name=name.strip(),
         seed=int(seed),
         device=device,
         wandb_mode=wandb_mode,

@@ -311,3 +311,20 @@ def test_evaluate_shows_progress_then_done_with_a_link(app, lab_runs, tmp_path, 
     finally:
         child.kill()
         child.wait()
+
+
+def test_distill_starts_a_student_of_a_listed_teacher(app, lab_runs, tmp_path):
+    """The Distill choice offers the runs that can teach and shows the distill command; its
+    options file is the student's (python -m training distill TEACHER --config FILE)."""
+    at = train_page(app, lab_runs)
+    at.radio(key="train_what").set_value("Distill").run()
+    no_errors(at)
+    teachers = at.selectbox(key="distill_teacher").options
+    assert sorted(teachers) == [str(lab_runs / "ddpm-class"), str(lab_runs / "flow-class")]
+    at.selectbox(key="distill_teacher").set_value(str(lab_runs / "flow-class")).run()
+    assert at.text_input(key="distill_name").value == "flow-class-student"
+    assert command(at) == (
+        f"python -m training distill {lab_runs / 'flow-class'} --runs-dir={lab_runs.resolve()} "
+        f"--config={lab_runs.resolve()}/flow-class-student/options.json"
+    )
+    assert not at.warning

@@ -221,3 +221,21 @@ def test_a_ddpm_teacher_distills(fake_run, tmp_path):
     assert lab.kind == "ddpm" and lab.config.distill.teacher_sampler == "ddim"
     x = lab.sample([1, 2], guidance_scale=3, steps=3, generator=torch.Generator().manual_seed(0))
     assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()
+
+
+def test_the_options_file_of_the_train_page_distills(teacher, tmp_path, capsys):
+    """The Train page's request: `distill TEACHER --config FILE`; the pages offer a student its
+    flowmap sampler only."""
+    from training.config import interactive_sampler, samplers_of, save_options
+
+    options = tiny_student(teacher, tmp_path, name="s")
+    save_options(tmp_path / "options.json", options)
+    args = ["distill", str(teacher), "--runs-dir", str(tmp_path), "--config"]
+    assert main([*args, str(tmp_path / "options.json")]) == 0
+    assert read_run(tmp_path / "s").config.options == options
+    assert samplers_of(options) == ("flowmap",) and interactive_sampler(options) == ("flowmap", 4)
+    other = tiny_student(teacher, tmp_path, name="t")
+    save_options(tmp_path / "other.json", other)
+    capsys.readouterr()
+    assert main(["distill", str(tmp_path / "s"), "--config", str(tmp_path / "other.json")]) == 2
+    assert "not the options of a student of" in capsys.readouterr().err
