@@ -25,6 +25,7 @@ from .peak import gemm_peak, native_bf16
 from .quality import TTQSettings, quality_rows, run_kind, time_to_quality
 from .report import DEFAULT_OUT, Row, format_table, write_json
 from .sampling_bench import SampleSizes, sampling_rows
+from .student_bench import BUNDLED_STUDENTS, StudentSizes, student_rows
 from .training_bench import TrainSizes, preview_share_rows, training_rows
 
 SECTIONS = (
@@ -35,6 +36,7 @@ SECTIONS = (
     "command",
     "quality",
     "frontier",
+    "students",
     "deepfloyd",
 )
 COMMAND_RUN = Path("training/pretrained_runs/flow-class-d32")  # the bundled run the command samples
@@ -245,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         if "frontier" in sections:
             for run in args.run or BUNDLED_RUNS:
                 rows += frontier_rows(run, QUICK if args.quick else FrontierSizes(), args.device)
+        if "students" in sections:
+            sizes = StudentSizes(per_class=10) if args.quick else StudentSizes()
+            for student in BUNDLED_STUDENTS:
+                rows += student_rows(student, sizes, args.device)
         if "deepfloyd" in sections:
             rows += deepfloyd_rows(pl.deepfloyd)
     print(format_table(rows))

@@ -239,3 +239,17 @@ def test_the_options_file_of_the_train_page_distills(teacher, tmp_path, capsys):
     capsys.readouterr()
     assert main(["distill", str(tmp_path / "s"), "--config", str(tmp_path / "other.json")]) == 2
     assert "not the options of a student of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("experiment", ["flow-class", "ddpm-class"])
+def test_part_a_tasks_run_on_a_student(fake_run, experiment, tmp_path, capsys):
+    """The mnist backend calls a student on its diagonal u(x, t, t) at w = 1 (an ordinary flow or
+    DDPM model, guided by the CFG pair): every Part A task runs on it."""
+    from samplers.app.cli import main as samplers_main
+    from tests.samplers.test_cli import MNIST_TASKS
+
+    run_dir = distill(tiny_student(fake_run(experiment, name="t"), tmp_path, name="s"), tmp_path)
+    for task, extra in MNIST_TASKS.items():
+        argv = [task, "--backend", "mnist", "--run", str(run_dir), "--steps", "3", *extra]
+        assert samplers_main([*argv, "--out", str(tmp_path / task)]) == 0, task
+    assert "error" not in capsys.readouterr().err
