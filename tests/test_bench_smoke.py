@@ -173,3 +173,17 @@ def test_frontier_rows_give_each_sampler_its_fewest_steps_at_the_default_quality
         assert (r.value is None and "not at the default's quality" in r.note) or (
             r.value > 0 and r.ratio > 0 and "steps tried 1, 2" in r.note
         )
+
+
+def test_student_rows_time_the_student_against_its_teachers_default(tmp_path):
+    from tests.bench.student_bench import BUNDLED_STUDENTS, StudentSizes, student_rows
+
+    tiny = ClassifierConfig(width=4, feature_dim=16, passes=0.05, max_steps=3, batch_size=64)
+    sizes = StudentSizes(steps=(1, 4), per_class=1)
+    rows = student_rows(BUNDLED_STUDENTS[0], sizes, runs_dir=tmp_path, classifier_config=tiny)
+    assert [r.name for r in rows] == [
+        "flow-class-d32: heun 50, NFE 200",
+        "flow-class-d32-student: flowmap 1, NFE 1",
+        "flow-class-d32-student: flowmap 4, NFE 4",
+    ]
+    assert rows[0].ratio == 1.0 and all(r.value > 0 and r.ratio > 0 for r in rows)
