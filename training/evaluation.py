@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from samplers.table import sampler_spec
+
 from .classifier import ClassifierConfig, TrainedClassifier, load_classifier
 from .config import GUIDANCE_SCALES, PER_CLASS, SAMPLE_BATCH, ConfigError, check_sampler
 from .data import Digits, derive_seed, from_signed, load_dataset
@@ -394,6 +396,8 @@ def format_evaluation(results: Sequence[SweepResult]) -> str:
         lines.insert(
             -1, f"accuracy and Frechet distance: means of {repeats} sample sets, sd beside"
         )
+    if any(c.sampler != "direct" and sampler_spec(c.sampler).guidance == "input" for _, c in cells):
+        lines.insert(-1, "NFE: a guidance pair counts 2; a student takes the scale as an input")
     head = ["run"] * (len(results) > 1) + ["sampler", "steps", "NFE", "guidance", "class acc"]
     head += ["Frechet"] + ["sd"] * (repeats > 1) + ["x floor", "s/1000 digits"]
     rows = [head]

@@ -161,6 +161,14 @@ def test_evaluate_uses_the_students_sampler_and_counts_one_call_a_step(teacher, 
 
     assert [nfe("flowmap", 2, g) for g in (None, 1, 5)] == [2, 2, 2]
     assert nfe("heun", 2, 5) == 8
+    from training.classifier import ClassifierConfig
+    from training.evaluation import format_evaluation, run_sweeps
+
+    tiny = ClassifierConfig(width=4, feature_dim=16, passes=0.05, max_steps=3, batch_size=64)
+    one = plan_sweep(run_dir, steps=(1,), guidance_scales=(5,))
+    out = format_evaluation(run_sweeps([one], per_class=1, classifier_config=tiny))
+    assert "a student takes the scale as an input" in out
+    assert out.strip().splitlines()[-1].split()[:4] == ["flowmap", "1", "1", "5"]
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(teacher, tmp_path):
