@@ -189,3 +189,19 @@ def test_concurrent_sessions_get_their_own_results(app, lab_runs):
         session(seed).button[0].click().run().session_state["studio_result"].png for seed in (1, 2)
     ]
     assert together == alone and together[0] != together[1]
+
+
+def test_studio_samples_a_student_with_its_flowmap(app, tmp_path):
+    """A distilled student (the bundled one) is offered its flowmap sampler, at its 4 steps."""
+    from pathlib import Path
+
+    bundled = Path(__file__).resolve().parents[2] / "training" / "pretrained_runs"
+    shutil.copytree(bundled / "flow-class-d32-student", tmp_path / "student")
+    at = studio(app, tmp_path)
+    assert at.selectbox(key="studio_sampler_student").options == ["flowmap"]
+    assert at.number_input(key="studio_steps_student").value == 4
+    at.multiselect(key="studio_digits").set_value([2])
+    at.number_input(key="studio_count").set_value(1)
+    at.button[0].click().run()
+    no_errors(at)
+    assert at.image[0].captions[0].startswith("student · epoch-0004 · digits 2")
