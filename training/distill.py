@@ -19,6 +19,7 @@ A student samples with the table's flowmap sampler: N jumps, one model call each
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,8 @@ def sample_pairs(
 
 class FlowMapObjective:
     """objective(model, idx, c, generator) -> (losses (B,), t (B,)): the flow-map regression on
-    trajectories `idx` (B,) of `data` (c unused: the labels are the data's), pairs from
+    trajectories `idx` (B,) of `data` (c unused: the labels are the data's, made one-hot by
+    `one_hot`), pairs from
     sample_pairs, the target the chord (x_j - x_i) / (t_j - t_i) or, on the diagonal, the
     teacher's guided velocity; the squared error weighted max(s - t, 1/K)^2 K^2 / 4, the
     jump's end-point error in data space (a whole-grid jump weighs K^2 / 4, a one-interval 1/4)."""
@@ -211,8 +213,9 @@ class FlowMapObjective:
         d: DistillOptions,
         options: TrainOptions,
         alphas_cumprod: Tensor | None,
+        one_hot: Callable[[Tensor], Tensor],
     ):
-        self.data, self.d, self.options = data, d, options
+        self.data, self.d, self.options, self.one_hot = data, d, options, one_hot
         self.times = torch.tensor(d.times, dtype=torch.float32, device=data.states.device)
         self.alphas_cumprod = alphas_cumprod if options.kind == "ddpm" else None
 
@@ -227,9 +230,7 @@ class FlowMapObjective:
         t, s = self.times[i], self.times[j]
         gap = (s - t).view(-1, 1, 1, 1)
         target = torch.where(gap > 0, (x_j - x_i) / gap.clamp(min=1e-8), velocity)
-        labels = data.labels[idx]
-        cond = nn.functional.one_hot(labels.clamp(min=0), self.options.num_classes).float()
-        cond = cond * (labels >= 0)[:, None]
+        cond = self.one_hot(data.labels[idx])
         x_i = x_i.contiguous(memory_format=memory_format(self.options))
         u = average_velocity(model, x_i, t, s, cond, data.w[idx], self.alphas_cumprod)
         err = (u.float() - target).square().flatten(1).mean(1)
@@ -283,7 +284,9 @@ class DistillTrainer(Trainer):
 
     def _make_objective(self, options: TrainOptions, alphas_cumprod: Tensor | None) -> Objective:
         assert options.distill is not None
-        return FlowMapObjective(self.teacher_data, options.distill, options, alphas_cumprod)
+        return FlowMapObjective(
+            self.teacher_data, options.distill, options, alphas_cumprod, self.teacher.one_hot
+        )
 
     def _batch(self, step: int) -> tuple[Tensor, None]:
         idx, _ = self.batches.batch(step)
