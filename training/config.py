@@ -596,7 +596,7 @@ def validate(options: TrainOptions) -> TrainOptions:
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")
 
-    for name in ("lr", "lr_final_ratio", "min_snr_gamma", *LIMITS):
+    for name in ("lr", "lr_final_ratio", "min_snr_gamma", "grad_clip", *LIMITS):
         value = getattr(options, name)
         if value is None:
             continue
@@ -652,7 +652,6 @@ def validate(options: TrainOptions) -> TrainOptions:
         raise ConfigError(f"--ema-warmup must be > 1, got {options.ema_warmup}")
     if not 0.0 <= options.adam_beta2 < 1.0:
         raise ConfigError(f"--adam-beta2 must be in [0, 1), got {options.adam_beta2}")
-    positive("grad_clip", options.grad_clip)
     if options.distill is not None:
         check_distill(options)
     return options
