@@ -200,7 +200,7 @@ def test_studio_samples_a_student_with_its_flowmap(app, tmp_path):
     at = studio(app, tmp_path)
     assert at.selectbox(key="studio_sampler_student").options == ["flowmap"]
     assert at.number_input(key="studio_steps_student").value == 4
-    at.multiselect(key="studio_digits").set_value([2])
+    at.button_group(key="studio_digits").set_value([2])
     at.number_input(key="studio_count").set_value(1)
     at.button[0].click().run()
     no_errors(at)
