@@ -213,7 +213,8 @@ def write_frontier_png(
 
     lines, floors = frontier_lines(evaluations, guidance, per_class)
     _check(lines)
-    fig = Figure(figsize=(12, 5.2), layout="constrained")
+    columns = min(3, len(lines))  # three legend columns of long labels fit the 12-inch width
+    fig = Figure(figsize=(12, 4.2 + 0.2 * -(-len(lines) // columns)), layout="constrained")
     ax_fd, ax_acc = fig.subplots(1, 2)
     for line in lines:
         style = dict(color=line.color, linestyle=MPL_STYLE[line.dash], markersize=4)
@@ -245,7 +246,7 @@ def write_frontier_png(
     ax_fd.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax_fd.yaxis.set_minor_locator(NullLocator())
     ax_acc.set_ylim(0, 101)
-    fig.legend(loc="outside lower center", ncols=min(4, len(lines)), fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncols=columns, fontsize=8, frameon=False)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, Path(out))
     return sum(len(line.cells) for line in lines)
