@@ -17,10 +17,10 @@ from dashboard.components import (
 )
 from dashboard.jobs import MAX_SEED
 from dashboard.results import Progress, show_result, time_label
-from training.config import interactive_sampler, samplers_of, walks_flow
+from training.config import LIMITS, interactive_sampler, samplers_of, walks_flow
 from training.pretrained import LabModel
 
-MAX_STEPS = 1000
+MAX_STEPS = LIMITS["sample_steps"]  # the sampler steps a run may ask for (training.config)
 
 
 def controls(lab: LabModel) -> dict | None:
