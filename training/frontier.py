@@ -189,11 +189,12 @@ def frontier_figure(
     ticks = _frechet_ticks(lines, floors)
     fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=1, col=1)
     fig.update_yaxes(range=[0, 101], row=1, col=2)
+    legend_rows = -(-len(lines) // 3)  # about three long labels a row at a page's width
     fig.update_layout(
-        height=440,
+        height=420 + 22 * legend_rows,
         hovermode="closest",
-        margin=dict(l=10, r=10, t=40, b=10),
-        legend=dict(orientation="h", y=-0.25),
+        margin=dict(l=10, r=10, t=40, b=70 + 22 * legend_rows),
+        legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
     )
     return fig
 

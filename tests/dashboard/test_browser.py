@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.runs import read_run
+from training.runs import list_runs
 
 from .conftest import APP, REPO
 
@@ -198,14 +198,15 @@ def test_pages_in_a_real_browser(server, page, browser_runs):
     assert landing.is_visible() and page.get_by_text("Start here:").is_visible()
     assert not page.get_by_text("Deploy", exact=True).count()  # an app's toolbar
     page.locator(".js-plotly-plot").first.wait_for()
-    # the grids of every compared run (all of them: at most 3) at its latest epoch, with its step
-    expected = [
+    # the grids of the compared runs (the newest few) each at its latest epoch, with its step
+    latest = [
         f"{run.name} · epoch {max(run.sample_grids)} (step {run.summary.step:,} of "
         f"{run.config.plan.total_steps:,})"
-        for run in map(read_run, sorted(browser_runs.iterdir()))
+        for run in list_runs(browser_runs)
         if run.sample_grids
     ]
-    assert grid_captions(page) == sorted(expected)
+    shown = grid_captions(page)
+    assert shown and set(shown) <= set(latest)
     earlier = page.get_by_role("button", name="epoch 1", exact=True)
     if earlier.count():  # an epoch every compared run has a grid of
         earlier.click()
