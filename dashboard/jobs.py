@@ -22,7 +22,6 @@ queue started, dropped or set aside. Its rows are TrainRequests: {"experiment", 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import select
 import signal
@@ -50,7 +49,7 @@ from training.config import (
 )
 from training.jsontypes import from_json
 from training.runlock import LOCK_FILE as TRAINER_LOCK
-from training.runlock import Process, process_identity, verified_holder
+from training.runlock import Process, flock_within, process_identity, verified_holder
 from training.runs import (
     BUSY,
     JOB_FILES,
@@ -291,18 +290,11 @@ def _locked(runs_dir: Path) -> Iterator[None]:
     except OSError as e:
         raise JobError(f"cannot open the jobs lock {path} ({e.strerror or e})") from None
     try:
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise JobError(
-                        f"another process has held {path} for over {LOCK_TIMEOUT_S:g} s; try "
-                        f"again, or end the process that holds it (`fuser {path}` names it)"
-                    ) from None
-                time.sleep(0.05)
+        if not flock_within(fd, LOCK_TIMEOUT_S, poll_s=0.05):
+            raise JobError(
+                f"another process has held {path} for over {LOCK_TIMEOUT_S:g} s; try again, or "
+                f"end the process that holds it (`fuser {path}` names it)"
+            )
         yield
     finally:
         os.close(fd)  # drops the lock

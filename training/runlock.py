@@ -157,6 +157,20 @@ class Claim:
         self.release()
 
 
+def flock_within(fd: int, timeout_s: float, poll_s: float = 0.02) -> bool:
+    """Take the exclusive flock of `fd`, retrying every poll_s until timeout_s has passed;
+    whether it was taken."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(poll_s)
+
+
 def busy_message(run_dir: Path, identity: Process | None) -> str:
     who = f"process {identity.pid}" if identity is not None else "another process"
     stop = f"kill -TERM {identity.pid}" if identity is not None else "kill -TERM its process"
@@ -181,18 +195,10 @@ def claim_run(run_dir: Path) -> Claim:
         if e.errno == errno.ELOOP:
             raise OSError(e.errno, f"{run_dir / LOCK_FILE} is a symlink; remove it") from None
         raise
-    deadline = time.monotonic() + CLAIM_WAIT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() < deadline:
-                time.sleep(0.02)
-                continue
-            _, identity = _held_by(fd)
-            os.close(fd)
-            raise RunBusy(busy_message(run_dir, identity)) from None
+    if not flock_within(fd, CLAIM_WAIT_S):
+        _, identity = _held_by(fd)
+        os.close(fd)
+        raise RunBusy(busy_message(run_dir, identity))
     try:
         data = json.dumps(process_identity().to_dict()).encode()
         os.ftruncate(fd, 0)
