@@ -99,9 +99,10 @@ class DistillOptions:
 
     Teacher data: `trajectories` seeded noises, each with a random label (the null class with
     p_null) and guidance scale (exactly 1 with p_w1, else uniform in [w_min, w_max]), integrated
-    along the teacher's guided probability-flow ODE (`teacher_sampler`: heun on a flow teacher,
-    ddim on a DDPM one, `substeps` solver steps per grid interval) and kept at the `times` of
-    its `grid` intervals (flow times, rising to 1). Pairs: a random segment of the uniform
+    along the teacher's guided probability-flow ODE (`teacher_sampler`, `substeps` steps a grid
+    interval: dpmpp_2m and 1 by default; heun on a flow teacher or ddim on a DDPM in older
+    students) and kept at the `times` of its `grid` intervals (flow times, rising to 1).
+    Pairs: a random segment of the uniform
     N-step subgrid, N drawn from `levels`; with p_diag a diagonal pair (s = t).
     """
 
@@ -109,9 +110,9 @@ class DistillOptions:
     teacher_checkpoint: str  # its checkpoint folder's name
     teacher_sha256: str  # of its sampling weights
     times: tuple[float, ...]  # the grid's grid + 1 flow times
-    teacher_sampler: Literal["heun", "ddim"]
-    substeps: int
     method: DistillMethod = "flowmap"
+    teacher_sampler: Literal["dpmpp_2m", "heun", "ddim"] = "dpmpp_2m"
+    substeps: int = 1
     trajectories: int = 4096
     grid: int = 16
     p_null: float = 0.1
@@ -669,6 +670,12 @@ def check_distill(options: TrainOptions) -> None:
         )
     if d.trajectories < 1 or d.grid < 1 or d.substeps < 1:
         raise ConfigError("--trajectories, the grid and the substeps must be positive")
+    own = samplers_for("flow" if options.kind == "flow" else "vp")
+    if d.teacher_sampler not in own:
+        raise ConfigError(
+            f"the teacher's solver {d.teacher_sampler!r} does not walk a {options.kind} "
+            f"model's own schedule; choose from {', '.join(s for s in own if s != 'ddpm')}"
+        )
     if len(d.times) != d.grid + 1:
         raise ConfigError(f"the grid of {d.grid} intervals needs {d.grid + 1} times")
     bad = [n for n in d.levels if n < 1 or d.grid % n]

@@ -4,7 +4,7 @@
 
 1. Teacher data (`teacher_trajectories`): seeded noises, each with a random label and guidance
    scale w, integrated along the teacher's guided probability-flow ODE with the samplers' table
-   (a flow teacher: Heun; a DDPM: deterministic DDIM, its states mapped to flow coordinates) and
+   (DPM-Solver++(2M), one call a grid interval; a DDPM's states mapped to flow coordinates) and
    kept, with the guided velocity, at the K + 1 times of a grid.
 2. The student u(x_t, t, s, c, w) (training.flowmap) starts as the teacher: its UNet with
    BatchNorm folded and zero-initialised extra conditioning inputs (UNet.widened).
@@ -76,25 +76,27 @@ def load_teacher(
     return lab, sha
 
 
-def teacher_schedule(lab: LabModel, grid: int, substeps: int) -> tuple[str, samplers.Schedule]:
-    """(sampler, schedule) of the teacher's ODE on `grid` intervals of `substeps` steps each:
-    Heun on the uniform flow grid, or deterministic DDIM on spaced VP timesteps."""
-    n = grid * substeps
+def teacher_schedule(lab: LabModel, d: DistillOptions) -> samplers.Schedule:
+    """What d.teacher_sampler walks: d.grid intervals of d.substeps steps each, on the uniform
+    flow grid or on spaced VP timesteps."""
+    n = d.grid * d.substeps
     if lab.kind == "flow":
-        return "heun", samplers.Schedule.flow(n)
-    timesteps = samplers.spaced_timesteps(lab.config.num_timesteps, n)
-    return "ddim", samplers.Schedule.vp(lab.alphas_cumprod, timesteps)
+        return samplers.Schedule.flow(n)
+    return samplers.Schedule.vp(
+        lab.alphas_cumprod, samplers.spaced_timesteps(lab.config.num_timesteps, n)
+    )
 
 
-def grid_times(lab: LabModel, grid: int, substeps: int) -> tuple[float, ...]:
-    """The grid's grid + 1 flow times, rising to 1 (a DDPM's start above 0: its T-step schedule
-    never reaches pure noise)."""
-    _, schedule = teacher_schedule(lab, grid, substeps)
+def grid_times(lab: LabModel, d: DistillOptions) -> tuple[float, ...]:
+    """The grid's d.grid + 1 flow times, rising to 1 (a DDPM's start above 0: its T-step
+    schedule never reaches pure noise)."""
+    schedule = teacher_schedule(lab, d)
     if schedule.is_flow:
-        return tuple(float(t) for t in schedule.times[::substeps])
+        return tuple(float(t) for t in schedule.times[:: d.substeps])
     ab = lab.alphas_cumprod.double().cpu()
     return tuple(
-        1.0 if i < 0 else float(flow_time_of_alpha_bar(ab[i])) for i in schedule.times[::substeps]
+        1.0 if i < 0 else float(flow_time_of_alpha_bar(ab[i]))
+        for i in schedule.times[:: d.substeps]
     )
 
 
@@ -137,7 +139,7 @@ def _trajectory(
     """(states (B, K + 1, ...), velocities (B, K, ...)) of one batch of noises, in float16 on the
     CPU: the teacher's sampler walks its schedule, and every substeps-th step keeps its state and
     the guided output there (a DDPM's mapped to flow coordinates)."""
-    sampler, schedule = teacher_schedule(lab, d.grid, d.substeps)
+    schedule = teacher_schedule(lab, d)
     states: list[Tensor] = []
     velocities: list[Tensor] = []
 
@@ -153,7 +155,8 @@ def _trajectory(
         states.append(x.half().cpu())
         velocities.append(out.half().cpu())
 
-    end = samplers.get_sampler(sampler)(model, noise.to(lab.device), schedule, callback=keep)
+    sample = samplers.get_sampler(d.teacher_sampler)
+    end = sample(model, noise.to(lab.device), schedule, callback=keep)
     states.append(end.half().cpu())  # at flow time 1 a VP state is the image too
     return torch.stack(states, 1), torch.stack(velocities, 1)
 
@@ -312,18 +315,15 @@ def student_options(
     if method != "flowmap":
         raise ConfigError(f"--method {method!r} is not one of flowmap")
     lab, sha = load_teacher(teacher_run)
-    substeps = 1 if lab.kind == "flow" else 2
     distill = DistillOptions(
         teacher=str(teacher_run),
         teacher_checkpoint=lab.checkpoint.name if lab.checkpoint else "",
         teacher_sha256=sha,
         times=(),
-        teacher_sampler="heun" if lab.kind == "flow" else "ddim",
-        substeps=substeps,
     )
     if trajectories is not None:
         distill = replace(distill, trajectories=trajectories)
-    distill = replace(distill, times=grid_times(lab, distill.grid, distill.substeps))
+    distill = replace(distill, times=grid_times(lab, distill))
     given = dict(steps=steps, sample_steps=sample_steps, **training)
     teacher = lab.config
     options = replace(

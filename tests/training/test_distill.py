@@ -3,6 +3,7 @@ tiny distillation as a run like any other (read_run, sample, evaluate, exact res
 one-line errors of a teacher that cannot teach."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 import samplers
 from training.checkpoints import load_weights, read_checkpoint
 from training.cli import main
-from training.config import ConfigError
+from training.config import ConfigError, validate
 from training.distill import (
     RowGuided,
     distill,
@@ -100,25 +101,42 @@ def test_row_guidance_pairs_only_the_rows_that_need_it():
     assert out[:, 0, 0, 0].tolist() == [1.0, 3.0, 0.0]
 
 
-def test_teacher_data_lies_on_the_teachers_ode(teacher):
+@pytest.mark.parametrize("solver", ["dpmpp_2m", "heun"])
+def test_teacher_data_lies_on_the_teachers_ode(teacher, solver):
+    """dpmpp_2m makes new students' data; heun regenerates an older student's on resume. The
+    teacher's velocity is swapped for cos(6t) x, which solvers of different orders walk apart."""
     lab, _ = load_teacher(teacher)
+    lab.velocity_model = lambda x, t, cond=None: torch.cos(6 * t).view(-1, 1, 1, 1) * x
     d = student_options(teacher, trajectories=3, wandb_mode="disabled").distill
+    d = replace(d, teacher_sampler=solver)
     data = teacher_trajectories(lab, d, seed=0)
     assert data.states.shape == (3, 17, 1, 28, 28) and data.velocities.shape == (3, 16, 1, 28, 28)
     assert d.times == tuple(k / 16 for k in range(17))
-    # state 1 is one Heun step from state 0 (fp16 storage)
-    k = 0
-    labels = data.labels
-    model = RowGuided(lab.velocity_model, lab.one_hot(labels), data.w)
+    model = RowGuided(lab.velocity_model, lab.one_hot(data.labels), data.w)
     x0 = data.states[:, 0].float()
-    heun = samplers.sample_heun(model, x0, samplers.Schedule(d.times[:2]))
-    assert (heun - data.states[:, k + 1].float()).abs().max() < 1e-2
+
+    def error(sampler: str, k: int) -> float:  # state k against k steps of `sampler` (fp16 data)
+        xk = samplers.get_sampler(sampler)(model, x0, samplers.Schedule(d.times[: k + 1]))
+        return (xk - data.states[:, k].float()).abs().max().item()
+
+    other = "heun" if solver == "dpmpp_2m" else "dpmpp_2m"
+    assert error(solver, 16) < 5e-3 < error(other, 16) and error(solver, 2) < 5e-3
+    v1 = model(data.states[:, 1].float(), torch.full((3,), d.times[1]))
+    assert (v1 - data.velocities[:, 1].float()).abs().max() < 5e-3
+
+
+def test_a_teacher_solver_must_walk_the_teachers_schedule(teacher):
+    options = student_options(teacher, wandb_mode="disabled")
+    wrong = replace(options.distill, teacher_sampler="ddim")
+    with pytest.raises(ConfigError, match="does not walk a flow model's own schedule"):
+        validate(replace(options, distill=wrong))
 
 
 def test_ddpm_teacher_grid_starts_above_zero(fake_run):
     run = fake_run("ddpm-class", name="ddpm-teacher")
     lab, _ = load_teacher(run)
-    times = grid_times(lab, 16, 2)
+    d = student_options(run, wandb_mode="disabled").distill
+    times = grid_times(lab, d)
     assert len(times) == 17 and times[-1] == 1.0 and 0.15 < times[0] < 0.2
     assert all(a < b for a, b in zip(times, times[1:], strict=False))
 
@@ -226,7 +244,7 @@ def test_a_ddpm_teacher_distills(fake_run, tmp_path):
     run = fake_run("ddpm-class", name="ddpm-teacher")
     run_dir = distill(tiny_student(run, tmp_path, name="s"), tmp_path)
     lab = load_lab_model(run_dir)
-    assert lab.kind == "ddpm" and lab.config.distill.teacher_sampler == "ddim"
+    assert lab.kind == "ddpm" and lab.config.distill.teacher_sampler == "dpmpp_2m"
     x = lab.sample([1, 2], guidance_scale=3, steps=3, generator=torch.Generator().manual_seed(0))
     assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()
 
