@@ -41,6 +41,7 @@ LossWeighting = Literal["none", "min-snr", "flow"]
 Recipe = Literal["course", "fast"]
 WandbMode = Literal["online", "offline", "disabled"]
 DistillMethod = Literal["flowmap"]
+TeacherSolver = Literal["dpmpp_2m", "heun", "ddim"]  # deterministic ODE solvers of a teacher
 # the samplers table's names (read off the table, so a solver added there is a choice here) and
 # the denoisers' one call
 SamplerName = Literal[(*SAMPLER_NAMES, "direct")]
@@ -101,9 +102,9 @@ class DistillOptions:
     p_null) and guidance scale (exactly 1 with p_w1, else uniform in [w_min, w_max]), integrated
     along the teacher's guided probability-flow ODE (`teacher_sampler`, `substeps` steps a grid
     interval: dpmpp_2m and 1 by default; heun on a flow teacher or ddim on a DDPM in older
-    students) and kept at the `times` of its `grid` intervals (flow times, rising to 1).
-    Pairs: a random segment of the uniform
-    N-step subgrid, N drawn from `levels`; with p_diag a diagonal pair (s = t).
+    students) and kept at the `times` of its `grid` intervals (flow times, rising to 1). Pairs:
+    a random segment of the uniform N-step subgrid, N drawn from `levels`; with p_diag a
+    diagonal pair (s = t).
     """
 
     teacher: str  # the teacher run's folder, as given
@@ -111,7 +112,7 @@ class DistillOptions:
     teacher_sha256: str  # of its sampling weights
     times: tuple[float, ...]  # the grid's grid + 1 flow times
     method: DistillMethod = "flowmap"
-    teacher_sampler: Literal["dpmpp_2m", "heun", "ddim"] = "dpmpp_2m"
+    teacher_sampler: TeacherSolver = "dpmpp_2m"
     substeps: int = 1
     trajectories: int = 4096
     grid: int = 16
@@ -672,9 +673,10 @@ def check_distill(options: TrainOptions) -> None:
         raise ConfigError("--trajectories, the grid and the substeps must be positive")
     own = samplers_for("flow" if options.kind == "flow" else "vp")
     if d.teacher_sampler not in own:
+        fits = [s for s in get_args(TeacherSolver) if s in own]
         raise ConfigError(
             f"the teacher's solver {d.teacher_sampler!r} does not walk a {options.kind} "
-            f"model's own schedule; choose from {', '.join(s for s in own if s != 'ddpm')}"
+            f"model's own schedule; choose from {', '.join(fits)}"
         )
     if len(d.times) != d.grid + 1:
         raise ConfigError(f"the grid of {d.grid} intervals needs {d.grid + 1} times")
