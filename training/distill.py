@@ -45,7 +45,7 @@ from .models import STUDENT_TIME_EXTRA, UNet
 from .objectives import Objective
 from .pretrained import LabModel, load_lab_model
 from .runs import load_run_config
-from .trainer import Trainer, memory_format
+from .trainer import Trainer, memory_format, train
 
 TEACHER_BATCH = 256  # trajectories integrated at once
 
@@ -361,4 +361,4 @@ def distill(
     it (`resume`); returns the run folder. `stop_after`: stop after that many epochs (tests)."""
     if options.distill is None:
         raise ConfigError(f"run {options.name!r} is not a distillation (no 'distill' options)")
-    return DistillTrainer(options, runs_dir, resume=resume, stop_after=stop_after).run()
+    return train(options, runs_dir, resume=resume, stop_after=stop_after)  # picks DistillTrainer
