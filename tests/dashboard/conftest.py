@@ -10,28 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.tiny_run import tiny_args
+
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "dashboard" / "app.py")
-TINY = [
-    "--dataset",
-    "mnist-5k",
-    "--hidden",
-    "4",
-    "--batch-size",
-    "8",
-    "--steps",
-    "4",
-    "--epoch-steps",
-    "2",
-    "--log-every",
-    "1",
-    "--sample-steps",
-    "3",
-    "--wandb-mode",
-    "disabled",
-    "--device",
-    "cpu",
-]
+TINY = tiny_args("--steps", "4", "--sample-steps", "3", "--device", "cpu")
 EXPERIMENTS = ("flow-class", "ddpm-class")
 
 

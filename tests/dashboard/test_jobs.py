@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from dashboard import jobs
+from tests.fixtures.tiny_run import TINY_OPTIONS
 from training import cli as training_cli
 from training.config import ConfigError, RunConfig, make_options, read_options, start_plan
 from training.runlock import claim_run, process_identity
@@ -19,17 +20,15 @@ from training.runs import read_run, read_summary, write_json
 
 from .conftest import REPO
 
-TINY = dict(dataset="mnist-5k", hidden=4, wandb_mode="disabled", device="cpu")
-
 
 def new_run(name: str, experiment: str = "flow-class", **options) -> jobs.TrainRequest:
     """The request the Train page makes: options built as the CLI builds them."""
-    return jobs.TrainRequest.new(make_options(experiment, name=name, **{**TINY, **options}))
+    return jobs.TrainRequest.new(make_options(experiment, name=name, **{**TINY_OPTIONS, **options}))
 
 
 def write_config(run_dir, name: str) -> None:
-    """A config.json (options and plan) as the trainer writes it, for a run of TINY options."""
-    options = make_options("flow-class", name=name, **TINY)
+    """A config.json (options and plan) as the trainer writes it, for a tiny run (TINY_OPTIONS)."""
+    options = make_options("flow-class", name=name, **TINY_OPTIONS)
     plan = start_plan(
         options,
         dataset="mnist-5k",
@@ -95,7 +94,7 @@ def test_options_the_cli_refuses_are_refused_by_the_same_function(
     with pytest.raises(ConfigError, match=message):
         new_run("ok", experiment, **change)
     argv = [experiment, "--name", "ok", "--runs-dir", str(tmp_path)]
-    argv += [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, **change}.items()]
+    argv += [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY_OPTIONS, **change}.items()]
     try:
         status = training_cli.main(argv)  # make_options refuses it
     except SystemExit as e:  # argparse refuses it first

@@ -12,33 +12,20 @@ import torch
 from safetensors.torch import load_file
 
 from dashboard import jobs
+from tests.fixtures.tiny_run import TINY_OPTIONS, tiny_args
 from training import cli
 from training.checkpoints import list_checkpoints
 from training.config import make_options
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "--dataset",
-    "mnist-5k",
-    "--hidden",
-    "4",
-    "--batch-size",
-    "8",
-    "--epoch-steps",
-    "2",
-    "--preview-steps",
-    "2",
-    "--log-every",
-    "1",
-    "--wandb-mode",
-    "disabled",
-]
+TINY = tiny_args()
 
 
 def new_run(name: str, **options) -> jobs.TrainRequest:
     """The Train page's request of a new tiny flow-class run (options as the CLI builds them)."""
-    tiny = dict(dataset="mnist-5k", hidden=4, wandb_mode="disabled", device="cpu")
-    return jobs.TrainRequest.new(make_options("flow-class", name=name, **{**tiny, **options}))
+    return jobs.TrainRequest.new(
+        make_options("flow-class", name=name, **{**TINY_OPTIONS, **options})
+    )
 
 
 def train(runs: Path, name: str, *extra: str, experiment: str = "flow-class", tiny=TINY) -> int:
@@ -65,7 +52,7 @@ def spawn(
     experiment: str = "flow-class",
 ) -> subprocess.Popen:
     """Start a training run in a child process (stdout/stderr captured as text)."""
-    tiny = TINY if "--wandb-mode" not in extra else TINY[:-2]
+    tiny = tiny_args(wandb=None if "--wandb-mode" in extra else "disabled")
     argv = [experiment, *tiny, "--runs-dir", str(runs), "--name", name, *extra]
     cmd = [sys.executable, str(ROOT / "tests/reliability/faulty_train.py"), fault or "none", *argv]
     return subprocess.Popen(

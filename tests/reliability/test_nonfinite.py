@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-from reliability_helpers import TINY, epochs, train, weights
+from reliability_helpers import epochs, train, weights
 
+from tests.fixtures.tiny_run import tiny_args
 from training.config import TrainingDiverged
 from training.data import Batches
 from training.runs import load_run_config, read_metrics, read_summary
@@ -43,8 +44,7 @@ def test_a_nan_batch_stops_the_run_and_keeps_the_last_good_checkpoint(
         ), y
 
     monkeypatch.setattr(Batches, "batch", batch)
-    tiny = [a if a != "disabled" else "offline" for a in TINY]
-    assert train(tmp_path, "nan", "--steps", "10", tiny=tiny) == 1
+    assert train(tmp_path, "nan", "--steps", "10", tiny=tiny_args(wandb="offline")) == 1
     err = capsys.readouterr().err
     assert "python -m training: error: the loss became NaN or infinite at step 7 (epoch 4)" in err
     run = tmp_path / "nan"

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import TINY, child_env, kill_at_step, spawn, train, wait
+from reliability_helpers import child_env, kill_at_step, spawn, train, wait
 
+from tests.fixtures.tiny_run import tiny_args
 from training.runs import read_metrics, read_summary
 
 KEY = "fa4e0123456789abcdef0123456789abcdef0123"
-WANDB_TINY = [a for a in TINY if a not in ("--wandb-mode", "disabled")]
+WANDB_TINY = tiny_args(wandb=None)
 
 
 @pytest.fixture

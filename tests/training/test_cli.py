@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.fixtures.tiny_run import tiny_args
 from training import cli
 from training.classifier import ClassifierConfig
 from training.config import save_options
@@ -17,22 +18,7 @@ from training.evaluation_record import read_evaluation
 from training.runs import load_run_config, read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "--dataset",
-    "mnist-5k",
-    "--hidden",
-    "4",
-    "--batch-size",
-    "8",
-    "--epoch-steps",
-    "2",
-    "--preview-steps",
-    "2",
-    "--steps",
-    "2",
-    "--wandb-mode",
-    "disabled",
-]
+TINY = tiny_args("--steps", "2")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from tests.fixtures.tiny_run import tiny_args
 from training.checkpoints import list_checkpoints
 from training.runs import load_run_config, read_metrics, read_summary
 
@@ -27,20 +28,7 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
         "-m",
         "training",
         "flow-class",
-        "--dataset",
-        "mnist-5k",
-        "--hidden",
-        "4",
-        "--batch-size",
-        "8",
-        "--steps",
-        "4",
-        "--epoch-steps",
-        "2",
-        "--preview-steps",
-        "2",
-        "--log-every",
-        "1",
+        *tiny_args("--steps", "4", wandb=None),
         "--device",
         "cpu",
         "--runs-dir",

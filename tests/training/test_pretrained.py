@@ -6,27 +6,13 @@ import json
 import pytest
 import torch
 
+from tests.fixtures.tiny_run import tiny_args
 from training import cli
 from training.backend import MnistBackend
 from training.checkpoints import CheckpointError
 from training.pretrained import CPU_MAX_BATCH, load_lab_model
 
-TINY = [
-    "--dataset",
-    "mnist-5k",
-    "--hidden",
-    "4",
-    "--batch-size",
-    "8",
-    "--epoch-steps",
-    "2",
-    "--preview-steps",
-    "2",
-    "--steps",
-    "2",
-    "--wandb-mode",
-    "disabled",
-]
+TINY = tiny_args("--steps", "2")
 
 
 @pytest.fixture(scope="module")

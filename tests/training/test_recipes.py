@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from samplers.schedules import linear_alphas_cumprod
+from tests.fixtures.tiny_run import tiny_args
 from training import cli
 from training.config import (
     EXPERIMENTS,
@@ -163,33 +164,8 @@ def test_time_sampling_is_for_models_with_a_time():
 
 
 def test_recipe_is_written_into_the_run_record(tmp_path):
-    argv = [
-        "flow-class",
-        "--recipe",
-        "fast",
-        "--dataset",
-        "mnist-5k",
-        "--hidden",
-        "4",
-        "--batch-size",
-        "8",
-        "--steps",
-        "4",
-        "--warmup-steps",
-        "2",
-        "--epoch-steps",
-        "2",
-        "--preview-steps",
-        "2",
-        "--log-every",
-        "1",
-        "--wandb-mode",
-        "disabled",
-        "--runs-dir",
-        str(tmp_path),
-        "--name",
-        "fast",
-    ]
+    argv = ["flow-class", "--recipe", "fast", *tiny_args("--steps", "4", "--warmup-steps", "2")]
+    argv += ["--runs-dir", str(tmp_path), "--name", "fast"]
     assert cli.main(argv) == 0
     cfg = read_config(tmp_path / "fast")
     assert (cfg["recipe"], cfg["lr_schedule"], cfg["time_sampling"], cfg["warmup_steps"]) == (

@@ -8,29 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.fixtures.tiny_run import tiny_args
 from training import cli
 from training.checkpoints import latest_checkpoint, list_checkpoints
 from training.config import make_options
 from training.runs import load_run_config, read_metrics, read_summary, write_json
 
-TINY = [
-    "--dataset",
-    "mnist-5k",
-    "--hidden",
-    "4",
-    "--batch-size",
-    "8",
-    "--epoch-steps",
-    "2",
-    "--preview-steps",
-    "2",
-    "--log-every",
-    "1",
-    "--wandb-mode",
-    "disabled",
-    "--steps",
-    "6",
-]
+TINY = tiny_args("--steps", "6")
 
 
 def _train(runs, experiment, name, *extra, device="cpu"):

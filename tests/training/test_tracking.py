@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from tests.fixtures.tiny_run import tiny_args
 from training import cli
 from training.config import RunConfig, make_options, start_plan
 from training.runs import list_runs, read_metrics, safe_run_dir, write_json
@@ -67,20 +68,7 @@ def test_offline_run_on_disk_and_no_secret_recorded(no_key, monkeypatch, tmp_pat
         cli.main(
             [
                 "flow-time",
-                "--dataset",
-                "mnist-5k",
-                "--hidden",
-                "4",
-                "--batch-size",
-                "8",
-                "--steps",
-                "2",
-                "--epoch-steps",
-                "2",
-                "--preview-steps",
-                "2",
-                "--wandb-mode",
-                "offline",
+                *tiny_args("--steps", "2", wandb="offline"),
                 "--runs-dir",
                 str(tmp_path),
             ]

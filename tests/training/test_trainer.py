@@ -8,28 +8,14 @@ import pytest
 import torch
 
 from samplers.app.devices import resolve_mixed_precision
+from tests.fixtures.tiny_run import tiny_args
 from training import cli
 from training.checkpoints import list_checkpoints
 from training.config import EXPERIMENTS, NO_SCHEDULER_EMA_DECAY, make_options, start_plan
 from training.pretrained import load_lab_model
 from training.runs import list_runs, load_run_config, read_config, read_metrics, read_summary
 
-TINY = [
-    "--dataset",
-    "mnist-5k",
-    "--hidden",
-    "4",
-    "--batch-size",
-    "8",
-    "--epoch-steps",
-    "2",
-    "--preview-steps",
-    "2",
-    "--log-every",
-    "1",
-    "--wandb-mode",
-    "offline",
-]
+TINY = tiny_args(wandb="offline")
 
 
 def tiny_run(runs, experiment, *extra, steps=4):
