@@ -42,6 +42,7 @@ Recipe = Literal["course", "fast"]
 WandbMode = Literal["online", "offline", "disabled"]
 DistillMethod = Literal["flowmap"]
 TeacherSolver = Literal["dpmpp_2m", "heun", "ddim"]  # deterministic ODE solvers of a teacher
+DistillLoss = Literal["pseudo_huber", "squared"]
 # the samplers table's names (read off the table, so a solver added there is a choice here) and
 # the denoisers' one call
 SamplerName = Literal[(*SAMPLER_NAMES, "direct")]
@@ -104,7 +105,8 @@ class DistillOptions:
     interval: dpmpp_2m and 1 by default; heun on a flow teacher or ddim on a DDPM in older
     students) and kept at the `times` of its `grid` intervals (flow times, rising to 1). Pairs:
     a random segment of the uniform N-step subgrid, N drawn from `levels`; with p_diag a
-    diagonal pair (s = t).
+    diagonal pair (s = t). `loss`: of a pair's data-space end-point error (FlowMapObjective);
+    "squared" in students made before the field, "pseudo_huber" for new ones (student_options).
     """
 
     teacher: str  # the teacher run's folder, as given
@@ -122,6 +124,7 @@ class DistillOptions:
     w_max: float = 7.0
     levels: tuple[int, ...] = (1, 2, 4, 8, 16)
     p_diag: float = 0.1
+    loss: DistillLoss = "squared"
 
 
 @dataclass(frozen=True)

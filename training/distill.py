@@ -11,7 +11,8 @@
 3. The loss (`FlowMapObjective`): pairs i <= j of one trajectory, a random segment of a uniform
    N-step subgrid (N from the levels) or, with p_diag, a diagonal pair; the target is
    (x_j - x_i) / (t_j - t_i) (s = t: the guided velocity); the error is weighted as a data-space
-   end-point error, max(s - t, 1/K)^2 K^2 / 4.
+   end-point error, max(s - t, 1/K)^2 K^2 / 4, and by default taken through a pseudo-Huber
+   function (Song & Dhariwal, "Improved Techniques for Training Consistency Models").
 
 A student samples with the table's flowmap sampler: N jumps, one model call each at any w.
 """
@@ -202,13 +203,20 @@ def sample_pairs(
     return torch.where(diagonal, k, i), torch.where(diagonal, k, j)
 
 
+# the pseudo-Huber loss's c, an end-point RMS error in [-1, 1] pixels: Song & Dhariwal's
+# c = 0.00054 sqrt(d) for the L2 norm over d pixels
+PSEUDO_HUBER_C = 0.00054
+
+
 class FlowMapObjective:
     """objective(model, idx, c, generator) -> (losses (B,), t (B,)): the flow-map regression on
     trajectories `idx` (B,) of `data` (c unused: the labels are the data's, made one-hot by
-    `one_hot`), pairs from
-    sample_pairs, the target the chord (x_j - x_i) / (t_j - t_i) or, on the diagonal, the
-    teacher's guided velocity; the squared error weighted max(s - t, 1/K)^2 K^2 / 4, the
-    jump's end-point error in data space (a whole-grid jump weighs K^2 / 4, a one-interval 1/4)."""
+    `one_hot`), pairs from sample_pairs, the target the chord (x_j - x_i) / (t_j - t_i) or, on
+    the diagonal, the teacher's guided velocity. The mean squared error weighted
+    max(s - t, 1/K)^2 K^2 / 4 is the jump's end-point error in data space (a whole-grid jump
+    weighs K^2 / 4, a one-interval 1/4): the loss with `loss="squared"`; "pseudo_huber" takes
+    e to sqrt(e + h^2) - h, h = c K / 2 for an end-point RMS error of c = PSEUDO_HUBER_C (about
+    the RMS error itself, times K / 2, where it exceeds c)."""
 
     def __init__(
         self,
@@ -237,7 +245,11 @@ class FlowMapObjective:
         x_i = x_i.contiguous(memory_format=memory_format(self.options))
         u = average_velocity(model, x_i, t, s, cond, data.w[idx], self.alphas_cumprod)
         err = (u.float() - target).square().flatten(1).mean(1)
-        return err * gap.flatten().clamp(min=1 / k) ** 2 * (k**2 / 4), t
+        err = err * gap.flatten().clamp(min=1 / k) ** 2 * (k**2 / 4)
+        if self.d.loss == "pseudo_huber":
+            h = PSEUDO_HUBER_C * k / 2
+            err = torch.sqrt(err + h * h) - h
+        return err, t
 
 
 class TrajectoryBatches:
@@ -320,6 +332,7 @@ def student_options(
         teacher_checkpoint=lab.checkpoint.name if lab.checkpoint else "",
         teacher_sha256=sha,
         times=(),
+        loss="pseudo_huber",
     )
     if trajectories is not None:
         distill = replace(distill, trajectories=trajectories)

@@ -12,8 +12,10 @@ import torch
 import samplers
 from training.checkpoints import load_weights, read_checkpoint
 from training.cli import main
-from training.config import ConfigError, validate
+from training.config import ConfigError, TrainOptions, validate
 from training.distill import (
+    PSEUDO_HUBER_C,
+    FlowMapObjective,
     RowGuided,
     distill,
     grid_times,
@@ -23,7 +25,7 @@ from training.distill import (
     teacher_trajectories,
 )
 from training.flowmap import ddpm_unet_time, flow_time_of_alpha_bar
-from training.models import UNet, fold_batchnorm
+from training.models import STUDENT_TIME_EXTRA, UNet, fold_batchnorm
 from training.pretrained import load_lab_model, unet_time
 from training.runs import read_run
 
@@ -132,6 +134,30 @@ def test_a_teacher_solver_must_walk_the_teachers_schedule(teacher):
         ConfigError, match="does not walk a flow model's own schedule; choose from dpmpp_2m, heun$"
     ):
         validate(replace(options, distill=wrong))
+
+
+def test_pseudo_huber_loss_is_the_squared_end_point_error_through_its_function(teacher):
+    """Both losses see the same pairs; a record without `loss` (older students) reads "squared"."""
+    lab, _ = load_teacher(teacher)
+    options = student_options(teacher, trajectories=4, wandb_mode="disabled")
+    data = teacher_trajectories(lab, options.distill, seed=0)
+    student = lab.unet.widened(STUDENT_TIME_EXTRA, 10).float()
+
+    def losses(loss: str) -> torch.Tensor:
+        d = replace(options.distill, loss=loss)
+        objective = FlowMapObjective(data, d, options, None, lab.one_hot)
+        idx = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+        return objective(student, idx, None, torch.Generator().manual_seed(1))[0]
+
+    assert options.distill.loss == "pseudo_huber"
+    squared, huber = losses("squared"), losses("pseudo_huber")
+    h = PSEUDO_HUBER_C * 16 / 2
+    assert squared.min() > 0 and torch.allclose(huber, (squared + h * h).sqrt() - h)
+    record = options.to_json()
+    assert TrainOptions.from_json(record).distill == options.distill
+    older = {k: v for k, v in record["distill"].items() if k != "loss"}
+    distill_options = TrainOptions.from_json(record | {"distill": older}).distill
+    assert distill_options is not None and distill_options.loss == "squared"
 
 
 def test_ddpm_teacher_grid_starts_above_zero(fake_run):
