@@ -153,7 +153,7 @@ class Claim:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
 
-    def __del__(self) -> None:  # a Trainer whose construction failed: its claim goes with it
+    def __del__(self) -> None:  # a claim dropped unreleased (a Trainer never run) goes with it
         self.release()
 
 

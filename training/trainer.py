@@ -150,8 +150,19 @@ class Trainer:
                 f"--batch-size {options.batch_size} must divide over {self.world} processes"
             )
         self.run_dir = safe_run_dir(runs_dir, options.name)
-        # the run folder's one writer from before its first write (RunBusy: another trains it)
+        # the run folder's one writer from before its first write (RunBusy: another trains it),
+        # released by run(), or at once when the set-up fails (not when the GC collects it)
         self.claim = claim_run(self.run_dir) if self.main else None
+        try:
+            self._set_up(options, resume, stop_after)
+        except BaseException:
+            if self.claim is not None:
+                self.claim.release()
+            raise
+
+    def _set_up(self, options: TrainOptions, resume: bool, stop_after: int | None) -> None:
+        """The plan, model, EMA, optimizer, scheduler, objective and tracker of the run (a
+        resume's restored from its newest good checkpoint)."""
         candidates = check_run_dir(self.run_dir, resume)
         stored = load_run_config(self.run_dir).plan if resume else None
         if resume and self.main and "plan" not in read_config(self.run_dir):

@@ -1,6 +1,7 @@
 """Tiny runs of every experiment write the whole run record; length, pruning and no-scheduler
 rules."""
 
+import gc
 import json
 import math
 
@@ -11,9 +12,17 @@ from samplers.app.devices import resolve_mixed_precision
 from tests.fixtures.tiny_run import tiny_args
 from training import cli
 from training.checkpoints import list_checkpoints
-from training.config import EXPERIMENTS, NO_SCHEDULER_EMA_DECAY, make_options, start_plan
+from training.config import (
+    EXPERIMENTS,
+    NO_SCHEDULER_EMA_DECAY,
+    ConfigError,
+    make_options,
+    start_plan,
+)
 from training.pretrained import load_lab_model
+from training.runlock import holder
 from training.runs import list_runs, load_run_config, read_config, read_metrics, read_summary
+from training.trainer import Trainer
 
 TINY = tiny_args(wandb="offline")
 
@@ -246,3 +255,18 @@ def test_ema_checkpoints_carry_recalibrated_batchnorm(tmp_path):
     live, ema = load_file(ckpt / "model.safetensors"), load_file(ckpt / "ema.safetensors")
     means = [k for k in ema if k.endswith("running_mean")]
     assert means and all(not torch.equal(live[k], ema[k]) for k in means)
+
+
+def test_a_set_up_that_fails_frees_the_run_at_once(tmp_path):
+    """A refused resume releases the run's lock before it raises, not when the garbage collector
+    reaches the half-built Trainer (which the traceback keeps alive): the same process can train
+    the run again at once."""
+    run = tiny_run(tmp_path, "flow-class", "--name", "done", steps=2)
+    options = load_run_config(run).options
+    gc.disable()
+    try:
+        with pytest.raises(ConfigError, match="has trained 2 steps already") as refused:
+            Trainer(options, tmp_path, resume=True)
+        assert refused.traceback and holder(run) == (False, None)
+    finally:
+        gc.enable()
