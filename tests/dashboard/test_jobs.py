@@ -12,18 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 from dashboard import jobs
-from tests.fixtures.tiny_run import TINY_OPTIONS
+from tests.fixtures.tiny_run import TINY_OPTIONS, new_run
 from training import cli as training_cli
 from training.config import ConfigError, RunConfig, make_options, read_options, start_plan
 from training.runlock import claim_run, process_identity
 from training.runs import read_run, read_summary, write_json
 
 from .conftest import REPO
-
-
-def new_run(name: str, experiment: str = "flow-class", **options) -> jobs.TrainRequest:
-    """The request the Train page makes: options built as the CLI builds them."""
-    return jobs.TrainRequest.new(make_options(experiment, name=name, **{**TINY_OPTIONS, **options}))
 
 
 def write_config(run_dir, name: str) -> None:

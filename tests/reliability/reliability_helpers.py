@@ -11,21 +11,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dashboard import jobs
-from tests.fixtures.tiny_run import TINY_OPTIONS, tiny_args
+from tests.fixtures.tiny_run import tiny_args
 from training import cli
 from training.checkpoints import list_checkpoints
-from training.config import make_options
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = tiny_args()
-
-
-def new_run(name: str, **options) -> jobs.TrainRequest:
-    """The Train page's request of a new tiny flow-class run (options as the CLI builds them)."""
-    return jobs.TrainRequest.new(
-        make_options("flow-class", name=name, **{**TINY_OPTIONS, **options})
-    )
 
 
 def train(runs: Path, name: str, *extra: str, experiment: str = "flow-class", tiny=TINY) -> int:

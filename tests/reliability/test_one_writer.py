@@ -12,9 +12,10 @@ import time
 
 import psutil
 import pytest
-from reliability_helpers import kill_at_step, new_run, spawn, train, wait
+from reliability_helpers import kill_at_step, spawn, train, wait
 
 from dashboard import jobs
+from tests.fixtures.tiny_run import new_run
 from training import cli
 from training.checkpoints import list_checkpoints
 from training.pretrained import weights_fit

@@ -17,13 +17,13 @@ from reliability_helpers import (
     ROOT,
     assert_same_weights,
     kill_at_step,
-    new_run,
     spawn,
     train,
     wait,
 )
 
 from dashboard import jobs
+from tests.fixtures.tiny_run import new_run
 from training.runlock import Process
 from training.runs import read_metrics, read_run, read_summary
 
