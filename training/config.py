@@ -122,7 +122,7 @@ class DistillOptions:
     p_w1: float = 0.2
     w_min: float = 1.0
     w_max: float = 7.0
-    levels: tuple[int, ...] = (1, 2, 4, 8, 16)
+    levels: tuple[int, ...] = (1, 2, 4, 8)
     p_diag: float = 0.1
     loss: DistillLoss = "squared"
 
