@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dashboard.settings import DEFAULT_BUNDLED_RUNS
 from samplers.app.cli import main
 
-from .conftest import REPO, no_errors, png
+from .conftest import no_errors, png
 
 LAB = "screens/sampler_lab.py"
 SEED = ["--seed", "0"]  # CFG: the page's and the CLI's default, the run's 5 (denoise: none)
@@ -125,7 +126,7 @@ def test_page_equals_cli_on_the_mnist_backend(task, lab, lab_runs, tmp_path):
 def test_denoise_with_cfg_on_the_page_equals_the_cli_option(app, tmp_path):
     # the bundled run: a tiny run's class input moves its output by about 3e-6 in fp32, so
     # guidance would change no pixel (under bf16 only rounding noise would)
-    run = REPO / "training" / "pretrained_runs" / "flow-class-d32"
+    run = DEFAULT_BUNDLED_RUNS / "flow-class-d32"
     argv = ["denoise", "--backend", "mnist", "--run", str(run), *SEED]
     argv += ["--examples", "digit-0", "--prompt", "3"]  # CFG against the null class needs a class
     name = "denoise-compare-digit-0.png"

@@ -6,6 +6,8 @@ import shutil
 import pytest
 import torch
 
+from dashboard.settings import DEFAULT_BUNDLED_RUNS
+
 from .conftest import no_errors
 
 
@@ -193,10 +195,7 @@ def test_concurrent_sessions_get_their_own_results(app, lab_runs):
 
 def test_studio_samples_a_student_with_its_flowmap(app, tmp_path):
     """A distilled student (the bundled one) is offered its flowmap sampler, at its 4 steps."""
-    from pathlib import Path
-
-    bundled = Path(__file__).resolve().parents[2] / "training" / "pretrained_runs"
-    shutil.copytree(bundled / "flow-class-d32-student", tmp_path / "student")
+    shutil.copytree(DEFAULT_BUNDLED_RUNS / "flow-class-d32-student", tmp_path / "student")
     at = studio(app, tmp_path)
     assert at.selectbox(key="studio_sampler_student").options == ["flowmap"]
     assert at.number_input(key="studio_steps_student").value == 4
